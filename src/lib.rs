@@ -1,0 +1,16 @@
+//! fdbg: a debugger for file-descriptor leaks in live Linux processes.
+//!
+//! It attaches with ptrace, stops on the syscalls that create and destroy
+//! fds, records the creating call stack of every fd, keeps a model of each
+//! process's fd table, and answers "which code opened the fds that are still
+//! open". It is not a general debugger: it never changes the tracee's memory
+//! or registers, and it leaves every attached process running when it ends.
+//!
+//! Module map (see ARCHITECTURE.md):
+//! - `syscalls`: syscall → effect on the fd table (pure)
+//! - `fdtable`: the fd lifetime model (pure)
+//! - `stacks`: interned stacks (pure)
+
+pub mod fdtable;
+pub mod stacks;
+pub mod syscalls;
