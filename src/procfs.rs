@@ -1,0 +1,103 @@
+//! Readers of /proc: a process's fds (kind, target, close-on-exec), its
+//! threads, and the status fields fdbg checks (tgid, tracer, state).
+//!
+//! Status fields come from the `procfs` crate. The fd listing is read here
+//! directly because the model needs the raw symlink text (`socket:[123]`,
+//! `/path (deleted)`, non-UTF-8 names) and the close-on-exec bit from
+//! fdinfo, which the crate's parsed target type does not keep.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::fdtable::{FdKind, Pid, ProcFd};
+
+/// The fds of `pid` as /proc shows them now, sorted by number. Use
+/// `task` to read the table of one thread (`/proc/PID/task/TID/fd`), which
+/// stays readable while that thread is exiting even if the leader is gone.
+pub fn list_fds(pid: Pid, task: Option<i32>) -> io::Result<Vec<ProcFd>> {
+    let base = match task {
+        Some(tid) => PathBuf::from(format!("/proc/{pid}/task/{tid}")),
+        None => PathBuf::from(format!("/proc/{pid}")),
+    };
+    let mut fds = Vec::new();
+    for entry in fs::read_dir(base.join("fd"))? {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        // An fd may close between readdir and readlink: skip it.
+        let Ok(link) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = String::from_utf8_lossy(link.as_os_str().as_bytes()).into_owned();
+        let is_dir = target.starts_with('/') && fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false);
+        let kind = FdKind::from_link(&target, is_dir);
+        let cloexec = fd_flags(&base, fd).map(|f| f & libc::O_CLOEXEC as u64 != 0).unwrap_or(false);
+        fds.push(ProcFd { fd, kind, target, cloexec });
+    }
+    fds.sort_by_key(|f| f.fd);
+    Ok(fds)
+}
+
+/// The open flags of one fd, from the `flags:` line of fdinfo (octal).
+fn fd_flags(base: &Path, fd: i32) -> Option<u64> {
+    let text = fs::read_to_string(base.join("fdinfo").join(fd.to_string())).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("flags:"))?;
+    u64::from_str_radix(line.trim(), 8).ok()
+}
+
+/// The symlink target of one fd, if it is still open.
+pub fn fd_target(pid: Pid, fd: i32) -> Option<String> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    Some(String::from_utf8_lossy(link.as_os_str().as_bytes()).into_owned())
+}
+
+/// The thread ids of `pid`.
+pub fn threads(pid: Pid) -> io::Result<Vec<i32>> {
+    let mut tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// The fields of /proc/TID/status that fdbg uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskStatus {
+    pub tgid: Pid,
+    pub tracer_pid: Pid,
+    /// The state letter: R, S, D, T (stopped), t (traced), Z, X.
+    pub state: char,
+    pub uid: u32,
+    pub name: String,
+}
+
+pub fn status(tid: i32) -> Option<TaskStatus> {
+    let status = procfs::process::Process::new(tid).ok()?.status().ok()?;
+    Some(TaskStatus {
+        tgid: status.tgid,
+        tracer_pid: status.tracerpid,
+        state: status.state.chars().next().unwrap_or('?'),
+        uid: status.ruid,
+        name: status.name,
+    })
+}
+
+/// The `comm` name of a thread, or "?".
+pub fn thread_name(pid: Pid, tid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The state letter of one thread (see `TaskStatus::state`).
+pub fn thread_state(pid: Pid, tid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // The name in parentheses may contain anything: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}

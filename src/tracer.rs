@@ -1,0 +1,747 @@
+//! The event loop: ptrace stops → syscall decoding → model events → the
+//! caller's stop decision.
+//!
+//! A `Tracer` owns every traced thread of one session. It attaches
+//! (`attach`) or starts a program (`launch`), then alternates between
+//! *stopped* (every thread in a ptrace-stop, the model consistent, queries
+//! answered) and *running* (`resume_until`). Every way it ends detaches
+//! (attach) or kills (run): `Drop` does it too, so a panic or an error path
+//! leaves an attached process running, untraced.
+//!
+//! It is `!Send`: only the thread that attached may call ptrace.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::CString;
+use std::marker::PhantomData;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::EventFd;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use thiserror::Error;
+
+use crate::arch;
+use crate::fdtable::{Model, Pid, ProcessEnd, Seq};
+use crate::procfs;
+use crate::ptrace::{self, seccomp, spawn, ProcessMemory, Resume, Stop, SyscallStop, Tid, TraceError};
+use crate::stacks::{Stack, StackId};
+use crate::syscalls::{self, Effect, SyscallEntry};
+use crate::unwind::{copy_stack, UnwindRegs, Unwinder};
+
+/// How many bytes of stack are copied at a stop for the unwinder.
+const STACK_COPY: usize = 32 * 1024;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot attach to {pid}: no such process")]
+    NoSuchProcess { pid: Pid },
+    #[error("cannot attach to {tid}: it is a thread of process {pid}; attach to {pid}")]
+    NotAProcess { tid: Pid, pid: Pid },
+    #[error("cannot attach to {pid}: already traced by process {tracer} ({name}?)")]
+    AlreadyTraced { pid: Pid, tracer: Pid, name: String },
+    #[error("cannot attach to {pid}: permission denied ({why})")]
+    Permission { pid: Pid, why: String },
+    #[error("cannot attach to {pid}: it is fdbg itself")]
+    Itself { pid: Pid },
+    #[error("cannot attach to {pid}: {source}")]
+    Attach {
+        pid: Pid,
+        #[source]
+        source: TraceError,
+    },
+    #[error("cannot run {program}: {why}")]
+    Run { program: String, why: String },
+}
+
+/// Whether the tracee was attached to or started by fdbg.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Attach,
+    Run,
+}
+
+/// Why `resume_until` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halt {
+    /// The caller's event check asked to stop after this event.
+    Event(Seq),
+    /// An interrupt was requested (Ctrl-C).
+    Interrupt,
+    /// fdbg was asked to end (a signal to fdbg).
+    Shutdown(i32),
+    /// The deadline passed.
+    Timeout,
+    /// The main process ended.
+    Exited(ProcessEnd),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ThreadState {
+    /// Running (or blocked in the kernel) as far as fdbg knows.
+    Running,
+    /// In a ptrace-stop, waiting for fdbg to resume it.
+    Stopped,
+    /// In a group-stop, resumed with PTRACE_LISTEN: stopped for the
+    /// process, not for fdbg.
+    Listening,
+}
+
+struct Thread {
+    pid: Pid,
+    state: ThreadState,
+    /// An fd syscall seen at entry, waiting for its exit.
+    entry: Option<SyscallEntry>,
+    /// The signal to deliver when the thread is resumed.
+    signal: i32,
+    /// PTRACE_EVENT_EXIT seen: the thread is on its way out.
+    exiting: bool,
+}
+
+impl Thread {
+    fn new(pid: Pid, state: ThreadState) -> Thread {
+        Thread { pid, state, entry: None, signal: 0, exiting: false }
+    }
+}
+
+/// Ways the front end reaches a running tracer from another thread.
+pub struct Waker {
+    fd: EventFd,
+    request: std::sync::atomic::AtomicI32,
+}
+
+/// `Waker::request` values: interrupt, or shut down because of a signal.
+pub const WAKE_INTERRUPT: i32 = -1;
+
+impl Waker {
+    pub fn new() -> std::io::Result<Waker> {
+        let fd = EventFd::from_value_and_flags(0, nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK)?;
+        Ok(Waker { fd, request: std::sync::atomic::AtomicI32::new(0) })
+    }
+
+    /// Ask the tracer to stop running: `WAKE_INTERRUPT`, or a signal number
+    /// to shut down. A shutdown is never downgraded to an interrupt.
+    pub fn wake(&self, what: i32) {
+        use std::sync::atomic::Ordering;
+        let _ = self.request.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
+            if old > 0 { None } else { Some(what) }
+        });
+        let _ = self.fd.write(1);
+    }
+
+    fn take(&self) -> i32 {
+        let _ = self.fd.read();
+        self.request.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Options common to attach and run.
+#[derive(Clone, Debug, Default)]
+pub struct TraceOptions {
+    pub follow_forks: bool,
+}
+
+pub struct Tracer {
+    pub mode: Mode,
+    pub main_pid: Pid,
+    pub follow_forks: bool,
+    pub model: Model,
+    /// Every ptrace stop fdbg has handled.
+    pub stops: u64,
+    /// Syscall entries seen (all syscalls under attach, fd syscalls under run).
+    pub syscalls_seen: u64,
+    /// The main process ended; how.
+    pub main_end: Option<ProcessEnd>,
+    /// fdbg let go of the process (detach); the model stays for queries.
+    pub detached: bool,
+    threads: HashMap<Tid, Thread>,
+    unwinders: HashMap<Pid, Unwinder>,
+    /// Set while everything is being stopped: stops are handled but the
+    /// threads are left stopped.
+    stopping: bool,
+    sigchld: SignalFd,
+    waker: std::sync::Arc<Waker>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Block SIGCHLD in the calling thread (and the threads it starts after),
+/// so that the tracer can read it from a signalfd. Call before any other
+/// thread exists.
+pub fn block_sigchld() -> nix::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.thread_block()
+}
+
+fn sigchld_fd() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+impl Tracer {
+    fn new(mode: Mode, main_pid: Pid, opts: &TraceOptions, waker: std::sync::Arc<Waker>) -> Tracer {
+        Tracer {
+            mode,
+            main_pid,
+            follow_forks: opts.follow_forks,
+            model: Model::new(),
+            stops: 0,
+            syscalls_seen: 0,
+            main_end: None,
+            detached: false,
+            threads: HashMap::new(),
+            unwinders: HashMap::new(),
+            stopping: false,
+            sigchld: sigchld_fd().expect("signalfd for SIGCHLD"),
+            waker,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Attach to every thread of `pid` and stop them all; the fds open now
+    /// are recorded as open before attach.
+    pub fn attach(pid: Pid, opts: &TraceOptions, waker: std::sync::Arc<Waker>) -> Result<Tracer, StartError> {
+        if pid == std::process::id() as Pid {
+            return Err(StartError::Itself { pid });
+        }
+        let status = procfs::status(pid).ok_or(StartError::NoSuchProcess { pid })?;
+        if status.tgid != pid {
+            return Err(StartError::NotAProcess { tid: pid, pid: status.tgid });
+        }
+        if status.tracer_pid != 0 {
+            let name = procfs::status(status.tracer_pid).map(|s| s.name).unwrap_or_else(|| "?".into());
+            return Err(StartError::AlreadyTraced { pid, tracer: status.tracer_pid, name });
+        }
+        if status.state == 'Z' || status.state == 'X' {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        let mut tracer = Tracer::new(Mode::Attach, pid, opts, waker);
+        let options = ptrace::options(opts.follow_forks, false, false);
+        // Seize every thread; repeat until a listing shows no new thread
+        // (threads created meanwhile by seized threads are auto-attached).
+        loop {
+            let tids = procfs::threads(pid).map_err(|_| StartError::NoSuchProcess { pid })?;
+            let new: Vec<Tid> = tids.into_iter().filter(|t| !tracer.threads.contains_key(t)).collect();
+            if new.is_empty() {
+                break;
+            }
+            for tid in new {
+                match ptrace::seize(tid, options) {
+                    Ok(()) => {
+                        tracer.threads.insert(tid, Thread::new(pid, ThreadState::Running));
+                    }
+                    Err(TraceError::Gone) => continue,
+                    Err(TraceError::Os { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+                        if tracer.threads.is_empty() {
+                            return Err(permission_error(pid, &status));
+                        }
+                        // Another tracer raced us for a thread: give up whole.
+                        return Err(permission_error(pid, &status));
+                    }
+                    Err(source) => return Err(StartError::Attach { pid, source }),
+                }
+            }
+        }
+        if tracer.threads.is_empty() {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        tracer.stop_all();
+        if tracer.main_end.is_some() {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        let fds = procfs::list_fds(pid, None).unwrap_or_default();
+        tracer.model.add_process(pid, fds);
+        Ok(tracer)
+    }
+
+    /// Start `program` with a seccomp filter so that only fd syscalls stop,
+    /// traced from its first instruction; it is stopped at its start.
+    pub fn launch(argv: &[String], opts: &TraceOptions, waker: std::sync::Arc<Waker>) -> Result<Tracer, StartError> {
+        let program = argv.first().cloned().unwrap_or_default();
+        let run_error = |why: String| StartError::Run { program: program.clone(), why };
+        let path = resolve_program(&program).map_err(run_error)?;
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| run_error("the path has a NUL byte".into()))?;
+        let c_args: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| run_error("an argument has a NUL byte".into()))?;
+        let filter = seccomp::filter();
+        let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter).map_err(|e| run_error(e.to_string()))?;
+        let child = spawned.pid;
+        let mut tracer = Tracer::new(Mode::Run, child, opts, waker);
+        let options = ptrace::options(true, true, true);
+        if let Err(e) = ptrace::seize(child, options) {
+            spawn::kill_and_reap(child);
+            return Err(run_error(format!("cannot trace the new process: {e}")));
+        }
+        tracer.threads.insert(child, Thread::new(child, ThreadState::Running));
+        // Let it run to its exec, which stops it (PTRACE_EVENT_EXEC).
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGCONT);
+        loop {
+            let Ok(Some((tid, stop))) = ptrace::wait_for(child, false) else {
+                return Err(run_error("the new process vanished".into()));
+            };
+            tracer.stops += 1;
+            match stop {
+                Stop::Event { event: ptrace::EVENT_EXEC, .. } => break,
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    let why = spawn::exec_error(&spawned).unwrap_or_else(|| "it exited before exec".into());
+                    return Err(run_error(why));
+                }
+                // SIGCONT and the stops on the way: let them go, signals included.
+                Stop::Signal(sig) if sig != libc::SIGSTOP => {
+                    let _ = ptrace::resume(tid, Resume::Cont, sig);
+                }
+                _ => {
+                    let _ = ptrace::resume(tid, Resume::Cont, 0);
+                }
+            }
+        }
+        if let Some(t) = tracer.threads.get_mut(&child) {
+            t.state = ThreadState::Stopped;
+        }
+        let fds = procfs::list_fds(child, None).unwrap_or_default();
+        tracer.model.add_process(child, fds);
+        Ok(tracer)
+    }
+
+    /// The waker the front end uses to interrupt `resume_until`.
+    pub fn waker(&self) -> std::sync::Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Threads of the main process: (tid, state letter from /proc, stopped by fdbg).
+    pub fn threads(&self) -> Vec<(Tid, Pid, bool)> {
+        let mut out: Vec<(Tid, Pid, bool)> =
+            self.threads.iter().map(|(&tid, t)| (tid, t.pid, t.state == ThreadState::Stopped)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// True while some process is still traced.
+    pub fn is_live(&self) -> bool {
+        !self.threads.is_empty()
+    }
+
+    /// Resume every thread and handle stops until `on_event` asks to stop,
+    /// the deadline passes, the waker fires, or the main process ends.
+    /// Returns with every remaining thread stopped.
+    pub fn resume_until(&mut self, deadline: Option<Instant>, on_event: &mut dyn FnMut(&Model, Seq) -> bool) -> Halt {
+        if self.threads.is_empty() {
+            return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
+        }
+        self.stopping = false;
+        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+        for tid in tids {
+            self.resume_thread(tid);
+        }
+        let halt = self.pump(deadline, on_event);
+        self.stop_all();
+        halt
+    }
+
+    fn pump(&mut self, deadline: Option<Instant>, on_event: &mut dyn FnMut(&Model, Seq) -> bool) -> Halt {
+        loop {
+            match ptrace::wait_any(true) {
+                Ok(Some((tid, stop))) => {
+                    let main_was_live = self.main_end.is_none();
+                    if let Some(seq) = self.handle(tid, stop) {
+                        if on_event(&self.model, seq) {
+                            return Halt::Event(seq);
+                        }
+                    }
+                    if main_was_live {
+                        if let Some(end) = self.main_end {
+                            return Halt::Exited(end);
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    // ECHILD: nothing left to trace.
+                    self.threads.clear();
+                    return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
+                }
+            }
+            // Nothing ready: block until SIGCHLD, the waker, or the deadline.
+            let timeout = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Halt::Timeout;
+                    }
+                    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX).max(PollTimeout::from(1u8))
+                }
+                None => PollTimeout::NONE,
+            };
+            let mut fds = [
+                PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.waker.fd.as_fd(), PollFlags::POLLIN),
+            ];
+            let _ = poll(&mut fds, timeout);
+            let woken = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            while let Ok(Some(_)) = self.sigchld.read_signal() {}
+            if woken {
+                match self.waker.take() {
+                    0 => {}
+                    WAKE_INTERRUPT => return Halt::Interrupt,
+                    sig => return Halt::Shutdown(sig),
+                }
+            }
+        }
+    }
+
+    /// Bring every thread into a ptrace-stop (PTRACE_INTERRUPT), handling
+    /// the stops that arrive meanwhile without resuming their threads.
+    pub fn stop_all(&mut self) {
+        self.stopping = true;
+        let running: Vec<Tid> =
+            self.threads.iter().filter(|(_, t)| t.state != ThreadState::Stopped).map(|(&tid, _)| tid).collect();
+        for tid in running {
+            if let Err(TraceError::Gone) = ptrace::interrupt(tid) {
+                // Its exit status is still to be reaped below.
+            }
+        }
+        while self.threads.values().any(|t| t.state != ThreadState::Stopped) {
+            match ptrace::wait_any(false) {
+                Ok(Some((tid, stop))) => {
+                    self.handle(tid, stop);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.threads.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Resume one stopped thread the way the mode and its state need.
+    fn resume_thread(&mut self, tid: Tid) {
+        let Some(thread) = self.threads.get_mut(&tid) else { return };
+        if thread.state != ThreadState::Stopped {
+            return;
+        }
+        let how = match self.mode {
+            Mode::Attach => Resume::Syscall,
+            Mode::Run if thread.entry.is_some() => Resume::Syscall,
+            Mode::Run => Resume::Cont,
+        };
+        let signal = std::mem::take(&mut thread.signal);
+        thread.state = ThreadState::Running;
+        // A thread that vanished will report its exit to waitpid.
+        let _ = ptrace::resume(tid, how, signal);
+    }
+
+    /// After a stop is handled: resume the thread, unless everything is
+    /// being stopped.
+    fn settle(&mut self, tid: Tid) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.state = ThreadState::Stopped;
+        }
+        if !self.stopping {
+            self.resume_thread(tid);
+        }
+    }
+
+    /// Handle one wait status. Returns the seq of an fd event it recorded.
+    fn handle(&mut self, tid: Tid, stop: Stop) -> Option<Seq> {
+        if !stop.is_end() {
+            self.stops += 1;
+        }
+        if !self.threads.contains_key(&tid) {
+            if stop.is_end() {
+                return None;
+            }
+            // A new thread or child whose creator's event has not been seen yet.
+            let pid = procfs::status(tid).map(|s| s.tgid).unwrap_or(tid);
+            self.add_thread(tid, pid, None);
+        }
+        match stop {
+            Stop::Exited(code) => self.thread_ended(tid, ProcessEnd::Exited(code)),
+            Stop::Killed(sig) => self.thread_ended(tid, ProcessEnd::Killed(sig)),
+            Stop::Syscall => {
+                let seq = self.syscall_stop(tid);
+                self.settle(tid);
+                return seq;
+            }
+            Stop::Event { event: ptrace::EVENT_SECCOMP, .. } => {
+                let seq = self.syscall_stop(tid);
+                self.settle(tid);
+                return seq;
+            }
+            Stop::Event { event: ptrace::EVENT_STOP, signal } => {
+                if is_stop_signal(signal) && ptrace::resume(tid, Resume::Listen, 0).is_ok() {
+                    // A group-stop: the process stays stopped.
+                    if let Some(t) = self.threads.get_mut(&tid) {
+                        t.state = ThreadState::Listening;
+                    }
+                    if self.stopping {
+                        // Bring it back into a trap so it counts as stopped.
+                        let _ = ptrace::interrupt(tid);
+                    }
+                } else {
+                    self.settle(tid);
+                }
+            }
+            Stop::Event { event: ptrace::EVENT_CLONE | ptrace::EVENT_FORK | ptrace::EVENT_VFORK, .. } => {
+                if let Ok(child) = ptrace::event_message(tid) {
+                    let child = child as Tid;
+                    let parent_pid = self.threads[&tid].pid;
+                    let child_pid = procfs::status(child).map(|s| s.tgid).unwrap_or(child);
+                    if !self.threads.contains_key(&child) {
+                        self.add_thread(child, child_pid, Some(parent_pid));
+                    }
+                }
+                self.settle(tid);
+            }
+            Stop::Event { event: ptrace::EVENT_EXEC, .. } => {
+                let seq = self.exec_stop(tid);
+                self.settle(tid);
+                return seq;
+            }
+            Stop::Event { event: ptrace::EVENT_EXIT, .. } => {
+                self.exit_stop(tid);
+                self.settle(tid);
+            }
+            Stop::Event { .. } => self.settle(tid),
+            Stop::Signal(sig) => {
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.signal = sig;
+                }
+                self.settle(tid);
+            }
+        }
+        None
+    }
+
+    fn add_thread(&mut self, tid: Tid, pid: Pid, parent: Option<Pid>) {
+        // A new child process gets its own table, a copy of its parent's.
+        let known_pid = self.threads.values().any(|t| t.pid == pid);
+        if !known_pid && !self.model.is_tracked(pid) {
+            if let Some(parent) = parent {
+                self.model.fork(parent, pid);
+            } else {
+                let fds = procfs::list_fds(pid, None).unwrap_or_default();
+                self.model.add_process(pid, fds);
+            }
+        }
+        // New threads start in a stop that is reported to waitpid.
+        self.threads.insert(tid, Thread::new(pid, ThreadState::Running));
+    }
+
+    fn syscall_stop(&mut self, tid: Tid) -> Option<Seq> {
+        match ptrace::syscall_info(tid) {
+            Ok(SyscallStop::Entry { nr, args }) => {
+                self.syscalls_seen += 1;
+                if syscalls::is_fd_syscall(nr) {
+                    if let Some(t) = self.threads.get_mut(&tid) {
+                        t.entry = Some(SyscallEntry { nr, args });
+                    }
+                }
+                None
+            }
+            Ok(SyscallStop::Exit { result }) => {
+                let entry = self.threads.get_mut(&tid)?.entry.take()?;
+                if syscalls::is_restart(result) {
+                    return None;
+                }
+                self.complete(tid, &entry, result)
+            }
+            _ => None,
+        }
+    }
+
+    /// A completed fd syscall: decode, capture the stack, record.
+    fn complete(&mut self, tid: Tid, entry: &SyscallEntry, result: i64) -> Option<Seq> {
+        let pid = self.threads.get(&tid)?.pid;
+        let memory = ProcessMemory { pid: tid };
+        let mut decoded = syscalls::decode(entry, result, &memory)?;
+        let stack = if decoded.effects.is_empty() { None } else { self.capture_stack(tid, pid) };
+        // Kinds the syscall cannot tell (received fds, pidfd_getfd): ask /proc.
+        for effect in &mut decoded.effects {
+            if let Effect::Open { fd, kind, target, .. } = effect {
+                if *kind == crate::fdtable::FdKind::Other {
+                    if let Some(link) = procfs::fd_target(pid, *fd) {
+                        *kind = crate::fdtable::FdKind::from_link(&link, false);
+                        *target = Some(link);
+                    }
+                }
+            }
+        }
+        Some(self.model.record(pid, tid, &decoded, stack))
+    }
+
+    fn capture_stack(&mut self, tid: Tid, pid: Pid) -> Option<StackId> {
+        let regs = arch::stack_regs(tid).ok()?;
+        let bytes = copy_stack(tid, regs.sp, STACK_COPY);
+        let unwinder = self.unwinders.entry(pid).or_insert_with(|| Unwinder::new(pid));
+        let stack: Stack = unwinder.unwind(&UnwindRegs { ip: regs.ip, sp: regs.sp, bp: regs.bp }, &bytes);
+        Some(self.model.stacks.intern(stack))
+    }
+
+    fn exec_stop(&mut self, tid: Tid) -> Option<Seq> {
+        // A non-leader that execs takes over the leader's tid.
+        if let Ok(former) = ptrace::event_message(tid) {
+            let former = former as Tid;
+            if former != tid {
+                if let Some(old) = self.threads.remove(&former) {
+                    self.threads.insert(tid, old);
+                }
+            }
+        }
+        let pid = self.threads.get(&tid)?.pid;
+        // Every other thread of the process is gone.
+        self.threads.retain(|&t, th| th.pid != pid || t == tid);
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.entry = None;
+            t.exiting = false;
+        }
+        if let Some(u) = self.unwinders.get_mut(&pid) {
+            u.reset();
+        }
+        Some(self.model.exec(pid, tid))
+    }
+
+    /// PTRACE_EVENT_EXIT: when the last thread of a process is leaving, its
+    /// fd table still exists: take the last look.
+    fn exit_stop(&mut self, tid: Tid) {
+        let Some(pid) = self.threads.get(&tid).map(|t| t.pid) else { return };
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.exiting = true;
+        }
+        let last = self.threads.values().filter(|t| t.pid == pid).all(|t| t.exiting);
+        if last {
+            if let Ok(fds) = procfs::list_fds(pid, Some(tid)) {
+                self.model.reconcile(pid, &fds);
+            }
+        }
+    }
+
+    fn thread_ended(&mut self, tid: Tid, end: ProcessEnd) {
+        let Some(thread) = self.threads.remove(&tid) else { return };
+        if tid == thread.pid {
+            // The leader's status comes last: the process is gone.
+            self.threads.retain(|_, t| t.pid != thread.pid);
+            self.unwinders.remove(&thread.pid);
+            self.model.exited(thread.pid, end);
+            if thread.pid == self.main_pid {
+                self.main_end = Some(end);
+            }
+        }
+    }
+
+    /// Check the model against /proc for every live traced process.
+    pub fn reconcile(&mut self) {
+        let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        for pid in pids {
+            if let Ok(fds) = procfs::list_fds(pid, None) {
+                self.model.reconcile(pid, &fds);
+            }
+        }
+    }
+
+    /// Let every thread go, untraced and running (attach), delivering any
+    /// signal it was stopped for. The model stays for queries.
+    pub fn detach(&mut self) {
+        if self.threads.is_empty() {
+            self.detached = true;
+            return;
+        }
+        self.stop_all();
+        // stop_all may have seen new threads; they are stopped too.
+        for (tid, thread) in self.threads.drain() {
+            let _ = ptrace::detach(tid, thread.signal);
+        }
+        self.detached = true;
+    }
+
+    /// Kill every process fdbg started (run), by PID, and reap them.
+    pub fn kill(&mut self) {
+        let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        while !self.threads.is_empty() {
+            match ptrace::wait_any(false) {
+                Ok(Some((tid, stop))) => {
+                    if stop.is_end() {
+                        self.handle(tid, stop);
+                    } else {
+                        // A stop on the way out: let it go to its death.
+                        let _ = ptrace::resume(tid, Resume::Cont, 0);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.threads.clear();
+    }
+
+    /// End tracing as the mode wants: detach an attached process, kill a
+    /// started one.
+    pub fn finish(&mut self) {
+        match self.mode {
+            Mode::Attach => self.detach(),
+            Mode::Run => self.kill(),
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+fn permission_error(pid: Pid, status: &procfs::TaskStatus) -> StartError {
+    // SAFETY-free: getuid cannot fail.
+    let me = nix::unistd::getuid().as_raw();
+    let why = if status.uid != me && me != 0 {
+        format!("it belongs to uid {}; run fdbg as that user or with CAP_SYS_PTRACE", status.uid)
+    } else {
+        let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok();
+        match scope.as_deref().map(str::trim) {
+            Some(s) if s != "0" => format!(
+                "need CAP_SYS_PTRACE or the same user; /proc/sys/kernel/yama/ptrace_scope is {s}"
+            ),
+            _ => "need CAP_SYS_PTRACE or the same user; see /proc/sys/kernel/yama/ptrace_scope".into(),
+        }
+    };
+    StartError::Permission { pid, why }
+}
+
+/// Find `program` as execvp would, to say "no such program" before forking.
+fn resolve_program(program: &str) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.is_empty() {
+        return Err("no program given".into());
+    }
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        if !p.exists() {
+            return Err("no such file".into());
+        }
+        if !executable(&p) {
+            return Err("not an executable file".into());
+        }
+        return Ok(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| "no such program in PATH".into())
+}
