@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stacks::{StackId, StackTable};
 
-pub use queries::Diff;
+pub use queries::{Diff, UNTRACKED};
 
 /// A process id (thread-group id): the key of an fd table.
 pub type Pid = i32;
