@@ -1,0 +1,283 @@
+//! The fd lifetime model: one fd table per process, fed decoded events,
+//! answering `fds`, `leaks`, `diff` and `history`.
+//!
+//! It exists so that every question about fds (which are open, who created
+//! them, what happened to fd 7) is answered from one place with the semantics
+//! of SPEC §4, and can be tested without a process. The tracer feeds it
+//! (`record`, `exec`, `fork`, `exited`, `reconcile` with what /proc said) and
+//! the REPL asks it.
+//!
+//! It must not do I/O, call ptrace, print, or symbolize: it holds stack ids,
+//! never names, and it trusts the `Effect`s it is given (the syscall layer
+//! decides what a syscall did). Memory is bounded by keeping `Event` small:
+//! stacks and argument texts are interned, fd lists are boxed slices.
+
+mod model;
+mod queries;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stacks::{StackId, StackTable};
+
+pub use queries::{Diff, UNTRACKED};
+
+/// A process id (thread-group id): the key of an fd table.
+pub type Pid = i32;
+/// Event sequence number, from 1, in the order fdbg saw the events.
+pub type Seq = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdKind {
+    Socket,
+    File,
+    Dir,
+    Pipe,
+    Eventfd,
+    Epoll,
+    Timerfd,
+    Signalfd,
+    Inotify,
+    Fanotify,
+    Memfd,
+    Pidfd,
+    IoUring,
+    Perf,
+    Other,
+}
+
+impl FdKind {
+    /// Every kind, in the order of SPEC §4.
+    pub const ALL: [FdKind; 15] = [
+        FdKind::Socket,
+        FdKind::File,
+        FdKind::Dir,
+        FdKind::Pipe,
+        FdKind::Eventfd,
+        FdKind::Epoll,
+        FdKind::Timerfd,
+        FdKind::Signalfd,
+        FdKind::Inotify,
+        FdKind::Fanotify,
+        FdKind::Memfd,
+        FdKind::Pidfd,
+        FdKind::IoUring,
+        FdKind::Perf,
+        FdKind::Other,
+    ];
+
+    /// The name users type and JSON carries (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FdKind::Socket => "socket",
+            FdKind::File => "file",
+            FdKind::Dir => "dir",
+            FdKind::Pipe => "pipe",
+            FdKind::Eventfd => "eventfd",
+            FdKind::Epoll => "epoll",
+            FdKind::Timerfd => "timerfd",
+            FdKind::Signalfd => "signalfd",
+            FdKind::Inotify => "inotify",
+            FdKind::Fanotify => "fanotify",
+            FdKind::Memfd => "memfd",
+            FdKind::Pidfd => "pidfd",
+            FdKind::IoUring => "io_uring",
+            FdKind::Perf => "perf",
+            FdKind::Other => "other",
+        }
+    }
+
+    /// The inverse of `as_str`.
+    pub fn parse(s: &str) -> Option<FdKind> {
+        FdKind::ALL.into_iter().find(|kind| kind.as_str() == s)
+    }
+
+    /// Classify a /proc/PID/fd symlink target. `is_dir` tells a directory
+    /// path from a file path (the link text alone cannot).
+    pub fn from_link(target: &str, is_dir: bool) -> FdKind {
+        if target.starts_with("socket:[") {
+            return FdKind::Socket;
+        }
+        if target.starts_with("pipe:[") {
+            return FdKind::Pipe;
+        }
+        if let Some(anon) = target.strip_prefix("anon_inode:") {
+            let name = anon.trim_start_matches('[').trim_end_matches(']');
+            return match name {
+                "eventfd" => FdKind::Eventfd,
+                "eventpoll" => FdKind::Epoll,
+                "timerfd" => FdKind::Timerfd,
+                "signalfd" => FdKind::Signalfd,
+                "inotify" => FdKind::Inotify,
+                "fanotify" => FdKind::Fanotify,
+                "pidfd" => FdKind::Pidfd,
+                "io_uring" => FdKind::IoUring,
+                "perf_event" => FdKind::Perf,
+                _ => FdKind::Other,
+            };
+        }
+        // Kernels with pidfs name pidfds like pipes and sockets.
+        if target.starts_with("pidfd:[") {
+            return FdKind::Pidfd;
+        }
+        if target.starts_with("/memfd:") {
+            return FdKind::Memfd;
+        }
+        if target.starts_with('/') {
+            return if is_dir { FdKind::Dir } else { FdKind::File };
+        }
+        FdKind::Other
+    }
+}
+
+/// An fd as /proc/PID/fd and /proc/PID/fdinfo show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcFd {
+    pub fd: i32,
+    pub kind: FdKind,
+    /// The symlink target: a path, `socket:[1234]`, `anon_inode:[eventfd]`...
+    pub target: String,
+    pub cloexec: bool,
+}
+
+/// Where an open fd came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Open when fdbg attached (read from /proc).
+    BeforeAttach,
+    /// Created by the event with this sequence number.
+    Created(Seq),
+    /// Found in /proc but not in the model (e.g. made through io_uring);
+    /// adopted when the model was checked after event `Seq`.
+    Untracked(Seq),
+}
+
+impl Origin {
+    /// Whether an fd of this origin came into being after event `since`.
+    ///
+    /// An fd adopted as `Untracked(s)` appeared somewhere after event `s`, so
+    /// it counts as after `since` when `s >= since`: for `since` 0 (attach)
+    /// it was not there when /proc was read at attach; for a mark taken after
+    /// the same event its order against the mark is unknown, and showing it
+    /// is better than hiding it.
+    pub fn is_after(self, since: Seq) -> bool {
+        match self {
+            Origin::BeforeAttach => false,
+            Origin::Created(seq) => seq > since,
+            Origin::Untracked(seq) => seq >= since,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenFd {
+    pub fd: i32,
+    pub kind: FdKind,
+    pub target: Option<String>,
+    pub cloexec: bool,
+    pub origin: Origin,
+    /// The creating stack (for Created, and inherited by dup'ed fds from
+    /// the dup call's own stack).
+    pub stack: Option<StackId>,
+}
+
+/// How a traced process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ProcessEnd {
+    Exited(i32),
+    Killed(i32),
+}
+
+/// One recorded fd event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub seq: Seq,
+    pub pid: Pid,
+    pub tid: Pid,
+    pub syscall: &'static str,
+    pub result: i64,
+    pub kind: FdKind,
+    /// Fds this event created.
+    pub created: Box<[i32]>,
+    /// Fds this event closed (close, close_range, the implicit close of
+    /// dup2 onto an open fd, the close-on-exec sweep of execve).
+    pub closed: Box<[i32]>,
+    /// Set for a close that failed with EBADF.
+    pub bad_close: Option<i32>,
+    pub stack: Option<StackId>,
+    /// The process's open-fd count after this event.
+    pub open_fds: u32,
+    args: u32,
+}
+
+impl Event {
+    /// The arguments as the syscall layer printed them (interned in `model`).
+    pub fn args<'m>(&self, model: &'m Model) -> &'m str {
+        &model.args[self.args as usize]
+    }
+
+    /// Whether this event created, closed or bad-closed fd number `fd`.
+    pub fn touches(&self, fd: i32) -> bool {
+        self.created.contains(&fd) || self.closed.contains(&fd) || self.bad_close == Some(fd)
+    }
+}
+
+/// A traced process as the model knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub pid: Pid,
+    /// Set once the process is gone; its fds stay listed as open at exit.
+    pub end: Option<ProcessEnd>,
+    /// The process it was forked from, when fdbg saw the fork.
+    pub parent: Option<Pid>,
+    /// `last_seq` when tracking began: this process's events all come after.
+    pub start_seq: Seq,
+    /// This process's own counters (the model's are over all processes).
+    pub counters: Counters,
+}
+
+/// One group of `leaks`: fds still open that share a creating stack and syscall.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeakSite {
+    pub count: usize,
+    pub syscall: &'static str,
+    pub kind: FdKind,
+    pub fds: Vec<i32>,
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+    pub stack: Option<StackId>,
+}
+
+/// What `reconcile` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub adopted: Vec<i32>,
+    pub dropped: Vec<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub events_by_syscall: BTreeMap<&'static str, u64>,
+    pub events_by_kind: BTreeMap<FdKind, u64>,
+    pub bad_closes: u64,
+    pub adopted: u64,
+    pub dropped: u64,
+}
+
+/// Every traced process's fd table, every event, and the stacks they name.
+///
+/// Invariants: `events[i].seq == i + 1`; an fd in a table with
+/// `Origin::Created(s)` was created by event `s` of that process (or of an
+/// ancestor it was forked from).
+pub struct Model {
+    pub stacks: StackTable,
+    processes: BTreeMap<Pid, model::ProcessState>,
+    events: Vec<Event>,
+    args: Vec<Box<str>>,
+    arg_ids: std::collections::HashMap<Box<str>, u32>,
+    counters: Counters,
+}

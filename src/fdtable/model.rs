@@ -1,0 +1,389 @@
+//! Feeding the model: processes appearing, syscalls, execve, exit, and the
+//! check against /proc.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{
+    Counters, Event, FdKind, Model, OpenFd, Origin, Pid, ProcFd, Process, ProcessEnd, Reconciled,
+    Seq,
+};
+use crate::stacks::{StackId, StackTable};
+use crate::syscalls::{Decoded, Effect};
+
+/// One process's fd table and what `diff` needs to replay its history.
+pub(super) struct ProcessState {
+    pub(super) info: Process,
+    pub(super) table: BTreeMap<i32, OpenFd>,
+    /// The origins of the fds the table started with (at attach, start or fork).
+    pub(super) initial: Vec<(i32, Origin)>,
+    /// Changes made by `reconcile`, in order: after event `seq`, fd was
+    /// adopted (`Some`) or dropped (`None`).
+    pub(super) reconciled: Vec<(Seq, i32, Option<Origin>)>,
+}
+
+impl ProcessState {
+    fn new(pid: Pid, start_seq: Seq, table: BTreeMap<i32, OpenFd>, parent: Option<Pid>) -> Self {
+        let initial = table.values().map(|open| (open.fd, open.origin)).collect();
+        ProcessState {
+            info: Process {
+                pid,
+                end: None,
+                parent,
+                start_seq,
+                counters: Counters::default(),
+            },
+            table,
+            initial,
+            reconciled: Vec::new(),
+        }
+    }
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model::new()
+    }
+}
+
+impl Model {
+    pub fn new() -> Model {
+        Model {
+            stacks: StackTable::new(),
+            processes: BTreeMap::new(),
+            events: Vec::new(),
+            args: Vec::new(),
+            arg_ids: HashMap::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Start tracking a process with the fds /proc showed at attach (or the
+    /// fds a started program began with), all `Origin::BeforeAttach`.
+    /// Adding a pid that is already known starts it over.
+    pub fn add_process(&mut self, pid: Pid, fds: Vec<ProcFd>) {
+        let table = fds
+            .into_iter()
+            .map(|proc_fd| {
+                let open = OpenFd {
+                    fd: proc_fd.fd,
+                    kind: proc_fd.kind,
+                    target: Some(proc_fd.target),
+                    cloexec: proc_fd.cloexec,
+                    origin: Origin::BeforeAttach,
+                    stack: None,
+                };
+                (open.fd, open)
+            })
+            .collect();
+        let state = ProcessState::new(pid, self.last_seq(), table, None);
+        self.processes.insert(pid, state);
+    }
+
+    /// fork/vfork/clone without CLONE_FILES: the child starts with a copy of
+    /// the parent's table (same origins and stacks); empty if the parent is
+    /// unknown. The tracer should call this before recording the child's
+    /// events; if it did not, the fds the child already has win over the
+    /// parent's copies. A child pid that had exited is a new process.
+    pub fn fork(&mut self, parent: Pid, child: Pid) {
+        let inherited = self
+            .processes
+            .get(&parent)
+            .map(|state| state.table.clone())
+            .unwrap_or_default();
+        match self.processes.get_mut(&child) {
+            Some(state) if state.info.end.is_none() => {
+                for (fd, open) in inherited {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = state.table.entry(fd)
+                    {
+                        state.initial.push((fd, open.origin));
+                        slot.insert(open);
+                    }
+                }
+                state.info.parent = Some(parent);
+            }
+            _ => {
+                let state = ProcessState::new(child, self.last_seq(), inherited, Some(parent));
+                self.processes.insert(child, state);
+            }
+        }
+    }
+
+    /// Known and not yet ended.
+    pub fn is_tracked(&self, pid: Pid) -> bool {
+        self.processes
+            .get(&pid)
+            .is_some_and(|state| state.info.end.is_none())
+    }
+
+    /// Apply one completed fd syscall of thread `tid` of process `pid` and
+    /// record it as an event (also when it failed, so history and stats see
+    /// it). Returns the event's seq.
+    ///
+    /// When `decoded.kind` is Other but the syscall created fds (dup of a
+    /// socket), the event takes the kind of the first fd it created.
+    pub fn record(&mut self, pid: Pid, tid: Pid, decoded: &Decoded, stack: Option<StackId>) -> Seq {
+        let seq = self.last_seq() + 1;
+        let start_seq = self.last_seq();
+        let state = self
+            .processes
+            .entry(pid)
+            .or_insert_with(|| ProcessState::new(pid, start_seq, BTreeMap::new(), None));
+        let table = &mut state.table;
+        let mut created = Vec::new();
+        let mut closed = Vec::new();
+        let mut bad_close = None;
+        let mut dropped = 0;
+        for effect in &decoded.effects {
+            match *effect {
+                Effect::Open {
+                    fd,
+                    kind,
+                    cloexec,
+                    ref target,
+                } => {
+                    if table.remove(&fd).is_some() {
+                        dropped += 1;
+                    }
+                    let open = OpenFd {
+                        fd,
+                        kind,
+                        target: target.clone(),
+                        cloexec,
+                        origin: Origin::Created(seq),
+                        stack,
+                    };
+                    table.insert(fd, open);
+                    created.push(fd);
+                }
+                Effect::Dup { from, to, cloexec } => {
+                    if from == to {
+                        continue;
+                    }
+                    let (kind, target) = table
+                        .get(&from)
+                        .map(|source| (source.kind, source.target.clone()))
+                        .unwrap_or((FdKind::Other, None));
+                    if table.remove(&to).is_some() {
+                        closed.push(to);
+                    }
+                    let open = OpenFd {
+                        fd: to,
+                        kind,
+                        target,
+                        cloexec,
+                        origin: Origin::Created(seq),
+                        stack,
+                    };
+                    table.insert(to, open);
+                    created.push(to);
+                }
+                Effect::Close { fd } => {
+                    // Listed even when the model did not know the fd: the
+                    // process did close it.
+                    table.remove(&fd);
+                    closed.push(fd);
+                }
+                Effect::BadClose { fd } => {
+                    // The kernel says fd was not open: a model that thinks
+                    // otherwise was wrong.
+                    if table.remove(&fd).is_some() {
+                        dropped += 1;
+                    }
+                    bad_close = Some(fd);
+                }
+                Effect::CloseRange { first, last } => {
+                    let in_range: Vec<i32> = table
+                        .keys()
+                        .copied()
+                        .filter(|&fd| in_u32_range(fd, first, last))
+                        .collect();
+                    for fd in in_range {
+                        table.remove(&fd);
+                        closed.push(fd);
+                    }
+                }
+                Effect::CloexecRange { first, last } => {
+                    for open in table.values_mut() {
+                        if in_u32_range(open.fd, first, last) {
+                            open.cloexec = true;
+                        }
+                    }
+                }
+                Effect::SetCloexec { fd, cloexec } => {
+                    if let Some(open) = table.get_mut(&fd) {
+                        open.cloexec = cloexec;
+                    }
+                }
+            }
+        }
+        let kind = match (decoded.kind, created.first()) {
+            (FdKind::Other, Some(fd)) => table.get(fd).map_or(FdKind::Other, |open| open.kind),
+            (kind, _) => kind,
+        };
+        let open_fds = table.len() as u32;
+        let created_any = !created.is_empty();
+        let is_bad_close = bad_close.is_some();
+        let name = decoded.name;
+        let bump = |counters: &mut Counters| {
+            *counters.events_by_syscall.entry(name).or_default() += 1;
+            if created_any {
+                *counters.events_by_kind.entry(kind).or_default() += 1;
+            }
+            counters.bad_closes += u64::from(is_bad_close);
+            counters.dropped += dropped;
+        };
+        bump(&mut state.info.counters);
+        bump(&mut self.counters);
+        let args = self.intern_args(&decoded.args_text);
+        self.events.push(Event {
+            seq,
+            pid,
+            tid,
+            syscall: decoded.name,
+            result: decoded.result,
+            kind,
+            created: created.into_boxed_slice(),
+            closed: closed.into_boxed_slice(),
+            bad_close,
+            stack,
+            open_fds,
+            args,
+        });
+        seq
+    }
+
+    /// A successful execve: every close-on-exec fd is closed, recorded as an
+    /// event "execve" of kind Other with no stack.
+    pub fn exec(&mut self, pid: Pid, tid: Pid) -> Seq {
+        let decoded = Decoded {
+            name: "execve",
+            args_text: String::new(),
+            result: 0,
+            kind: FdKind::Other,
+            effects: Vec::new(),
+        };
+        // Sweep first so that `record` sees the closes as its own.
+        let closing: Vec<i32> = self
+            .processes
+            .get(&pid)
+            .map(|state| {
+                state
+                    .table
+                    .values()
+                    .filter(|open| open.cloexec)
+                    .map(|open| open.fd)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let decoded = Decoded {
+            effects: closing.into_iter().map(|fd| Effect::Close { fd }).collect(),
+            ..decoded
+        };
+        self.record(pid, tid, &decoded, None)
+    }
+
+    /// The process ended. Nothing is closed: its fds stay listed as open at
+    /// exit. Unknown pids are ignored.
+    pub fn exited(&mut self, pid: Pid, end: ProcessEnd) {
+        if let Some(state) = self.processes.get_mut(&pid) {
+            state.info.end = Some(end);
+        }
+    }
+
+    /// Check the model against what /proc/PID/fd shows now: adopt what the
+    /// process has and the model lacks (`Origin::Untracked(last_seq)`), drop
+    /// what the model has and the process lacks, and fill in what the model
+    /// did not know of fds present in both (kind when Other, or File when
+    /// /proc says Dir; target when None). An ended or unknown process is
+    /// not reconciled.
+    pub fn reconcile(&mut self, pid: Pid, actual: &[ProcFd]) -> Reconciled {
+        let last_seq = self.last_seq();
+        let Some(state) = self.processes.get_mut(&pid) else {
+            return Reconciled::default();
+        };
+        if state.info.end.is_some() {
+            return Reconciled::default();
+        }
+        let actual_by_fd: BTreeMap<i32, &ProcFd> =
+            actual.iter().map(|proc_fd| (proc_fd.fd, proc_fd)).collect();
+        let mut changes = Reconciled::default();
+        state.table.retain(|fd, _| {
+            let present = actual_by_fd.contains_key(fd);
+            if !present {
+                changes.dropped.push(*fd);
+            }
+            present
+        });
+        for (&fd, proc_fd) in &actual_by_fd {
+            match state.table.get_mut(&fd) {
+                Some(open) => {
+                    let refine = open.kind == FdKind::Other
+                        || (open.kind == FdKind::File && proc_fd.kind == FdKind::Dir);
+                    if refine {
+                        open.kind = proc_fd.kind;
+                    }
+                    if open.target.is_none() {
+                        open.target = Some(proc_fd.target.clone());
+                    }
+                }
+                None => {
+                    let open = OpenFd {
+                        fd,
+                        kind: proc_fd.kind,
+                        target: Some(proc_fd.target.clone()),
+                        cloexec: proc_fd.cloexec,
+                        origin: Origin::Untracked(last_seq),
+                        stack: None,
+                    };
+                    state.table.insert(fd, open);
+                    changes.adopted.push(fd);
+                }
+            }
+        }
+        for &fd in &changes.dropped {
+            state.reconciled.push((last_seq, fd, None));
+        }
+        for &fd in &changes.adopted {
+            state
+                .reconciled
+                .push((last_seq, fd, Some(Origin::Untracked(last_seq))));
+        }
+        let adopted = changes.adopted.len() as u64;
+        let dropped = changes.dropped.len() as u64;
+        for counters in [&mut state.info.counters, &mut self.counters] {
+            counters.adopted += adopted;
+            counters.dropped += dropped;
+        }
+        changes
+    }
+
+    /// Set what an open fd refers to (targets refined from /proc). Does
+    /// nothing if the fd is not open in the model.
+    pub fn set_target(&mut self, pid: Pid, fd: i32, kind: FdKind, target: String) {
+        let open = self
+            .processes
+            .get_mut(&pid)
+            .and_then(|state| state.table.get_mut(&fd));
+        if let Some(open) = open {
+            open.kind = kind;
+            open.target = Some(target);
+        }
+    }
+
+    fn intern_args(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.arg_ids.get(text) {
+            return id;
+        }
+        let id = self.args.len() as u32;
+        let text: Box<str> = text.into();
+        self.args.push(text.clone());
+        self.arg_ids.insert(text, id);
+        id
+    }
+}
+
+/// Whether `fd` is in close_range's inclusive `first..=last`.
+fn in_u32_range(fd: i32, first: u32, last: u32) -> bool {
+    let fd = i64::from(fd);
+    fd >= i64::from(first) && fd <= i64::from(last)
+}

@@ -1,0 +1,566 @@
+//! The model fed synthetic decoded syscalls.
+
+use super::*;
+use crate::stacks::Stack;
+use crate::syscalls::{Decoded, Effect};
+
+const PID: Pid = 100;
+const EBADF: i64 = -9;
+const EINTR: i64 = -4;
+
+fn decoded(name: &'static str, result: i64, kind: FdKind, effects: Vec<Effect>) -> Decoded {
+    Decoded {
+        name,
+        args_text: format!("{name} args"),
+        result,
+        kind,
+        effects,
+    }
+}
+
+fn open_as(name: &'static str, fd: i32, kind: FdKind, cloexec: bool) -> Decoded {
+    let target = (kind == FdKind::File).then(|| format!("/tmp/f{fd}"));
+    decoded(
+        name,
+        fd.into(),
+        kind,
+        vec![Effect::Open {
+            fd,
+            kind,
+            cloexec,
+            target,
+        }],
+    )
+}
+
+fn socket(fd: i32) -> Decoded {
+    open_as("socket", fd, FdKind::Socket, false)
+}
+
+fn openat(fd: i32) -> Decoded {
+    open_as("openat", fd, FdKind::File, false)
+}
+
+fn close(fd: i32) -> Decoded {
+    decoded("close", 0, FdKind::Other, vec![Effect::Close { fd }])
+}
+
+fn bad_close(fd: i32) -> Decoded {
+    decoded("close", EBADF, FdKind::Other, vec![Effect::BadClose { fd }])
+}
+
+fn dup2(from: i32, to: i32) -> Decoded {
+    let effects = vec![Effect::Dup {
+        from,
+        to,
+        cloexec: false,
+    }];
+    decoded("dup2", to.into(), FdKind::Other, effects)
+}
+
+fn proc_fd(fd: i32, kind: FdKind, target: &str) -> ProcFd {
+    ProcFd {
+        fd,
+        kind,
+        target: target.to_string(),
+        cloexec: false,
+    }
+}
+
+fn stack(model: &mut Model, n: u64) -> Option<StackId> {
+    Some(model.stacks.intern(Stack {
+        addresses: vec![0x1000 + n, 0x2000],
+        truncated: None,
+    }))
+}
+
+/// A process with stdin, stdout and stderr open before attach.
+fn model_with_std() -> Model {
+    let mut model = Model::new();
+    let std = (0..3)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
+        .collect();
+    model.add_process(PID, std);
+    model
+}
+
+fn fds(model: &Model, pid: Pid) -> Vec<i32> {
+    model.open_fds(pid).iter().map(|open| open.fd).collect()
+}
+
+#[test]
+fn kind_names_round_trip_and_match_serde() {
+    for kind in FdKind::ALL {
+        assert_eq!(FdKind::parse(kind.as_str()), Some(kind));
+        let json = serde_json::to_string(&kind).unwrap();
+        assert_eq!(json, format!("\"{}\"", kind.as_str()));
+    }
+    assert_eq!(FdKind::parse("sock"), None);
+}
+
+#[test]
+fn kinds_from_proc_links() {
+    let cases = [
+        ("socket:[123]", false, FdKind::Socket),
+        ("pipe:[9]", false, FdKind::Pipe),
+        ("anon_inode:[eventfd]", false, FdKind::Eventfd),
+        ("anon_inode:[eventpoll]", false, FdKind::Epoll),
+        ("anon_inode:[timerfd]", false, FdKind::Timerfd),
+        ("anon_inode:[signalfd]", false, FdKind::Signalfd),
+        ("anon_inode:inotify", false, FdKind::Inotify),
+        ("anon_inode:[fanotify]", false, FdKind::Fanotify),
+        ("anon_inode:[pidfd]", false, FdKind::Pidfd),
+        ("pidfd:[4242]", false, FdKind::Pidfd),
+        ("anon_inode:[io_uring]", false, FdKind::IoUring),
+        ("anon_inode:[perf_event]", false, FdKind::Perf),
+        ("anon_inode:[userfaultfd]", false, FdKind::Other),
+        ("/memfd:cache (deleted)", false, FdKind::Memfd),
+        ("/etc/hosts", false, FdKind::File),
+        ("/tmp/dir", true, FdKind::Dir),
+        ("net:[4026531840]", false, FdKind::Other),
+        ("", false, FdKind::Other),
+    ];
+    for (target, is_dir, kind) in cases {
+        assert_eq!(FdKind::from_link(target, is_dir), kind, "{target}");
+    }
+}
+
+#[test]
+fn open_then_close() {
+    let mut model = model_with_std();
+    let site = stack(&mut model, 1);
+    let seq = model.record(PID, PID, &socket(3), site);
+    assert_eq!(seq, 1);
+    let open = model.open_fds(PID)[3].clone();
+    assert_eq!(open.kind, FdKind::Socket);
+    assert_eq!(open.origin, Origin::Created(1));
+    assert_eq!(open.stack, site);
+    let event = model.event(1).unwrap();
+    assert_eq!(*event.created, [3]);
+    assert_eq!(event.open_fds, 4);
+    assert_eq!(event.args(&model), "socket args");
+
+    let seq = model.record(PID, PID + 1, &close(3), None);
+    let event = model.event(seq).unwrap();
+    assert_eq!((event.tid, &*event.closed), (PID + 1, &[3][..]));
+    assert_eq!(event.open_fds, 3);
+    assert_eq!(fds(&model, PID), [0, 1, 2]);
+    assert_eq!(model.last_seq(), 2);
+    assert_eq!(model.event(0), None);
+    assert_eq!(model.event(3), None);
+}
+
+#[test]
+fn close_outcomes() {
+    struct Case {
+        name: &'static str,
+        call: Decoded,
+        open_after: &'static [i32],
+        closed: &'static [i32],
+        bad_close: Option<i32>,
+        bad_closes: u64,
+    }
+    let cases = [
+        Case {
+            name: "failed open creates nothing",
+            call: decoded("openat", -2, FdKind::File, vec![]),
+            open_after: &[0, 1, 2, 3],
+            closed: &[],
+            bad_close: None,
+            bad_closes: 0,
+        },
+        Case {
+            name: "close of a never-opened fd is a bad close",
+            call: bad_close(7),
+            open_after: &[0, 1, 2, 3],
+            closed: &[],
+            bad_close: Some(7),
+            bad_closes: 1,
+        },
+        Case {
+            name: "close interrupted by a signal still closed",
+            call: decoded("close", EINTR, FdKind::Other, vec![Effect::Close { fd: 3 }]),
+            open_after: &[0, 1, 2],
+            closed: &[3],
+            bad_close: None,
+            bad_closes: 0,
+        },
+    ];
+    for case in cases {
+        let mut model = model_with_std();
+        model.record(PID, PID, &openat(3), None);
+        let seq = model.record(PID, PID, &case.call, None);
+        let event = model.event(seq).unwrap();
+        assert_eq!(fds(&model, PID), case.open_after, "{}", case.name);
+        assert_eq!(&*event.closed, case.closed, "{}", case.name);
+        assert!(event.created.is_empty(), "{}", case.name);
+        assert_eq!(event.bad_close, case.bad_close, "{}", case.name);
+        assert_eq!(event.result, case.call.result, "{}", case.name);
+        assert_eq!(
+            model.counters().bad_closes,
+            case.bad_closes,
+            "{}",
+            case.name
+        );
+        let process = &model.process(PID).unwrap().counters;
+        assert_eq!(process.bad_closes, case.bad_closes, "{}", case.name);
+        // Every call is an event, failed or not.
+        assert_eq!(model.counters().events_by_syscall.values().sum::<u64>(), 2);
+    }
+}
+
+#[test]
+fn double_close_is_a_bad_close_in_history() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None);
+    model.record(PID, PID, &close(3), None);
+    model.record(PID, PID, &bad_close(3), None);
+    let history: Vec<Seq> = model.history(PID, 3).iter().map(|e| e.seq).collect();
+    assert_eq!(history, [1, 2, 3]);
+    assert_eq!(model.counters().bad_closes, 1);
+}
+
+#[test]
+fn dup2_onto_an_open_fd_closes_then_creates() {
+    let mut model = model_with_std();
+    let site = stack(&mut model, 7);
+    model.record(PID, PID, &socket(3), None);
+    model.record(PID, PID, &openat(4), None);
+    let seq = model.record(PID, PID, &dup2(3, 4), site);
+    let event = model.event(seq).unwrap();
+    assert_eq!(*event.closed, [4]);
+    assert_eq!(*event.created, [4]);
+    assert_eq!(event.kind, FdKind::Socket, "a dup takes its source's kind");
+    assert_eq!(event.open_fds, 5);
+    let dup = model.open_fd(PID, 4).unwrap();
+    assert_eq!(
+        (dup.kind, dup.origin, dup.stack),
+        (FdKind::Socket, Origin::Created(seq), site)
+    );
+    assert_eq!(model.counters().events_by_kind[&FdKind::Socket], 2);
+    assert_eq!(model.counters().dropped, 0);
+}
+
+#[test]
+fn dup_of_an_unknown_fd_is_other() {
+    let mut model = Model::new();
+    model.record(PID, PID, &dup2(8, 9), None);
+    let dup = model.open_fd(PID, 9).unwrap();
+    assert_eq!((dup.kind, dup.target.as_deref()), (FdKind::Other, None));
+}
+
+#[test]
+fn dup2_onto_itself_changes_nothing() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None);
+    let before = model.open_fds(PID).into_iter().cloned().collect::<Vec<_>>();
+    let seq = model.record(PID, PID, &dup2(3, 3), None);
+    let event = model.event(seq).unwrap();
+    assert!(event.created.is_empty() && event.closed.is_empty());
+    let after = model.open_fds(PID).into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn open_onto_a_believed_open_fd_drops_the_stale_one() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None);
+    let seq = model.record(PID, PID, &openat(3), None);
+    assert_eq!(model.open_fd(PID, 3).unwrap().origin, Origin::Created(seq));
+    assert!(model.event(seq).unwrap().closed.is_empty());
+    assert_eq!(model.counters().dropped, 1);
+}
+
+#[test]
+fn close_range_closes_what_is_open_in_range() {
+    let mut model = model_with_std();
+    for fd in 3..8 {
+        model.record(PID, PID, &openat(fd), None);
+    }
+    let call = decoded(
+        "close_range",
+        0,
+        FdKind::Other,
+        vec![Effect::CloseRange { first: 4, last: 6 }],
+    );
+    let seq = model.record(PID, PID, &call, None);
+    assert_eq!(*model.event(seq).unwrap().closed, [4, 5, 6]);
+    assert_eq!(fds(&model, PID), [0, 1, 2, 3, 7]);
+
+    let to_the_end = Effect::CloseRange {
+        first: 3,
+        last: u32::MAX,
+    };
+    let call = decoded("close_range", 0, FdKind::Other, vec![to_the_end]);
+    model.record(PID, PID, &call, None);
+    assert_eq!(fds(&model, PID), [0, 1, 2]);
+}
+
+#[test]
+fn close_on_exec_sweep() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &openat(3), None);
+    model.record(PID, PID, &openat(4), None);
+    model.record(PID, PID, &open_as("socket", 5, FdKind::Socket, true), None);
+    model.record(PID, PID, &open_as("openat", 6, FdKind::File, true), None);
+    // fcntl(6, F_SETFD, 0): cleared, so 6 survives exec.
+    let clear = decoded(
+        "fcntl",
+        0,
+        FdKind::Other,
+        vec![Effect::SetCloexec {
+            fd: 6,
+            cloexec: false,
+        }],
+    );
+    model.record(PID, PID, &clear, None);
+    // close_range(4, 4, CLOSE_RANGE_CLOEXEC): 4 is marked.
+    let mark = decoded(
+        "close_range",
+        0,
+        FdKind::Other,
+        vec![Effect::CloexecRange { first: 4, last: 4 }],
+    );
+    model.record(PID, PID, &mark, None);
+    assert!(model.open_fd(PID, 4).unwrap().cloexec);
+
+    let seq = model.exec(PID, PID);
+    let event = model.event(seq).unwrap();
+    assert_eq!(event.syscall, "execve");
+    assert_eq!(event.kind, FdKind::Other);
+    assert_eq!(event.stack, None);
+    assert_eq!(*event.closed, [4, 5]);
+    assert_eq!(event.open_fds, 5);
+    assert_eq!(fds(&model, PID), [0, 1, 2, 3, 6]);
+    assert_eq!(model.counters().events_by_syscall["execve"], 1);
+}
+
+#[test]
+fn fork_copies_then_tables_are_independent() {
+    let mut model = model_with_std();
+    let site = stack(&mut model, 1);
+    model.record(PID, PID, &socket(3), site);
+    let child = PID + 50;
+    model.fork(PID, child);
+    assert_eq!(model.open_fds(child), model.open_fds(PID));
+    assert_eq!(model.process(child).unwrap().parent, Some(PID));
+
+    model.record(child, child, &close(3), None);
+    model.record(PID, PID, &openat(4), None);
+    assert_eq!(fds(&model, PID), [0, 1, 2, 3, 4]);
+    assert_eq!(fds(&model, child), [0, 1, 2]);
+    // The child's close was of an fd that existed before its own tracking.
+    assert_eq!(model.diff(child, 1).closed_from_before, [3]);
+
+    model.fork(999, 1000);
+    assert!(model.is_tracked(1000));
+    assert_eq!(model.open_count(1000), 0);
+}
+
+#[test]
+fn exited_keeps_fds_open_and_stops_reconcile() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None);
+    model.exited(PID, ProcessEnd::Exited(0));
+    assert!(!model.is_tracked(PID));
+    assert_eq!(model.process(PID).unwrap().end, Some(ProcessEnd::Exited(0)));
+    assert_eq!(fds(&model, PID), [0, 1, 2, 3]);
+    assert_eq!(model.leaks(PID, 0, 1).len(), 1);
+    assert_eq!(model.reconcile(PID, &[]), Reconciled::default());
+    assert_eq!(model.open_count(PID), 4);
+}
+
+#[test]
+fn reconcile_adopts_drops_and_refines() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None);
+    model.record(PID, PID, &dup2(9, 4), None); // source unknown: Other
+    let actual = [
+        proc_fd(0, FdKind::File, "/dev/pts/0"),
+        proc_fd(1, FdKind::File, "/dev/pts/0"),
+        // 2 is gone
+        proc_fd(3, FdKind::Socket, "socket:[77]"),
+        proc_fd(4, FdKind::Pipe, "pipe:[5]"),
+        proc_fd(8, FdKind::IoUring, "anon_inode:[io_uring]"),
+    ];
+    let changes = model.reconcile(PID, &actual);
+    assert_eq!(changes.adopted, [8]);
+    assert_eq!(changes.dropped, [2]);
+    assert_eq!(fds(&model, PID), [0, 1, 3, 4, 8]);
+    let adopted = model.open_fd(PID, 8).unwrap();
+    assert_eq!(adopted.origin, Origin::Untracked(2));
+    assert_eq!(adopted.kind, FdKind::IoUring);
+    let socket = model.open_fd(PID, 3).unwrap();
+    assert_eq!(socket.target.as_deref(), Some("socket:[77]"));
+    let dup = model.open_fd(PID, 4).unwrap();
+    assert_eq!(
+        (dup.kind, dup.target.as_deref()),
+        (FdKind::Pipe, Some("pipe:[5]"))
+    );
+    let counters = model.counters();
+    assert_eq!((counters.adopted, counters.dropped), (1, 1));
+    assert_eq!(model.process(PID).unwrap().counters.adopted, 1);
+
+    // Nothing changed: nothing counted.
+    assert_eq!(model.reconcile(PID, &actual), Reconciled::default());
+    assert_eq!(model.counters().adopted, 1);
+    // The adopted fd is a leak since attach, under "untracked".
+    let leaks = model.leaks(PID, 0, 1);
+    let untracked: Vec<_> = leaks.iter().filter(|s| s.syscall == "untracked").collect();
+    assert_eq!(untracked.len(), 1);
+    assert_eq!(untracked[0].fds, [8]);
+
+    model.set_target(PID, 3, FdKind::Socket, "udp 0.0.0.0:0".to_string());
+    let socket = model.open_fd(PID, 3).unwrap();
+    assert_eq!(socket.target.as_deref(), Some("udp 0.0.0.0:0"));
+}
+
+#[test]
+fn leaks_grouping_order_min_and_since() {
+    let mut model = model_with_std();
+    let a = stack(&mut model, 1);
+    let b = stack(&mut model, 2);
+    model.record(PID, PID, &socket(3), a); // 1
+    model.record(PID, PID, &openat(4), b); // 2
+    model.record(PID, PID, &socket(5), a); // 3
+    model.record(PID, PID, &openat(6), b); // 4
+    model.record(PID, PID, &socket(7), b); // 5: same stack, other syscall
+    model.record(PID, PID, &openat(8), b); // 6
+    model.record(PID, PID, &close(4), None); // 7
+
+    let leaks = model.leaks(PID, 0, 1);
+    let shape: Vec<_> = leaks
+        .iter()
+        .map(|s| (s.syscall, s.stack, s.fds.clone(), s.first_seq, s.last_seq))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("socket", a, vec![3, 5], 1, 3),
+            ("openat", b, vec![6, 8], 4, 6),
+            ("socket", b, vec![7], 5, 5),
+        ]
+    );
+    assert_eq!(leaks[0].count, 2);
+    assert_eq!(leaks[0].kind, FdKind::Socket);
+    assert_eq!(leaks[1].kind, FdKind::File);
+
+    let big: Vec<_> = model.leaks(PID, 0, 2).iter().map(|s| s.count).collect();
+    assert_eq!(big, [2, 2]);
+    let since_3: Vec<_> = model
+        .leaks(PID, 3, 1)
+        .iter()
+        .map(|s| (s.syscall, s.fds.clone()))
+        .collect();
+    assert_eq!(since_3, [("openat", vec![6, 8]), ("socket", vec![7])]);
+    assert!(model.leaks(PID, 7, 1).is_empty());
+    assert!(model.leaks(PID + 1, 0, 1).is_empty());
+}
+
+#[test]
+fn history_across_reuse_of_an_fd_number() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None); // 1
+    model.record(PID, PID, &openat(4), None); // 2
+    model.record(PID, PID, &close(3), None); // 3
+    model.record(PID, PID, &openat(3), None); // 4
+    model.record(PID + 1, PID + 1, &socket(3), None); // 5: another process
+    model.record(PID, PID, &dup2(4, 3), None); // 6: closes and creates 3
+    model.record(PID, PID, &close(3), None); // 7
+    model.record(PID, PID, &bad_close(3), None); // 8
+    let seqs: Vec<Seq> = model.history(PID, 3).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 3, 4, 6, 7, 8]);
+    let seqs: Vec<Seq> = model.history(PID, 4).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [2]);
+}
+
+#[test]
+fn diff_counts_since_a_mark() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None); // 1
+    model.record(PID, PID, &socket(4), None); // 2
+    let mark = model.last_seq();
+    model.record(PID, PID, &close(4), None); // 3: from before
+    model.record(PID, PID, &close(1), None); // 4: from before attach
+    model.record(PID, PID, &socket(4), None); // 5: reused number
+    model.record(PID, PID, &openat(5), None); // 6
+    model.record(PID, PID, &openat(6), None); // 7
+    model.record(PID, PID, &close(4), None); // 8: opened after, closed
+    model.record(PID, PID, &close(6), None); // 9: opened after, closed
+    model.record(PID, PID, &dup2(5, 7), None); // 10: still open
+    let diff = model.diff(PID, mark);
+    assert_eq!(diff.opened_and_closed, 2);
+    assert_eq!(diff.closed_from_before, [1, 4]);
+    assert_eq!(diff.still_open, model.leaks(PID, mark, 1));
+    let still: Vec<i32> = diff.still_open.iter().flat_map(|s| s.fds.clone()).collect();
+    assert_eq!(still.len(), 2);
+
+    // Since attach, everything created counts.
+    let diff = model.diff(PID, 0);
+    assert_eq!(diff.opened_and_closed, 3);
+    assert_eq!(diff.closed_from_before, [1]);
+}
+
+#[test]
+fn diff_sees_fds_adopted_after_the_mark() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None); // 1
+    let mark = model.last_seq();
+    model.record(PID, PID, &openat(4), None); // 2
+    let mut actual: Vec<ProcFd> = (0..5).map(|fd| proc_fd(fd, FdKind::File, "/x")).collect();
+    actual.push(proc_fd(9, FdKind::IoUring, "anon_inode:[io_uring]"));
+    model.reconcile(PID, &actual);
+    model.record(PID, PID, &close(9), None); // 3
+    let diff = model.diff(PID, mark);
+    assert!(diff.closed_from_before.is_empty());
+}
+
+#[test]
+fn counters_by_syscall_and_kind() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None);
+    model.record(PID, PID, &socket(4), None);
+    model.record(PID, PID, &openat(5), None);
+    model.record(
+        PID,
+        PID,
+        &decoded("socket", -24, FdKind::Socket, vec![]),
+        None,
+    );
+    model.record(PID, PID, &close(3), None);
+    let counters = model.counters();
+    let by_syscall: Vec<_> = counters
+        .events_by_syscall
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    assert_eq!(by_syscall, [("close", 1), ("openat", 1), ("socket", 3)]);
+    let by_kind: Vec<_> = counters
+        .events_by_kind
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    assert_eq!(by_kind, [(FdKind::Socket, 2), (FdKind::File, 1)]);
+}
+
+#[test]
+fn a_million_events_from_a_hundred_stacks_stay_small() {
+    const EVENTS: usize = 1_000_000;
+    let mut model = Model::new();
+    let stacks: Vec<_> = (0..100).map(|n| stack(&mut model, n)).collect();
+    let opens: Vec<Decoded> = (3..13).map(socket).collect();
+    let closes: Vec<Decoded> = (3..13).map(close).collect();
+    for i in 0..EVENTS / 2 {
+        let slot = i % 10;
+        model.record(PID, PID, &opens[slot], stacks[i % 100]);
+        model.record(PID, PID, &closes[slot], None);
+    }
+    assert_eq!(model.events().len(), EVENTS);
+    assert_eq!(model.stacks.len(), 100);
+    assert_eq!(model.open_count(PID), 0);
+    // Each event also owns one 4-byte fd list (one small allocation).
+    let per_event = std::mem::size_of::<Event>();
+    let estimate = per_event * EVENTS;
+    assert!(per_event <= 112, "Event grew to {per_event} bytes");
+    assert!(estimate < 120 * 1024 * 1024, "{estimate} bytes");
+}
