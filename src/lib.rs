@@ -10,7 +10,11 @@
 //! - `syscalls`: syscall → effect on the fd table (pure)
 //! - `fdtable`: the fd lifetime model (pure)
 //! - `stacks`: interned stacks (pure)
+//! - `modules`: a process's mapped objects and their unwind sections
+//! - `unwind`: stack snapshot → return addresses, through DWARF CFI
 
 pub mod fdtable;
+pub mod modules;
 pub mod stacks;
 pub mod syscalls;
+pub mod unwind;

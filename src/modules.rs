@@ -1,0 +1,348 @@
+//! The code objects mapped into a process, as the unwinder needs them.
+//!
+//! Exists so that the unwinder can turn an address in the process (AVMA)
+//! into "this object, at this bias, with this unwind data". It reads
+//! `/proc/PID/maps` for the executable mappings, opens each object through
+//! `/proc/PID/map_files` (deleted files, other mount namespaces) or
+//! `/proc/PID/root/PATH`, copies out the sections that hold call-frame
+//! information, and computes the bias from the ELF program headers. The
+//! `[vdso]` is read from the process's memory with `process_vm_readv`.
+//!
+//! It must not call ptrace (the tracer owns it) and must not trust what it
+//! reads: an unreadable or corrupt object is a `None`, never a panic.
+
+use std::fs::File;
+use std::io::IoSliceMut;
+use std::ops::Range;
+use std::sync::Arc;
+
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::{Endianness, Object, ObjectSection, ReadCache, ReadRef};
+
+/// Section bytes shared between every module built from one object.
+pub type SectionBytes = Arc<[u8]>;
+
+/// Identifies one object file independently of where it is mapped.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKey {
+    /// A file, by the device and inode shown in `/proc/PID/maps`.
+    File { dev: String, inode: u64 },
+    /// The kernel's virtual DSO of this process.
+    Vdso,
+}
+
+/// One executable mapping from `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeMapping {
+    /// The addresses it covers in the process (AVMAs).
+    pub avma: Range<u64>,
+    /// The file offset mapped at `avma.start`.
+    pub file_offset: u64,
+    pub key: ObjectKey,
+    /// The path as the process sees it, without a " (deleted)" suffix;
+    /// `[vdso]` for the vDSO.
+    pub path: String,
+    pub deleted: bool,
+}
+
+/// Parses the executable, object-backed lines of a `/proc/PID/maps` text.
+/// Lines that do not parse are skipped.
+pub fn parse_maps(text: &str) -> Vec<CodeMapping> {
+    text.lines().filter_map(parse_maps_line).collect()
+}
+
+fn parse_maps_line(line: &str) -> Option<CodeMapping> {
+    // start-end perms offset dev inode [path]; the path may contain spaces.
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let offset = fields.next()?;
+    let dev = fields.next()?;
+    let inode = fields.next()?;
+    let path = fields.next().unwrap_or("").trim_start();
+    if perms.as_bytes().get(2) != Some(&b'x') {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    if start >= end {
+        return None;
+    }
+    let file_offset = u64::from_str_radix(offset, 16).ok()?;
+    let inode: u64 = inode.parse().ok()?;
+    let (key, path, deleted) = if path == "[vdso]" {
+        (ObjectKey::Vdso, path.to_string(), false)
+    } else if inode != 0 && path.starts_with('/') {
+        let (path, deleted) = match path.strip_suffix(" (deleted)") {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
+        let key = ObjectKey::File {
+            dev: dev.to_string(),
+            inode,
+        };
+        (key, path.to_string(), deleted)
+    } else {
+        // Anonymous executable memory (JIT code) or other pseudo-files.
+        return None;
+    };
+    Some(CodeMapping {
+        avma: start..end,
+        file_offset,
+        key,
+        path,
+        deleted,
+    })
+}
+
+/// Reads the executable mappings of `pid`; empty if the process is gone.
+pub fn read_code_mappings(pid: i32) -> Vec<CodeMapping> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|text| parse_maps(&text))
+        .unwrap_or_default()
+}
+
+/// A `PT_LOAD` program header, reduced to what the bias needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LoadSegment {
+    vaddr: u64,
+    offset: u64,
+    filesz: u64,
+    executable: bool,
+}
+
+/// What one object contributes to unwinding, copied out of the file so the
+/// file can be closed. Addresses are SVMAs (as stated in the object).
+#[derive(Debug, Default)]
+pub struct ParsedObject {
+    loads: Vec<LoadSegment>,
+    pub text_svma: Option<Range<u64>>,
+    pub got_svma: Option<Range<u64>>,
+    pub eh_frame_svma: Option<Range<u64>>,
+    pub eh_frame: Option<SectionBytes>,
+    pub eh_frame_hdr_svma: Option<Range<u64>>,
+    pub eh_frame_hdr: Option<SectionBytes>,
+    pub debug_frame: Option<SectionBytes>,
+}
+
+impl ParsedObject {
+    /// The bias (AVMA − SVMA) of this object given one of its mappings: the
+    /// SVMA at the mapping's start is found through the `PT_LOAD` whose file
+    /// range contains the mapping's offset, so PIE and non-PIE objects and
+    /// mappings of any segment give the same answer. `None` if no segment
+    /// matches (the mapping is not of this object).
+    pub fn bias(&self, avma_start: u64, file_offset: u64) -> Option<u64> {
+        let contains = |seg: &&LoadSegment| {
+            let page_start = seg.offset & !0xfff;
+            page_start <= file_offset && file_offset < seg.offset.saturating_add(seg.filesz.max(1))
+        };
+        let seg = self
+            .loads
+            .iter()
+            .filter(|s| s.executable)
+            .find(contains)
+            .or_else(|| self.loads.iter().find(contains))?;
+        // SVMA of the byte at `file_offset`; exact even when the mapping
+        // starts below `p_offset` in the same page.
+        let svma = seg.vaddr.wrapping_sub(seg.offset).wrapping_add(file_offset);
+        Some(avma_start.wrapping_sub(svma))
+    }
+
+    pub fn has_unwind_info(&self) -> bool {
+        self.eh_frame.is_some() || self.debug_frame.is_some()
+    }
+}
+
+/// Parses an ELF object. `None` for anything that is not a 64-bit ELF with
+/// at least one loadable segment.
+pub fn parse_object<'data, R: ReadRef<'data>>(data: R) -> Option<ParsedObject> {
+    let elf = ElfFile64::<Endianness, R>::parse(data).ok()?;
+    let endian = elf.endian();
+    let loads: Vec<LoadSegment> = elf
+        .elf_program_headers()
+        .iter()
+        .filter(|ph| ph.p_type(endian) == object::elf::PT_LOAD)
+        .map(|ph| LoadSegment {
+            vaddr: ph.p_vaddr(endian),
+            offset: ph.p_offset(endian),
+            filesz: ph.p_filesz(endian),
+            executable: ph.p_flags(endian).0 & object::elf::PF_X.0 != 0,
+        })
+        .collect();
+    if loads.is_empty() {
+        return None;
+    }
+    let svma = |name: &str| {
+        let section = elf.section_by_name(name)?;
+        let start = section.address();
+        Some(start..start.checked_add(section.size())?)
+    };
+    let bytes = |name: &str| -> Option<SectionBytes> {
+        let section = elf.section_by_name(name)?;
+        let data = section.uncompressed_data().ok()?;
+        (!data.is_empty()).then(|| Arc::from(&*data))
+    };
+    let eh_frame = bytes(".eh_frame");
+    // framehop only looks at .debug_frame when .eh_frame is absent.
+    let debug_frame = if eh_frame.is_none() {
+        bytes(".debug_frame")
+    } else {
+        None
+    };
+    Some(ParsedObject {
+        loads,
+        text_svma: svma(".text"),
+        got_svma: svma(".got"),
+        eh_frame_svma: svma(".eh_frame"),
+        eh_frame,
+        eh_frame_hdr_svma: svma(".eh_frame_hdr"),
+        eh_frame_hdr: bytes(".eh_frame_hdr"),
+        debug_frame,
+    })
+}
+
+/// Opens and parses the object behind `mapping` of process `pid`. Tries
+/// `/proc/PID/map_files/START-END` first (the mapped file itself, even if
+/// deleted or in another mount namespace; needs privileges), then
+/// `/proc/PID/root/PATH` unless the file was deleted (the path may now name
+/// another file). `None` if neither opens or the object does not parse.
+pub fn load_object(pid: i32, mapping: &CodeMapping) -> Option<ParsedObject> {
+    if mapping.key == ObjectKey::Vdso {
+        return load_vdso(pid, &mapping.avma);
+    }
+    let map_file = format!(
+        "/proc/{pid}/map_files/{:x}-{:x}",
+        mapping.avma.start, mapping.avma.end
+    );
+    let file = File::open(map_file).ok().or_else(|| {
+        if mapping.deleted {
+            return None;
+        }
+        File::open(format!("/proc/{pid}/root{}", mapping.path)).ok()
+    })?;
+    let cache = ReadCache::new(file);
+    parse_object(&cache)
+}
+
+/// The vDSO is not a file: copy its image out of the process.
+fn load_vdso(pid: i32, avma: &Range<u64>) -> Option<ParsedObject> {
+    let len = usize::try_from(avma.end - avma.start).ok()?;
+    if len > 1 << 20 {
+        return None;
+    }
+    let mut image = vec![0u8; len];
+    let remote = [RemoteIoVec {
+        base: usize::try_from(avma.start).ok()?,
+        len,
+    }];
+    let read = process_vm_readv(
+        Pid::from_raw(pid),
+        &mut [IoSliceMut::new(&mut image)],
+        &remote,
+    )
+    .ok()?;
+    parse_object(&image[..read])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "\
+55d0c6a00000-55d0c6a02000 r--p 00000000 fd:01 1234 /usr/bin/cat
+55d0c6a02000-55d0c6a07000 r-xp 00002000 fd:01 1234 /usr/bin/cat
+7f0000000000-7f0000001000 rwxp 00000000 00:00 0 
+7f0000001000-7f0000002000 r-xp 00001000 08:02 99 /tmp/with space/lib.so (deleted)
+7ffd1a3f0000-7ffd1a3f2000 r-xp 00000000 00:00 0                          [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+garbage line
+";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 3, "{maps:#?}");
+        assert_eq!(maps[0].avma, 0x55d0c6a02000..0x55d0c6a07000);
+        assert_eq!(maps[0].file_offset, 0x2000);
+        assert_eq!(
+            maps[0].key,
+            ObjectKey::File {
+                dev: "fd:01".into(),
+                inode: 1234
+            }
+        );
+        assert_eq!(maps[1].path, "/tmp/with space/lib.so");
+        assert!(maps[1].deleted);
+        assert_eq!(maps[2].key, ObjectKey::Vdso);
+    }
+
+    fn object_with(loads: Vec<LoadSegment>) -> ParsedObject {
+        ParsedObject {
+            loads,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bias_for_pie_and_non_pie() {
+        // PIE: text segment at vaddr 0x2040 / offset 0x2040, mapped from
+        // file offset 0x2000 at 0x5555_5555_6000.
+        let pie = object_with(vec![
+            LoadSegment {
+                vaddr: 0,
+                offset: 0,
+                filesz: 0x1000,
+                executable: false,
+            },
+            LoadSegment {
+                vaddr: 0x2040,
+                offset: 0x2040,
+                filesz: 0x5000,
+                executable: true,
+            },
+        ]);
+        assert_eq!(pie.bias(0x5555_5555_6000, 0x2000), Some(0x5555_5555_4000));
+        // Non-PIE: vaddr 0x401000 at offset 0x1000, mapped where stated.
+        let exe = object_with(vec![LoadSegment {
+            vaddr: 0x401000,
+            offset: 0x1000,
+            filesz: 0x3000,
+            executable: true,
+        }]);
+        assert_eq!(exe.bias(0x401000, 0x1000), Some(0));
+        // A mapping of a file offset no segment holds is not this object.
+        assert_eq!(exe.bias(0x401000, 0x9000), None);
+    }
+
+    #[test]
+    fn own_executable_and_vdso_parse() {
+        let pid = std::process::id() as i32;
+        let maps = read_code_mappings(pid);
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let own = maps
+            .iter()
+            .find(|m| m.path == exe.to_str().unwrap())
+            .expect("own executable mapping");
+        let parsed = load_object(pid, own).expect("own executable parses");
+        assert!(parsed.eh_frame.is_some() && parsed.eh_frame_hdr.is_some());
+        let bias = parsed.bias(own.avma.start, own.file_offset).unwrap();
+        // This function's address, minus the bias, lies in the stated .text.
+        let here = own_executable_and_vdso_parse as *const () as u64;
+        assert!(parsed.text_svma.unwrap().contains(&(here - bias)));
+        if let Some(vdso) = maps.iter().find(|m| m.key == ObjectKey::Vdso) {
+            let parsed = load_object(pid, vdso).expect("vdso parses");
+            assert!(parsed.has_unwind_info());
+        }
+    }
+
+    #[test]
+    fn garbage_is_not_an_object() {
+        assert!(parse_object(&b"\x7fELF garbage"[..]).is_none());
+        assert!(parse_object(&[0u8; 0][..]).is_none());
+        let mut truncated = std::fs::read("/proc/self/exe").unwrap();
+        truncated.truncate(200);
+        assert!(parse_object(&truncated[..]).is_none());
+    }
+}

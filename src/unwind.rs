@@ -1,0 +1,331 @@
+//! Stack unwinding of a stopped thread from a snapshot: its registers and a
+//! bounded copy of its stack, taken at the stop.
+//!
+//! Exists so that every fd creation gets the raw return addresses of the
+//! creating thread, through DWARF call-frame information (`.eh_frame`,
+//! `.debug_frame`), so it works for code built without frame pointers.
+//! The CFI interpretation is framehop's: it is fast enough to run at every
+//! stop, caches rules per address, handles prologues, epilogues and the
+//! end-of-stack markers, and is tested against real compilers' output,
+//! which a hand-written CFI evaluator would have to earn again.
+//!
+//! What this layer owns is the process side: which objects are mapped where
+//! (`modules`), parsing each object once, adding objects that appear later
+//! (dlopen), and saying why a walk stopped early. It never calls ptrace (the
+//! tracer owns ptrace and hands over registers and stack bytes); reading
+//! `/proc` and `process_vm_readv` are its only contact with the process.
+//! Bad input — garbage registers, a corrupt object, a vanished process —
+//! gives a shorter stack with a reason, never a panic.
+
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::sync::Arc;
+
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{
+    Error as WalkError, ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
+};
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+use crate::modules::{self, CodeMapping, ObjectKey, ParsedObject, SectionBytes};
+use crate::stacks::Stack;
+
+/// The most frames one walk returns.
+pub const MAX_FRAMES: usize = 128;
+
+/// Registers needed to start a walk (x86_64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// What is known about one executable mapping of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MappingState {
+    /// Seen in the maps, object not looked at yet.
+    Pending,
+    /// A framehop module covers it.
+    Added,
+    /// Its object could not be read or parsed: no unwind info here.
+    Unusable,
+}
+
+struct KnownMapping {
+    mapping: CodeMapping,
+    state: MappingState,
+}
+
+/// Per-process unwinder: knows the process's mapped objects and their
+/// unwind tables. Objects are parsed when a walk first meets an address in
+/// them, once per (device, inode), and kept until `reset`.
+pub struct Unwinder {
+    pid: i32,
+    framehop: UnwinderX86_64<SectionBytes>,
+    cache: CacheX86_64,
+    /// Executable mappings by start address, from the last maps read.
+    mappings: Vec<KnownMapping>,
+    /// Parsed objects; `None` records a failure so it is not retried.
+    objects: HashMap<ObjectKey, Option<Arc<ParsedObject>>>,
+    objects_parsed: usize,
+}
+
+/// Why looking up a code address failed.
+enum Lookup {
+    Covered,
+    NoUnwindInfo,
+}
+
+impl Unwinder {
+    pub fn new(pid: i32) -> Unwinder {
+        Unwinder {
+            pid,
+            framehop: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+            mappings: Vec::new(),
+            objects: HashMap::new(),
+            objects_parsed: 0,
+        }
+    }
+
+    /// Walk the stack of a thread stopped at a syscall. `stack` is a copy of
+    /// the thread's stack memory starting at address `regs.sp`. Returns the
+    /// code addresses innermost first — the instruction pointer, then raw
+    /// return addresses (the symbolizer looks them up at `addr - 1`) — and,
+    /// if the walk ended before the outermost frame, why.
+    pub fn unwind(&mut self, regs: &UnwindRegs, stack: &[u8]) -> Stack {
+        let sp = regs.sp;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+            let bytes = stack
+                .get(offset..offset.checked_add(8).ok_or(())?)
+                .ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut framehop_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
+        let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
+        let mut addresses = Vec::new();
+        let mut maps_reread = false;
+        // The loop of framehop's `iter_frames`, unrolled so that modules can
+        // be added between two frames (the iterator borrows the unwinder).
+        let truncated = loop {
+            addresses.push(frame.address());
+            let lookup = frame.address_for_lookup();
+            if let Lookup::NoUnwindInfo = self.ensure_module(lookup, &mut maps_reread) {
+                break Some(format!("no unwind info for {:#x}", frame.address()));
+            }
+            let next = self.framehop.unwind_frame(
+                frame,
+                &mut framehop_regs,
+                &mut self.cache,
+                &mut read_stack,
+            );
+            let return_address = match next {
+                Ok(Some(address)) => address,
+                Ok(None) => break None,
+                // A null return address is the conventional end marker.
+                Err(WalkError::ReturnAddressIsNull) => break None,
+                Err(e) => break Some(walk_error_reason(e, sp, stack.len())),
+            };
+            let Some(caller) = FrameAddress::from_return_address(return_address) else {
+                break None;
+            };
+            if addresses.len() == MAX_FRAMES {
+                break Some(format!("depth limit {MAX_FRAMES}"));
+            }
+            frame = caller;
+        };
+        Stack {
+            addresses,
+            truncated,
+        }
+    }
+
+    /// The process exec'ed: forget all modules and parsed objects (a path
+    /// may now hold other contents under the same inode).
+    pub fn reset(&mut self) {
+        *self = Unwinder::new(self.pid);
+    }
+
+    /// How many object files were parsed (failed attempts included), for
+    /// tests: a second walk through the same objects parses none.
+    pub fn objects_parsed(&self) -> usize {
+        self.objects_parsed
+    }
+
+    /// Makes sure a framehop module covers `avma` if its object has unwind
+    /// info, re-reading the maps at most once per walk (`maps_reread`) when
+    /// no known mapping covers it.
+    fn ensure_module(&mut self, avma: u64, maps_reread: &mut bool) -> Lookup {
+        let index = match self.mapping_index(avma) {
+            Some(index) => index,
+            None if !*maps_reread => {
+                *maps_reread = true;
+                self.reread_maps();
+                match self.mapping_index(avma) {
+                    Some(index) => index,
+                    None => return Lookup::NoUnwindInfo,
+                }
+            }
+            None => return Lookup::NoUnwindInfo,
+        };
+        match self.mappings[index].state {
+            MappingState::Added => Lookup::Covered,
+            MappingState::Unusable => Lookup::NoUnwindInfo,
+            MappingState::Pending => {
+                let added = self.add_module(index);
+                self.mappings[index].state = if added {
+                    MappingState::Added
+                } else {
+                    MappingState::Unusable
+                };
+                if added {
+                    Lookup::Covered
+                } else {
+                    Lookup::NoUnwindInfo
+                }
+            }
+        }
+    }
+
+    fn mapping_index(&self, avma: u64) -> Option<usize> {
+        let after = self
+            .mappings
+            .partition_point(|m| m.mapping.avma.start <= avma);
+        let index = after.checked_sub(1)?;
+        self.mappings[index]
+            .mapping
+            .avma
+            .contains(&avma)
+            .then_some(index)
+    }
+
+    /// Replaces the mapping list with the current maps. Mappings that are
+    /// unchanged keep their state; modules of mappings that went away
+    /// (dlclose, munmap) are removed from framehop.
+    fn reread_maps(&mut self) {
+        let mut fresh: Vec<KnownMapping> = modules::read_code_mappings(self.pid)
+            .into_iter()
+            .map(|mapping| KnownMapping {
+                mapping,
+                state: MappingState::Pending,
+            })
+            .collect();
+        fresh.sort_by_key(|m| m.mapping.avma.start);
+        for old in std::mem::take(&mut self.mappings) {
+            match fresh.iter_mut().find(|m| m.mapping == old.mapping) {
+                Some(same) => same.state = old.state,
+                None if old.state == MappingState::Added => {
+                    self.framehop.remove_module(old.mapping.avma.start);
+                }
+                None => {}
+            }
+        }
+        self.mappings = fresh;
+    }
+
+    /// Parses (or finds in the cache) the object of mapping `index` and adds
+    /// a framehop module for the mapping. False if there is no usable
+    /// unwind info.
+    fn add_module(&mut self, index: usize) -> bool {
+        let mapping = &self.mappings[index].mapping;
+        let pid = self.pid;
+        let object = self
+            .objects
+            .entry(mapping.key.clone())
+            .or_insert_with(|| {
+                self.objects_parsed += 1;
+                modules::load_object(pid, mapping).map(Arc::new)
+            })
+            .clone();
+        let Some(object) = object.filter(|o| o.has_unwind_info()) else {
+            return false;
+        };
+        let Some(bias) = object.bias(mapping.avma.start, mapping.file_offset) else {
+            return false;
+        };
+        let module = Module::new(
+            mapping.path.clone(),
+            mapping.avma.clone(),
+            bias,
+            ExplicitModuleSectionInfo {
+                // ELF: CFI addresses are SVMAs, relative to 0.
+                base_svma: 0,
+                text_svma: object.text_svma.clone(),
+                got_svma: object.got_svma.clone(),
+                eh_frame_svma: object.eh_frame_svma.clone(),
+                eh_frame: object.eh_frame.clone(),
+                eh_frame_hdr_svma: object.eh_frame_hdr_svma.clone(),
+                eh_frame_hdr: object.eh_frame_hdr.clone(),
+                debug_frame: object.debug_frame.clone(),
+                ..Default::default()
+            },
+        );
+        self.framehop.add_module(module);
+        true
+    }
+}
+
+fn walk_error_reason(error: WalkError, sp: u64, stack_len: usize) -> String {
+    match error {
+        WalkError::CouldNotReadStack(addr) => {
+            if addr >= sp && addr.wrapping_sub(sp) >= stack_len as u64 {
+                "stack copy ended".to_string()
+            } else {
+                format!("stack address {addr:#x} below the stack pointer")
+            }
+        }
+        WalkError::FramepointerUnwindingMovedBackwards => {
+            "frame pointer moved backwards".to_string()
+        }
+        WalkError::DidNotAdvance => "unwinding did not advance".to_string(),
+        WalkError::IntegerOverflow => "address overflow while unwinding".to_string(),
+        WalkError::ReturnAddressIsNull => "null return address".to_string(),
+    }
+}
+
+/// Copies `[sp, sp + max)` of process `pid`, stopping at the end of the
+/// readable region (the top of the stack mapping). Empty if nothing is
+/// readable or the process is gone.
+pub fn copy_stack(pid: i32, sp: u64, max: usize) -> Vec<u8> {
+    const PAGE: u64 = 4096;
+    let Some(end) = sp.checked_add(max as u64) else {
+        return Vec::new();
+    };
+    let mut buf = vec![0u8; max];
+    // The common case: the whole range is mapped.
+    let mut copied = match read_remote(pid, sp, &mut buf) {
+        Some(n) if n == max => return buf,
+        Some(n) => n,
+        None => 0,
+    };
+    // Then page by page up to the first page that fails.
+    while copied < max {
+        let addr = sp + copied as u64;
+        let page_end = ((addr / PAGE) + 1).saturating_mul(PAGE).min(end);
+        let want = (page_end - addr) as usize;
+        match read_remote(pid, addr, &mut buf[copied..copied + want]) {
+            Some(n) if n == want => copied += n,
+            Some(n) => {
+                copied += n;
+                break;
+            }
+            None => break,
+        }
+    }
+    buf.truncate(copied);
+    buf
+}
+
+fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Option<usize> {
+    let remote = [RemoteIoVec {
+        base: usize::try_from(addr).ok()?,
+        len: buf.len(),
+    }];
+    process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(buf)], &remote).ok()
+}
+
+#[cfg(test)]
+mod tests;
