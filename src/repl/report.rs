@@ -1,0 +1,174 @@
+//! The data every command answers with: plain values, serialisable to the
+//! JSON documents of SPEC §3 and rendered to text by `render`. Built by
+//! `handlers`, on the tracer's thread; shown by the front end.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::fdtable::{FdKind, Pid, Seq};
+use crate::symbolize::Frame;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventReport {
+    pub seq: Seq,
+    pub pid: Pid,
+    pub tid: Pid,
+    pub syscall: &'static str,
+    pub args: String,
+    pub kind: FdKind,
+    pub result: i64,
+    /// Fds the event created.
+    pub fds: Vec<i32>,
+    /// Fds the event closed.
+    pub closed: Vec<i32>,
+    pub bad_close: bool,
+    pub open_fds: u32,
+    pub frames: Vec<Frame>,
+    /// Why the stack ends early, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_truncated: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StopReport {
+    /// "breakpoint" | "catch" | "step" | "interrupt" | "timeout" | "exited" | "detached"
+    pub stop: &'static str,
+    pub breakpoint: Option<u32>,
+    pub event: Option<EventReport>,
+    pub exit_code: Option<i32>,
+    /// The signal that killed the process, when it was killed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub pid: Pid,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FdEntry {
+    pub fd: i32,
+    pub kind: FdKind,
+    pub target: Option<String>,
+    /// The creating event; null for fds open before attach or untracked.
+    pub seq: Option<Seq>,
+    /// "before attach" | "created" | "untracked"
+    pub origin: &'static str,
+    pub cloexec: bool,
+    pub frames: Vec<Frame>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FdsReport {
+    pub pid: Pid,
+    /// True once the process is gone: the fds listed were open at its exit.
+    pub exited: bool,
+    pub open_fds: usize,
+    pub fds: Vec<FdEntry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteReport {
+    pub count: usize,
+    pub syscall: &'static str,
+    pub kind: FdKind,
+    pub fds: Vec<i32>,
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+    pub frames: Vec<Frame>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaksReport {
+    pub pid: Pid,
+    pub exited: bool,
+    /// "attach", "start" (under run), or "mark NAME".
+    pub since: String,
+    pub open_fds: usize,
+    pub total: usize,
+    pub sites: Vec<SiteReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffReport {
+    pub pid: Pid,
+    pub since: String,
+    pub still_open: Vec<SiteReport>,
+    pub opened_and_closed: usize,
+    pub closed_from_before: Vec<i32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatsReport {
+    pub pid: Pid,
+    pub open_fds: usize,
+    /// Events by syscall name.
+    pub events: BTreeMap<&'static str, u64>,
+    /// Events that created fds, by kind.
+    pub by_kind: BTreeMap<&'static str, u64>,
+    pub bad_closes: u64,
+    /// ptrace stops fdbg handled (all processes of the session).
+    pub stops: u64,
+    /// Syscall entries fdbg saw: every syscall under attach, only fd
+    /// syscalls under run (the others cause no stop).
+    pub syscalls_seen: u64,
+    /// Fds found in /proc but not in the model, adopted as untracked.
+    pub adopted: u64,
+    /// Fds in the model that /proc did not have, dropped.
+    pub dropped: u64,
+    pub total_events: u64,
+    pub events_per_sec: f64,
+    pub stops_per_event: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryReport {
+    pub pid: Pid,
+    pub fd: i32,
+    pub events: Vec<EventReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadEntry {
+    pub tid: Pid,
+    pub pid: Pid,
+    pub name: String,
+    /// The /proc state letter (R, S, D, T, t, Z).
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadsReport {
+    pub threads: Vec<ThreadEntry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BacktraceReport {
+    pub event: EventReport,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageReport {
+    pub message: String,
+}
+
+/// One answer of one command; a command may give several (one per process,
+/// or an event line per step).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Stop(StopReport),
+    Event(EventReport),
+    Fds(FdsReport),
+    Leaks(LeaksReport),
+    Diff(DiffReport),
+    Stats(StatsReport),
+    History(HistoryReport),
+    Threads(ThreadsReport),
+    Backtrace(BacktraceReport),
+    Message(MessageReport),
+}
+
+impl Report {
+    pub fn message(text: impl Into<String>) -> Report {
+        Report::Message(MessageReport { message: text.into() })
+    }
+}
