@@ -16,9 +16,14 @@ use crate::fdtable::FdKind;
 
 use args::{flags, pointer, quoted_str};
 
-/// Decode a completed syscall; `None` when it cannot change the fd table
-/// (not an fd syscall, or an fcntl command that does not). The caller has
-/// already skipped restart codes (`is_restart`).
+/// Decode a completed syscall; `None` when it cannot change the fd table:
+/// not an fd syscall, an fcntl command other than F_DUPFD, F_DUPFD_CLOEXEC
+/// and F_SETFD, a signalfd on an existing fd, a recvmsg or recvmmsg that
+/// received no fds. The caller has already skipped restart codes
+/// (`is_restart`).
+///
+/// `Decoded.kind` is the kind the syscall creates whether or not this call
+/// succeeded, so a failed socket() still counts as a socket event.
 pub fn decode(entry: &SyscallEntry, result: i64, mem: &dyn TraceeMemory) -> Option<Decoded> {
     let syscall = table::lookup(entry.nr)?;
     let call = Call {
@@ -65,6 +70,12 @@ impl Call<'_> {
     /// Argument `i` as a C `unsigned int`.
     fn uint(&self, i: usize) -> u32 {
         self.args[i] as u32
+    }
+
+    /// Argument `i`, a C `int` of flags or mode bits, without whatever the
+    /// upper half of the register holds.
+    fn bits(&self, i: usize) -> u64 {
+        self.uint(i).into()
     }
 
     /// A call whose return value, on success, is one new fd.
@@ -150,7 +161,7 @@ fn has(value: u64, flag: impl Into<i64>) -> bool {
 // ---- sockets ----
 
 pub(super) fn socket(c: &Call) -> Option<Outcome> {
-    let (domain, ty) = (c.int(0), c.args[1]);
+    let (domain, ty) = (c.int(0), c.bits(1));
     let text = format!(
         "{}, {}, {}",
         args::constant(domain.into(), args::AF_NAMES),
@@ -161,7 +172,7 @@ pub(super) fn socket(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn socketpair(c: &Call) -> Option<Outcome> {
-    let (domain, ty) = (c.int(0), c.args[1]);
+    let (domain, ty) = (c.int(0), c.bits(1));
     let head = format!(
         "{}, {}, {}",
         args::constant(domain.into(), args::AF_NAMES),
@@ -183,7 +194,7 @@ pub(super) fn accept(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn accept4(c: &Call) -> Option<Outcome> {
-    let fl = c.args[3];
+    let fl = c.bits(3);
     let text = format!(
         "{}, {}, {}, {}",
         c.int(0),
@@ -325,15 +336,15 @@ fn opens_path(c: &Call, prefix: &str, path_addr: u64, suffix: &str, fl: u64) -> 
 }
 
 pub(super) fn open(c: &Call) -> Option<Outcome> {
-    let fl = c.args[1];
-    let suffix = format!(", {}{}", args::open_flags(fl), mode_suffix(fl, c.args[2]));
+    let fl = c.bits(1);
+    let suffix = format!(", {}{}", args::open_flags(fl), mode_suffix(fl, c.bits(2)));
     Some(opens_path(c, "", c.args[0], &suffix, fl))
 }
 
 pub(super) fn openat(c: &Call) -> Option<Outcome> {
-    let fl = c.args[2];
+    let fl = c.bits(2);
     let prefix = format!("{}, ", args::dirfd(c.int(0)));
-    let suffix = format!(", {}{}", args::open_flags(fl), mode_suffix(fl, c.args[3]));
+    let suffix = format!(", {}{}", args::open_flags(fl), mode_suffix(fl, c.bits(3)));
     Some(opens_path(c, &prefix, c.args[1], &suffix, fl))
 }
 
@@ -367,12 +378,12 @@ pub(super) fn openat2(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn creat(c: &Call) -> Option<Outcome> {
-    let suffix = format!(", {}", args::mode(c.args[1]));
+    let suffix = format!(", {}", args::mode(c.bits(1)));
     Some(opens_path(c, "", c.args[0], &suffix, 0))
 }
 
 pub(super) fn open_by_handle_at(c: &Call) -> Option<Outcome> {
-    let fl = c.args[2];
+    let fl = c.bits(2);
     let text = format!(
         "{}, {}, {}",
         c.int(0),
@@ -389,7 +400,7 @@ pub(super) fn pipe(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn pipe2(c: &Call) -> Option<Outcome> {
-    let fl = c.args[1];
+    let fl = c.bits(1);
     let text = |pair| format!("{pair}, {}", flags(fl, args::O_FLAGS));
     Some(c.creates_pair(text, 0, FdKind::Pipe, has(fl, libc::O_CLOEXEC)))
 }
@@ -421,7 +432,7 @@ pub(super) fn dup2(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn dup3(c: &Call) -> Option<Outcome> {
-    let (from, to, fl) = (c.int(0), c.int(1), c.args[2]);
+    let (from, to, fl) = (c.int(0), c.int(1), c.bits(2));
     let text = format!("{from}, {to}, {}", flags(fl, args::O_FLAGS));
     Some(c.changes(text, || dup_onto(from, to, has(fl, libc::O_CLOEXEC))))
 }
@@ -458,7 +469,7 @@ pub(super) fn eventfd(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn eventfd2(c: &Call) -> Option<Outcome> {
-    let fl = c.args[1];
+    let fl = c.bits(1);
     let text = format!("{}, {}", c.uint(0), flags(fl, args::EFD_FLAGS));
     Some(c.creates(text, FdKind::Eventfd, has(fl, libc::EFD_CLOEXEC), None))
 }
@@ -468,13 +479,13 @@ pub(super) fn epoll_create(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn epoll_create1(c: &Call) -> Option<Outcome> {
-    let fl = c.args[0];
+    let fl = c.bits(0);
     let text = flags(fl, args::EPOLL_FLAGS);
     Some(c.creates(text, FdKind::Epoll, has(fl, libc::EPOLL_CLOEXEC), None))
 }
 
 pub(super) fn timerfd_create(c: &Call) -> Option<Outcome> {
-    let fl = c.args[1];
+    let fl = c.bits(1);
     let text = format!(
         "{}, {}",
         args::constant(c.int(0).into(), args::CLOCK_NAMES),
@@ -506,7 +517,7 @@ pub(super) fn signalfd(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn signalfd4(c: &Call) -> Option<Outcome> {
-    signalfd_common(c, Some(c.args[3]))
+    signalfd_common(c, Some(c.bits(3)))
 }
 
 pub(super) fn inotify_init(c: &Call) -> Option<Outcome> {
@@ -514,7 +525,7 @@ pub(super) fn inotify_init(c: &Call) -> Option<Outcome> {
 }
 
 pub(super) fn inotify_init1(c: &Call) -> Option<Outcome> {
-    let fl = c.args[0];
+    let fl = c.bits(0);
     let text = flags(fl, args::IN_FLAGS);
     Some(c.creates(text, FdKind::Inotify, has(fl, libc::IN_CLOEXEC), None))
 }

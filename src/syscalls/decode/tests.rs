@@ -496,6 +496,21 @@ fn unknown_flag_bits_are_hex() {
 }
 
 #[test]
+fn upper_register_half_of_int_flags_is_ignored() {
+    let garbage = 0xffff_ffff_0000_0000u64 as i64;
+    let args = a(&[
+        libc::AT_FDCWD as i64,
+        PATH as i64,
+        garbage | libc::O_CLOEXEC as i64,
+    ]);
+    let got = run(libc::SYS_openat, args, 3).unwrap();
+    assert_eq!(
+        got.args_text,
+        "AT_FDCWD, \"/etc/hosts\", O_RDONLY|O_CLOEXEC"
+    );
+}
+
+#[test]
 fn control_walk_stops_at_a_lying_length() {
     let got = parse_control(&control_buffer());
     assert_eq!(got.fds, vec![7, 8, 9]);
