@@ -1,17 +1,241 @@
-//! The fd syscalls of SPEC §4 (SKELETON).
+//! The fd syscalls of SPEC §4, one row each: number, name and decoder.
+//!
+//! This table is the single list of what fdbg stops on: the tracer builds its
+//! seccomp filter from `traced_syscalls` and `FCNTL_TRACED_CMDS`, and `decode`
+//! dispatches through the same rows, so a syscall cannot be traced without a
+//! decoder or decoded without being traced. Numbers come from `libc`, i.e. the
+//! architecture fdbg is built for; a tracee of another ABI (32-bit compat) is
+//! not covered by this table.
+
+use std::sync::LazyLock;
+
+use super::decode::{self as d, Decoder};
+
+/// One fd syscall.
+pub(super) struct Syscall {
+    pub nr: u64,
+    pub name: &'static str,
+    pub decode: Decoder,
+}
+
+const fn row(nr: libc::c_long, name: &'static str, decode: Decoder) -> Syscall {
+    Syscall {
+        nr: nr as u64,
+        name,
+        decode,
+    }
+}
+
+/// Every syscall whose completion can create, close or re-flag an fd.
+static TABLE: &[Syscall] = &[
+    // sockets
+    row(libc::SYS_socket, "socket", d::socket),
+    row(libc::SYS_socketpair, "socketpair", d::socketpair),
+    row(libc::SYS_accept, "accept", d::accept),
+    row(libc::SYS_accept4, "accept4", d::accept4),
+    row(libc::SYS_recvmsg, "recvmsg", d::recvmsg),
+    row(libc::SYS_recvmmsg, "recvmmsg", d::recvmmsg),
+    // files
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_open, "open", d::open),
+    row(libc::SYS_openat, "openat", d::openat),
+    row(libc::SYS_openat2, "openat2", d::openat2),
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_creat, "creat", d::creat),
+    row(
+        libc::SYS_open_by_handle_at,
+        "open_by_handle_at",
+        d::open_by_handle_at,
+    ),
+    // pipes and duplicates
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_pipe, "pipe", d::pipe),
+    row(libc::SYS_pipe2, "pipe2", d::pipe2),
+    row(libc::SYS_dup, "dup", d::dup),
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_dup2, "dup2", d::dup2),
+    row(libc::SYS_dup3, "dup3", d::dup3),
+    row(libc::SYS_fcntl, "fcntl", d::fcntl),
+    // anonymous-inode fds
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_eventfd, "eventfd", d::eventfd),
+    row(libc::SYS_eventfd2, "eventfd2", d::eventfd2),
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_epoll_create, "epoll_create", d::epoll_create),
+    row(libc::SYS_epoll_create1, "epoll_create1", d::epoll_create1),
+    row(
+        libc::SYS_timerfd_create,
+        "timerfd_create",
+        d::timerfd_create,
+    ),
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_signalfd, "signalfd", d::signalfd),
+    row(libc::SYS_signalfd4, "signalfd4", d::signalfd4),
+    #[cfg(target_arch = "x86_64")]
+    row(libc::SYS_inotify_init, "inotify_init", d::inotify_init),
+    row(libc::SYS_inotify_init1, "inotify_init1", d::inotify_init1),
+    row(libc::SYS_fanotify_init, "fanotify_init", d::fanotify_init),
+    row(libc::SYS_memfd_create, "memfd_create", d::memfd_create),
+    row(libc::SYS_pidfd_open, "pidfd_open", d::pidfd_open),
+    row(libc::SYS_pidfd_getfd, "pidfd_getfd", d::pidfd_getfd),
+    row(libc::SYS_userfaultfd, "userfaultfd", d::userfaultfd),
+    row(
+        libc::SYS_perf_event_open,
+        "perf_event_open",
+        d::perf_event_open,
+    ),
+    row(
+        libc::SYS_io_uring_setup,
+        "io_uring_setup",
+        d::io_uring_setup,
+    ),
+    // closing
+    row(libc::SYS_close, "close", d::close),
+    row(libc::SYS_close_range, "close_range", d::close_range),
+];
+
+/// Syscalls the tracer meets through other stops (fork, exec and exit
+/// events); named here so every event line can say what it was.
+static OTHER_NAMES: &[(libc::c_long, &str)] = &[
+    (libc::SYS_execve, "execve"),
+    (libc::SYS_execveat, "execveat"),
+    (libc::SYS_clone, "clone"),
+    (libc::SYS_clone3, "clone3"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_fork, "fork"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_vfork, "vfork"),
+    (libc::SYS_exit, "exit"),
+    (libc::SYS_exit_group, "exit_group"),
+];
+
+static TRACED: LazyLock<Vec<u64>> = LazyLock::new(|| TABLE.iter().map(|s| s.nr).collect());
 
 /// Every syscall number whose completion can change the fd table.
 pub fn traced_syscalls() -> &'static [u64] {
-    &[]
+    &TRACED
 }
 
-/// fcntl commands that change the fd table (F_DUPFD, F_DUPFD_CLOEXEC, F_SETFD).
-pub const FCNTL_TRACED_CMDS: &[u64] = &[0, 1030, 2];
+/// fcntl commands that change the fd table; fcntl with any other command is
+/// not worth a stop.
+pub const FCNTL_TRACED_CMDS: &[u64] = &[
+    libc::F_DUPFD as u64,
+    libc::F_DUPFD_CLOEXEC as u64,
+    libc::F_SETFD as u64,
+];
 
 pub fn is_fd_syscall(nr: u64) -> bool {
-    traced_syscalls().contains(&nr)
+    lookup(nr).is_some()
 }
 
-pub fn syscall_name(_nr: u64) -> Option<&'static str> {
-    None
+/// The name of a traced syscall, or of one of the process-lifetime syscalls
+/// (execve, clone, fork, exit...). `None` for the rest.
+pub fn syscall_name(nr: u64) -> Option<&'static str> {
+    lookup(nr).map(|s| s.name).or_else(|| {
+        OTHER_NAMES
+            .iter()
+            .find(|&&(n, _)| n as u64 == nr)
+            .map(|&(_, name)| name)
+    })
+}
+
+/// The row of a traced syscall.
+pub(super) fn lookup(nr: u64) -> Option<&'static Syscall> {
+    TABLE.iter().find(|s| s.nr == nr)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// The syscalls SPEC §4 names, with the libc number each must have.
+    fn spec_syscalls() -> Vec<(&'static str, libc::c_long)> {
+        let mut v = vec![
+            ("socket", libc::SYS_socket),
+            ("socketpair", libc::SYS_socketpair),
+            ("accept", libc::SYS_accept),
+            ("accept4", libc::SYS_accept4),
+            ("openat", libc::SYS_openat),
+            ("openat2", libc::SYS_openat2),
+            ("open_by_handle_at", libc::SYS_open_by_handle_at),
+            ("pipe2", libc::SYS_pipe2),
+            ("dup", libc::SYS_dup),
+            ("dup3", libc::SYS_dup3),
+            ("fcntl", libc::SYS_fcntl),
+            ("eventfd2", libc::SYS_eventfd2),
+            ("epoll_create1", libc::SYS_epoll_create1),
+            ("timerfd_create", libc::SYS_timerfd_create),
+            ("signalfd4", libc::SYS_signalfd4),
+            ("inotify_init1", libc::SYS_inotify_init1),
+            ("fanotify_init", libc::SYS_fanotify_init),
+            ("memfd_create", libc::SYS_memfd_create),
+            ("pidfd_open", libc::SYS_pidfd_open),
+            ("pidfd_getfd", libc::SYS_pidfd_getfd),
+            ("userfaultfd", libc::SYS_userfaultfd),
+            ("perf_event_open", libc::SYS_perf_event_open),
+            ("io_uring_setup", libc::SYS_io_uring_setup),
+            ("recvmsg", libc::SYS_recvmsg),
+            ("recvmmsg", libc::SYS_recvmmsg),
+            ("close", libc::SYS_close),
+            ("close_range", libc::SYS_close_range),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        v.extend([
+            ("open", libc::SYS_open),
+            ("creat", libc::SYS_creat),
+            ("pipe", libc::SYS_pipe),
+            ("dup2", libc::SYS_dup2),
+            ("eventfd", libc::SYS_eventfd),
+            ("epoll_create", libc::SYS_epoll_create),
+            ("signalfd", libc::SYS_signalfd),
+            ("inotify_init", libc::SYS_inotify_init),
+        ]);
+        v
+    }
+
+    #[test]
+    fn table_matches_spec_and_libc_numbers() {
+        let spec = spec_syscalls();
+        for &(name, nr) in &spec {
+            assert_eq!(syscall_name(nr as u64), Some(name), "number of {name}");
+            assert!(is_fd_syscall(nr as u64), "{name} is not traced");
+        }
+        assert_eq!(TABLE.len(), spec.len(), "table has rows SPEC §4 lacks");
+    }
+
+    #[test]
+    fn table_has_no_duplicates() {
+        let numbers: HashSet<u64> = TABLE.iter().map(|s| s.nr).collect();
+        let names: HashSet<&str> = TABLE.iter().map(|s| s.name).collect();
+        assert_eq!(numbers.len(), TABLE.len());
+        assert_eq!(names.len(), TABLE.len());
+        assert_eq!(traced_syscalls().len(), TABLE.len());
+        for &(nr, name) in OTHER_NAMES {
+            assert!(!is_fd_syscall(nr as u64), "{name} is both traced and not");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x86_64_numbers_are_the_kernel_abi() {
+        for (name, nr) in [
+            ("close", 3),
+            ("socket", 41),
+            ("openat", 257),
+            ("close_range", 436),
+            ("openat2", 437),
+            ("pidfd_getfd", 438),
+        ] {
+            assert_eq!(syscall_name(nr), Some(name));
+        }
+        assert_eq!(syscall_name(59), Some("execve"));
+        assert_eq!(syscall_name(0), None, "read is not an fd syscall");
+    }
+
+    #[test]
+    fn fcntl_cmds_are_the_fd_changing_ones() {
+        assert_eq!(FCNTL_TRACED_CMDS, &[0, 1030, 2]);
+    }
 }
