@@ -27,6 +27,7 @@ use crate::fdtable::{Model, Pid, ProcessEnd, Seq};
 use crate::procfs;
 use crate::ptrace::{self, seccomp, spawn, ProcessMemory, Resume, Stop, SyscallStop, Tid, TraceError};
 use crate::stacks::{Stack, StackId};
+use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, SyscallEntry};
 use crate::unwind::{copy_stack, UnwindRegs, Unwinder};
 
@@ -155,6 +156,9 @@ pub struct Tracer {
     pub main_end: Option<ProcessEnd>,
     /// fdbg let go of the process (detach); the model stays for queries.
     pub detached: bool,
+    /// Names code addresses when they are shown; remembers a process's
+    /// mappings at its exit.
+    pub symbolizer: Symbolizer,
     threads: HashMap<Tid, Thread>,
     unwinders: HashMap<Pid, Unwinder>,
     /// Set while everything is being stopped: stops are handled but the
@@ -192,6 +196,7 @@ impl Tracer {
             syscalls_seen: 0,
             main_end: None,
             detached: false,
+            symbolizer: Symbolizer::new(),
             threads: HashMap::new(),
             unwinders: HashMap::new(),
             stopping: false,
@@ -605,6 +610,7 @@ impl Tracer {
         if let Some(u) = self.unwinders.get_mut(&pid) {
             u.reset();
         }
+        self.symbolizer.forget(pid);
         Some(self.model.exec(pid, tid))
     }
 
@@ -617,6 +623,7 @@ impl Tracer {
         }
         let last = self.threads.values().filter(|t| t.pid == pid).all(|t| t.exiting);
         if last {
+            self.symbolizer.remember(pid);
             if let Ok(fds) = procfs::list_fds(pid, Some(tid)) {
                 self.model.reconcile(pid, &fds);
             }

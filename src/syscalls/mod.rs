@@ -59,7 +59,7 @@ pub enum Effect {
 pub struct Decoded {
     /// The syscall's name: "socket", "openat", ...
     pub name: &'static str,
-    /// The arguments as strace would print them, without the parentheses:
+    /// The arguments as a syscall tracer prints them, without the parentheses:
     /// `AF_INET, SOCK_DGRAM|SOCK_CLOEXEC, 0`, `AT_FDCWD, "/etc/hosts", O_RDONLY`.
     /// Strings from the process are escaped (no raw control characters).
     pub args_text: String,

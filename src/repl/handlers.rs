@@ -1,0 +1,332 @@
+//! Commands → report data. A `Session` owns the tracer and what the user
+//! named (marks), runs on the tracer's thread, and prints nothing: the
+//! front end renders what it returns.
+
+use std::time::{Duration, Instant};
+
+use crate::fdtable::{Event, LeakSite, Origin, Pid, Seq};
+use crate::repl::command::{self, Command};
+use crate::repl::report::*;
+use crate::stacks::StackId;
+use crate::symbolize::Frame;
+use crate::tracer::{Halt, Mode, Tracer};
+
+/// What the front end should do after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    Prompt,
+    /// The session is over (quit); exit with this status.
+    Exit(i32),
+}
+
+pub struct Session {
+    pub tracer: Tracer,
+    marks: Vec<(String, Seq)>,
+    /// The event the process is stopped at, if it stopped at one.
+    stopped_at: Option<Seq>,
+    /// Time spent running (for events/s).
+    running: Duration,
+}
+
+impl Session {
+    pub fn new(tracer: Tracer) -> Session {
+        Session { tracer, marks: Vec::new(), stopped_at: None, running: Duration::ZERO }
+    }
+
+    /// Run one command. `Err` is a one-line message for the user.
+    pub fn execute(&mut self, command: &Command) -> Result<(Vec<Report>, Next), String> {
+        let reports = match command {
+            Command::Continue { duration } => self.resume(duration.map(|d| Instant::now() + d), None),
+            Command::Step { count } => self.resume(None, Some(*count)),
+            Command::Fds { kind } => {
+                self.check_model();
+                self.report_pids()
+                    .into_iter()
+                    .map(|pid| Report::Fds(self.fds(pid, *kind)))
+                    .collect()
+            }
+            Command::Leaks { since, min } => {
+                self.check_model();
+                let (since_seq, label) = match since {
+                    Some(name) => (self.mark(name)?, format!("mark {name}")),
+                    None => (0, self.start_label().to_string()),
+                };
+                self.report_pids()
+                    .into_iter()
+                    .map(|pid| Report::Leaks(self.leaks(pid, since_seq, *min, &label)))
+                    .collect()
+            }
+            Command::History { fd } => self
+                .report_pids()
+                .into_iter()
+                .map(|pid| {
+                    let events: Vec<Event> = self.tracer.model.history(pid, *fd).into_iter().cloned().collect();
+                    let events = events.iter().map(|e| self.event_report(e)).collect();
+                    Report::History(HistoryReport { pid, fd: *fd, events })
+                })
+                .collect(),
+            Command::Backtrace => {
+                let seq = self.stopped_at.ok_or("no stack: the process is not stopped at an fd event")?;
+                let event = self.tracer.model.event(seq).cloned().ok_or("no such event")?;
+                vec![Report::Backtrace(BacktraceReport { event: self.event_report(&event) })]
+            }
+            Command::Mark { name } => {
+                let name = name.clone().unwrap_or_else(|| (self.marks.len() + 1).to_string());
+                let seq = self.tracer.model.last_seq();
+                self.marks.retain(|(n, _)| *n != name);
+                self.marks.push((name.clone(), seq));
+                vec![Report::message(format!("mark {name} at event #{seq}"))]
+            }
+            Command::Diff { name } => {
+                self.check_model();
+                let name = match name {
+                    Some(n) => n.clone(),
+                    None => self.marks.last().map(|(n, _)| n.clone()).ok_or("no mark yet: use 'mark [NAME]' first")?,
+                };
+                let since = self.mark(&name)?;
+                self.report_pids()
+                    .into_iter()
+                    .map(|pid| {
+                        let diff = self.tracer.model.diff(pid, since);
+                        let still_open = diff.still_open.iter().map(|s| self.site_report(pid, s)).collect();
+                        Report::Diff(DiffReport {
+                            pid,
+                            since: name.clone(),
+                            still_open,
+                            opened_and_closed: diff.opened_and_closed,
+                            closed_from_before: diff.closed_from_before,
+                        })
+                    })
+                    .collect()
+            }
+            Command::Stats => {
+                self.check_model();
+                self.report_pids().into_iter().map(|pid| Report::Stats(self.stats(pid))).collect()
+            }
+            Command::Threads => vec![Report::Threads(self.threads())],
+            Command::Detach => {
+                if self.tracer.mode == Mode::Run {
+                    return Err("detach is refused under run: the program's seccomp filter would make every fd \
+                                syscall fail with ENOSYS once no tracer is attached; use quit to end it"
+                        .into());
+                }
+                if self.tracer.detached {
+                    return Err("already detached".into());
+                }
+                self.check_model();
+                self.tracer.detach();
+                self.stopped_at = None;
+                vec![Report::message(format!(
+                    "detached from process {}; the recorded data stays for queries",
+                    self.tracer.main_pid
+                ))]
+            }
+            Command::Quit => {
+                self.tracer.finish();
+                return Ok((Vec::new(), Next::Exit(0)));
+            }
+            Command::Help { topic } => vec![Report::message(command::help(topic.as_deref())?)],
+        };
+        Ok((reports, Next::Prompt))
+    }
+
+    /// "attach" or "start": what `leaks` counts from by default.
+    fn start_label(&self) -> &'static str {
+        match self.tracer.mode {
+            Mode::Attach => "attach",
+            Mode::Run => "start",
+        }
+    }
+
+    fn mark(&self, name: &str) -> Result<Seq, String> {
+        self.marks
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, seq)| *seq)
+            .ok_or_else(|| format!("no mark named '{name}'; use 'mark {name}' first"))
+    }
+
+    /// The processes reports cover: the main one, and with --follow-forks
+    /// every process traced.
+    fn report_pids(&self) -> Vec<Pid> {
+        let main = self.tracer.main_pid;
+        let mut pids = vec![main];
+        if self.tracer.follow_forks {
+            pids.extend(self.tracer.model.processes().map(|p| p.pid).filter(|&p| p != main));
+        }
+        pids
+    }
+
+    /// Check the model against /proc before reporting (while traced).
+    fn check_model(&mut self) {
+        if !self.tracer.detached {
+            self.tracer.reconcile();
+        }
+    }
+
+    fn resume(&mut self, deadline: Option<Instant>, steps: Option<usize>) -> Vec<Report> {
+        let main = self.tracer.main_pid;
+        if self.tracer.detached {
+            return vec![Report::message("the process is detached; nothing to resume")];
+        }
+        if !self.tracer.is_live() {
+            return vec![Report::message(format!("process {main} is not running"))];
+        }
+        let follow = self.tracer.follow_forks;
+        let mut seen: Vec<Seq> = Vec::new();
+        let started = Instant::now();
+        let halt = self.tracer.resume_until(deadline, &mut |model, seq| {
+            let Some(event) = model.event(seq) else { return false };
+            if event.pid != main && !follow {
+                return false;
+            }
+            seen.push(seq);
+            steps.is_some_and(|n| seen.len() >= n)
+        });
+        self.running += started.elapsed();
+        self.stopped_at = None;
+        let mut reports = Vec::new();
+        if steps.is_some() {
+            // Every step but the last is an event line; the last is the stop.
+            let shown = seen.len().saturating_sub(usize::from(matches!(halt, Halt::Event(_))));
+            for &seq in &seen[..shown] {
+                if let Some(event) = self.tracer.model.event(seq).cloned() {
+                    reports.push(Report::Event(self.event_report(&event)));
+                }
+            }
+        }
+        let mut stop = StopReport { stop: "", breakpoint: None, event: None, exit_code: None, signal: None, pid: main };
+        match halt {
+            Halt::Event(seq) => {
+                stop.stop = "step";
+                self.stopped_at = Some(seq);
+                stop.event = self.tracer.model.event(seq).cloned().map(|e| self.event_report(&e));
+            }
+            Halt::Interrupt => stop.stop = "interrupt",
+            Halt::Timeout => stop.stop = "timeout",
+            Halt::Shutdown(_) => stop.stop = "interrupt",
+            Halt::Exited(end) => {
+                stop.stop = "exited";
+                match end {
+                    crate::fdtable::ProcessEnd::Exited(code) => stop.exit_code = Some(code),
+                    crate::fdtable::ProcessEnd::Killed(sig) => stop.signal = Some(sig),
+                }
+            }
+        }
+        reports.push(Report::Stop(stop));
+        reports
+    }
+
+    /// The frames of a recorded stack, and why it ends early if it does.
+    pub fn frames(&mut self, pid: Pid, stack: Option<StackId>) -> (Vec<Frame>, Option<String>) {
+        let Some(id) = stack else { return (Vec::new(), None) };
+        let stack = self.tracer.model.stacks.get(id).clone();
+        (self.tracer.symbolizer.frames(pid, &stack), stack.truncated)
+    }
+
+    fn event_report(&mut self, event: &Event) -> EventReport {
+        let (frames, truncated) = self.frames(event.pid, event.stack);
+        EventReport {
+            seq: event.seq,
+            pid: event.pid,
+            tid: event.tid,
+            syscall: event.syscall,
+            args: event.args(&self.tracer.model).to_string(),
+            kind: event.kind,
+            result: event.result,
+            fds: event.created.to_vec(),
+            closed: event.closed.to_vec(),
+            bad_close: event.bad_close.is_some(),
+            open_fds: event.open_fds,
+            frames,
+            stack_truncated: truncated,
+        }
+    }
+
+    fn site_report(&mut self, pid: Pid, site: &LeakSite) -> SiteReport {
+        let (frames, _) = self.frames(pid, site.stack);
+        SiteReport {
+            count: site.count,
+            syscall: site.syscall,
+            kind: site.kind,
+            fds: site.fds.clone(),
+            first_seq: site.first_seq,
+            last_seq: site.last_seq,
+            frames,
+        }
+    }
+
+    fn exited(&self, pid: Pid) -> bool {
+        self.tracer.model.process(pid).is_some_and(|p| p.end.is_some())
+    }
+
+    fn fds(&mut self, pid: Pid, kind: Option<crate::fdtable::FdKind>) -> FdsReport {
+        let open: Vec<_> = self.tracer.model.open_fds(pid).into_iter().cloned().collect();
+        let open_fds = open.len();
+        let fds = open
+            .into_iter()
+            .filter(|f| kind.is_none_or(|k| f.kind == k))
+            .map(|f| {
+                let (seq, origin) = match f.origin {
+                    Origin::BeforeAttach => (None, "before attach"),
+                    Origin::Created(seq) => (Some(seq), "created"),
+                    Origin::Untracked(_) => (None, "untracked"),
+                };
+                let (frames, _) = self.frames(pid, f.stack);
+                FdEntry { fd: f.fd, kind: f.kind, target: f.target.clone(), seq, origin, cloexec: f.cloexec, frames }
+            })
+            .collect();
+        FdsReport { pid, exited: self.exited(pid), open_fds, fds }
+    }
+
+    fn leaks(&mut self, pid: Pid, since: Seq, min: usize, label: &str) -> LeaksReport {
+        let sites = self.tracer.model.leaks(pid, since, min);
+        let total = sites.iter().map(|s| s.count).sum();
+        let sites = sites.iter().map(|s| self.site_report(pid, s)).collect();
+        LeaksReport {
+            pid,
+            exited: self.exited(pid),
+            since: label.to_string(),
+            open_fds: self.tracer.model.open_count(pid),
+            total,
+            sites,
+        }
+    }
+
+    fn stats(&self, pid: Pid) -> StatsReport {
+        let model = &self.tracer.model;
+        let counters = model.process(pid).map(|p| p.counters.clone()).unwrap_or_default();
+        let total_events: u64 = counters.events_by_syscall.values().sum();
+        let secs = self.running.as_secs_f64();
+        StatsReport {
+            pid,
+            open_fds: model.open_count(pid),
+            events: counters.events_by_syscall.clone(),
+            by_kind: counters.events_by_kind.iter().map(|(k, n)| (k.as_str(), *n)).collect(),
+            bad_closes: counters.bad_closes,
+            stops: self.tracer.stops,
+            syscalls_seen: self.tracer.syscalls_seen,
+            adopted: counters.adopted,
+            dropped: counters.dropped,
+            total_events,
+            events_per_sec: if secs > 0.0 { total_events as f64 / secs } else { 0.0 },
+            stops_per_event: if total_events > 0 { self.tracer.stops as f64 / total_events as f64 } else { 0.0 },
+        }
+    }
+
+    fn threads(&self) -> ThreadsReport {
+        let threads = self
+            .tracer
+            .threads()
+            .into_iter()
+            .map(|(tid, pid, _)| ThreadEntry {
+                tid,
+                pid,
+                name: crate::procfs::thread_name(pid, tid),
+                state: crate::procfs::thread_state(pid, tid).map(String::from).unwrap_or_else(|| "?".into()),
+            })
+            .collect();
+        ThreadsReport { threads }
+    }
+}
