@@ -1,0 +1,79 @@
+/* login_server: the leaky game server of the scenario, single-threaded.
+ * Each connection sends "LOGIN <name>\n", gets "OK\n", then logs out by
+ * closing its side; the server closes the accepted socket at EOF. Every
+ * login leaks one socket inside on_login() -> statsd_init(). A connection
+ * sending "QUIT\n" stops the server (exit 0); otherwise it runs until killed.
+ *
+ * usage: login_server [--wait] [PORT]   (PORT 0 or absent: ephemeral)
+ */
+#include "expect.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+void on_login(const char *name);
+
+/* Reads one line without the newline; returns its length, or -1 at EOF/error. */
+static int read_line(int fd, char *buf, size_t size)
+{
+    size_t len = 0;
+    char c;
+    while (read(fd, &c, 1) == 1) {
+        if (c == '\n') {
+            buf[len] = '\0';
+            return (int)len;
+        }
+        if (len + 1 < size)
+            buf[len++] = c;
+    }
+    return -1;
+}
+
+static int listen_on(int port)
+{
+    int fd = TRACK("open", "socket", socket(AF_INET, SOCK_STREAM, 0));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof addr;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 128) < 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+        die_at("bind/listen", HERE);
+    expect("listen port=%d fd=%d", ntohs(addr.sin_port), fd);
+    return fd;
+}
+
+/* Handles one connection; returns 0 when asked to quit. */
+static int serve(int conn)
+{
+    char line[256];
+    int keep_going = 1;
+    if (read_line(conn, line, sizeof line) >= 0) {
+        if (strncmp(line, "LOGIN ", 6) == 0) {
+            on_login(line + 6);
+            (void)write(conn, "OK\n", 3);
+            while (read(conn, line, sizeof line) > 0) /* until logout (EOF) */
+                ;
+        } else if (strcmp(line, "QUIT") == 0) {
+            keep_going = 0;
+        }
+    }
+    CLOSE(conn);
+    return keep_going;
+}
+
+int main(int argc, char **argv)
+{
+    expect_start(&argc, argv);
+    int listener = listen_on(argc > 1 ? atoi(argv[1]) : 0);
+    for (;;) {
+        int conn = TRACK("open", "accept", accept(listener, NULL, NULL));
+        if (!serve(conn))
+            break;
+    }
+    CLOSE(listener);
+    expect("done");
+    return 0;
+}

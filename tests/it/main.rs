@@ -1,0 +1,4 @@
+//! Integration tests: real processes (the C programs in `testprogs/`), real ptrace.
+
+mod testprogs;
+mod testprogs_smoke;
