@@ -13,8 +13,16 @@
 //! - `modules`: a process's mapped objects and their unwind sections
 //! - `unwind`: stack snapshot → return addresses, through DWARF CFI
 
+pub mod arch;
+pub mod cli;
+pub mod demo;
 pub mod fdtable;
 pub mod modules;
+pub mod procfs;
+pub mod ptrace;
+pub mod repl;
 pub mod stacks;
+pub mod symbolize;
 pub mod syscalls;
+pub mod tracer;
 pub mod unwind;

@@ -27,7 +27,11 @@ pub fn list_fds(pid: Pid, task: Option<i32>) -> io::Result<Vec<ProcFd>> {
             Ok(e) => e,
             Err(_) => continue,
         };
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         // An fd may close between readdir and readlink: skip it.
@@ -35,10 +39,20 @@ pub fn list_fds(pid: Pid, task: Option<i32>) -> io::Result<Vec<ProcFd>> {
             continue;
         };
         let target = String::from_utf8_lossy(link.as_os_str().as_bytes()).into_owned();
-        let is_dir = target.starts_with('/') && fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false);
+        let is_dir = target.starts_with('/')
+            && fs::metadata(entry.path())
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
         let kind = FdKind::from_link(&target, is_dir);
-        let cloexec = fd_flags(&base, fd).map(|f| f & libc::O_CLOEXEC as u64 != 0).unwrap_or(false);
-        fds.push(ProcFd { fd, kind, target, cloexec });
+        let cloexec = fd_flags(&base, fd)
+            .map(|f| f & libc::O_CLOEXEC as u64 != 0)
+            .unwrap_or(false);
+        fds.push(ProcFd {
+            fd,
+            kind,
+            target,
+            cloexec,
+        });
     }
     fds.sort_by_key(|f| f.fd);
     Ok(fds)

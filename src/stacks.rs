@@ -61,8 +61,14 @@ mod tests {
     #[test]
     fn the_same_stack_is_stored_once() {
         let mut table = StackTable::new();
-        let a = Stack { addresses: vec![1, 2, 3], truncated: None };
-        let b = Stack { addresses: vec![1, 2, 4], truncated: None };
+        let a = Stack {
+            addresses: vec![1, 2, 3],
+            truncated: None,
+        };
+        let b = Stack {
+            addresses: vec![1, 2, 4],
+            truncated: None,
+        };
         let ia = table.intern(a.clone());
         let ib = table.intern(b);
         assert_ne!(ia, ib);

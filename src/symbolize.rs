@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::fdtable::Pid;
-use crate::modules::{read_code_mappings, CodeMapping};
+use crate::modules::{CodeMapping, read_code_mappings};
 use crate::stacks::Stack;
 
 /// One frame of a shown stack (SPEC §3).
@@ -58,7 +58,10 @@ impl Symbolizer {
         if !self.maps.get(&pid).is_some_and(covered) {
             self.remember(pid);
         }
-        self.maps.get(&pid)?.iter().find(|m| m.avma.contains(&address))
+        self.maps
+            .get(&pid)?
+            .iter()
+            .find(|m| m.avma.contains(&address))
     }
 
     /// The frames of `stack`, innermost first.

@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -25,11 +25,13 @@ use thiserror::Error;
 use crate::arch;
 use crate::fdtable::{Model, Pid, ProcessEnd, Seq};
 use crate::procfs;
-use crate::ptrace::{self, seccomp, spawn, ProcessMemory, Resume, Stop, SyscallStop, Tid, TraceError};
+use crate::ptrace::{
+    self, ProcessMemory, Resume, Stop, SyscallStop, Tid, TraceError, seccomp, spawn,
+};
 use crate::stacks::{Stack, StackId};
 use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, SyscallEntry};
-use crate::unwind::{copy_stack, UnwindRegs, Unwinder};
+use crate::unwind::{UnwindRegs, Unwinder, copy_stack};
 
 /// How many bytes of stack are copied at a stop for the unwinder.
 const STACK_COPY: usize = 32 * 1024;
@@ -102,7 +104,13 @@ struct Thread {
 
 impl Thread {
     fn new(pid: Pid, state: ThreadState) -> Thread {
-        Thread { pid, state, entry: None, signal: 0, exiting: false }
+        Thread {
+            pid,
+            state,
+            entry: None,
+            signal: 0,
+            exiting: false,
+        }
     }
 }
 
@@ -117,17 +125,25 @@ pub const WAKE_INTERRUPT: i32 = -1;
 
 impl Waker {
     pub fn new() -> std::io::Result<Waker> {
-        let fd = EventFd::from_value_and_flags(0, nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK)?;
-        Ok(Waker { fd, request: std::sync::atomic::AtomicI32::new(0) })
+        let fd = EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )?;
+        Ok(Waker {
+            fd,
+            request: std::sync::atomic::AtomicI32::new(0),
+        })
     }
 
     /// Ask the tracer to stop running: `WAKE_INTERRUPT`, or a signal number
     /// to shut down. A shutdown is never downgraded to an interrupt.
     pub fn wake(&self, what: i32) {
         use std::sync::atomic::Ordering;
-        let _ = self.request.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
-            if old > 0 { None } else { Some(what) }
-        });
+        let _ = self
+            .request
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
+                if old > 0 { None } else { Some(what) }
+            });
         let _ = self.fd.write(1);
     }
 
@@ -208,17 +224,30 @@ impl Tracer {
 
     /// Attach to every thread of `pid` and stop them all; the fds open now
     /// are recorded as open before attach.
-    pub fn attach(pid: Pid, opts: &TraceOptions, waker: std::sync::Arc<Waker>) -> Result<Tracer, StartError> {
+    pub fn attach(
+        pid: Pid,
+        opts: &TraceOptions,
+        waker: std::sync::Arc<Waker>,
+    ) -> Result<Tracer, StartError> {
         if pid == std::process::id() as Pid {
             return Err(StartError::Itself { pid });
         }
         let status = procfs::status(pid).ok_or(StartError::NoSuchProcess { pid })?;
         if status.tgid != pid {
-            return Err(StartError::NotAProcess { tid: pid, pid: status.tgid });
+            return Err(StartError::NotAProcess {
+                tid: pid,
+                pid: status.tgid,
+            });
         }
         if status.tracer_pid != 0 {
-            let name = procfs::status(status.tracer_pid).map(|s| s.name).unwrap_or_else(|| "?".into());
-            return Err(StartError::AlreadyTraced { pid, tracer: status.tracer_pid, name });
+            let name = procfs::status(status.tracer_pid)
+                .map(|s| s.name)
+                .unwrap_or_else(|| "?".into());
+            return Err(StartError::AlreadyTraced {
+                pid,
+                tracer: status.tracer_pid,
+                name,
+            });
         }
         if status.state == 'Z' || status.state == 'X' {
             return Err(StartError::NoSuchProcess { pid });
@@ -229,17 +258,24 @@ impl Tracer {
         // (threads created meanwhile by seized threads are auto-attached).
         loop {
             let tids = procfs::threads(pid).map_err(|_| StartError::NoSuchProcess { pid })?;
-            let new: Vec<Tid> = tids.into_iter().filter(|t| !tracer.threads.contains_key(t)).collect();
+            let new: Vec<Tid> = tids
+                .into_iter()
+                .filter(|t| !tracer.threads.contains_key(t))
+                .collect();
             if new.is_empty() {
                 break;
             }
             for tid in new {
                 match ptrace::seize(tid, options) {
                     Ok(()) => {
-                        tracer.threads.insert(tid, Thread::new(pid, ThreadState::Running));
+                        tracer
+                            .threads
+                            .insert(tid, Thread::new(pid, ThreadState::Running));
                     }
                     Err(TraceError::Gone) => continue,
-                    Err(TraceError::Os { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+                    Err(TraceError::Os { source, .. })
+                        if source.raw_os_error() == Some(libc::EPERM) =>
+                    {
                         if tracer.threads.is_empty() {
                             return Err(permission_error(pid, &status));
                         }
@@ -264,18 +300,27 @@ impl Tracer {
 
     /// Start `program` with a seccomp filter so that only fd syscalls stop,
     /// traced from its first instruction; it is stopped at its start.
-    pub fn launch(argv: &[String], opts: &TraceOptions, waker: std::sync::Arc<Waker>) -> Result<Tracer, StartError> {
+    pub fn launch(
+        argv: &[String],
+        opts: &TraceOptions,
+        waker: std::sync::Arc<Waker>,
+    ) -> Result<Tracer, StartError> {
         let program = argv.first().cloned().unwrap_or_default();
-        let run_error = |why: String| StartError::Run { program: program.clone(), why };
+        let run_error = |why: String| StartError::Run {
+            program: program.clone(),
+            why,
+        };
         let path = resolve_program(&program).map_err(run_error)?;
-        let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| run_error("the path has a NUL byte".into()))?;
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| run_error("the path has a NUL byte".into()))?;
         let c_args: Vec<CString> = argv
             .iter()
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| run_error("an argument has a NUL byte".into()))?;
         let filter = seccomp::filter();
-        let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter).map_err(|e| run_error(e.to_string()))?;
+        let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter)
+            .map_err(|e| run_error(e.to_string()))?;
         let child = spawned.pid;
         let mut tracer = Tracer::new(Mode::Run, child, opts, waker);
         let options = ptrace::options(true, true, true);
@@ -283,7 +328,9 @@ impl Tracer {
             spawn::kill_and_reap(child);
             return Err(run_error(format!("cannot trace the new process: {e}")));
         }
-        tracer.threads.insert(child, Thread::new(child, ThreadState::Running));
+        tracer
+            .threads
+            .insert(child, Thread::new(child, ThreadState::Running));
         // Let it run to its exec, which stops it (PTRACE_EVENT_EXEC).
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGCONT);
         loop {
@@ -292,9 +339,13 @@ impl Tracer {
             };
             tracer.stops += 1;
             match stop {
-                Stop::Event { event: ptrace::EVENT_EXEC, .. } => break,
+                Stop::Event {
+                    event: ptrace::EVENT_EXEC,
+                    ..
+                } => break,
                 Stop::Exited(_) | Stop::Killed(_) => {
-                    let why = spawn::exec_error(&spawned).unwrap_or_else(|| "it exited before exec".into());
+                    let why = spawn::exec_error(&spawned)
+                        .unwrap_or_else(|| "it exited before exec".into());
                     return Err(run_error(why));
                 }
                 // SIGCONT and the stops on the way: let them go, signals included.
@@ -321,8 +372,11 @@ impl Tracer {
 
     /// Threads of the main process: (tid, state letter from /proc, stopped by fdbg).
     pub fn threads(&self) -> Vec<(Tid, Pid, bool)> {
-        let mut out: Vec<(Tid, Pid, bool)> =
-            self.threads.iter().map(|(&tid, t)| (tid, t.pid, t.state == ThreadState::Stopped)).collect();
+        let mut out: Vec<(Tid, Pid, bool)> = self
+            .threads
+            .iter()
+            .map(|(&tid, t)| (tid, t.pid, t.state == ThreadState::Stopped))
+            .collect();
         out.sort_unstable();
         out
     }
@@ -335,7 +389,11 @@ impl Tracer {
     /// Resume every thread and handle stops until `on_event` asks to stop,
     /// the deadline passes, the waker fires, or the main process ends.
     /// Returns with every remaining thread stopped.
-    pub fn resume_until(&mut self, deadline: Option<Instant>, on_event: &mut dyn FnMut(&Model, Seq) -> bool) -> Halt {
+    pub fn resume_until(
+        &mut self,
+        deadline: Option<Instant>,
+        on_event: &mut dyn FnMut(&Model, Seq) -> bool,
+    ) -> Halt {
         if self.threads.is_empty() {
             return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
         }
@@ -349,7 +407,11 @@ impl Tracer {
         halt
     }
 
-    fn pump(&mut self, deadline: Option<Instant>, on_event: &mut dyn FnMut(&Model, Seq) -> bool) -> Halt {
+    fn pump(
+        &mut self,
+        deadline: Option<Instant>,
+        on_event: &mut dyn FnMut(&Model, Seq) -> bool,
+    ) -> Halt {
         loop {
             match ptrace::wait_any(true) {
                 Ok(Some((tid, stop))) => {
@@ -380,7 +442,9 @@ impl Tracer {
                     if left.is_zero() {
                         return Halt::Timeout;
                     }
-                    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX).max(PollTimeout::from(1u8))
+                    PollTimeout::try_from(left)
+                        .unwrap_or(PollTimeout::MAX)
+                        .max(PollTimeout::from(1u8))
                 }
                 None => PollTimeout::NONE,
             };
@@ -389,7 +453,9 @@ impl Tracer {
                 PollFd::new(self.waker.fd.as_fd(), PollFlags::POLLIN),
             ];
             let _ = poll(&mut fds, timeout);
-            let woken = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let woken = fds[1]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
             while let Ok(Some(_)) = self.sigchld.read_signal() {}
             if woken {
                 match self.waker.take() {
@@ -405,14 +471,22 @@ impl Tracer {
     /// the stops that arrive meanwhile without resuming their threads.
     pub fn stop_all(&mut self) {
         self.stopping = true;
-        let running: Vec<Tid> =
-            self.threads.iter().filter(|(_, t)| t.state != ThreadState::Stopped).map(|(&tid, _)| tid).collect();
+        let running: Vec<Tid> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.state != ThreadState::Stopped)
+            .map(|(&tid, _)| tid)
+            .collect();
         for tid in running {
             if let Err(TraceError::Gone) = ptrace::interrupt(tid) {
                 // Its exit status is still to be reaped below.
             }
         }
-        while self.threads.values().any(|t| t.state != ThreadState::Stopped) {
+        while self
+            .threads
+            .values()
+            .any(|t| t.state != ThreadState::Stopped)
+        {
             match ptrace::wait_any(false) {
                 Ok(Some((tid, stop))) => {
                     self.handle(tid, stop);
@@ -428,7 +502,9 @@ impl Tracer {
 
     /// Resume one stopped thread the way the mode and its state need.
     fn resume_thread(&mut self, tid: Tid) {
-        let Some(thread) = self.threads.get_mut(&tid) else { return };
+        let Some(thread) = self.threads.get_mut(&tid) else {
+            return;
+        };
         if thread.state != ThreadState::Stopped {
             return;
         }
@@ -475,12 +551,18 @@ impl Tracer {
                 self.settle(tid);
                 return seq;
             }
-            Stop::Event { event: ptrace::EVENT_SECCOMP, .. } => {
+            Stop::Event {
+                event: ptrace::EVENT_SECCOMP,
+                ..
+            } => {
                 let seq = self.syscall_stop(tid);
                 self.settle(tid);
                 return seq;
             }
-            Stop::Event { event: ptrace::EVENT_STOP, signal } => {
+            Stop::Event {
+                event: ptrace::EVENT_STOP,
+                signal,
+            } => {
                 if is_stop_signal(signal) && ptrace::resume(tid, Resume::Listen, 0).is_ok() {
                     // A group-stop: the process stays stopped.
                     if let Some(t) = self.threads.get_mut(&tid) {
@@ -494,7 +576,10 @@ impl Tracer {
                     self.settle(tid);
                 }
             }
-            Stop::Event { event: ptrace::EVENT_CLONE | ptrace::EVENT_FORK | ptrace::EVENT_VFORK, .. } => {
+            Stop::Event {
+                event: ptrace::EVENT_CLONE | ptrace::EVENT_FORK | ptrace::EVENT_VFORK,
+                ..
+            } => {
                 if let Ok(child) = ptrace::event_message(tid) {
                     let child = child as Tid;
                     let parent_pid = self.threads[&tid].pid;
@@ -505,12 +590,18 @@ impl Tracer {
                 }
                 self.settle(tid);
             }
-            Stop::Event { event: ptrace::EVENT_EXEC, .. } => {
+            Stop::Event {
+                event: ptrace::EVENT_EXEC,
+                ..
+            } => {
                 let seq = self.exec_stop(tid);
                 self.settle(tid);
                 return seq;
             }
-            Stop::Event { event: ptrace::EVENT_EXIT, .. } => {
+            Stop::Event {
+                event: ptrace::EVENT_EXIT,
+                ..
+            } => {
                 self.exit_stop(tid);
                 self.settle(tid);
             }
@@ -537,7 +628,8 @@ impl Tracer {
             }
         }
         // New threads start in a stop that is reported to waitpid.
-        self.threads.insert(tid, Thread::new(pid, ThreadState::Running));
+        self.threads
+            .insert(tid, Thread::new(pid, ThreadState::Running));
     }
 
     fn syscall_stop(&mut self, tid: Tid) -> Option<Seq> {
@@ -567,10 +659,17 @@ impl Tracer {
         let pid = self.threads.get(&tid)?.pid;
         let memory = ProcessMemory { pid: tid };
         let mut decoded = syscalls::decode(entry, result, &memory)?;
-        let stack = if decoded.effects.is_empty() { None } else { self.capture_stack(tid, pid) };
+        let stack = if decoded.effects.is_empty() {
+            None
+        } else {
+            self.capture_stack(tid, pid)
+        };
         // Kinds the syscall cannot tell (received fds, pidfd_getfd): ask /proc.
         for effect in &mut decoded.effects {
-            if let Effect::Open { fd, kind, target, .. } = effect {
+            if let Effect::Open {
+                fd, kind, target, ..
+            } = effect
+            {
                 if *kind == crate::fdtable::FdKind::Other {
                     if let Some(link) = procfs::fd_target(pid, *fd) {
                         *kind = crate::fdtable::FdKind::from_link(&link, false);
@@ -585,8 +684,18 @@ impl Tracer {
     fn capture_stack(&mut self, tid: Tid, pid: Pid) -> Option<StackId> {
         let regs = arch::stack_regs(tid).ok()?;
         let bytes = copy_stack(tid, regs.sp, STACK_COPY);
-        let unwinder = self.unwinders.entry(pid).or_insert_with(|| Unwinder::new(pid));
-        let stack: Stack = unwinder.unwind(&UnwindRegs { ip: regs.ip, sp: regs.sp, bp: regs.bp }, &bytes);
+        let unwinder = self
+            .unwinders
+            .entry(pid)
+            .or_insert_with(|| Unwinder::new(pid));
+        let stack: Stack = unwinder.unwind(
+            &UnwindRegs {
+                ip: regs.ip,
+                sp: regs.sp,
+                bp: regs.bp,
+            },
+            &bytes,
+        );
         Some(self.model.stacks.intern(stack))
     }
 
@@ -617,11 +726,17 @@ impl Tracer {
     /// PTRACE_EVENT_EXIT: when the last thread of a process is leaving, its
     /// fd table still exists: take the last look.
     fn exit_stop(&mut self, tid: Tid) {
-        let Some(pid) = self.threads.get(&tid).map(|t| t.pid) else { return };
+        let Some(pid) = self.threads.get(&tid).map(|t| t.pid) else {
+            return;
+        };
         if let Some(t) = self.threads.get_mut(&tid) {
             t.exiting = true;
         }
-        let last = self.threads.values().filter(|t| t.pid == pid).all(|t| t.exiting);
+        let last = self
+            .threads
+            .values()
+            .filter(|t| t.pid == pid)
+            .all(|t| t.exiting);
         if last {
             self.symbolizer.remember(pid);
             if let Ok(fds) = procfs::list_fds(pid, Some(tid)) {
@@ -631,7 +746,9 @@ impl Tracer {
     }
 
     fn thread_ended(&mut self, tid: Tid, end: ProcessEnd) {
-        let Some(thread) = self.threads.remove(&tid) else { return };
+        let Some(thread) = self.threads.remove(&tid) else {
+            return;
+        };
         if tid == thread.pid {
             // The leader's status comes last: the process is gone.
             self.threads.retain(|_, t| t.pid != thread.pid);
@@ -707,21 +824,28 @@ impl Drop for Tracer {
 }
 
 fn is_stop_signal(sig: i32) -> bool {
-    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
 }
 
 fn permission_error(pid: Pid, status: &procfs::TaskStatus) -> StartError {
     // SAFETY-free: getuid cannot fail.
     let me = nix::unistd::getuid().as_raw();
     let why = if status.uid != me && me != 0 {
-        format!("it belongs to uid {}; run fdbg as that user or with CAP_SYS_PTRACE", status.uid)
+        format!(
+            "it belongs to uid {}; run fdbg as that user or with CAP_SYS_PTRACE",
+            status.uid
+        )
     } else {
         let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok();
         match scope.as_deref().map(str::trim) {
             Some(s) if s != "0" => format!(
                 "need CAP_SYS_PTRACE or the same user; /proc/sys/kernel/yama/ptrace_scope is {s}"
             ),
-            _ => "need CAP_SYS_PTRACE or the same user; see /proc/sys/kernel/yama/ptrace_scope".into(),
+            _ => "need CAP_SYS_PTRACE or the same user; see /proc/sys/kernel/yama/ptrace_scope"
+                .into(),
         }
     };
     StartError::Permission { pid, why }
@@ -734,7 +858,9 @@ fn resolve_program(program: &str) -> Result<std::path::PathBuf, String> {
         return Err("no program given".into());
     }
     let executable = |p: &std::path::Path| {
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if program.contains('/') {
         let p = std::path::PathBuf::from(program);

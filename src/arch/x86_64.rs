@@ -19,5 +19,9 @@ pub struct StackRegs {
 /// Read the walk's starting registers from a stopped thread.
 pub fn stack_regs(tid: Tid) -> ptrace::Result<StackRegs> {
     let regs = ptrace::registers(tid)?;
-    Ok(StackRegs { ip: regs.rip, sp: regs.rsp, bp: regs.rbp })
+    Ok(StackRegs {
+        ip: regs.rip,
+        sp: regs.rsp,
+        bp: regs.rbp,
+    })
 }

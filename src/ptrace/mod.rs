@@ -39,7 +39,13 @@ fn check(op: &'static str, ret: libc::c_long) -> Result<libc::c_long> {
     Ok(ret)
 }
 
-fn request(op: &'static str, req: libc::c_uint, tid: Tid, addr: usize, data: usize) -> Result<libc::c_long> {
+fn request(
+    op: &'static str,
+    req: libc::c_uint,
+    tid: Tid,
+    addr: usize,
+    data: usize,
+) -> Result<libc::c_long> {
     // SAFETY: the requests issued through this helper take scalar addr/data
     // (no pointers), so the kernel reads or writes none of our memory.
     let ret = unsafe { libc::ptrace(req, tid, addr, data) };
@@ -105,7 +111,14 @@ pub fn resume(tid: Tid, how: Resume, signal: i32) -> Result<()> {
 
 /// Detach a stopped thread, delivering `signal` (0 for none).
 pub fn detach(tid: Tid, signal: i32) -> Result<()> {
-    request("PTRACE_DETACH", libc::PTRACE_DETACH, tid, 0, signal as usize).map(drop)
+    request(
+        "PTRACE_DETACH",
+        libc::PTRACE_DETACH,
+        tid,
+        0,
+        signal as usize,
+    )
+    .map(drop)
 }
 
 /// PTRACE_GETEVENTMSG: the new tid of a clone/fork event, the former tid of
@@ -113,7 +126,14 @@ pub fn detach(tid: Tid, signal: i32) -> Result<()> {
 pub fn event_message(tid: Tid) -> Result<u64> {
     let mut msg: libc::c_ulong = 0;
     // SAFETY: `msg` is a valid c_ulong the kernel writes the message into.
-    let ret = unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &mut msg as *mut libc::c_ulong) };
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            0,
+            &mut msg as *mut libc::c_ulong,
+        )
+    };
     check("PTRACE_GETEVENTMSG", ret)?;
     Ok(msg as u64)
 }
@@ -126,7 +146,9 @@ pub fn has_siginfo(tid: Tid) -> Result<bool> {
     let ret = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, tid, 0, info.as_mut_ptr()) };
     match check("PTRACE_GETSIGINFO", ret) {
         Ok(_) => Ok(true),
-        Err(TraceError::Os { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(TraceError::Os { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+            Ok(false)
+        }
         Err(e) => Err(e),
     }
 }
@@ -166,7 +188,12 @@ pub fn syscall_info(tid: Tid) -> Result<SyscallStop> {
     // SAFETY: the kernel writes at most `size` bytes into `raw`, which is a
     // plain-old-data struct of exactly that size.
     let ret = unsafe {
-        libc::ptrace(libc::PTRACE_GET_SYSCALL_INFO, tid, size, &mut raw as *mut RawSyscallInfo)
+        libc::ptrace(
+            libc::PTRACE_GET_SYSCALL_INFO,
+            tid,
+            size,
+            &mut raw as *mut RawSyscallInfo,
+        )
     };
     check("PTRACE_GET_SYSCALL_INFO", ret)?;
     let w = raw.words;
@@ -175,7 +202,9 @@ pub fn syscall_info(tid: Tid) -> Result<SyscallStop> {
             nr: w[0],
             args: [w[1], w[2], w[3], w[4], w[5], w[6]],
         },
-        SYSCALL_INFO_EXIT => SyscallStop::Exit { result: w[0] as i64 },
+        SYSCALL_INFO_EXIT => SyscallStop::Exit {
+            result: w[0] as i64,
+        },
         _ => SyscallStop::None,
     })
 }
@@ -270,16 +299,25 @@ mod tests {
         assert_eq!(Stop::decode(3 << 8), Stop::Exited(3));
         assert_eq!(Stop::decode(9), Stop::Killed(9));
         assert_eq!(Stop::decode(0x857f), Stop::Syscall);
-        assert_eq!(Stop::decode((libc::SIGSTOP << 8) | 0x7f), Stop::Signal(libc::SIGSTOP));
+        assert_eq!(
+            Stop::decode((libc::SIGSTOP << 8) | 0x7f),
+            Stop::Signal(libc::SIGSTOP)
+        );
         // A real-time signal decodes too.
         assert_eq!(Stop::decode((40 << 8) | 0x7f), Stop::Signal(40));
         assert_eq!(
             Stop::decode((EVENT_STOP as i32) << 16 | (libc::SIGTRAP << 8) | 0x7f),
-            Stop::Event { event: EVENT_STOP, signal: libc::SIGTRAP }
+            Stop::Event {
+                event: EVENT_STOP,
+                signal: libc::SIGTRAP
+            }
         );
         assert_eq!(
             Stop::decode((EVENT_EXEC as i32) << 16 | (libc::SIGTRAP << 8) | 0x7f),
-            Stop::Event { event: EVENT_EXEC, signal: libc::SIGTRAP }
+            Stop::Event {
+                event: EVENT_EXEC,
+                signal: libc::SIGTRAP
+            }
         );
     }
 }
@@ -297,9 +335,12 @@ impl ProcessMemory {
     /// Read up to `len` bytes at `addr`; fewer when the range crosses into
     /// unmapped memory.
     pub fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
-        use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+        use nix::sys::uio::{RemoteIoVec, process_vm_readv};
         let mut buf = vec![0u8; len];
-        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
         let n = process_vm_readv(
             nix::unistd::Pid::from_raw(self.pid),
             &mut [io::IoSliceMut::new(&mut buf)],

@@ -7,7 +7,7 @@
 //! vocabulary. fcntl stops only for the commands that change the fd table.
 
 use crate::arch::{AUDIT_ARCH, X32_SYSCALL_BIT};
-use crate::syscalls::{traced_syscalls, FCNTL_TRACED_CMDS};
+use crate::syscalls::{FCNTL_TRACED_CMDS, traced_syscalls};
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -41,18 +41,58 @@ struct Insn {
 pub fn filter() -> Vec<libc::sock_filter> {
     let fcntl = libc::SYS_fcntl as u64;
     let mut prog = vec![
-        Insn { code: BPF_LD_W_ABS, jt: Target::Next, jf: Target::Next, k: OFFSET_ARCH },
-        Insn { code: BPF_JEQ_K, jt: Target::Next, jf: Target::Allow, k: AUDIT_ARCH },
-        Insn { code: BPF_LD_W_ABS, jt: Target::Next, jf: Target::Next, k: OFFSET_NR },
-        Insn { code: BPF_JGE_K, jt: Target::Allow, jf: Target::Next, k: X32_SYSCALL_BIT },
+        Insn {
+            code: BPF_LD_W_ABS,
+            jt: Target::Next,
+            jf: Target::Next,
+            k: OFFSET_ARCH,
+        },
+        Insn {
+            code: BPF_JEQ_K,
+            jt: Target::Next,
+            jf: Target::Allow,
+            k: AUDIT_ARCH,
+        },
+        Insn {
+            code: BPF_LD_W_ABS,
+            jt: Target::Next,
+            jf: Target::Next,
+            k: OFFSET_NR,
+        },
+        Insn {
+            code: BPF_JGE_K,
+            jt: Target::Allow,
+            jf: Target::Next,
+            k: X32_SYSCALL_BIT,
+        },
     ];
     for &nr in traced_syscalls().iter().filter(|&&nr| nr != fcntl) {
-        prog.push(Insn { code: BPF_JEQ_K, jt: Target::Trace, jf: Target::Next, k: nr as u32 });
+        prog.push(Insn {
+            code: BPF_JEQ_K,
+            jt: Target::Trace,
+            jf: Target::Next,
+            k: nr as u32,
+        });
     }
-    prog.push(Insn { code: BPF_JEQ_K, jt: Target::Next, jf: Target::Allow, k: fcntl as u32 });
-    prog.push(Insn { code: BPF_LD_W_ABS, jt: Target::Next, jf: Target::Next, k: OFFSET_ARG1_LOW });
+    prog.push(Insn {
+        code: BPF_JEQ_K,
+        jt: Target::Next,
+        jf: Target::Allow,
+        k: fcntl as u32,
+    });
+    prog.push(Insn {
+        code: BPF_LD_W_ABS,
+        jt: Target::Next,
+        jf: Target::Next,
+        k: OFFSET_ARG1_LOW,
+    });
     for &cmd in FCNTL_TRACED_CMDS {
-        prog.push(Insn { code: BPF_JEQ_K, jt: Target::Trace, jf: Target::Next, k: cmd as u32 });
+        prog.push(Insn {
+            code: BPF_JEQ_K,
+            jt: Target::Trace,
+            jf: Target::Next,
+            k: cmd as u32,
+        });
     }
     let allow = prog.len();
     let trace = allow + 1;
@@ -74,20 +114,41 @@ pub fn filter() -> Vec<libc::sock_filter> {
             k: insn.k,
         })
         .collect();
-    out.push(libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW });
-    out.push(libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_TRACE });
-    assert!(out.len() < 256, "jump offsets of the seccomp filter must fit in 8 bits");
+    out.push(libc::sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: SECCOMP_RET_ALLOW,
+    });
+    out.push(libc::sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: SECCOMP_RET_TRACE,
+    });
+    assert!(
+        out.len() < 256,
+        "jump offsets of the seccomp filter must fit in 8 bits"
+    );
     out
 }
 
 /// Install `prog` on the calling thread. Meant for the child between fork
 /// and exec: it only makes syscalls (async-signal-safe).
 pub fn install(prog: &[libc::sock_filter]) -> std::io::Result<()> {
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
     // SAFETY: `fprog` points at `prog`, alive for the whole call; the kernel
     // copies the program.
     let ret = unsafe {
-        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog)
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
     };
     if ret == 0 {
         return Ok(());
@@ -99,7 +160,16 @@ pub fn install(prog: &[libc::sock_filter]) -> std::io::Result<()> {
     }
     // SAFETY: as above.
     let ret = unsafe {
-        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog)
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
     };
-    if ret == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -6,9 +6,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use super::seccomp;
 
@@ -21,7 +21,11 @@ pub struct Spawned {
 
 /// Fork a child that stops itself, then (once resumed) installs `filter`
 /// and execs `path` with `argv`. Returns once the child is stopped.
-pub fn spawn_stopped(path: &CString, argv: &[CString], filter: &[libc::sock_filter]) -> io::Result<Spawned> {
+pub fn spawn_stopped(
+    path: &CString,
+    argv: &[CString],
+    filter: &[libc::sock_filter],
+) -> io::Result<Spawned> {
     let (read_end, write_end) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -30,7 +34,11 @@ pub fn spawn_stopped(path: &CString, argv: &[CString], filter: &[libc::sock_filt
     match unsafe { fork() }? {
         ForkResult::Child => {
             let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+            let _ = nix::sys::signal::sigprocmask(
+                SigmaskHow::SIG_SETMASK,
+                Some(&SigSet::empty()),
+                None,
+            );
             let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
             let errno = match seccomp::install(filter) {
                 Ok(()) => {
@@ -39,7 +47,9 @@ pub fn spawn_stopped(path: &CString, argv: &[CString], filter: &[libc::sock_filt
                     unsafe {
                         libc::execv(path.as_ptr(), argv_ptrs.as_ptr());
                     }
-                    io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOEXEC)
+                    io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::ENOEXEC)
                 }
                 Err(e) => -e.raw_os_error().unwrap_or(libc::EINVAL),
             };
@@ -57,14 +67,19 @@ pub fn spawn_stopped(path: &CString, argv: &[CString], filter: &[libc::sock_filt
                 match waitpid(child, Some(WaitPidFlag::WUNTRACED | WaitPidFlag::__WALL)) {
                     Ok(WaitStatus::Stopped(_, _)) => break,
                     Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
-                        return Err(io::Error::other("the new process died before it could be traced"));
+                        return Err(io::Error::other(
+                            "the new process died before it could be traced",
+                        ));
                     }
                     Ok(_) => continue,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(Spawned { pid: child.as_raw(), exec_errors: read_end })
+            Ok(Spawned {
+                pid: child.as_raw(),
+                exec_errors: read_end,
+            })
         }
     }
 }
@@ -78,9 +93,16 @@ pub fn exec_error(spawned: &Spawned) -> Option<String> {
     }
     let errno = i32::from_ne_bytes(buf);
     if errno < 0 {
-        return Some(format!("cannot install the seccomp filter: {}", io::Error::from_raw_os_error(-errno)));
+        return Some(format!(
+            "cannot install the seccomp filter: {}",
+            io::Error::from_raw_os_error(-errno)
+        ));
     }
-    Some(io::Error::from_raw_os_error(errno).to_string().to_lowercase())
+    Some(
+        io::Error::from_raw_os_error(errno)
+            .to_string()
+            .to_lowercase(),
+    )
 }
 
 /// Kill a child fdbg started and reap it.

@@ -123,13 +123,22 @@ pub const COMMANDS: &[Spec] = &[
 
 /// Find a command by name, alias or unique prefix.
 pub fn lookup(word: &str) -> Result<&'static Spec, String> {
-    if let Some(spec) = COMMANDS.iter().find(|s| s.name == word || s.aliases.contains(&word)) {
+    if let Some(spec) = COMMANDS
+        .iter()
+        .find(|s| s.name == word || s.aliases.contains(&word))
+    {
         return Ok(spec);
     }
-    let matches: Vec<&Spec> = COMMANDS.iter().filter(|s| s.name.starts_with(word)).collect();
+    let matches: Vec<&Spec> = COMMANDS
+        .iter()
+        .filter(|s| s.name.starts_with(word))
+        .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!("unknown command '{word}'; did you mean '{}'? (try 'help')", closest(word))),
+        [] => Err(format!(
+            "unknown command '{word}'; did you mean '{}'? (try 'help')",
+            closest(word)
+        )),
         many => Err(format!(
             "ambiguous command '{word}': {}",
             many.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
@@ -154,7 +163,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            row[j + 1] = (prev + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
             prev = cur;
         }
     }
@@ -171,25 +182,42 @@ pub fn parse(line: &str) -> Result<Option<Invocation>, String> {
     let json = words.iter().any(|w| *w == "--json");
     words.retain(|w| *w != "--json");
     let spec = lookup(words[0])?;
-    let mut args = Args { words: words[1..].to_vec(), usage: spec.usage };
+    let mut args = Args {
+        words: words[1..].to_vec(),
+        usage: spec.usage,
+    };
     let command = match spec.name {
-        "continue" => Command::Continue { duration: args.optional(parse_duration)? },
-        "step" => Command::Step { count: args.optional(parse_count)?.unwrap_or(1) },
-        "fds" => Command::Fds { kind: args.flag("--kind", parse_kind)? },
+        "continue" => Command::Continue {
+            duration: args.optional(parse_duration)?,
+        },
+        "step" => Command::Step {
+            count: args.optional(parse_count)?.unwrap_or(1),
+        },
+        "fds" => Command::Fds {
+            kind: args.flag("--kind", parse_kind)?,
+        },
         "leaks" => {
             let since = args.flag("--since", |s| Ok(s.to_string()))?;
             let min = args.flag("--min", parse_count)?.unwrap_or(1);
             Command::Leaks { since, min }
         }
-        "history" => Command::History { fd: args.required("FD", parse_fd)? },
+        "history" => Command::History {
+            fd: args.required("FD", parse_fd)?,
+        },
         "bt" => Command::Backtrace,
-        "mark" => Command::Mark { name: args.optional(|s| Ok(s.to_string()))? },
-        "diff" => Command::Diff { name: args.optional(|s| Ok(s.to_string()))? },
+        "mark" => Command::Mark {
+            name: args.optional(|s| Ok(s.to_string()))?,
+        },
+        "diff" => Command::Diff {
+            name: args.optional(|s| Ok(s.to_string()))?,
+        },
         "stats" => Command::Stats,
         "threads" => Command::Threads,
         "detach" => Command::Detach,
         "quit" => Command::Quit,
-        "help" => Command::Help { topic: args.optional(|s| Ok(s.to_string()))? },
+        "help" => Command::Help {
+            topic: args.optional(|s| Ok(s.to_string()))?,
+        },
         other => unreachable!("command table row without a parser: {other}"),
     };
     args.finish()?;
@@ -203,7 +231,10 @@ struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
-    fn optional<T>(&mut self, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    fn optional<T>(
+        &mut self,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
         let Some(pos) = self.words.iter().position(|w| !w.starts_with("--")) else {
             return Ok(None);
         };
@@ -217,11 +248,20 @@ impl<'a> Args<'a> {
         Ok(Some(value))
     }
 
-    fn required<T>(&mut self, what: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, String> {
-        self.optional(parse)?.ok_or_else(|| format!("missing {what}; usage: {}", self.usage))
+    fn required<T>(
+        &mut self,
+        what: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, String> {
+        self.optional(parse)?
+            .ok_or_else(|| format!("missing {what}; usage: {}", self.usage))
     }
 
-    fn flag<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    fn flag<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
         let Some(pos) = self.words.iter().position(|w| *w == name) else {
             return Ok(None);
         };
@@ -245,7 +285,9 @@ impl<'a> Args<'a> {
 /// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("bad duration '{s}': use e.g. 500ms, 10s, 2m");
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: f64 = number.parse().map_err(|_| bad())?;
     let seconds = match unit {
@@ -262,7 +304,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_count(s: &str) -> Result<usize, String> {
-    s.parse().map_err(|_| format!("expected a count, got '{s}'"))
+    s.parse()
+        .map_err(|_| format!("expected a count, got '{s}'"))
 }
 
 fn parse_fd(s: &str) -> Result<i32, String> {
@@ -292,9 +335,15 @@ pub fn help(topic: Option<&str>) -> Result<String, String> {
         }
         None => {
             let width = COMMANDS.iter().map(|s| s.usage.len()).max().unwrap_or(0);
-            let mut text = String::from("Commands (unique prefixes work; every report takes --json):\n");
+            let mut text =
+                String::from("Commands (unique prefixes work; every report takes --json):\n");
             for spec in COMMANDS {
-                let first = spec.help.split(". ").next().unwrap_or(spec.help).trim_end_matches('.');
+                let first = spec
+                    .help
+                    .split(". ")
+                    .next()
+                    .unwrap_or(spec.help)
+                    .trim_end_matches('.');
                 text.push_str(&format!("  {:width$}  {}\n", spec.usage, first));
             }
             Ok(text.trim_end().to_string())
@@ -313,11 +362,32 @@ mod tests {
     #[test]
     fn abbreviations_and_arguments_parse() {
         assert_eq!(cmd("c"), Command::Continue { duration: None });
-        assert_eq!(cmd("continue 5s"), Command::Continue { duration: Some(Duration::from_secs(5)) });
-        assert_eq!(cmd("cont 500ms"), Command::Continue { duration: Some(Duration::from_millis(500)) });
+        assert_eq!(
+            cmd("continue 5s"),
+            Command::Continue {
+                duration: Some(Duration::from_secs(5))
+            }
+        );
+        assert_eq!(
+            cmd("cont 500ms"),
+            Command::Continue {
+                duration: Some(Duration::from_millis(500))
+            }
+        );
         assert_eq!(cmd("s 3"), Command::Step { count: 3 });
-        assert_eq!(cmd("le --min 2 --since m1"), Command::Leaks { since: Some("m1".into()), min: 2 });
-        assert_eq!(cmd("fds --kind socket"), Command::Fds { kind: Some(FdKind::Socket) });
+        assert_eq!(
+            cmd("le --min 2 --since m1"),
+            Command::Leaks {
+                since: Some("m1".into()),
+                min: 2
+            }
+        );
+        assert_eq!(
+            cmd("fds --kind socket"),
+            Command::Fds {
+                kind: Some(FdKind::Socket)
+            }
+        );
         assert_eq!(cmd("where"), Command::Backtrace);
         assert_eq!(cmd("q"), Command::Quit);
         assert!(parse("stats --json").unwrap().unwrap().json);
@@ -331,10 +401,22 @@ mod tests {
             "unknown command 'leeks'; did you mean 'leaks'? (try 'help')"
         );
         assert!(parse("d").unwrap_err().starts_with("ambiguous command 'd'"));
-        assert!(parse("continue soon").unwrap_err().starts_with("bad duration"));
+        assert!(
+            parse("continue soon")
+                .unwrap_err()
+                .starts_with("bad duration")
+        );
         assert!(parse("history").unwrap_err().starts_with("missing FD"));
-        assert!(parse("fds --kind sock").unwrap_err().starts_with("unknown kind 'sock'"));
-        assert!(parse("stats now").unwrap_err().starts_with("unexpected 'now'"));
+        assert!(
+            parse("fds --kind sock")
+                .unwrap_err()
+                .starts_with("unknown kind 'sock'")
+        );
+        assert!(
+            parse("stats now")
+                .unwrap_err()
+                .starts_with("unexpected 'now'")
+        );
     }
 
     #[test]

@@ -26,17 +26,27 @@ pub struct Session {
     stopped_at: Option<Seq>,
     /// Time spent running (for events/s).
     running: Duration,
+    /// A signal asked fdbg to end while the process ran.
+    shutdown: Option<i32>,
 }
 
 impl Session {
     pub fn new(tracer: Tracer) -> Session {
-        Session { tracer, marks: Vec::new(), stopped_at: None, running: Duration::ZERO }
+        Session {
+            tracer,
+            marks: Vec::new(),
+            stopped_at: None,
+            running: Duration::ZERO,
+            shutdown: None,
+        }
     }
 
     /// Run one command. `Err` is a one-line message for the user.
     pub fn execute(&mut self, command: &Command) -> Result<(Vec<Report>, Next), String> {
         let reports = match command {
-            Command::Continue { duration } => self.resume(duration.map(|d| Instant::now() + d), None),
+            Command::Continue { duration } => {
+                self.resume(duration.map(|d| Instant::now() + d), None)
+            }
             Command::Step { count } => self.resume(None, Some(*count)),
             Command::Fds { kind } => {
                 self.check_model();
@@ -60,18 +70,39 @@ impl Session {
                 .report_pids()
                 .into_iter()
                 .map(|pid| {
-                    let events: Vec<Event> = self.tracer.model.history(pid, *fd).into_iter().cloned().collect();
+                    let events: Vec<Event> = self
+                        .tracer
+                        .model
+                        .history(pid, *fd)
+                        .into_iter()
+                        .cloned()
+                        .collect();
                     let events = events.iter().map(|e| self.event_report(e)).collect();
-                    Report::History(HistoryReport { pid, fd: *fd, events })
+                    Report::History(HistoryReport {
+                        pid,
+                        fd: *fd,
+                        events,
+                    })
                 })
                 .collect(),
             Command::Backtrace => {
-                let seq = self.stopped_at.ok_or("no stack: the process is not stopped at an fd event")?;
-                let event = self.tracer.model.event(seq).cloned().ok_or("no such event")?;
-                vec![Report::Backtrace(BacktraceReport { event: self.event_report(&event) })]
+                let seq = self
+                    .stopped_at
+                    .ok_or("no stack: the process is not stopped at an fd event")?;
+                let event = self
+                    .tracer
+                    .model
+                    .event(seq)
+                    .cloned()
+                    .ok_or("no such event")?;
+                vec![Report::Backtrace(BacktraceReport {
+                    event: self.event_report(&event),
+                })]
             }
             Command::Mark { name } => {
-                let name = name.clone().unwrap_or_else(|| (self.marks.len() + 1).to_string());
+                let name = name
+                    .clone()
+                    .unwrap_or_else(|| (self.marks.len() + 1).to_string());
                 let seq = self.tracer.model.last_seq();
                 self.marks.retain(|(n, _)| *n != name);
                 self.marks.push((name.clone(), seq));
@@ -81,14 +112,22 @@ impl Session {
                 self.check_model();
                 let name = match name {
                     Some(n) => n.clone(),
-                    None => self.marks.last().map(|(n, _)| n.clone()).ok_or("no mark yet: use 'mark [NAME]' first")?,
+                    None => self
+                        .marks
+                        .last()
+                        .map(|(n, _)| n.clone())
+                        .ok_or("no mark yet: use 'mark [NAME]' first")?,
                 };
                 let since = self.mark(&name)?;
                 self.report_pids()
                     .into_iter()
                     .map(|pid| {
                         let diff = self.tracer.model.diff(pid, since);
-                        let still_open = diff.still_open.iter().map(|s| self.site_report(pid, s)).collect();
+                        let still_open = diff
+                            .still_open
+                            .iter()
+                            .map(|s| self.site_report(pid, s))
+                            .collect();
                         Report::Diff(DiffReport {
                             pid,
                             since: name.clone(),
@@ -101,7 +140,10 @@ impl Session {
             }
             Command::Stats => {
                 self.check_model();
-                self.report_pids().into_iter().map(|pid| Report::Stats(self.stats(pid))).collect()
+                self.report_pids()
+                    .into_iter()
+                    .map(|pid| Report::Stats(self.stats(pid)))
+                    .collect()
             }
             Command::Threads => vec![Report::Threads(self.threads())],
             Command::Detach => {
@@ -130,6 +172,20 @@ impl Session {
         Ok((reports, Next::Prompt))
     }
 
+    /// The signal that asked fdbg to end during the last command, if any.
+    pub fn shutdown_requested(&self) -> Option<i32> {
+        self.shutdown
+    }
+
+    /// What ending the session did to the process, for the last words.
+    pub fn ending(&self) -> String {
+        let pid = self.tracer.main_pid;
+        match self.tracer.mode {
+            Mode::Attach => format!("detached from process {pid}, which runs on"),
+            Mode::Run => format!("killed process {pid}, which fdbg had started"),
+        }
+    }
+
     /// "attach" or "start": what `leaks` counts from by default.
     fn start_label(&self) -> &'static str {
         match self.tracer.mode {
@@ -153,7 +209,13 @@ impl Session {
         let main = self.tracer.main_pid;
         let mut pids = vec![main];
         if self.tracer.follow_forks {
-            pids.extend(self.tracer.model.processes().map(|p| p.pid).filter(|&p| p != main));
+            pids.extend(
+                self.tracer
+                    .model
+                    .processes()
+                    .map(|p| p.pid)
+                    .filter(|&p| p != main),
+            );
         }
         pids
     }
@@ -168,7 +230,9 @@ impl Session {
     fn resume(&mut self, deadline: Option<Instant>, steps: Option<usize>) -> Vec<Report> {
         let main = self.tracer.main_pid;
         if self.tracer.detached {
-            return vec![Report::message("the process is detached; nothing to resume")];
+            return vec![Report::message(
+                "the process is detached; nothing to resume",
+            )];
         }
         if !self.tracer.is_live() {
             return vec![Report::message(format!("process {main} is not running"))];
@@ -177,7 +241,9 @@ impl Session {
         let mut seen: Vec<Seq> = Vec::new();
         let started = Instant::now();
         let halt = self.tracer.resume_until(deadline, &mut |model, seq| {
-            let Some(event) = model.event(seq) else { return false };
+            let Some(event) = model.event(seq) else {
+                return false;
+            };
             if event.pid != main && !follow {
                 return false;
             }
@@ -189,23 +255,40 @@ impl Session {
         let mut reports = Vec::new();
         if steps.is_some() {
             // Every step but the last is an event line; the last is the stop.
-            let shown = seen.len().saturating_sub(usize::from(matches!(halt, Halt::Event(_))));
+            let shown = seen
+                .len()
+                .saturating_sub(usize::from(matches!(halt, Halt::Event(_))));
             for &seq in &seen[..shown] {
                 if let Some(event) = self.tracer.model.event(seq).cloned() {
                     reports.push(Report::Event(self.event_report(&event)));
                 }
             }
         }
-        let mut stop = StopReport { stop: "", breakpoint: None, event: None, exit_code: None, signal: None, pid: main };
+        let mut stop = StopReport {
+            stop: "",
+            breakpoint: None,
+            event: None,
+            exit_code: None,
+            signal: None,
+            pid: main,
+        };
         match halt {
             Halt::Event(seq) => {
                 stop.stop = "step";
                 self.stopped_at = Some(seq);
-                stop.event = self.tracer.model.event(seq).cloned().map(|e| self.event_report(&e));
+                stop.event = self
+                    .tracer
+                    .model
+                    .event(seq)
+                    .cloned()
+                    .map(|e| self.event_report(&e));
             }
             Halt::Interrupt => stop.stop = "interrupt",
             Halt::Timeout => stop.stop = "timeout",
-            Halt::Shutdown(_) => stop.stop = "interrupt",
+            Halt::Shutdown(sig) => {
+                stop.stop = "interrupt";
+                self.shutdown = Some(sig);
+            }
             Halt::Exited(end) => {
                 stop.stop = "exited";
                 match end {
@@ -220,7 +303,9 @@ impl Session {
 
     /// The frames of a recorded stack, and why it ends early if it does.
     pub fn frames(&mut self, pid: Pid, stack: Option<StackId>) -> (Vec<Frame>, Option<String>) {
-        let Some(id) = stack else { return (Vec::new(), None) };
+        let Some(id) = stack else {
+            return (Vec::new(), None);
+        };
         let stack = self.tracer.model.stacks.get(id).clone();
         (self.tracer.symbolizer.frames(pid, &stack), stack.truncated)
     }
@@ -258,11 +343,20 @@ impl Session {
     }
 
     fn exited(&self, pid: Pid) -> bool {
-        self.tracer.model.process(pid).is_some_and(|p| p.end.is_some())
+        self.tracer
+            .model
+            .process(pid)
+            .is_some_and(|p| p.end.is_some())
     }
 
     fn fds(&mut self, pid: Pid, kind: Option<crate::fdtable::FdKind>) -> FdsReport {
-        let open: Vec<_> = self.tracer.model.open_fds(pid).into_iter().cloned().collect();
+        let open: Vec<_> = self
+            .tracer
+            .model
+            .open_fds(pid)
+            .into_iter()
+            .cloned()
+            .collect();
         let open_fds = open.len();
         let fds = open
             .into_iter()
@@ -274,10 +368,23 @@ impl Session {
                     Origin::Untracked(_) => (None, "untracked"),
                 };
                 let (frames, _) = self.frames(pid, f.stack);
-                FdEntry { fd: f.fd, kind: f.kind, target: f.target.clone(), seq, origin, cloexec: f.cloexec, frames }
+                FdEntry {
+                    fd: f.fd,
+                    kind: f.kind,
+                    target: f.target.clone(),
+                    seq,
+                    origin,
+                    cloexec: f.cloexec,
+                    frames,
+                }
             })
             .collect();
-        FdsReport { pid, exited: self.exited(pid), open_fds, fds }
+        FdsReport {
+            pid,
+            exited: self.exited(pid),
+            open_fds,
+            fds,
+        }
     }
 
     fn leaks(&mut self, pid: Pid, since: Seq, min: usize, label: &str) -> LeaksReport {
@@ -296,22 +403,37 @@ impl Session {
 
     fn stats(&self, pid: Pid) -> StatsReport {
         let model = &self.tracer.model;
-        let counters = model.process(pid).map(|p| p.counters.clone()).unwrap_or_default();
+        let counters = model
+            .process(pid)
+            .map(|p| p.counters.clone())
+            .unwrap_or_default();
         let total_events: u64 = counters.events_by_syscall.values().sum();
         let secs = self.running.as_secs_f64();
         StatsReport {
             pid,
             open_fds: model.open_count(pid),
             events: counters.events_by_syscall.clone(),
-            by_kind: counters.events_by_kind.iter().map(|(k, n)| (k.as_str(), *n)).collect(),
+            by_kind: counters
+                .events_by_kind
+                .iter()
+                .map(|(k, n)| (k.as_str(), *n))
+                .collect(),
             bad_closes: counters.bad_closes,
             stops: self.tracer.stops,
             syscalls_seen: self.tracer.syscalls_seen,
             adopted: counters.adopted,
             dropped: counters.dropped,
             total_events,
-            events_per_sec: if secs > 0.0 { total_events as f64 / secs } else { 0.0 },
-            stops_per_event: if total_events > 0 { self.tracer.stops as f64 / total_events as f64 } else { 0.0 },
+            events_per_sec: if secs > 0.0 {
+                total_events as f64 / secs
+            } else {
+                0.0
+            },
+            stops_per_event: if total_events > 0 {
+                self.tracer.stops as f64 / total_events as f64
+            } else {
+                0.0
+            },
         }
     }
 
@@ -324,7 +446,9 @@ impl Session {
                 tid,
                 pid,
                 name: crate::procfs::thread_name(pid, tid),
-                state: crate::procfs::thread_state(pid, tid).map(String::from).unwrap_or_else(|| "?".into()),
+                state: crate::procfs::thread_state(pid, tid)
+                    .map(String::from)
+                    .unwrap_or_else(|| "?".into()),
             })
             .collect();
         ThreadsReport { threads }

@@ -169,6 +169,8 @@ pub enum Report {
 
 impl Report {
     pub fn message(text: impl Into<String>) -> Report {
-        Report::Message(MessageReport { message: text.into() })
+        Report::Message(MessageReport {
+            message: text.into(),
+        })
     }
 }

@@ -9,7 +9,7 @@ mod decode;
 mod table;
 
 pub use decode::decode;
-pub use table::{is_fd_syscall, syscall_name, traced_syscalls, FCNTL_TRACED_CMDS};
+pub use table::{FCNTL_TRACED_CMDS, is_fd_syscall, syscall_name, traced_syscalls};
 
 use crate::fdtable::FdKind;
 

@@ -1,0 +1,136 @@
+//! The command line (SPEC §1): clap parses it; `Config` is what the rest
+//! of fdbg needs, validated.
+
+use std::path::PathBuf;
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fdbg",
+    version,
+    about = "A debugger for file-descriptor leaks in live Linux processes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Sub,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Sub {
+    /// Attach to every thread of a running process
+    Attach {
+        /// The process id
+        pid: i32,
+        #[command(flatten)]
+        session: SessionArgs,
+    },
+    /// Start a program under fdbg
+    Run {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// The program and its arguments (after --)
+        #[arg(last = true, required = true, value_name = "PROGRAM")]
+        argv: Vec<String>,
+    },
+    /// A built-in leaky login server and a client, attached, for a first look
+    Demo {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// How many logins the demo client makes
+        #[arg(long, default_value_t = 5)]
+        logins: u32,
+    },
+    /// The demo's login server (started by `fdbg demo`)
+    #[command(name = "__demo-server", hide = true)]
+    DemoServer,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SessionArgs {
+    /// Run a REPL command; repeatable, in order, before the prompt
+    #[arg(short = 'e', long = "eval", value_name = "CMD")]
+    pub eval: Vec<String>,
+    /// Run REPL commands from FILE (one per line, # comments)
+    #[arg(short = 'x', long = "script", value_name = "FILE")]
+    pub script: Vec<PathBuf>,
+    /// Run the -e/-x commands, then detach (attach) or kill (run) and exit
+    #[arg(long)]
+    pub batch: bool,
+    /// Print every report as one JSON document per line
+    #[arg(long)]
+    pub json: bool,
+    /// Also trace child processes (each with its own fd table)
+    #[arg(long)]
+    pub follow_forks: bool,
+}
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Attach(i32),
+    Run(Vec<String>),
+    Demo { logins: u32 },
+}
+
+/// A validated invocation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub target: Target,
+    /// The -e and -x commands, in command-line order, scripts expanded.
+    pub commands: Vec<String>,
+    pub batch: bool,
+    pub json: bool,
+    pub follow_forks: bool,
+}
+
+pub enum Parsed {
+    Session(Config),
+    DemoServer,
+}
+
+/// Parse the process's arguments. Usage errors exit 2 (clap's convention).
+pub fn parse() -> anyhow::Result<Parsed> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub_matches = matches.subcommand().map(|(_, m)| m);
+    let (target, session) = match cli.command {
+        Sub::Attach { pid, session } => (Target::Attach(pid), session),
+        Sub::Run { session, argv } => (Target::Run(argv), session),
+        Sub::Demo { session, logins } => (Target::Demo { logins }, session),
+        Sub::DemoServer => return Ok(Parsed::DemoServer),
+    };
+    let commands = ordered_commands(sub_matches, &session)?;
+    Ok(Parsed::Session(Config {
+        target,
+        commands,
+        batch: session.batch,
+        json: session.json,
+        follow_forks: session.follow_forks,
+    }))
+}
+
+/// Interleave -e and -x in the order given; a script's lines are its
+/// commands (blank lines and # comments are skipped later by the parser).
+fn ordered_commands(
+    matches: Option<&ArgMatches>,
+    session: &SessionArgs,
+) -> anyhow::Result<Vec<String>> {
+    let mut ordered: Vec<(usize, Vec<String>)> = Vec::new();
+    if let Some(m) = matches {
+        if let Some(indices) = m.indices_of("eval") {
+            for (i, cmd) in indices.zip(&session.eval) {
+                ordered.push((i, vec![cmd.clone()]));
+            }
+        }
+        if let Some(indices) = m.indices_of("script") {
+            for (i, file) in indices.zip(&session.script) {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", file.display()))?;
+                ordered.push((i, text.lines().map(str::to_string).collect()));
+            }
+        }
+    }
+    ordered.sort_by_key(|(i, _)| *i);
+    Ok(ordered.into_iter().flat_map(|(_, cmds)| cmds).collect())
+}

@@ -1,0 +1,301 @@
+//! The front end: starts the tracer on its own thread, feeds it commands
+//! (from -e/-x, then the prompt), and prints what comes back.
+//!
+//! Threads: the main thread reads commands and prints; the tracer thread
+//! owns ptrace and the model (`handlers::Session`); a signal thread turns
+//! SIGINT/SIGTERM/SIGHUP to fdbg into an interrupt or a clean shutdown.
+//! All three signals and SIGCHLD are blocked in every thread: SIGCHLD is
+//! read by the tracer from a signalfd, the others by the signal thread.
+
+pub mod command;
+pub mod handlers;
+pub mod render;
+pub mod report;
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cli::{Config, Target};
+use crate::demo;
+use crate::tracer::{TraceOptions, Tracer, WAKE_INTERRUPT, Waker};
+use command::{Command, Invocation};
+use handlers::{Next, Session};
+use report::Report;
+
+enum Request {
+    Command(Command),
+    /// fdbg got this signal: end the session (detach or kill) and exit.
+    Shutdown(i32),
+}
+
+type Reply = Result<(Vec<Report>, Next), String>;
+
+fn blocked_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ] {
+        set.add(sig);
+    }
+    set
+}
+
+/// Run one fdbg session; returns the exit status.
+pub fn run(config: Config) -> anyhow::Result<i32> {
+    // Before any thread exists, so that every thread inherits the mask.
+    blocked_signals().thread_block()?;
+    let waker = Arc::new(Waker::new()?);
+    let demo_server = match config.target {
+        Target::Demo { .. } => Some(demo::start_server()?),
+        _ => None,
+    };
+    let (request_tx, request_rx) = mpsc::channel::<Request>();
+    let (reply_tx, reply_rx) = mpsc::channel::<Reply>();
+    let (started_tx, started_rx) = mpsc::channel::<Result<String, String>>();
+
+    let target = match (&config.target, &demo_server) {
+        (Target::Demo { .. }, Some(server)) => Target::Attach(server.pid()),
+        (t, _) => t.clone(),
+    };
+    let options = TraceOptions {
+        follow_forks: config.follow_forks,
+    };
+    let tracer_waker = waker.clone();
+    let tracer_thread = std::thread::Builder::new()
+        .name("tracer".into())
+        .spawn(move || {
+            let started = match &target {
+                Target::Attach(pid) => Tracer::attach(*pid, &options, tracer_waker),
+                Target::Run(argv) => Tracer::launch(argv, &options, tracer_waker),
+                Target::Demo { .. } => unreachable!("the demo attaches to its server"),
+            };
+            let tracer = match started {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = started_tx.send(Ok(banner(&tracer)));
+            serve(Session::new(tracer), request_rx, reply_tx);
+        })?;
+
+    let signal_waker = waker.clone();
+    let signal_tx = request_tx.clone();
+    let interactive = !config.batch;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = {
+                let mut s = SigSet::empty();
+                for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+                    s.add(sig);
+                }
+                s
+            };
+            while let Ok(sig) = set.wait() {
+                if sig == Signal::SIGINT && interactive {
+                    signal_waker.wake(WAKE_INTERRUPT);
+                } else {
+                    signal_waker.wake(sig as i32);
+                    let _ = signal_tx.send(Request::Shutdown(sig as i32));
+                }
+            }
+        })?;
+
+    let banner = match started_rx.recv() {
+        Ok(Ok(banner)) => banner,
+        Ok(Err(e)) => {
+            let _ = tracer_thread.join();
+            anyhow::bail!(e)
+        }
+        Err(_) => anyhow::bail!("the tracer thread ended before it started"),
+    };
+    if !config.json {
+        println!("{banner}");
+    }
+    let mut front = FrontEnd {
+        requests: request_tx,
+        replies: reply_rx,
+        json: config.json,
+        failed: false,
+    };
+
+    let mut status = None;
+    if let (Target::Demo { logins }, Some(server)) = (&config.target, &demo_server) {
+        if config.commands.is_empty() {
+            status = demo::script(&mut front, server, *logins, &waker);
+        }
+    }
+    if status.is_none() {
+        for line in &config.commands {
+            if let Some(code) = front.line(line) {
+                status = Some(code);
+                break;
+            }
+        }
+    }
+    let status = match status {
+        Some(code) => code,
+        None if config.batch => front.send(Command::Quit).unwrap_or(0),
+        None => front.prompt(),
+    };
+    drop(front);
+    let _ = tracer_thread.join();
+    drop(demo_server);
+    Ok(status)
+}
+
+/// The tracer thread's loop: one request at a time.
+fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc::Sender<Reply>) {
+    while let Ok(request) = requests.recv() {
+        match request {
+            Request::Command(command) => {
+                let reply = session.execute(&command);
+                if let Some(sig) = session.shutdown_requested() {
+                    shutdown(&mut session, sig);
+                }
+                let done = matches!(reply, Ok((_, Next::Exit(_))));
+                if replies.send(reply).is_err() || done {
+                    return;
+                }
+            }
+            Request::Shutdown(sig) => shutdown(&mut session, sig),
+        }
+    }
+    // The front end is gone: end as quit would (the tracer's drop does it).
+}
+
+/// fdbg was told to end by a signal: detach (or kill), then exit at once.
+fn shutdown(session: &mut Session, sig: i32) -> ! {
+    session.tracer.finish();
+    let _ = std::io::stdout().flush();
+    if sig != libc::SIGINT {
+        eprintln!("fdbg: got signal {sig}; {}", session.ending());
+    } else {
+        eprintln!("fdbg: interrupted; {}", session.ending());
+    }
+    std::process::exit(128 + sig);
+}
+
+fn banner(tracer: &Tracer) -> String {
+    let pid = tracer.main_pid;
+    let name = crate::procfs::status(pid)
+        .map(|s| s.name)
+        .unwrap_or_else(|| "?".into());
+    let threads = tracer.threads().len();
+    let fds = tracer.model.open_count(pid);
+    match tracer.mode {
+        crate::tracer::Mode::Attach => format!(
+            "Attached to process {pid} ({}): {threads} thread{}, {fds} open fds. It is stopped; 'continue' resumes it.",
+            render::escape(&name),
+            if threads == 1 { "" } else { "s" }
+        ),
+        crate::tracer::Mode::Run => {
+            format!(
+                "Started process {pid} ({}), stopped at its first instruction; 'continue' runs it.",
+                render::escape(&name)
+            )
+        }
+    }
+}
+
+/// The main thread's side: sends commands, prints replies.
+pub struct FrontEnd {
+    requests: mpsc::Sender<Request>,
+    replies: mpsc::Receiver<Reply>,
+    json: bool,
+    /// Some command failed (for --batch's exit status).
+    failed: bool,
+}
+
+impl FrontEnd {
+    /// Parse and run one line. `Some(status)` when the session ended.
+    pub fn line(&mut self, line: &str) -> Option<i32> {
+        match command::parse(line) {
+            Ok(None) => None,
+            Ok(Some(Invocation { command, json })) => self.run(command, json || self.json),
+            Err(e) => {
+                eprintln!("fdbg: {e}");
+                self.failed = true;
+                None
+            }
+        }
+    }
+
+    /// Send one command and print its reports.
+    pub fn run(&mut self, command: Command, json: bool) -> Option<i32> {
+        if self.requests.send(Request::Command(command)).is_err() {
+            return Some(1);
+        }
+        match self.replies.recv() {
+            Ok(Ok((reports, next))) => {
+                for report in &reports {
+                    if json {
+                        println!("{}", render::json(report));
+                    } else {
+                        println!("{}", render::text(report));
+                    }
+                }
+                match next {
+                    Next::Prompt => None,
+                    Next::Exit(code) => Some(if self.failed && code == 0 { 1 } else { code }),
+                }
+            }
+            Ok(Err(e)) => {
+                eprintln!("fdbg: {e}");
+                self.failed = true;
+                None
+            }
+            Err(_) => {
+                eprintln!("fdbg: the tracer thread ended unexpectedly");
+                Some(1)
+            }
+        }
+    }
+
+    fn send(&mut self, command: Command) -> Option<i32> {
+        let json = self.json;
+        self.run(command, json)
+    }
+
+    /// Read commands from stdin until quit or EOF.
+    fn prompt(&mut self) -> i32 {
+        let stdin = std::io::stdin();
+        let mut last_resume: Option<String> = None;
+        loop {
+            print!("(fdbg) ");
+            let _ = std::io::stdout().flush();
+            let mut line = String::new();
+            match stdin.lock().read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    println!();
+                    return self.send(Command::Quit).unwrap_or(0);
+                }
+                Ok(_) => {}
+            }
+            let mut line = line.trim().to_string();
+            if line.is_empty() {
+                match &last_resume {
+                    Some(previous) => line = previous.clone(),
+                    None => continue,
+                }
+            }
+            if let Ok(Some(inv)) = command::parse(&line) {
+                if matches!(inv.command, Command::Continue { .. } | Command::Step { .. }) {
+                    last_resume = Some(line.clone());
+                }
+            }
+            self.failed = false;
+            if let Some(code) = self.line(&line) {
+                return code;
+            }
+        }
+    }
+}

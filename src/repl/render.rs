@@ -1,0 +1,403 @@
+//! Report data → what the user reads: text for people, one JSON document
+//! per report for scripts. No I/O: returns strings.
+//!
+//! Everything that came from the traced process (paths, socket names,
+//! thread names, argument strings) is escaped in text, so the process
+//! cannot write control sequences to the user's terminal.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use crate::repl::report::*;
+use crate::symbolize::Frame;
+
+/// One JSON document (one line).
+pub fn json(report: &Report) -> String {
+    serde_json::to_string(report)
+        .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode report: {e}\"}}"))
+}
+
+/// Replace control characters (and DEL) with visible escapes.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control()) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+pub fn text(report: &Report) -> String {
+    match report {
+        Report::Stop(stop) => stop_text(stop),
+        Report::Event(event) => event_text(event),
+        Report::Fds(fds) => fds_text(fds),
+        Report::Leaks(leaks) => leaks_text(leaks),
+        Report::Diff(diff) => diff_text(diff),
+        Report::Stats(stats) => stats_text(stats),
+        Report::History(history) => history_text(history),
+        Report::Threads(threads) => threads_text(threads),
+        Report::Backtrace(bt) => frames_text(&bt.event.frames, bt.event.stack_truncated.as_deref()),
+        Report::Message(m) => escape(&m.message).into_owned(),
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `statsd_init at src/statsd.c:86  (libstatsd.so)` or `libc.so.6+0x11a2b3`.
+pub fn frame_text(frame: &Frame) -> String {
+    let module = frame.module.as_deref().map(file_name);
+    let mut out = String::new();
+    match (&frame.function, &frame.file) {
+        (Some(function), file) => {
+            out.push_str(&escape(function));
+            if frame.inlined {
+                out.push_str(" [inlined]");
+            }
+            if let Some(file) = file {
+                let _ = write!(out, " at {}", escape(file));
+                if let Some(line) = frame.line {
+                    let _ = write!(out, ":{line}");
+                }
+            }
+            if let Some(module) = module {
+                let _ = write!(out, "  ({})", escape(module));
+            }
+        }
+        (None, _) => match (module, frame.offset) {
+            (Some(module), Some(offset)) => {
+                let _ = write!(out, "{}+{offset:#x}", escape(module));
+            }
+            _ => out.push_str(&frame.address),
+        },
+    }
+    out
+}
+
+fn frames_text(frames: &[Frame], truncated: Option<&str>) -> String {
+    let mut out = String::new();
+    if frames.is_empty() {
+        out.push_str("    (no stack recorded)\n");
+    }
+    for (i, frame) in frames.iter().enumerate() {
+        let _ = writeln!(out, "    #{i} {}", frame_text(frame));
+    }
+    if let Some(why) = truncated {
+        let _ = writeln!(out, "    (stack ends early: {})", escape(why));
+    }
+    out.trim_end_matches('\n').to_string()
+}
+
+/// `#1234 tid 26802 socket(AF_INET, SOCK_DGRAM, 0) = 31873   open fds: 31874`
+fn event_line(event: &EventReport) -> String {
+    let result = if event.result < 0 {
+        let errno = -event.result as i32;
+        format!(
+            "-1 {} ({})",
+            errno_name(errno),
+            std::io::Error::from_raw_os_error(errno)
+        )
+    } else {
+        event.result.to_string()
+    };
+    let mut line = format!(
+        "#{} tid {} {}({}) = {}   open fds: {}",
+        event.seq,
+        event.tid,
+        event.syscall,
+        escape(&event.args),
+        result,
+        event.open_fds
+    );
+    if event.bad_close {
+        line.push_str("   [bad close]");
+    }
+    if !event.closed.is_empty() && event.syscall != "close" {
+        let _ = write!(line, "   closed: {}", fd_list(&event.closed));
+    }
+    line
+}
+
+fn event_text(event: &EventReport) -> String {
+    format!(
+        "{}\n{}",
+        event_line(event),
+        frames_text(&event.frames, event.stack_truncated.as_deref())
+    )
+}
+
+fn stop_text(stop: &StopReport) -> String {
+    match stop.stop {
+        "exited" => match (stop.exit_code, stop.signal) {
+            (Some(code), _) => format!("Process {} exited with code {code}.", stop.pid),
+            (_, Some(sig)) => format!("Process {} was killed by signal {sig}.", stop.pid),
+            _ => format!("Process {} exited.", stop.pid),
+        },
+        "interrupt" => "Interrupted; all threads stopped.".into(),
+        "timeout" => "Time is up; all threads stopped.".into(),
+        kind => {
+            let head = match (kind, stop.breakpoint) {
+                ("breakpoint", Some(id)) => format!("Breakpoint {id}, "),
+                ("catch", Some(id)) => format!("Catchpoint {id}, "),
+                _ => String::new(),
+            };
+            match &stop.event {
+                Some(event) => format!("{head}{}", event_text(event)),
+                None => format!("{head}stopped"),
+            }
+        }
+    }
+}
+
+fn fd_list(fds: &[i32]) -> String {
+    const SHOWN: usize = 12;
+    let mut text: Vec<String> = fds.iter().take(SHOWN).map(i32::to_string).collect();
+    if fds.len() > SHOWN {
+        text.push(format!("… ({} more)", fds.len() - SHOWN));
+    }
+    text.join(", ")
+}
+
+fn first_frame(frames: &[Frame]) -> String {
+    frames
+        .first()
+        .map(frame_text)
+        .unwrap_or_else(|| "(no stack)".into())
+}
+
+fn fds_text(report: &FdsReport) -> String {
+    let mut out = String::new();
+    let when = if report.exited { " at exit" } else { "" };
+    let _ = writeln!(
+        out,
+        "process {}: {} open fds{when}",
+        report.pid, report.open_fds
+    );
+    let _ = writeln!(out, "{:>6}  {:<9} {:<40} CREATED", "FD", "KIND", "TARGET");
+    for fd in &report.fds {
+        let target = fd
+            .target
+            .as_deref()
+            .map(escape)
+            .unwrap_or(Cow::Borrowed("?"));
+        let created = match fd.seq {
+            Some(seq) => format!("#{seq} {}", first_frame(&fd.frames)),
+            None => fd.origin.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<9} {:<40} {}",
+            fd.fd,
+            fd.kind.as_str(),
+            target,
+            created
+        );
+    }
+    out.trim_end().to_string()
+}
+
+fn site_text(out: &mut String, site: &SiteReport) {
+    let plural = if site.count == 1 { "" } else { "s" };
+    let _ = writeln!(
+        out,
+        "{} fd{plural} ({}) from {}, events #{}..#{}: fds {}",
+        site.count,
+        site.kind.as_str(),
+        site.syscall,
+        site.first_seq,
+        site.last_seq,
+        fd_list(&site.fds)
+    );
+    let _ = writeln!(out, "{}", frames_text(&site.frames, None));
+}
+
+fn leaks_text(report: &LeaksReport) -> String {
+    let mut out = String::new();
+    let since = if report.since == "attach" || report.since == "start" {
+        format!("since {}", report.since)
+    } else {
+        format!("since {}", escape(&report.since))
+    };
+    let at = if report.exited { " at exit" } else { "" };
+    if report.total == 0 {
+        let _ = write!(
+            out,
+            "process {}: no fds created {since} are still open{at} ({} open fds)",
+            report.pid, report.open_fds
+        );
+        return out;
+    }
+    let sites = report.sites.len();
+    let _ = writeln!(
+        out,
+        "process {}: {} fds created {since} still open{at}, from {sites} site{} ({} open fds)\n",
+        report.pid,
+        report.total,
+        if sites == 1 { "" } else { "s" },
+        report.open_fds
+    );
+    for site in &report.sites {
+        site_text(&mut out, site);
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+fn diff_text(report: &DiffReport) -> String {
+    let mut out = String::new();
+    let still: usize = report.still_open.iter().map(|s| s.count).sum();
+    let _ = writeln!(
+        out,
+        "process {} since mark {}: {still} opened and still open, {} opened and closed, {} from before closed{}",
+        report.pid,
+        escape(&report.since),
+        report.opened_and_closed,
+        report.closed_from_before.len(),
+        if report.closed_from_before.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", fd_list(&report.closed_from_before))
+        }
+    );
+    for site in &report.still_open {
+        out.push('\n');
+        site_text(&mut out, site);
+    }
+    out.trim_end().to_string()
+}
+
+fn stats_text(s: &StatsReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "process {}: {} open fds", s.pid, s.open_fds);
+    let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(
+        out,
+        "events: {} ({})",
+        s.total_events,
+        if events.is_empty() {
+            "none".into()
+        } else {
+            events.join(", ")
+        }
+    );
+    let kinds: Vec<String> = s.by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    if !kinds.is_empty() {
+        let _ = writeln!(out, "created by kind: {}", kinds.join(", "));
+    }
+    let _ = writeln!(out, "bad closes: {}", s.bad_closes);
+    let _ = writeln!(
+        out,
+        "ptrace stops: {} ({:.2} per event), syscalls seen: {}, events/s while running: {:.0}",
+        s.stops, s.stops_per_event, s.syscalls_seen, s.events_per_sec
+    );
+    let _ = write!(
+        out,
+        "model checks against /proc: {} adopted (untracked), {} dropped",
+        s.adopted, s.dropped
+    );
+    out
+}
+
+fn history_text(h: &HistoryReport) -> String {
+    if h.events.is_empty() {
+        return format!("process {}: no events on fd {} since attach", h.pid, h.fd);
+    }
+    let mut out = format!(
+        "process {}: {} events on fd {}\n",
+        h.pid,
+        h.events.len(),
+        h.fd
+    );
+    for event in &h.events {
+        let _ = writeln!(out, "{}", event_text(event));
+    }
+    out.trim_end().to_string()
+}
+
+fn threads_text(t: &ThreadsReport) -> String {
+    let mut out = format!("{:>8} {:>8}  STATE  NAME\n", "TID", "PID");
+    for th in &t.threads {
+        let _ = writeln!(
+            out,
+            "{:>8} {:>8}  {:<5}  {}",
+            th.tid,
+            th.pid,
+            th.state,
+            escape(&th.name)
+        );
+    }
+    out.trim_end().to_string()
+}
+
+/// The symbolic name of an errno value, for event lines.
+fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EEXIST => "EEXIST",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOSYS => "ENOSYS",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EIO => "EIO",
+        _ => return format!("E{errno}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(escape("/tmp/a\x1b[2Jb\n"), "/tmp/a\\x1b[2Jb\\n");
+        assert_eq!(escape("plain"), "plain");
+    }
+
+    #[test]
+    fn frames_without_names_show_module_and_offset() {
+        let frame = Frame {
+            address: "0x7f0000001234".into(),
+            module: Some("/usr/lib/libc.so.6".into()),
+            function: None,
+            file: None,
+            line: None,
+            inlined: false,
+            offset: Some(0x1234),
+        };
+        assert_eq!(frame_text(&frame), "libc.so.6+0x1234");
+        let named = Frame {
+            function: Some("statsd_init".into()),
+            file: Some("src/statsd.c".into()),
+            line: Some(86),
+            ..frame
+        };
+        assert_eq!(
+            frame_text(&named),
+            "statsd_init at src/statsd.c:86  (libc.so.6)"
+        );
+    }
+}
