@@ -48,6 +48,7 @@ pub fn text(report: &Report) -> String {
         Report::History(history) => history_text(history),
         Report::Threads(threads) => threads_text(threads),
         Report::Backtrace(bt) => frames_text(&bt.event.frames, bt.event.stack_truncated.as_deref()),
+        Report::Breakpoints(b) => breakpoints_text(b),
         Report::Message(m) => escape(&m.message).into_owned(),
     }
 }
@@ -336,6 +337,33 @@ fn threads_text(t: &ThreadsReport) -> String {
             th.pid,
             th.state,
             escape(&th.name)
+        );
+    }
+    out.trim_end().to_string()
+}
+
+fn breakpoints_text(report: &BreakpointsReport) -> String {
+    if report.breakpoints.is_empty() {
+        return "No breakpoints or catchpoints.".into();
+    }
+    let mut out = format!(
+        "{:<4} {:<11} {:<4} {:<5} WHAT\n",
+        "NUM", "TYPE", "ENB", "HITS"
+    );
+    for bp in &report.breakpoints {
+        let kind = if bp.is_catch() {
+            "catchpoint"
+        } else {
+            "breakpoint"
+        };
+        let _ = writeln!(
+            out,
+            "{:<4} {:<11} {:<4} {:<5} {}",
+            bp.id,
+            kind,
+            if bp.enabled { "y" } else { "n" },
+            bp.hits,
+            escape(&bp.describe())
         );
     }
     out.trim_end().to_string()

@@ -146,6 +146,11 @@ pub struct BacktraceReport {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct BreakpointsReport {
+    pub breakpoints: Vec<crate::repl::breakpoints::Breakpoint>,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct MessageReport {
     pub message: String,
 }
@@ -164,6 +169,7 @@ pub enum Report {
     History(HistoryReport),
     Threads(ThreadsReport),
     Backtrace(BacktraceReport),
+    Breakpoints(BreakpointsReport),
     Message(MessageReport),
 }
 
