@@ -450,7 +450,21 @@ impl Session {
         }
     }
 
-    fn stats(&self, pid: Pid) -> StatsReport {
+    /// How many bad closes `stats` shows with their stacks.
+    const BAD_CLOSES_SHOWN: usize = 10;
+
+    fn stats(&mut self, pid: Pid) -> StatsReport {
+        let bad: Vec<Event> = self
+            .tracer
+            .model
+            .events()
+            .iter()
+            .rev()
+            .filter(|e| e.pid == pid && e.bad_close.is_some())
+            .take(Self::BAD_CLOSES_SHOWN)
+            .cloned()
+            .collect();
+        let bad_close_events = bad.iter().rev().map(|e| self.event_report(e)).collect();
         let model = &self.tracer.model;
         let counters = model
             .process(pid)
@@ -473,6 +487,7 @@ impl Session {
             adopted: counters.adopted,
             dropped: counters.dropped,
             total_events,
+            bad_close_events,
             events_per_sec: if secs > 0.0 {
                 total_events as f64 / secs
             } else {

@@ -298,6 +298,9 @@ fn stats_text(s: &StatsReport) -> String {
         let _ = writeln!(out, "created by kind: {}", kinds.join(", "));
     }
     let _ = writeln!(out, "bad closes: {}", s.bad_closes);
+    for event in &s.bad_close_events {
+        let _ = writeln!(out, "{}", event_text(event));
+    }
     let _ = writeln!(
         out,
         "ptrace stops: {} ({:.2} per event), syscalls seen: {}, events/s while running: {:.0}",
@@ -367,32 +370,6 @@ fn breakpoints_text(report: &BreakpointsReport) -> String {
         );
     }
     out.trim_end().to_string()
-}
-
-/// The symbolic name of an errno value, for event lines.
-fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EEXIST => "EEXIST",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENOSYS => "ENOSYS",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::EIO => "EIO",
-        _ => return format!("E{errno}"),
-    };
-    name.to_string()
 }
 
 #[cfg(test)]

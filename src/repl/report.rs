@@ -115,6 +115,8 @@ pub struct StatsReport {
     /// Fds in the model that /proc did not have, dropped.
     pub dropped: u64,
     pub total_events: u64,
+    /// The latest bad closes (EBADF), with their stacks.
+    pub bad_close_events: Vec<EventReport>,
     pub events_per_sec: f64,
     pub stops_per_event: f64,
 }
