@@ -104,12 +104,8 @@ fn frames_text(frames: &[Frame], truncated: Option<&str>) -> String {
 /// `#1234 tid 26802 socket(AF_INET, SOCK_DGRAM, 0) = 31873   open fds: 31874`
 fn event_line(event: &EventReport) -> String {
     let result = if event.result < 0 {
-        let errno = -event.result as i32;
-        format!(
-            "-1 {} ({})",
-            errno_name(errno),
-            std::io::Error::from_raw_os_error(errno)
-        )
+        let errno = nix::errno::Errno::from_raw(-event.result as i32);
+        format!("-1 {errno:?} ({})", errno.desc())
     } else {
         event.result.to_string()
     };
