@@ -2,3 +2,4 @@
 
 mod testprogs;
 mod testprogs_smoke;
+mod repl;
