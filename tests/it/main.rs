@@ -2,3 +2,5 @@
 
 mod testprogs;
 mod testprogs_smoke;
+mod harness;
+mod run_reports;
