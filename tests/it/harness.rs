@@ -439,6 +439,20 @@ pub fn tracer_pid(pid: i32) -> Option<i32> {
     status_field(pid, "TracerPid")?.parse().ok()
 }
 
+/// The process (thread group) that thread `tid` belongs to.
+pub fn tgid(tid: i32) -> Option<i32> {
+    status_field(tid, "Tgid")?.parse().ok()
+}
+
+/// The process tracing `pid` (TracerPid is the tracing *thread*: fdbg
+/// traces from a thread of its own); None if untraced or gone.
+pub fn tracer_process(pid: i32) -> Option<i32> {
+    match tracer_pid(pid)? {
+        0 => None,
+        tid => tgid(tid),
+    }
+}
+
 /// The state letter of `pid` (R, S, D, T, t, Z, ...); None once it is gone.
 pub fn state(pid: i32) -> Option<char> {
     status_field(pid, "State")?.chars().next()

@@ -4,3 +4,4 @@ mod testprogs;
 mod testprogs_smoke;
 mod harness;
 mod run_reports;
+mod attach;
