@@ -10,8 +10,8 @@ use std::thread;
 use serial_test::serial;
 
 use crate::harness::{
-    Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fd_numbers,
-    fdbg_batch, num, num_set, poll_until, tracer_pid, tracer_process,
+    Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fd_numbers, fdbg_batch,
+    num, num_set, poll_until, tracer_pid, tracer_process,
 };
 use crate::testprogs::{ChildGuard, Expect, OutputStream, all, open_fds, run, testprog};
 
@@ -80,7 +80,9 @@ fn attach_login_server_finds_n_leaks_in_one_site_and_leaves_it_running() {
         "continue 5s should end by its bound\n{fdbg}"
     );
 
-    let leak_lines: Vec<Expect> = (0..logins).map(|_| server.output.wait_for("leak")).collect();
+    let leak_lines: Vec<Expect> = (0..logins)
+        .map(|_| server.output.wait_for("leak"))
+        .collect();
     let expected: BTreeSet<i32> = leak_lines.iter().map(Expect::fd).collect();
     assert_eq!(num(&leaks, "total"), logins as i64, "{fdbg}");
     let sites = leaks["sites"].as_array().expect("sites");
@@ -192,10 +194,20 @@ fn attach_to_a_traced_process_names_the_other_tracer() {
 #[serial]
 fn run_of_a_missing_program_fails_with_one_line() {
     let _watchdog = Watchdog::new("run_missing", TEST_LIMIT);
-    let out = fdbg_batch(["run", "--batch", "-e", "continue", "--", "/nonexistent/fdbg-test"]);
+    let out = fdbg_batch([
+        "run",
+        "--batch",
+        "-e",
+        "continue",
+        "--",
+        "/nonexistent/fdbg-test",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{out}");
     assert_one_error_line(&out.stderr, "/nonexistent/fdbg-test", &out);
-    assert!(out.stderr.contains("no such file"), "names the cause\n{out}");
+    assert!(
+        out.stderr.contains("no such file"),
+        "names the cause\n{out}"
+    );
 }
 
 #[test]
@@ -279,7 +291,10 @@ fn sigint_to_interactive_fdbg_interrupts_then_eof_detaches() {
     fdbg.wait_line("the interrupt", |l| l.starts_with("Interrupted"));
     fdbg.send("threads --json");
     let threads = fdbg.wait_doc(Shape::Threads);
-    assert_eq!(threads["threads"][0]["state"], "t", "stopped by fdbg\n{fdbg}");
+    assert_eq!(
+        threads["threads"][0]["state"], "t",
+        "stopped by fdbg\n{fdbg}"
+    );
     fdbg.close_stdin();
     assert!(fdbg.wait_exit().success(), "{fdbg}");
     assert_untraced_and_running(pid, &fdbg);
@@ -316,7 +331,11 @@ fn signals_to_fdbg_run_kill_the_started_program() {
         if batch {
             args.extend(["--batch".into(), "-e".into(), "continue".into()]);
         }
-        args.extend(["--".into(), server.to_string_lossy().into_owned(), "0".into()]);
+        args.extend([
+            "--".into(),
+            server.to_string_lossy().into_owned(),
+            "0".into(),
+        ]);
         let mut fdbg = Interactive::start(args);
         if !batch {
             fdbg.wait_prefix("Started process");
@@ -324,7 +343,10 @@ fn signals_to_fdbg_run_kill_the_started_program() {
         }
         // The program shares fdbg's stdout.
         let start = fdbg.wait_prefix("EXPECT start");
-        let pid: i32 = start.trim_start_matches("EXPECT start pid=").parse().unwrap();
+        let pid: i32 = start
+            .trim_start_matches("EXPECT start pid=")
+            .parse()
+            .unwrap();
         let _orphan = KillOnDrop(pid);
         let listen = fdbg.wait_prefix("EXPECT listen");
         let port = listen
@@ -345,6 +367,9 @@ fn signals_to_fdbg_run_kill_the_started_program() {
             || fdbg.to_string(),
         );
         let refused = run(Command::new(testprog("login_client")).args([&port, "1"]));
-        assert!(!refused.status.success(), "the server still serves\n{refused}");
+        assert!(
+            !refused.status.success(),
+            "the server still serves\n{refused}"
+        );
     }
 }

@@ -88,7 +88,9 @@ impl Shape {
 
 /// The documents of one shape, in order.
 pub fn docs_of(docs: &[Value], shape: Shape) -> Vec<&Value> {
-    docs.iter().filter(|d| Shape::of(d) == Some(shape)).collect()
+    docs.iter()
+        .filter(|d| Shape::of(d) == Some(shape))
+        .collect()
 }
 
 /// A field as a number, panicking with the document when it is not one.
@@ -475,7 +477,11 @@ pub fn poll_until(what: &str, mut condition: impl FnMut() -> bool, context: impl
 
 /// Asserts that `pid` runs on untraced: no tracer and not stopped.
 pub fn assert_untraced_and_running(pid: i32, context: &dyn fmt::Display) {
-    assert_eq!(tracer_pid(pid), Some(0), "pid {pid} still traced\n{context}");
+    assert_eq!(
+        tracer_pid(pid),
+        Some(0),
+        "pid {pid} still traced\n{context}"
+    );
     let state = state(pid);
     assert!(
         matches!(state, Some(s) if !matches!(s, 'T' | 't' | 'Z' | 'X')),

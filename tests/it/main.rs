@@ -5,3 +5,4 @@ mod testprogs_smoke;
 mod harness;
 mod run_reports;
 mod attach;
+mod memcached;

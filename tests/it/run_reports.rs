@@ -90,7 +90,11 @@ fn run_leak3_reports_three_sites_and_one_bad_close() {
     // So the fds leak3 opened and closed again (a unix socket, the config
     // file it wrote, the double-closed /dev/null) are in no site: each would
     // be a site of its own, or raise a count above 1.
-    assert_eq!(all(&lines, "open").len(), 3, "leak3 opens and closes three fds");
+    assert_eq!(
+        all(&lines, "open").len(),
+        3,
+        "leak3 opens and closes three fds"
+    );
     let stats = out.first(Shape::Stats);
     assert_eq!(num(stats, "bad_closes"), 1, "{out}");
     assert_eq!(
@@ -151,7 +155,10 @@ fn expect_facts(lines: &[Expect]) -> Vec<(Fact, String)> {
                 "badclose" => "bad close",
                 _ => return None,
             };
-            Some(((what, l.field("syscall").to_string(), l.fd()), l.line.clone()))
+            Some((
+                (what, l.field("syscall").to_string(), l.fd()),
+                l.line.clone(),
+            ))
         })
         .collect()
 }
@@ -205,7 +212,10 @@ fn run_fd_zoo_every_expect_line_is_an_fdbg_event_and_fds_at_exit_match() {
     for (fact, line) in expect_facts(&lines) {
         match facts.get_mut(&fact) {
             Some(n) if *n > 0 => *n -= 1,
-            _ => wrong.push(format!("{line}\n    fdbg has no event: {} {} fd {}", fact.1, fact.0, fact.2)),
+            _ => wrong.push(format!(
+                "{line}\n    fdbg has no event: {} {} fd {}",
+                fact.1, fact.0, fact.2
+            )),
         }
     }
     assert!(
@@ -250,7 +260,11 @@ fn run_fd_zoo_every_expect_line_is_an_fdbg_event_and_fds_at_exit_match() {
 fn run_threads_reports_exactly_t_times_l_leaks() {
     let _watchdog = Watchdog::new("run_threads", TEST_LIMIT);
     let (threads, leaks_per_thread) = (4, 2);
-    let out = run_json(&["continue", "leaks", "stats"], "threads", &["4", "200", "2"]);
+    let out = run_json(
+        &["continue", "leaks", "stats"],
+        "threads",
+        &["4", "200", "2"],
+    );
     out.assert_success();
     assert_exited_0(&out);
     let lines = out.expect_lines();
@@ -282,7 +296,11 @@ fn run_threads_reports_exactly_t_times_l_leaks() {
 #[ignore = "bug: concurrent close+reuse across threads misorders the model: stats.dropped in the hundreds, leaks sometimes \"untracked\""]
 fn run_threads_model_needs_no_proc_correction() {
     let _watchdog = Watchdog::new("run_threads_model", TEST_LIMIT);
-    let out = run_json(&["continue", "leaks", "stats"], "threads", &["4", "1000", "2"]);
+    let out = run_json(
+        &["continue", "leaks", "stats"],
+        "threads",
+        &["4", "1000", "2"],
+    );
     out.assert_success();
     let lines = out.expect_lines();
     let leaks = leaks_of(&out, started_pid(&lines, &out));
@@ -354,7 +372,12 @@ fn run_forks_children_behave_as_untraced_and_the_parent_leak_is_reported() {
 #[serial]
 fn run_forks_with_follow_forks_reports_the_children_as_processes() {
     let _watchdog = Watchdog::new("run_forks_follow", TEST_LIMIT);
-    let out = run_with(&["--json", "--follow-forks"], &["continue", "leaks", "fds"], "forks", &[]);
+    let out = run_with(
+        &["--json", "--follow-forks"],
+        &["continue", "leaks", "fds"],
+        "forks",
+        &[],
+    );
     let lines = assert_forks_behaved(&out);
     let parent = started_pid(&lines, &out);
     let mut expected: BTreeSet<i64> = all(&lines, "child").iter().map(|c| c.num("pid")).collect();
