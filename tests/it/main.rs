@@ -1,5 +1,9 @@
 //! Integration tests: real processes (the C programs in `testprogs/`), real ptrace.
 
+mod attach;
+mod harness;
+mod memcached;
+mod repl;
+mod run_reports;
 mod testprogs;
 mod testprogs_smoke;
-mod repl;
