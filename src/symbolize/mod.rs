@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -66,7 +67,7 @@ pub struct Frame {
 }
 
 /// A parsed object, or the fact that it could not be read or parsed.
-type Parsed = Option<Arc<ObjectSymbols>>;
+type Parsed = Option<Rc<ObjectSymbols>>;
 
 #[derive(Default)]
 pub struct Symbolizer {
@@ -74,7 +75,7 @@ pub struct Symbolizer {
     /// Objects opened at a process's exit and not parsed yet.
     kept_open: HashMap<ObjectKey, (File, String)>,
     objects: HashMap<ObjectKey, Parsed>,
-    by_build_id: HashMap<Vec<u8>, Arc<ObjectSymbols>>,
+    by_build_id: HashMap<Vec<u8>, Rc<ObjectSymbols>>,
     /// (object, SVMA looked up) → what is there. Objects are told apart by
     /// their `Arc` address, stable while `objects` holds them.
     lookups: HashMap<(usize, u64), Arc<[Located]>>,
@@ -162,6 +163,7 @@ impl Symbolizer {
         let search = DebugSearch {
             object_path: &path,
             root: root.exists().then_some(root),
+            debug_dir: PathBuf::from(object::DEBUG_DIR),
         };
         // A copy of an object already parsed (another inode, same build):
         // share it.
@@ -170,7 +172,7 @@ impl Symbolizer {
         }
         let parsed = ObjectSymbols::load(file, &search)?;
         self.objects_parsed += 1;
-        let parsed = Arc::new(parsed);
+        let parsed = Rc::new(parsed);
         if let Some(id) = &parsed.build_id {
             self.by_build_id.insert(id.clone(), parsed.clone());
         }
@@ -186,7 +188,7 @@ impl Symbolizer {
         let Some(svma) = object.svma(file_offset) else {
             return Arc::from([]);
         };
-        let key = (Arc::as_ptr(&object) as usize, svma);
+        let key = (Rc::as_ptr(&object) as usize, svma);
         if let Some(found) = self.lookups.get(&key) {
             return found.clone();
         }

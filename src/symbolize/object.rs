@@ -18,10 +18,8 @@ use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadCache, ReadRef
 
 type Reader = EndianArcSlice<RunTimeEndian>;
 
-/// Where separate debug files are looked for, besides the host's `/`: the
-/// traced process's root (`/proc/PID/root`) while it is alive, so that
-/// processes in containers find their own debug files.
-const DEBUG_DIR: &str = "/usr/lib/debug";
+/// Where distributions install separate debug files.
+pub const DEBUG_DIR: &str = "/usr/lib/debug";
 
 /// What one address is, at one inline level.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,8 +78,11 @@ pub struct DebugSearch<'a> {
     /// The object's path as the process sees it (its directory is searched
     /// for `.gnu_debuglink` names).
     pub object_path: &'a str,
-    /// `/proc/PID/root` while the process is alive; searched before `/`.
+    /// `/proc/PID/root` while the process is alive; searched before `/`,
+    /// so that processes in containers find their own debug files.
     pub root: Option<PathBuf>,
+    /// The global debug directory: [`DEBUG_DIR`] (another one in tests).
+    pub debug_dir: PathBuf,
 }
 
 impl DebugSearch<'_> {
@@ -98,7 +99,8 @@ impl DebugSearch<'_> {
             return Vec::new();
         }
         let hex = hex(build_id);
-        let path = Path::new(DEBUG_DIR)
+        let path = self
+            .debug_dir
             .join(".build-id")
             .join(&hex[..2])
             .join(format!("{}.debug", &hex[2..]));
@@ -114,7 +116,7 @@ impl DebugSearch<'_> {
         let dir = Path::new(self.object_path)
             .parent()
             .unwrap_or(Path::new("/"));
-        let under_debug = Path::new(DEBUG_DIR).join(dir.strip_prefix("/").unwrap_or(dir));
+        let under_debug = self.debug_dir.join(dir.strip_prefix("/").unwrap_or(dir));
         [
             dir.join(name),
             dir.join(".debug").join(name),
@@ -155,24 +157,25 @@ impl ObjectSymbols {
         let mut symbols = function_symbols(&elf);
         let mut dwarf = load_dwarf(&elf, search);
         let mut debug_file = None;
-        if dwarf.is_none() || symbols.is_empty() {
-            if let Some((path, file)) = find_debug_file(&elf, build_id.as_deref(), search) {
-                let cache = ReadCache::new(file);
-                if let Ok(debug) = ElfFile64::<Endianness, _>::parse(&cache) {
-                    let debug_search = DebugSearch {
-                        object_path: path.to_str().unwrap_or(search.object_path),
-                        root: search.root.clone(),
-                    };
-                    if dwarf.is_none() {
-                        dwarf = load_dwarf(&debug, &debug_search);
-                    }
-                    // A debug file's .symtab is the full one: prefer it.
-                    let debug_symbols = function_symbols(&debug);
-                    if debug_symbols.len() > symbols.len() {
-                        symbols = debug_symbols;
-                    }
-                    debug_file = Some(path);
+        if (dwarf.is_none() || symbols.is_empty())
+            && let Some((path, file)) = find_debug_file(&elf, build_id.as_deref(), search)
+        {
+            let cache = ReadCache::new(file);
+            if let Ok(debug) = ElfFile64::<Endianness, _>::parse(&cache) {
+                let debug_search = DebugSearch {
+                    object_path: path.to_str().unwrap_or(search.object_path),
+                    root: search.root.clone(),
+                    debug_dir: search.debug_dir.clone(),
+                };
+                if dwarf.is_none() {
+                    dwarf = load_dwarf(&debug, &debug_search);
                 }
+                // A debug file's .symtab is the full one: prefer it.
+                let debug_symbols = function_symbols(&debug);
+                if debug_symbols.len() > symbols.len() {
+                    symbols = debug_symbols;
+                }
+                debug_file = Some(path);
             }
         }
         Some(ObjectSymbols {
@@ -203,22 +206,20 @@ impl ObjectSymbols {
     pub fn lookup(&self, svma: u64) -> Vec<Located> {
         let mut out = self.dwarf_frames(svma);
         let outermost_named = out.last().is_some_and(|l| l.function.is_some());
-        if !outermost_named {
-            if let Some((symbol, offset)) = self.symbol_at(svma) {
-                let name = addr2line::demangle_auto(Cow::from(symbol.name.as_str()), None);
-                let named = Located {
-                    function: Some(name.into_owned()),
-                    function_offset: Some(offset),
-                    ..Located::default()
-                };
-                match out.last_mut() {
-                    // DWARF knew the line but not the function (assembly).
-                    Some(last) => {
-                        last.function = named.function;
-                        last.function_offset = named.function_offset;
-                    }
-                    None => out.push(named),
+        if !outermost_named && let Some((symbol, offset)) = self.symbol_at(svma) {
+            let name = addr2line::demangle_auto(Cow::from(symbol.name.as_str()), None);
+            let named = Located {
+                function: Some(name.into_owned()),
+                function_offset: Some(offset),
+                ..Located::default()
+            };
+            match out.last_mut() {
+                // DWARF knew the line but not the function (assembly).
+                Some(last) => {
+                    last.function = named.function;
+                    last.function_offset = named.function_offset;
                 }
+                None => out.push(named),
             }
         }
         out
@@ -321,14 +322,14 @@ fn load_dwarf<'data, R: ReadRef<'data>>(
         return None;
     }
     let mut dwarf = dwarf_sections(elf)?;
-    if let Ok(Some((path, build_id))) = elf.gnu_debugaltlink() {
-        if let Some(sup) = find_sup_file(path, build_id, search) {
-            let cache = ReadCache::new(sup);
-            if let Ok(sup_elf) = ElfFile64::<Endianness, _>::parse(&cache) {
-                if let Some(sup_dwarf) = dwarf_sections(&sup_elf) {
-                    dwarf.set_sup(sup_dwarf);
-                }
-            }
+    if let Ok(Some((path, build_id))) = elf.gnu_debugaltlink()
+        && let Some(sup) = find_sup_file(path, build_id, search)
+    {
+        let cache = ReadCache::new(sup);
+        if let Ok(sup_elf) = ElfFile64::<Endianness, _>::parse(&cache)
+            && let Some(sup_dwarf) = dwarf_sections(&sup_elf)
+        {
+            dwarf.set_sup(sup_dwarf);
         }
     }
     addr2line::Context::from_dwarf(dwarf).ok()
@@ -460,6 +461,7 @@ mod tests {
         let search = DebugSearch {
             object_path: "/usr/lib/x86_64-linux-gnu/libfoo.so.1",
             root: Some(PathBuf::from("/proc/42/root")),
+            debug_dir: PathBuf::from(DEBUG_DIR),
         };
         let found = search.debuglink_candidates("libfoo.debug");
         let want = [

@@ -3,6 +3,8 @@
 
 use std::hint::black_box;
 
+use std::path::PathBuf;
+
 use super::*;
 
 fn own_pid() -> Pid {
@@ -18,7 +20,57 @@ fn no_search() -> DebugSearch<'static> {
     DebugSearch {
         object_path: "/nonexistent/object",
         root: None,
+        debug_dir: PathBuf::from("/nonexistent/debug"),
     }
+}
+
+/// libc's mapping in this process.
+fn libc_mapping() -> CodeMapping {
+    let open = libc::open as *const () as u64;
+    read_code_mappings(own_pid())
+        .into_iter()
+        .find(|m| m.avma.contains(&open))
+        .expect("libc is mapped")
+}
+
+#[test]
+fn without_debug_files_libc_is_named_from_dynsym() {
+    let mapping = libc_mapping();
+    let bytes = std::fs::read(&mapping.path).unwrap();
+    let libc = ObjectSymbols::parse(&bytes[..], &no_search()).expect("libc parses");
+    assert!(!libc.has_dwarf() && libc.debug_file.is_none(), "{libc:?}");
+    let open = libc::open as *const () as u64;
+    let svma = libc
+        .svma(open + 3 - mapping.avma.start + mapping.file_offset)
+        .unwrap();
+    let found = libc.lookup(svma);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].function.as_deref().unwrap().contains("open"),
+        "{found:?}"
+    );
+    assert_eq!(found[0].function_offset, Some(3));
+    assert_eq!(found[0].file, None);
+}
+
+#[test]
+fn libc6_dbg_is_found_by_build_id() {
+    let mapping = libc_mapping();
+    let search = DebugSearch {
+        debug_dir: PathBuf::from(object::DEBUG_DIR),
+        ..no_search()
+    };
+    let bytes = std::fs::read(&mapping.path).unwrap();
+    let libc = ObjectSymbols::parse(&bytes[..], &search).unwrap();
+    let Some(debug_file) = &libc.debug_file else {
+        eprintln!("skipped: no debug file for libc (apt-get install libc6-dbg)");
+        return;
+    };
+    assert!(
+        debug_file.starts_with("/usr/lib/debug/.build-id/"),
+        "{debug_file:?}"
+    );
+    assert!(libc.has_dwarf());
 }
 
 #[test]
@@ -146,16 +198,16 @@ fn corrupt_and_truncated_objects_degrade_without_panicking() {
     let parsed = ObjectSymbols::parse(&scrambled[..], &no_search()).expect("headers intact");
     let found = parsed.lookup(marker_function_svma(&own));
     // The symbol table still names it, or at worst nothing does.
-    if let Some(outer) = found.last() {
-        if outer.function_offset.is_some() {
-            assert!(
-                outer
-                    .function
-                    .as_deref()
-                    .unwrap()
-                    .contains("marker_function")
-            );
-        }
+    if let Some(outer) = found.last()
+        && outer.function_offset.is_some()
+    {
+        assert!(
+            outer
+                .function
+                .as_deref()
+                .unwrap()
+                .contains("marker_function")
+        );
     }
 }
 
