@@ -63,6 +63,9 @@ pub struct SessionArgs {
     /// Also trace child processes (each with its own fd table)
     #[arg(long)]
     pub follow_forks: bool,
+    /// Same as `break count N`: stop when the open-fd count exceeds N
+    #[arg(short = 'b', long = "break-count", value_name = "N")]
+    pub break_count: Option<u32>,
 }
 
 /// What to trace.
@@ -100,7 +103,10 @@ pub fn parse() -> anyhow::Result<Parsed> {
         Sub::Demo { session, logins } => (Target::Demo { logins }, session),
         Sub::DemoServer => return Ok(Parsed::DemoServer),
     };
-    let commands = ordered_commands(sub_matches, &session)?;
+    let mut commands = ordered_commands(sub_matches, &session)?;
+    if let Some(n) = session.break_count {
+        commands.insert(0, format!("break count {n}"));
+    }
     Ok(Parsed::Session(Config {
         target,
         commands,

@@ -100,6 +100,12 @@ struct Thread {
     signal: i32,
     /// PTRACE_EVENT_EXIT seen: the thread is on its way out.
     exiting: bool,
+    /// In a group-stop (job control): resumed with PTRACE_LISTEN so that
+    /// it stays stopped for the process.
+    group_stopped: bool,
+    /// A child process auto-attached through clone that fdbg does not
+    /// follow: detached at its first stop.
+    detach_at_stop: bool,
 }
 
 impl Thread {
@@ -110,6 +116,8 @@ impl Thread {
             entry: None,
             signal: 0,
             exiting: false,
+            group_stopped: false,
+            detach_at_stop: false,
         }
     }
 }
@@ -147,6 +155,15 @@ impl Waker {
         let _ = self.fd.write(1);
     }
 
+    /// Forget an interrupt asked for while nothing ran (Ctrl-C at the
+    /// prompt); a shutdown stays.
+    fn clear_interrupt(&self) {
+        use std::sync::atomic::Ordering;
+        let _ =
+            self.request
+                .compare_exchange(WAKE_INTERRUPT, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
     fn take(&self) -> i32 {
         let _ = self.fd.read();
         self.request.swap(0, std::sync::atomic::Ordering::SeqCst)
@@ -177,9 +194,6 @@ pub struct Tracer {
     pub symbolizer: Symbolizer,
     threads: HashMap<Tid, Thread>,
     unwinders: HashMap<Pid, Unwinder>,
-    /// Set while everything is being stopped: stops are handled but the
-    /// threads are left stopped.
-    stopping: bool,
     sigchld: SignalFd,
     waker: std::sync::Arc<Waker>,
     _not_send: PhantomData<*const ()>,
@@ -215,7 +229,6 @@ impl Tracer {
             symbolizer: Symbolizer::new(),
             threads: HashMap::new(),
             unwinders: HashMap::new(),
-            stopping: false,
             sigchld: sigchld_fd().expect("signalfd for SIGCHLD"),
             waker,
             _not_send: PhantomData,
@@ -392,12 +405,12 @@ impl Tracer {
     pub fn resume_until(
         &mut self,
         deadline: Option<Instant>,
-        on_event: &mut dyn FnMut(&Model, Seq) -> bool,
+        on_event: &mut dyn FnMut(&Model, &mut Symbolizer, Seq) -> bool,
     ) -> Halt {
         if self.threads.is_empty() {
             return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
         }
-        self.stopping = false;
+        self.waker.clear_interrupt();
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         for tid in tids {
             self.resume_thread(tid);
@@ -410,17 +423,18 @@ impl Tracer {
     fn pump(
         &mut self,
         deadline: Option<Instant>,
-        on_event: &mut dyn FnMut(&Model, Seq) -> bool,
+        on_event: &mut dyn FnMut(&Model, &mut Symbolizer, Seq) -> bool,
     ) -> Halt {
         loop {
             match ptrace::wait_any(true) {
                 Ok(Some((tid, stop))) => {
                     let main_was_live = self.main_end.is_none();
                     if let Some(seq) = self.handle(tid, stop) {
-                        if on_event(&self.model, seq) {
+                        if on_event(&self.model, &mut self.symbolizer, seq) {
                             return Halt::Event(seq);
                         }
                     }
+                    self.resume_thread(tid);
                     if main_was_live {
                         if let Some(end) = self.main_end {
                             return Halt::Exited(end);
@@ -470,7 +484,6 @@ impl Tracer {
     /// Bring every thread into a ptrace-stop (PTRACE_INTERRUPT), handling
     /// the stops that arrive meanwhile without resuming their threads.
     pub fn stop_all(&mut self) {
-        self.stopping = true;
         let running: Vec<Tid> = self
             .threads
             .iter()
@@ -508,72 +521,71 @@ impl Tracer {
         if thread.state != ThreadState::Stopped {
             return;
         }
-        let how = match self.mode {
-            Mode::Attach => Resume::Syscall,
-            Mode::Run if thread.entry.is_some() => Resume::Syscall,
-            Mode::Run => Resume::Cont,
+        if thread.detach_at_stop {
+            // A child process fdbg does not follow: let it go untraced.
+            let signal = thread.signal;
+            self.threads.remove(&tid);
+            let _ = ptrace::detach(tid, signal);
+            return;
+        }
+        let (how, state) = if thread.group_stopped {
+            (Resume::Listen, ThreadState::Listening)
+        } else {
+            let how = match self.mode {
+                Mode::Attach => Resume::Syscall,
+                Mode::Run if thread.entry.is_some() => Resume::Syscall,
+                Mode::Run => Resume::Cont,
+            };
+            (how, ThreadState::Running)
         };
-        let signal = std::mem::take(&mut thread.signal);
-        thread.state = ThreadState::Running;
+        let signal = if how == Resume::Listen {
+            0
+        } else {
+            std::mem::take(&mut thread.signal)
+        };
+        thread.state = state;
         // A thread that vanished will report its exit to waitpid.
         let _ = ptrace::resume(tid, how, signal);
     }
 
-    /// After a stop is handled: resume the thread, unless everything is
-    /// being stopped.
-    fn settle(&mut self, tid: Tid) {
-        if let Some(t) = self.threads.get_mut(&tid) {
-            t.state = ThreadState::Stopped;
-        }
-        if !self.stopping {
-            self.resume_thread(tid);
-        }
-    }
-
-    /// Handle one wait status. Returns the seq of an fd event it recorded.
+    /// Handle one wait status: update the model and the thread's state.
+    /// The thread is left in its ptrace-stop (the caller resumes it or not).
+    /// Returns the seq of an fd event it recorded.
     fn handle(&mut self, tid: Tid, stop: Stop) -> Option<Seq> {
-        if !stop.is_end() {
-            self.stops += 1;
+        if stop.is_end() {
+            self.thread_ended(
+                tid,
+                match stop {
+                    Stop::Killed(sig) => ProcessEnd::Killed(sig),
+                    Stop::Exited(code) => ProcessEnd::Exited(code),
+                    _ => unreachable!(),
+                },
+            );
+            return None;
         }
+        self.stops += 1;
         if !self.threads.contains_key(&tid) {
-            if stop.is_end() {
-                return None;
-            }
             // A new thread or child whose creator's event has not been seen yet.
             let pid = procfs::status(tid).map(|s| s.tgid).unwrap_or(tid);
             self.add_thread(tid, pid, None);
         }
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.state = ThreadState::Stopped;
+        }
         match stop {
-            Stop::Exited(code) => self.thread_ended(tid, ProcessEnd::Exited(code)),
-            Stop::Killed(sig) => self.thread_ended(tid, ProcessEnd::Killed(sig)),
-            Stop::Syscall => {
-                let seq = self.syscall_stop(tid);
-                self.settle(tid);
-                return seq;
-            }
-            Stop::Event {
+            Stop::Syscall
+            | Stop::Event {
                 event: ptrace::EVENT_SECCOMP,
                 ..
-            } => {
-                let seq = self.syscall_stop(tid);
-                self.settle(tid);
-                return seq;
-            }
+            } => return self.syscall_stop(tid),
             Stop::Event {
                 event: ptrace::EVENT_STOP,
                 signal,
             } => {
-                if is_stop_signal(signal) && ptrace::resume(tid, Resume::Listen, 0).is_ok() {
-                    // A group-stop: the process stays stopped.
-                    if let Some(t) = self.threads.get_mut(&tid) {
-                        t.state = ThreadState::Listening;
-                    }
-                    if self.stopping {
-                        // Bring it back into a trap so it counts as stopped.
-                        let _ = ptrace::interrupt(tid);
-                    }
-                } else {
-                    self.settle(tid);
+                // With SEIZE, a group-stop reports its stop signal; an
+                // interrupt or a new thread's first stop reports SIGTRAP.
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.group_stopped = is_stop_signal(signal);
                 }
             }
             Stop::Event {
@@ -588,39 +600,36 @@ impl Tracer {
                         self.add_thread(child, child_pid, Some(parent_pid));
                     }
                 }
-                self.settle(tid);
             }
             Stop::Event {
                 event: ptrace::EVENT_EXEC,
                 ..
-            } => {
-                let seq = self.exec_stop(tid);
-                self.settle(tid);
-                return seq;
-            }
+            } => return self.exec_stop(tid),
             Stop::Event {
                 event: ptrace::EVENT_EXIT,
                 ..
-            } => {
-                self.exit_stop(tid);
-                self.settle(tid);
-            }
-            Stop::Event { .. } => self.settle(tid),
+            } => self.exit_stop(tid),
+            Stop::Event { .. } => {}
             Stop::Signal(sig) => {
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.signal = sig;
                 }
-                self.settle(tid);
             }
+            Stop::Exited(_) | Stop::Killed(_) => unreachable!("handled above"),
         }
         None
     }
 
     fn add_thread(&mut self, tid: Tid, pid: Pid, parent: Option<Pid>) {
-        // A new child process gets its own table, a copy of its parent's.
-        let known_pid = self.threads.values().any(|t| t.pid == pid);
-        if !known_pid && !self.model.is_tracked(pid) {
-            if let Some(parent) = parent {
+        let known_pid = self.threads.values().any(|t| t.pid == pid) || self.model.is_tracked(pid);
+        let mut thread = Thread::new(pid, ThreadState::Running);
+        if !known_pid {
+            if self.mode == Mode::Attach && !self.follow_forks {
+                // clone() without CLONE_THREAD is auto-attached even without
+                // fork tracing: such a child is let go at its first stop.
+                thread.detach_at_stop = true;
+            } else if let Some(parent) = parent {
+                // A new child process starts with a copy of its parent's table.
                 self.model.fork(parent, pid);
             } else {
                 let fds = procfs::list_fds(pid, None).unwrap_or_default();
@@ -628,8 +637,7 @@ impl Tracer {
             }
         }
         // New threads start in a stop that is reported to waitpid.
-        self.threads
-            .insert(tid, Thread::new(pid, ThreadState::Running));
+        self.threads.insert(tid, thread);
     }
 
     fn syscall_stop(&mut self, tid: Tid) -> Option<Seq> {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::fdtable::FdKind;
+use crate::repl::breakpoints::{Condition, valid_catch};
 
 /// A parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,12 @@ pub enum Command {
     Backtrace,
     Mark { name: Option<String> },
     Diff { name: Option<String> },
+    Break { condition: Condition },
+    Catch { what: Vec<String> },
+    InfoBreakpoints,
+    Delete { id: Option<u32> },
+    Enable { id: u32 },
+    Disable { id: u32 },
     Stats,
     Threads,
     Detach,
@@ -52,6 +59,42 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &["s"],
         usage: "step [N]",
         help: "Resume until the next N fd events (default 1); print each with its stack.",
+    },
+    Spec {
+        name: "break",
+        aliases: &["b", "br"],
+        usage: "break fd N | break count N | break site PATTERN",
+        help: "Stop when fd number N is created or closed; when the open-fd count becomes greater than N; or when an fd is created by a stack with a frame matching PATTERN (a function-name substring, or FILE:LINE).",
+    },
+    Spec {
+        name: "catch",
+        aliases: &[],
+        usage: "catch KIND|SYSCALL...",
+        help: "Stop on every event of these fd kinds (socket, pipe, file, ...) or syscall names (close, accept4, ...).",
+    },
+    Spec {
+        name: "info",
+        aliases: &["i"],
+        usage: "info breakpoints",
+        help: "List breakpoints and catchpoints with their hit counts.",
+    },
+    Spec {
+        name: "delete",
+        aliases: &["d"],
+        usage: "delete [ID]",
+        help: "Delete breakpoint ID, or all of them.",
+    },
+    Spec {
+        name: "disable",
+        aliases: &[],
+        usage: "disable ID",
+        help: "Keep breakpoint ID but do not stop at it.",
+    },
+    Spec {
+        name: "enable",
+        aliases: &[],
+        usage: "enable ID",
+        help: "Stop at breakpoint ID again.",
     },
     Spec {
         name: "fds",
@@ -211,6 +254,40 @@ pub fn parse(line: &str) -> Result<Option<Invocation>, String> {
         "diff" => Command::Diff {
             name: args.optional(|s| Ok(s.to_string()))?,
         },
+        "break" => Command::Break {
+            condition: parse_break(&mut args)?,
+        },
+        "catch" => {
+            let what: Vec<String> = std::mem::take(&mut args.words)
+                .iter()
+                .map(|w| w.to_string())
+                .collect();
+            if what.is_empty() {
+                return Err(format!("catch what? usage: {}", spec.usage));
+            }
+            if let Some(bad) = what.iter().find(|w| !valid_catch(w)) {
+                return Err(format!(
+                    "cannot catch '{bad}': name an fd kind (socket, pipe, file, ...) or an fd syscall (close, accept4, ...)"
+                ));
+            }
+            Command::Catch { what }
+        }
+        "info" => {
+            let what = args.required("what", |s| Ok(s.to_string()))?;
+            if !"breakpoints".starts_with(what.as_str()) {
+                return Err(format!("info {what}: only 'info breakpoints' is known"));
+            }
+            Command::InfoBreakpoints
+        }
+        "delete" => Command::Delete {
+            id: args.optional(parse_id)?,
+        },
+        "enable" => Command::Enable {
+            id: args.required("ID", parse_id)?,
+        },
+        "disable" => Command::Disable {
+            id: args.required("ID", parse_id)?,
+        },
         "stats" => Command::Stats,
         "threads" => Command::Threads,
         "detach" => Command::Detach,
@@ -303,6 +380,35 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+fn parse_break(args: &mut Args<'_>) -> Result<Condition, String> {
+    let usage = args.usage;
+    let what = args.required("what to break on", |s| Ok(s.to_string()))?;
+    match what.as_str() {
+        "fd" => Ok(Condition::Fd {
+            fd: args.required("N", parse_fd)?,
+        }),
+        "count" => Ok(Condition::Count {
+            count: args.required("N", |s| {
+                s.parse::<u32>()
+                    .map_err(|_| format!("expected a count, got '{s}'"))
+            })?,
+        }),
+        "site" => {
+            let pattern = std::mem::take(&mut args.words).join(" ");
+            if pattern.is_empty() {
+                return Err(format!("missing PATTERN; usage: {usage}"));
+            }
+            Ok(Condition::Site { pattern })
+        }
+        other => Err(format!("cannot break on '{other}'; usage: {usage}")),
+    }
+}
+
+fn parse_id(s: &str) -> Result<u32, String> {
+    s.parse()
+        .map_err(|_| format!("expected a breakpoint number, got '{s}'"))
+}
+
 fn parse_count(s: &str) -> Result<usize, String> {
     s.parse()
         .map_err(|_| format!("expected a count, got '{s}'"))
@@ -390,6 +496,29 @@ mod tests {
         );
         assert_eq!(cmd("where"), Command::Backtrace);
         assert_eq!(cmd("q"), Command::Quit);
+        assert_eq!(
+            cmd("b count 40000"),
+            Command::Break {
+                condition: Condition::Count { count: 40000 }
+            }
+        );
+        assert_eq!(
+            cmd("break site statsd.c:86"),
+            Command::Break {
+                condition: Condition::Site {
+                    pattern: "statsd.c:86".into()
+                }
+            }
+        );
+        assert_eq!(
+            cmd("catch socket close"),
+            Command::Catch {
+                what: vec!["socket".into(), "close".into()]
+            }
+        );
+        assert_eq!(cmd("i b"), Command::InfoBreakpoints);
+        assert_eq!(cmd("d"), Command::Delete { id: None });
+        assert_eq!(cmd("disable 2"), Command::Disable { id: 2 });
         assert!(parse("stats --json").unwrap().unwrap().json);
         assert_eq!(parse("  # a comment").unwrap(), None);
     }
@@ -400,7 +529,16 @@ mod tests {
             parse("leeks").unwrap_err(),
             "unknown command 'leeks'; did you mean 'leaks'? (try 'help')"
         );
-        assert!(parse("d").unwrap_err().starts_with("ambiguous command 'd'"));
+        assert!(
+            parse("de")
+                .unwrap_err()
+                .starts_with("ambiguous command 'de'")
+        );
+        assert!(
+            parse("catch sock")
+                .unwrap_err()
+                .starts_with("cannot catch 'sock'")
+        );
         assert!(
             parse("continue soon")
                 .unwrap_err()

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::fdtable::{Event, LeakSite, Origin, Pid, Seq};
+use crate::repl::breakpoints::{Breakpoints, Condition};
 use crate::repl::command::{self, Command};
 use crate::repl::report::*;
 use crate::stacks::StackId;
@@ -28,6 +29,7 @@ pub struct Session {
     running: Duration,
     /// A signal asked fdbg to end while the process ran.
     shutdown: Option<i32>,
+    pub breakpoints: Breakpoints,
 }
 
 impl Session {
@@ -38,6 +40,7 @@ impl Session {
             stopped_at: None,
             running: Duration::ZERO,
             shutdown: None,
+            breakpoints: Breakpoints::default(),
         }
     }
 
@@ -138,6 +141,28 @@ impl Session {
                     })
                     .collect()
             }
+            Command::Break { condition } => vec![self.add_breakpoint(condition.clone())],
+            Command::Catch { what } => {
+                vec![self.add_breakpoint(Condition::Catch { what: what.clone() })]
+            }
+            Command::InfoBreakpoints => vec![Report::Breakpoints(BreakpointsReport {
+                breakpoints: self.breakpoints.list().to_vec(),
+            })],
+            Command::Delete { id } => {
+                let n = self.breakpoints.delete(*id)?;
+                vec![Report::message(format!(
+                    "deleted {n} breakpoint{}",
+                    if n == 1 { "" } else { "s" }
+                ))]
+            }
+            Command::Enable { id } => {
+                self.breakpoints.set_enabled(*id, true)?;
+                vec![Report::message(format!("breakpoint {id} enabled"))]
+            }
+            Command::Disable { id } => {
+                self.breakpoints.set_enabled(*id, false)?;
+                vec![Report::message(format!("breakpoint {id} disabled"))]
+            }
             Command::Stats => {
                 self.check_model();
                 self.report_pids()
@@ -170,6 +195,16 @@ impl Session {
             Command::Help { topic } => vec![Report::message(command::help(topic.as_deref())?)],
         };
         Ok((reports, Next::Prompt))
+    }
+
+    pub fn add_breakpoint(&mut self, condition: Condition) -> Report {
+        let bp = self.breakpoints.add(condition);
+        let what = if bp.is_catch() {
+            "Catchpoint"
+        } else {
+            "Breakpoint"
+        };
+        Report::message(format!("{what} {}: {}", bp.id, bp.describe()))
     }
 
     /// The signal that asked fdbg to end during the last command, if any.
@@ -239,17 +274,25 @@ impl Session {
         }
         let follow = self.tracer.follow_forks;
         let mut seen: Vec<Seq> = Vec::new();
+        let mut hit: Option<(u32, bool)> = None;
+        let breakpoints = &mut self.breakpoints;
         let started = Instant::now();
-        let halt = self.tracer.resume_until(deadline, &mut |model, seq| {
-            let Some(event) = model.event(seq) else {
-                return false;
-            };
-            if event.pid != main && !follow {
-                return false;
-            }
-            seen.push(seq);
-            steps.is_some_and(|n| seen.len() >= n)
-        });
+        let halt = self
+            .tracer
+            .resume_until(deadline, &mut |model, symbolizer, seq| {
+                let Some(event) = model.event(seq) else {
+                    return false;
+                };
+                if event.pid != main && !follow {
+                    return false;
+                }
+                seen.push(seq);
+                if let Some(bp) = breakpoints.check(model, symbolizer, event) {
+                    hit = Some((bp.id, bp.is_catch()));
+                    return true;
+                }
+                steps.is_some_and(|n| seen.len() >= n)
+            });
         self.running += started.elapsed();
         self.stopped_at = None;
         let mut reports = Vec::new();
@@ -274,7 +317,13 @@ impl Session {
         };
         match halt {
             Halt::Event(seq) => {
-                stop.stop = "step";
+                stop.stop = match hit {
+                    Some((id, catch)) => {
+                        stop.breakpoint = Some(id);
+                        if catch { "catch" } else { "breakpoint" }
+                    }
+                    None => "step",
+                };
                 self.stopped_at = Some(seq);
                 stop.event = self
                     .tracer
@@ -401,7 +450,21 @@ impl Session {
         }
     }
 
-    fn stats(&self, pid: Pid) -> StatsReport {
+    /// How many bad closes `stats` shows with their stacks.
+    const BAD_CLOSES_SHOWN: usize = 10;
+
+    fn stats(&mut self, pid: Pid) -> StatsReport {
+        let bad: Vec<Event> = self
+            .tracer
+            .model
+            .events()
+            .iter()
+            .rev()
+            .filter(|e| e.pid == pid && e.bad_close.is_some())
+            .take(Self::BAD_CLOSES_SHOWN)
+            .cloned()
+            .collect();
+        let bad_close_events = bad.iter().rev().map(|e| self.event_report(e)).collect();
         let model = &self.tracer.model;
         let counters = model
             .process(pid)
@@ -424,6 +487,7 @@ impl Session {
             adopted: counters.adopted,
             dropped: counters.dropped,
             total_events,
+            bad_close_events,
             events_per_sec: if secs > 0.0 {
                 total_events as f64 / secs
             } else {

@@ -7,12 +7,14 @@
 //! All three signals and SIGCHLD are blocked in every thread: SIGCHLD is
 //! read by the tracer from a signalfd, the others by the signal thread.
 
+pub mod breakpoints;
 pub mod command;
 pub mod handlers;
+pub mod prompt;
 pub mod render;
 pub mod report;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -265,23 +267,18 @@ impl FrontEnd {
         self.run(command, json)
     }
 
-    /// Read commands from stdin until quit or EOF.
+    /// Read commands at the prompt until quit or EOF.
     fn prompt(&mut self) -> i32 {
-        let stdin = std::io::stdin();
+        let mut prompt = prompt::Prompt::new();
         let mut last_resume: Option<String> = None;
         loop {
-            print!("(fdbg) ");
-            let _ = std::io::stdout().flush();
-            let mut line = String::new();
-            match stdin.lock().read_line(&mut line) {
-                Ok(0) | Err(_) => {
-                    println!();
-                    return self.send(Command::Quit).unwrap_or(0);
-                }
-                Ok(_) => {}
-            }
+            let Some(line) = prompt.read() else {
+                println!();
+                return self.send(Command::Quit).unwrap_or(0);
+            };
             let mut line = line.trim().to_string();
             if line.is_empty() {
+                // An empty line repeats step/continue.
                 match &last_resume {
                     Some(previous) => line = previous.clone(),
                     None => continue,

@@ -48,6 +48,7 @@ pub fn text(report: &Report) -> String {
         Report::History(history) => history_text(history),
         Report::Threads(threads) => threads_text(threads),
         Report::Backtrace(bt) => frames_text(&bt.event.frames, bt.event.stack_truncated.as_deref()),
+        Report::Breakpoints(b) => breakpoints_text(b),
         Report::Message(m) => escape(&m.message).into_owned(),
     }
 }
@@ -110,12 +111,8 @@ fn frames_text(frames: &[Frame], truncated: Option<&str>) -> String {
 /// `#1234 tid 26802 socket(AF_INET, SOCK_DGRAM, 0) = 31873   open fds: 31874`
 fn event_line(event: &EventReport) -> String {
     let result = if event.result < 0 {
-        let errno = -event.result as i32;
-        format!(
-            "-1 {} ({})",
-            errno_name(errno),
-            std::io::Error::from_raw_os_error(errno)
-        )
+        let errno = nix::errno::Errno::from_raw(-event.result as i32);
+        format!("-1 {errno:?} ({})", errno.desc())
     } else {
         event.result.to_string()
     };
@@ -304,6 +301,9 @@ fn stats_text(s: &StatsReport) -> String {
         let _ = writeln!(out, "created by kind: {}", kinds.join(", "));
     }
     let _ = writeln!(out, "bad closes: {}", s.bad_closes);
+    for event in &s.bad_close_events {
+        let _ = writeln!(out, "{}", event_text(event));
+    }
     let _ = writeln!(
         out,
         "ptrace stops: {} ({:.2} per event), syscalls seen: {}, events/s while running: {:.0}",
@@ -348,30 +348,31 @@ fn threads_text(t: &ThreadsReport) -> String {
     out.trim_end().to_string()
 }
 
-/// The symbolic name of an errno value, for event lines.
-fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EEXIST => "EEXIST",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENOSYS => "ENOSYS",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::EIO => "EIO",
-        _ => return format!("E{errno}"),
-    };
-    name.to_string()
+fn breakpoints_text(report: &BreakpointsReport) -> String {
+    if report.breakpoints.is_empty() {
+        return "No breakpoints or catchpoints.".into();
+    }
+    let mut out = format!(
+        "{:<4} {:<11} {:<4} {:<5} WHAT\n",
+        "NUM", "TYPE", "ENB", "HITS"
+    );
+    for bp in &report.breakpoints {
+        let kind = if bp.is_catch() {
+            "catchpoint"
+        } else {
+            "breakpoint"
+        };
+        let _ = writeln!(
+            out,
+            "{:<4} {:<11} {:<4} {:<5} {}",
+            bp.id,
+            kind,
+            if bp.enabled { "y" } else { "n" },
+            bp.hits,
+            escape(&bp.describe())
+        );
+    }
+    out.trim_end().to_string()
 }
 
 #[cfg(test)]

@@ -115,6 +115,8 @@ pub struct StatsReport {
     /// Fds in the model that /proc did not have, dropped.
     pub dropped: u64,
     pub total_events: u64,
+    /// The latest bad closes (EBADF), with their stacks.
+    pub bad_close_events: Vec<EventReport>,
     pub events_per_sec: f64,
     pub stops_per_event: f64,
 }
@@ -146,6 +148,11 @@ pub struct BacktraceReport {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct BreakpointsReport {
+    pub breakpoints: Vec<crate::repl::breakpoints::Breakpoint>,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct MessageReport {
     pub message: String,
 }
@@ -164,6 +171,7 @@ pub enum Report {
     History(HistoryReport),
     Threads(ThreadsReport),
     Backtrace(BacktraceReport),
+    Breakpoints(BreakpointsReport),
     Message(MessageReport),
 }
 

@@ -1,0 +1,235 @@
+//! Breakpoints and catchpoints: which recorded events stop the process.
+//!
+//! Checked on the tracer's thread after every fd event while the process
+//! runs. Conditions on fd numbers, counts and kinds look at the event only;
+//! `break site` needs the event's frames, so it symbolizes the stack — once
+//! per distinct stack, the answer cached by stack id.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::fdtable::{Event, FdKind, Model};
+use crate::stacks::StackId;
+use crate::symbolize::{Frame, Symbolizer};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Condition {
+    /// fd number N is created or closed.
+    Fd { fd: i32 },
+    /// The open-fd count becomes greater than N.
+    Count { count: u32 },
+    /// An fd is created by a stack with a frame matching the pattern: a
+    /// function-name substring, or FILE:LINE.
+    Site { pattern: String },
+    /// Every event of these kinds or syscall names.
+    Catch { what: Vec<String> },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Breakpoint {
+    pub id: u32,
+    pub condition: Condition,
+    pub enabled: bool,
+    pub hits: u64,
+}
+
+impl Breakpoint {
+    pub fn is_catch(&self) -> bool {
+        matches!(self.condition, Condition::Catch { .. })
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.condition {
+            Condition::Fd { fd } => format!("break fd {fd}"),
+            Condition::Count { count } => format!("break count {count}"),
+            Condition::Site { pattern } => format!("break site {pattern}"),
+            Condition::Catch { what } => format!("catch {}", what.join(" ")),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Breakpoints {
+    list: Vec<Breakpoint>,
+    next_id: u32,
+    /// (breakpoint id, stack) → does the site pattern match.
+    site_matches: HashMap<(u32, StackId), bool>,
+}
+
+/// Check a `catch` word: a kind or a syscall name.
+pub fn valid_catch(word: &str) -> bool {
+    FdKind::parse(word).is_some()
+        || crate::syscalls::traced_syscalls()
+            .iter()
+            .any(|&nr| crate::syscalls::syscall_name(nr) == Some(word))
+        || word == "execve"
+}
+
+impl Breakpoints {
+    pub fn add(&mut self, condition: Condition) -> &Breakpoint {
+        self.next_id += 1;
+        self.list.push(Breakpoint {
+            id: self.next_id,
+            condition,
+            enabled: true,
+            hits: 0,
+        });
+        self.list.last().expect("just pushed")
+    }
+
+    pub fn list(&self) -> &[Breakpoint] {
+        &self.list
+    }
+
+    /// Delete one, or all with `None`. Errors name the missing id.
+    pub fn delete(&mut self, id: Option<u32>) -> Result<usize, String> {
+        match id {
+            None => {
+                let n = self.list.len();
+                self.list.clear();
+                Ok(n)
+            }
+            Some(id) => {
+                let before = self.list.len();
+                self.list.retain(|b| b.id != id);
+                if self.list.len() == before {
+                    return Err(format!("no breakpoint {id}; see 'info breakpoints'"));
+                }
+                Ok(1)
+            }
+        }
+    }
+
+    pub fn set_enabled(&mut self, id: u32, enabled: bool) -> Result<(), String> {
+        let bp = self
+            .list
+            .iter_mut()
+            .find(|b| b.id == id)
+            .ok_or_else(|| format!("no breakpoint {id}; see 'info breakpoints'"))?;
+        bp.enabled = enabled;
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.iter().all(|b| !b.enabled)
+    }
+
+    /// The first enabled breakpoint this event hits; its hit count goes up.
+    pub fn check(
+        &mut self,
+        model: &Model,
+        symbolizer: &mut Symbolizer,
+        event: &Event,
+    ) -> Option<&Breakpoint> {
+        let mut hit = None;
+        for i in 0..self.list.len() {
+            let bp = &self.list[i];
+            if !bp.enabled {
+                continue;
+            }
+            let matched = match &bp.condition {
+                Condition::Fd { fd } => event.touches(*fd),
+                Condition::Count { count } => {
+                    let before = event.open_fds as i64 + event.closed.len() as i64
+                        - event.created.len() as i64;
+                    before <= *count as i64 && event.open_fds > *count
+                }
+                Condition::Catch { what } => what.iter().any(|w| {
+                    w == event.syscall || (!event.created.is_empty() && w == event.kind.as_str())
+                }),
+                Condition::Site { pattern } => match event.stack {
+                    Some(stack) if !event.created.is_empty() => {
+                        let key = (bp.id, stack);
+                        match self.site_matches.get(&key) {
+                            Some(&m) => m,
+                            None => {
+                                let frames = symbolizer.frames(event.pid, model.stacks.get(stack));
+                                let m = frames.iter().any(|f| site_matches(pattern, f));
+                                self.site_matches.insert(key, m);
+                                m
+                            }
+                        }
+                    }
+                    _ => false,
+                },
+            };
+            if matched {
+                hit = Some(i);
+                break;
+            }
+        }
+        let i = hit?;
+        self.list[i].hits += 1;
+        Some(&self.list[i])
+    }
+}
+
+/// `FILE:LINE` (the file's path ends with FILE) or a function-name substring.
+pub fn site_matches(pattern: &str, frame: &Frame) -> bool {
+    if let Some((file, line)) = pattern.rsplit_once(':') {
+        if let Ok(line) = line.parse::<u32>() {
+            return frame.line == Some(line)
+                && frame
+                    .file
+                    .as_deref()
+                    .is_some_and(|f| f == file || f.ends_with(&format!("/{file}")));
+        }
+    }
+    frame
+        .function
+        .as_deref()
+        .is_some_and(|f| f.contains(pattern))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: &str, line: u32) -> Frame {
+        Frame {
+            address: "0x1".into(),
+            module: None,
+            function: Some(function.into()),
+            file: Some(file.into()),
+            line: Some(line),
+            inlined: false,
+            offset: None,
+        }
+    }
+
+    #[test]
+    fn site_patterns_match_function_substrings_and_file_lines() {
+        let f = frame("statsd_init", "/src/app/statsd.c", 86);
+        assert!(site_matches("statsd_init", &f));
+        assert!(site_matches("statsd", &f));
+        assert!(site_matches("statsd.c:86", &f));
+        assert!(site_matches("app/statsd.c:86", &f));
+        assert!(!site_matches("statsd.c:87", &f));
+        assert!(!site_matches("tsd.c:86", &f));
+        assert!(!site_matches("on_login", &f));
+    }
+
+    #[test]
+    fn ids_grow_and_delete_names_missing_ones() {
+        let mut bps = Breakpoints::default();
+        assert_eq!(bps.add(Condition::Fd { fd: 3 }).id, 1);
+        assert_eq!(bps.add(Condition::Count { count: 10 }).id, 2);
+        assert!(bps.delete(Some(7)).unwrap_err().contains("no breakpoint 7"));
+        assert_eq!(bps.delete(Some(1)), Ok(1));
+        assert_eq!(
+            bps.add(Condition::Catch {
+                what: vec!["socket".into()]
+            })
+            .id,
+            3
+        );
+        assert!(
+            valid_catch("socket")
+                && valid_catch("close")
+                && valid_catch("pipe2")
+                && !valid_catch("sock")
+        );
+    }
+}
