@@ -37,7 +37,9 @@
 #ifndef EXPECT_H
 #define EXPECT_H
 
+#ifndef _GNU_SOURCE /* g++ defines it */
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

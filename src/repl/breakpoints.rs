@@ -194,8 +194,7 @@ mod tests {
             function: Some(function.into()),
             file: Some(file.into()),
             line: Some(line),
-            inlined: false,
-            offset: None,
+            ..Frame::default()
         }
     }
 

@@ -64,6 +64,9 @@ pub fn frame_text(frame: &Frame) -> String {
     match (&frame.function, &frame.file) {
         (Some(function), file) => {
             out.push_str(&escape(function));
+            if let Some(offset) = frame.function_offset.filter(|&o| o != 0) {
+                let _ = write!(out, "+{offset:#x}");
+            }
             if frame.inlined {
                 out.push_str(" [inlined]");
             }
@@ -93,6 +96,10 @@ fn frames_text(frames: &[Frame], truncated: Option<&str>) -> String {
         out.push_str("    (no stack recorded)\n");
     }
     for (i, frame) in frames.iter().enumerate() {
+        // The library call's own frames come after the user's (SPEC §3).
+        if frame.wrapper && (i == 0 || !frames[i - 1].wrapper) {
+            out.push_str("    -- inside the library call, innermost first:\n");
+        }
         let _ = writeln!(out, "    #{i} {}", frame_text(frame));
     }
     if let Some(why) = truncated {
@@ -386,19 +393,43 @@ mod tests {
             function: None,
             file: None,
             line: None,
-            inlined: false,
             offset: Some(0x1234),
+            ..Frame::default()
         };
         assert_eq!(frame_text(&frame), "libc.so.6+0x1234");
         let named = Frame {
             function: Some("statsd_init".into()),
             file: Some("src/statsd.c".into()),
             line: Some(86),
-            ..frame
+            ..frame.clone()
         };
         assert_eq!(
             frame_text(&named),
             "statsd_init at src/statsd.c:86  (libc.so.6)"
+        );
+        let from_symbols = Frame {
+            function: Some("open64".into()),
+            function_offset: Some(0x1b),
+            ..frame.clone()
+        };
+        assert_eq!(frame_text(&from_symbols), "open64+0x1b  (libc.so.6)");
+    }
+
+    #[test]
+    fn library_call_frames_come_after_a_marker() {
+        let user = Frame {
+            function: Some("open_config".into()),
+            ..Frame::default()
+        };
+        let libc = Frame {
+            function: Some("open64".into()),
+            wrapper: true,
+            ..Frame::default()
+        };
+        let text = frames_text(&[user, libc], None);
+        assert_eq!(
+            text,
+            "    #0 open_config\n    -- inside the library call, innermost first:\n    #1 open64"
         );
     }
 }

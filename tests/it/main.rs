@@ -5,5 +5,6 @@ mod harness;
 mod memcached;
 mod repl;
 mod run_reports;
+mod symbols;
 mod testprogs;
 mod testprogs_smoke;

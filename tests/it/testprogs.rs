@@ -23,6 +23,23 @@ struct Program {
     name: &'static str,
     sources: &'static [&'static str],
     flags: &'static [&'static str],
+    build: Build,
+}
+
+/// How a program is built (all into the same directory, in list order).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// gcc, `COMMON_FLAGS` and the program's flags.
+    C,
+    /// As `C`, then stripped of its symbol table and debug info.
+    StrippedC,
+    /// g++ with the program's flags.
+    Cxx,
+    /// g++ linked with the shared library `lib<NAME>.so` built before it,
+    /// found at run time through an `$ORIGIN` rpath.
+    CxxWith(&'static str),
+    /// rustc -g: a single-file Rust program.
+    Rust,
 }
 
 const COMMON_FLAGS: &[&str] = &["-Wall", "-Werror", "-pthread"];
@@ -34,56 +51,98 @@ const PROGRAMS: &[Program] = &[
         name: "leak3",
         sources: &["leak3.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "login_server",
         sources: LOGIN_SERVER,
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "login_server_o2",
         sources: LOGIN_SERVER,
         flags: &["-g", "-O2", "-fomit-frame-pointer"],
+        build: Build::C,
     },
     Program {
         name: "login_client",
         sources: &["login_client.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "fd_zoo",
         sources: &["fd_zoo.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "threads",
         sources: &["threads.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "forks",
         sources: &["forks.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "nonfd_loop",
         sources: &["nonfd_loop.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "bench",
         sources: &["bench.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "closewait_server",
         sources: &["closewait_server.c"],
         flags: DEBUG,
+        build: Build::C,
     },
     Program {
         name: "closewait_client",
         sources: &["closewait_client.c"],
         flags: DEBUG,
+        build: Build::C,
+    },
+    // Symbolization (tests/it/symbols.rs).
+    Program {
+        name: "libsymlib.so",
+        sources: &["symlib.cpp"],
+        flags: &["-g", "-O2", "-fomit-frame-pointer", "-fPIC", "-shared"],
+        build: Build::Cxx,
+    },
+    Program {
+        name: "sym_cxx",
+        sources: &["sym_cxx.cpp"],
+        flags: &["-g", "-O2", "-fomit-frame-pointer"],
+        build: Build::CxxWith("symlib"),
+    },
+    Program {
+        name: "sym_c",
+        sources: &["sym_c.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
+        name: "sym_c_stripped",
+        sources: &["sym_c.c"],
+        flags: DEBUG,
+        build: Build::StrippedC,
+    },
+    Program {
+        name: "sym_rust",
+        sources: &["sym_rust.rs"],
+        flags: &["-g"],
+        build: Build::Rust,
     },
 ];
 
@@ -142,15 +201,33 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// running the previous binary is never disturbed.
 fn build(program: &Program, output: &Path) -> Result<(), String> {
     let temporary = output.with_extension(format!("tmp{}", std::process::id()));
-    let mut gcc = Command::new("gcc");
-    gcc.args(COMMON_FLAGS)
-        .args(program.flags)
+    let compiler = match program.build {
+        Build::C | Build::StrippedC => "gcc",
+        Build::Cxx | Build::CxxWith(_) => "g++",
+        Build::Rust => "rustc",
+    };
+    let mut gcc = Command::new(compiler);
+    match program.build {
+        Build::C | Build::StrippedC => gcc.args(COMMON_FLAGS),
+        Build::Cxx | Build::CxxWith(_) => gcc.args(["-Wall", "-Werror"]),
+        Build::Rust => &mut gcc,
+    };
+    gcc.args(program.flags)
         .arg("-o")
         .arg(&temporary)
         .args(program.sources.iter().map(|s| source_dir().join(s)));
+    if let Build::CxxWith(library) = program.build {
+        let dir = output.parent().expect("output in a directory");
+        gcc.arg("-L")
+            .arg(dir)
+            .arg(format!("-l{library}"))
+            .arg("-Wl,-rpath,$ORIGIN");
+    }
     let result = match gcc.output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("testprogs need a C compiler: apt-get install gcc".into());
+            return Err(format!(
+                "testprogs need {compiler}: apt-get install gcc g++ (rustc: rustup)"
+            ));
         }
         Err(e) => return Err(format!("running gcc: {e}")),
         Ok(result) => result,
@@ -162,6 +239,15 @@ fn build(program: &Program, output: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&result.stdout),
             String::from_utf8_lossy(&result.stderr)
         ));
+    }
+    if program.build == Build::StrippedC {
+        let strip = Command::new("strip").arg(&temporary).output();
+        if !strip.is_ok_and(|s| s.status.success()) {
+            return Err(format!(
+                "strip {} failed (apt-get install binutils)",
+                program.name
+            ));
+        }
     }
     fs::rename(&temporary, output).map_err(|e| format!("installing {}: {e}", output.display()))
 }
@@ -404,6 +490,22 @@ impl OutputStream {
                 }
                 Err(error) => panic!(
                     "no `EXPECT {what}` line ({error:?}); output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every line up to EOF (the program exited), at most [`TIMEOUT`].
+    pub fn rest(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.seen.clone(),
+                Err(error) => panic!(
+                    "no EOF ({error:?}); output so far:\n{}",
                     self.seen.join("\n")
                 ),
             }

@@ -1,0 +1,321 @@
+//! Turning a stack's raw addresses into frames that name function, file,
+//! line and module (SPEC §3, §5).
+//!
+//! Lazy and cached: nothing is read until `frames` is called (something is
+//! shown or a `break site` must match). Each object file is parsed once,
+//! keyed by (dev, inode) and shared by build-id; each (object, address) is
+//! looked up once. Addresses are placed in the object mapped at them, from
+//! `/proc/PID/maps`, and objects are opened through `/proc/PID/map_files`
+//! (deleted files, containers) or `/proc/PID/root/PATH`. At a process's exit
+//! (`remember`) its mappings are kept and every object not parsed yet is
+//! opened, so its stacks still symbolize once `/proc/PID` is gone.
+//!
+//! Names come from, in order: the object's DWARF or a separate debug file's
+//! (`/usr/lib/debug/.build-id/`, `.gnu_debuglink`), then `.symtab`/`.dynsym`
+//! (function + offset), then nothing (`module+0xoffset`). No debuginfod.
+//!
+//! frames[0] is the user's code: the leading frames inside the C runtime
+//! (libc's syscall wrapper and whatever libc, ld.so, libstdc++ or Rust's
+//! std ran before the syscall) are moved after the others, in their own
+//! order, flagged `wrapper: true`; the text shows them after a marker.
+//! Bad input — a corrupt ELF, truncated DWARF — gives fewer names, never a
+//! panic.
+
+mod object;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use self::object::{DebugSearch, Located, ObjectSymbols};
+use crate::fdtable::Pid;
+use crate::modules::{CodeMapping, ObjectKey, read_code_mappings};
+use crate::stacks::Stack;
+
+/// One frame of a shown stack (SPEC §3). One address gives one frame per
+/// inline level, innermost first; all but the last of them are `inlined`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// The code address in the process, hex (for return addresses, the
+    /// return address itself; it is looked up at `address - 1`).
+    pub address: String,
+    /// The object's path as the process maps it.
+    pub module: Option<String>,
+    /// Demangled (C++ and Rust).
+    pub function: Option<String>,
+    /// When the name came from the symbol table rather than DWARF: the
+    /// address's offset into that symbol (`open64+0x1b`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_offset: Option<u64>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub inlined: bool,
+    /// Inside the library call that made the syscall (libc's wrapper and
+    /// what it called): moved after the user's frames, so that frames[0]
+    /// is the user's code. In stack order among themselves.
+    pub wrapper: bool,
+    /// Offset into the module's file, for `module+0xoffset`.
+    #[serde(skip)]
+    pub offset: Option<u64>,
+}
+
+/// A parsed object, or the fact that it could not be read or parsed.
+type Parsed = Option<Rc<ObjectSymbols>>;
+
+#[derive(Default)]
+pub struct Symbolizer {
+    maps: HashMap<Pid, Vec<CodeMapping>>,
+    /// Objects opened at a process's exit and not parsed yet.
+    kept_open: HashMap<ObjectKey, (File, String)>,
+    objects: HashMap<ObjectKey, Parsed>,
+    by_build_id: HashMap<Vec<u8>, Rc<ObjectSymbols>>,
+    /// (object, SVMA looked up) → what is there. Objects are told apart by
+    /// their `Arc` address, stable while `objects` holds them.
+    lookups: HashMap<(usize, u64), Arc<[Located]>>,
+    objects_parsed: usize,
+    addresses_looked_up: usize,
+}
+
+impl Symbolizer {
+    pub fn new() -> Symbolizer {
+        Symbolizer::default()
+    }
+
+    /// Objects parsed so far (each once, whatever the number of processes
+    /// or stacks using it).
+    pub fn objects_parsed(&self) -> usize {
+        self.objects_parsed
+    }
+
+    /// Distinct (object, address) pairs looked up so far.
+    pub fn addresses_looked_up(&self) -> usize {
+        self.addresses_looked_up
+    }
+
+    /// Called at `pid`'s exit, while /proc/PID still exists: keeps its
+    /// mappings and opens every object not parsed yet, so its stacks can be
+    /// symbolized after it is gone. Opening is cheap; parsing stays lazy.
+    pub fn remember(&mut self, pid: Pid) {
+        let maps = read_code_mappings(pid);
+        if maps.is_empty() {
+            return;
+        }
+        for mapping in &maps {
+            if self.objects.contains_key(&mapping.key) || self.kept_open.contains_key(&mapping.key)
+            {
+                continue;
+            }
+            if let Some(file) = open_object(pid, mapping) {
+                self.kept_open
+                    .insert(mapping.key.clone(), (file, mapping.path.clone()));
+            }
+        }
+        self.maps.insert(pid, maps);
+    }
+
+    /// Forget mappings after an exec: the process has a new address space.
+    pub fn forget(&mut self, pid: Pid) {
+        self.maps.remove(&pid);
+    }
+
+    fn mapping(&mut self, pid: Pid, address: u64) -> Option<CodeMapping> {
+        let covered = |maps: &Vec<CodeMapping>| maps.iter().any(|m| m.avma.contains(&address));
+        if !self.maps.get(&pid).is_some_and(covered) {
+            let maps = read_code_mappings(pid);
+            if !maps.is_empty() {
+                self.maps.insert(pid, maps);
+            }
+        }
+        self.maps
+            .get(&pid)?
+            .iter()
+            .find(|m| m.avma.contains(&address))
+            .cloned()
+    }
+
+    /// The parsed object behind `mapping`, parsing it on first use.
+    fn object(&mut self, pid: Pid, mapping: &CodeMapping) -> Parsed {
+        if let Some(parsed) = self.objects.get(&mapping.key) {
+            return parsed.clone();
+        }
+        let parsed = self.parse_object(pid, mapping);
+        self.objects.insert(mapping.key.clone(), parsed.clone());
+        parsed
+    }
+
+    fn parse_object(&mut self, pid: Pid, mapping: &CodeMapping) -> Parsed {
+        if mapping.key == ObjectKey::Vdso {
+            // Not a file; syscalls that make fds do not go through it.
+            return None;
+        }
+        let (file, path) = match self.kept_open.remove(&mapping.key) {
+            Some(kept) => kept,
+            None => (open_object(pid, mapping)?, mapping.path.clone()),
+        };
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let search = DebugSearch {
+            object_path: &path,
+            root: root.exists().then_some(root),
+            debug_dir: PathBuf::from(object::DEBUG_DIR),
+        };
+        // A copy of an object already parsed (another inode, same build):
+        // share it.
+        if let Some(same) = object::build_id(&file).and_then(|id| self.by_build_id.get(&id)) {
+            return Some(same.clone());
+        }
+        let parsed = ObjectSymbols::load(file, &search)?;
+        self.objects_parsed += 1;
+        let parsed = Rc::new(parsed);
+        if let Some(id) = &parsed.build_id {
+            self.by_build_id.insert(id.clone(), parsed.clone());
+        }
+        Some(parsed)
+    }
+
+    /// What is at `probe` (an AVMA to look up) in `mapping`'s object.
+    fn locate(&mut self, pid: Pid, mapping: &CodeMapping, probe: u64) -> Arc<[Located]> {
+        let Some(object) = self.object(pid, mapping) else {
+            return Arc::from([]);
+        };
+        let file_offset = probe - mapping.avma.start + mapping.file_offset;
+        let Some(svma) = object.svma(file_offset) else {
+            return Arc::from([]);
+        };
+        let key = (Rc::as_ptr(&object) as usize, svma);
+        if let Some(found) = self.lookups.get(&key) {
+            return found.clone();
+        }
+        self.addresses_looked_up += 1;
+        let found: Arc<[Located]> = object.lookup(svma).into();
+        self.lookups.insert(key, found.clone());
+        found
+    }
+
+    /// The frames of `stack`: the user's code first (see the module doc).
+    pub fn frames(&mut self, pid: Pid, stack: &Stack) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(stack.addresses.len());
+        for (depth, &address) in stack.addresses.iter().enumerate() {
+            // A return address points after the call: look up the call.
+            let probe = if depth == 0 {
+                address
+            } else {
+                address.saturating_sub(1)
+            };
+            let mapping = self.mapping(pid, probe);
+            let base = Frame {
+                address: format!("{address:#x}"),
+                module: mapping.as_ref().map(|m| m.path.clone()),
+                offset: mapping
+                    .as_ref()
+                    .map(|m| address - m.avma.start + m.file_offset),
+                ..Frame::default()
+            };
+            let located = match &mapping {
+                Some(mapping) => self.locate(pid, mapping, probe),
+                None => Arc::from([]),
+            };
+            if located.is_empty() {
+                frames.push(base);
+                continue;
+            }
+            for level in located.iter() {
+                frames.push(Frame {
+                    function: level.function.clone(),
+                    function_offset: level.function_offset,
+                    file: level.file.clone(),
+                    line: level.line,
+                    inlined: level.inlined,
+                    ..base.clone()
+                });
+            }
+        }
+        user_code_first(frames)
+    }
+}
+
+/// Opens the object of `mapping`: `/proc/PID/map_files/START-END` (the
+/// mapped file itself), else `/proc/PID/root/PATH`, else `PATH` as fdbg
+/// sees it, the last two only if the file is still the mapped one (same
+/// device and inode).
+fn open_object(pid: Pid, mapping: &CodeMapping) -> Option<File> {
+    let ObjectKey::File { dev, inode } = &mapping.key else {
+        return None;
+    };
+    let map_file = format!(
+        "/proc/{pid}/map_files/{:x}-{:x}",
+        mapping.avma.start, mapping.avma.end
+    );
+    if let Ok(file) = File::open(map_file) {
+        return Some(file);
+    }
+    if mapping.deleted {
+        return None;
+    }
+    [
+        format!("/proc/{pid}/root{}", mapping.path),
+        mapping.path.clone(),
+    ]
+    .iter()
+    .filter_map(|path| File::open(path).ok())
+    .find(|file| {
+        file.metadata()
+            .is_ok_and(|meta| meta.ino() == *inode && dev_text(meta.dev()) == *dev)
+    })
+}
+
+/// A device number as `/proc/PID/maps` writes it: `fd:01`.
+fn dev_text(dev: u64) -> String {
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    format!("{major:02x}:{minor:02x}")
+}
+
+/// Whether a frame belongs to the language runtime that sits between the
+/// user's code and the kernel: glibc (libc, ld.so and friends), musl,
+/// libstdc++/libgcc, or Rust's standard library (its DWARF paths start
+/// with `/rustc/`).
+fn is_runtime(frame: &Frame) -> bool {
+    const LIBRARIES: &[&str] = &[
+        "libc.so",
+        "libc-",
+        "ld-linux",
+        "ld-musl",
+        "libpthread",
+        "librt.so",
+        "libdl.so",
+        "libm.so",
+        "libresolv",
+        "libstdc++",
+        "libgcc_s",
+    ];
+    let module = frame.module.as_deref().unwrap_or("");
+    let name = module.rsplit('/').next().unwrap_or(module);
+    LIBRARIES.iter().any(|l| name.starts_with(l))
+        || frame
+            .file
+            .as_deref()
+            .is_some_and(|f| f.starts_with("/rustc/"))
+}
+
+/// Moves the leading runtime frames after the rest, flagged `wrapper`, so
+/// that frames[0] is the user's code. A stack that is runtime all along
+/// (ld.so loading a library) is left as it is.
+pub fn user_code_first(mut frames: Vec<Frame>) -> Vec<Frame> {
+    let leading = frames.iter().take_while(|f| is_runtime(f)).count();
+    if leading == 0 || leading == frames.len() {
+        return frames;
+    }
+    let mut wrapper: Vec<Frame> = frames.drain(..leading).collect();
+    for frame in &mut wrapper {
+        frame.wrapper = true;
+    }
+    frames.extend(wrapper);
+    frames
+}
