@@ -1,4 +1,5 @@
 //! Integration tests: real processes (the C programs in `testprogs/`), real ptrace.
 
+mod sockets;
 mod testprogs;
 mod testprogs_smoke;

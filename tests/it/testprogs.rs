@@ -85,6 +85,11 @@ const PROGRAMS: &[Program] = &[
         sources: &["closewait_client.c"],
         flags: DEBUG,
     },
+    Program {
+        name: "socket_zoo",
+        sources: &["socket_zoo.c"],
+        flags: DEBUG,
+    },
 ];
 
 /// Path of the built test program `name`; builds all of them on first use.
