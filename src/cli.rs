@@ -41,6 +41,14 @@ pub enum Sub {
         #[arg(long, default_value_t = 5)]
         logins: u32,
     },
+    /// One-shot triage from /proc, no ptrace: fds by kind, sockets by state
+    Inspect {
+        /// The process id
+        pid: i32,
+        /// Print the report as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// The demo's login server (started by `fdbg demo`)
     #[command(name = "__demo-server", hide = true)]
     DemoServer,
@@ -89,6 +97,7 @@ pub struct Config {
 
 pub enum Parsed {
     Session(Config),
+    Inspect { pid: i32, json: bool },
     DemoServer,
 }
 
@@ -102,6 +111,7 @@ pub fn parse() -> anyhow::Result<Parsed> {
         Sub::Run { session, argv } => (Target::Run(argv), session),
         Sub::Demo { session, logins } => (Target::Demo { logins }, session),
         Sub::DemoServer => return Ok(Parsed::DemoServer),
+        Sub::Inspect { pid, json } => return Ok(Parsed::Inspect { pid, json }),
     };
     let mut commands = ordered_commands(sub_matches, &session)?;
     if let Some(n) = session.break_count {

@@ -12,12 +12,16 @@
 //! - `stacks`: interned stacks (pure)
 //! - `modules`: a process's mapped objects and their unwind sections
 //! - `unwind`: stack snapshot → return addresses, through DWARF CFI
+//! - `net`: socket inode → endpoint, in the process's network namespace
+//! - `inspect`: `fdbg inspect`, SCENARIO.md's triage from /proc, no ptrace
 
 pub mod arch;
 pub mod cli;
 pub mod demo;
 pub mod fdtable;
+pub mod inspect;
 pub mod modules;
+pub mod net;
 pub mod procfs;
 pub mod ptrace;
 pub mod repl;

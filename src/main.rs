@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let result = cli::parse().and_then(|parsed| match parsed {
         Parsed::Session(config) => fdbg::repl::run(config),
         Parsed::DemoServer => fdbg::demo::serve().map(|()| 0),
+        Parsed::Inspect { pid, json } => fdbg::inspect::run(pid, json),
     });
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -322,6 +322,7 @@ mod tests {
     }
 }
 
+pub mod pidfd;
 pub mod seccomp;
 pub mod spawn;
 

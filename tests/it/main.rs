@@ -5,6 +5,7 @@ mod harness;
 mod memcached;
 mod repl;
 mod run_reports;
+mod sockets;
 mod symbols;
 mod testprogs;
 mod testprogs_smoke;

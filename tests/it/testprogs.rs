@@ -144,6 +144,11 @@ const PROGRAMS: &[Program] = &[
         flags: &["-g"],
         build: Build::Rust,
     },
+    Program {
+        name: "socket_zoo",
+        sources: &["socket_zoo.c"],
+        flags: DEBUG,
+    },
 ];
 
 /// Path of the built test program `name`; builds all of them on first use.
