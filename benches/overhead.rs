@@ -3,7 +3,8 @@
 //! Runs `testprogs/bench.c` (per iteration: 8 syscalls that touch no fd
 //! table entry and one open+close, i.e. 2 fd events) untraced, under
 //! `fdbg run`, under `fdbg attach`, and under strace when it is installed,
-//! each RUNS times, and prints the median wall time, the slowdown against
+//! each RUNS times (the modes take turns, round after round), and prints the
+//! median wall time and the spread, the slowdown against
 //! untraced, and fdbg's ptrace stops per fd event and per other syscall
 //! (from its `stats` report; stops do not depend on the machine, seconds do).
 //!
@@ -11,7 +12,7 @@
 //! (same profile, so `target/release/fdbg`) and passes the path as
 //! `CARGO_BIN_EXE_fdbg`; `FDBG_BIN` overrides it.
 //!
-//! Knobs (environment): `FDBG_BENCH_ITER` (default 5000: a ptrace stop costs
+//! Knobs (environment): `FDBG_BENCH_ITER` (default 4000: a ptrace stop costs
 //! tens of microseconds on small VMs, and the slowest modes must fit the
 //! one-minute budget), `FDBG_BENCH_RUNS` (default 5).
 //!
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const DEFAULT_ITER: u64 = 5000;
+const DEFAULT_ITER: u64 = 4000;
 const DEFAULT_RUNS: usize = 5;
 /// How long fdbg may take to attach before the bench gives up.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,53 +42,72 @@ fn main() {
 
     println!("machine: {}", machine_line());
     println!(
-        "workload: bench {iter} ({} fd events, {} other syscalls); median of {runs} runs",
+        "workload: bench {iter} ({} fd events, {} other syscalls); median of {runs} runs, modes taking turns",
         2 * iter,
         8 * iter
     );
 
-    let mut rows = Vec::new();
-    let untraced = measure(runs, || run_plain(&mut Command::new(&bench), iter));
-    rows.push(Row::new("untraced", untraced));
-
-    let fdbg_run = measure(runs, || {
-        let mut cmd = Command::new(&fdbg);
-        cmd.args([
-            "run", "--batch", "--json", "-e", "continue", "-e", "stats", "--",
-        ])
-        .arg(&bench);
-        run_plain(&mut cmd, iter)
-    });
-    rows.push(Row::new("fdbg run", fdbg_run));
-
-    let fdbg_attach = measure(runs, || run_attached(&fdbg, &bench, iter));
-    rows.push(Row::new("fdbg attach", fdbg_attach));
-
+    // The modes take turns, round after round, so that a burst of other
+    // load on the machine lands on every mode alike rather than on one.
+    let mut modes: Vec<Mode> = vec![
+        Mode::new("untraced", || run_plain(&mut Command::new(&bench), iter)),
+        Mode::new("fdbg run", || {
+            let mut cmd = Command::new(&fdbg);
+            cmd.args([
+                "run", "--batch", "--json", "-e", "continue", "-e", "stats", "--",
+            ])
+            .arg(&bench);
+            run_plain(&mut cmd, iter)
+        }),
+        Mode::new("fdbg attach", || run_attached(&fdbg, &bench, iter)),
+    ];
     if strace_installed() {
-        let seccomp = measure(runs, || {
+        modes.push(Mode::new("strace -f --seccomp-bpf (fd syscalls)", || {
             let mut cmd = Command::new("strace");
             cmd.args(["-f", "--seccomp-bpf", "-e", "trace=open,openat,close"])
                 .args(["-o", "/dev/null"])
                 .arg(&bench);
             run_plain(&mut cmd, iter)
-        });
-        rows.push(Row::new("strace -f --seccomp-bpf (fd syscalls)", seccomp));
-        let plain = measure(runs, || {
+        }));
+        modes.push(Mode::new("strace -f (all syscalls)", || {
             let mut cmd = Command::new("strace");
             cmd.args(["-f", "-o", "/dev/null"]).arg(&bench);
             run_plain(&mut cmd, iter)
-        });
-        rows.push(Row::new("strace -f (all syscalls)", plain));
+        }));
     } else {
         println!("strace not installed: its rows are skipped");
     }
+    for _ in 0..runs {
+        for mode in &mut modes {
+            let sample = (mode.run)();
+            mode.samples.push(sample);
+        }
+    }
 
+    let mut rows: Vec<Row> = modes.into_iter().map(Row::from_mode).collect();
     let base = rows[0].seconds;
     for row in &mut rows {
-        row.ratio = Some(row.seconds / base);
+        row.ratio = row.seconds / base;
     }
     print_table(&rows);
     println!("bench time: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// One way of running bench, and its samples so far.
+struct Mode<'a> {
+    name: &'static str,
+    run: Box<dyn FnMut() -> Sample + 'a>,
+    samples: Vec<Sample>,
+}
+
+impl<'a> Mode<'a> {
+    fn new(name: &'static str, run: impl FnMut() -> Sample + 'a) -> Mode<'a> {
+        Mode {
+            name,
+            run: Box::new(run),
+            samples: Vec::new(),
+        }
+    }
 }
 
 /// One measured run: wall seconds, what bench said it did, fdbg's stats.
@@ -114,29 +134,33 @@ struct Stats {
 
 struct Row {
     mode: &'static str,
+    /// The median run's seconds, and the fastest and slowest run's.
     seconds: f64,
-    ratio: Option<f64>,
+    min: f64,
+    max: f64,
+    ratio: f64,
     counts: Counts,
     stats: Option<Stats>,
 }
 
 impl Row {
-    fn new(mode: &'static str, median: Sample) -> Row {
+    /// The median sample (by time) stands for the mode.
+    fn from_mode(mode: Mode) -> Row {
+        let mut samples = mode.samples;
+        samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let min = samples[0].seconds;
+        let max = samples[samples.len() - 1].seconds;
+        let median = samples.swap_remove(samples.len() / 2);
         Row {
-            mode,
+            mode: mode.name,
             seconds: median.seconds,
-            ratio: None,
+            min,
+            max,
+            ratio: 1.0,
             counts: median.counts,
             stats: median.stats,
         }
     }
-}
-
-/// Runs `once` `runs` times and returns the sample with the median time.
-fn measure(runs: usize, mut once: impl FnMut() -> Sample) -> Sample {
-    let mut samples: Vec<Sample> = (0..runs).map(|_| once()).collect();
-    samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    samples.swap_remove(runs / 2)
 }
 
 /// Runs `cmd ITER` from start to exit; stdout is parsed for the counts
@@ -295,20 +319,22 @@ fn parse_stats(out: &str) -> Option<Stats> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| {:<38} | {:>8} | {:>11} | {:>12} | {:>16} | {:>19} |",
+        "| {:<38} | {:>8} | {:>13} | {:>11} | {:>12} | {:>16} | {:>19} |",
         "mode",
         "median s",
+        "min–max s",
         "vs untraced",
         "ptrace stops",
         "stops / fd event",
         "stops / other sysc."
     );
     println!(
-        "|{:-<40}|{:->9}:|{:->12}:|{:->13}:|{:->17}:|{:->20}:|",
-        "", "", "", "", "", ""
+        "|{:-<40}|{:->9}:|{:->14}:|{:->12}:|{:->13}:|{:->17}:|{:->20}:|",
+        "", "", "", "", "", "", ""
     );
     for row in rows {
-        let ratio = row.ratio.map_or("-".into(), |r| format!("{r:.1}x"));
+        let ratio = format!("{:.1}x", row.ratio);
+        let spread = format!("{:.3}–{:.3}", row.min, row.max);
         let (stops, per_fd, per_other) = match &row.stats {
             Some(s) => {
                 // fdbg's event count includes the loader's and bench's own setup opens.
@@ -325,8 +351,8 @@ fn print_table(rows: &[Row]) {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {:<38} | {:>8.3} | {:>11} | {:>12} | {:>16} | {:>19} |",
-            row.mode, row.seconds, ratio, stops, per_fd, per_other
+            "| {:<38} | {:>8.3} | {:>13} | {:>11} | {:>12} | {:>16} | {:>19} |",
+            row.mode, row.seconds, spread, ratio, stops, per_fd, per_other
         );
     }
     for row in rows {
@@ -377,7 +403,9 @@ fn strace_installed() -> bool {
 }
 
 fn machine_line() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Usable CPUs honour the affinity mask (`taskset -c 0 cargo bench ...`).
+    let usable = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let model = File::open("/proc/cpuinfo")
         .ok()
@@ -396,7 +424,11 @@ fn machine_line() -> String {
                 })
         })
         .unwrap_or_else(|| "unknown cpu".into());
-    format!("nproc {cpus}, Linux {}, {model}", kernel.trim())
+    format!(
+        "CPUs online {}, usable by this run {usable}; Linux {}; {model}",
+        online.trim(),
+        kernel.trim()
+    )
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
