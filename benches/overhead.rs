@@ -1,0 +1,441 @@
+//! `cargo bench --bench overhead`: what tracing costs a syscall-heavy program.
+//!
+//! Runs `testprogs/bench.c` (per iteration: 8 syscalls that touch no fd
+//! table entry and one open+close, i.e. 2 fd events) untraced, under
+//! `fdbg run`, under `fdbg attach`, and under strace when it is installed,
+//! each RUNS times (the modes take turns, round after round), and prints the
+//! median wall time and the spread, the slowdown against
+//! untraced, and fdbg's ptrace stops per fd event and per other syscall
+//! (from its `stats` report; stops do not depend on the machine, seconds do).
+//!
+//! The fdbg binary: Cargo builds the package's binaries before its benches
+//! (same profile, so `target/release/fdbg`) and passes the path as
+//! `CARGO_BIN_EXE_fdbg`; `FDBG_BIN` overrides it.
+//!
+//! Knobs (environment): `FDBG_BENCH_ITER` (default 4000: a ptrace stop costs
+//! tens of microseconds on small VMs, and the slowest modes must fit the
+//! one-minute budget), `FDBG_BENCH_RUNS` (default 5).
+//!
+//! Every process started here is waited for; on a failure the bench panics
+//! after killing what it started.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEFAULT_ITER: u64 = 4000;
+const DEFAULT_RUNS: usize = 5;
+/// How long fdbg may take to attach before the bench gives up.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() {
+    // `cargo bench` passes `--bench`; the harness takes no other arguments.
+    let iter = env_number("FDBG_BENCH_ITER", DEFAULT_ITER);
+    let runs = env_number("FDBG_BENCH_RUNS", DEFAULT_RUNS as u64).max(1) as usize;
+    let fdbg = fdbg_binary();
+    let bench = build_bench_program();
+    let started = Instant::now();
+
+    println!("machine: {}", machine_line());
+    println!(
+        "workload: bench {iter} ({} fd events, {} other syscalls); median of {runs} runs, modes taking turns",
+        2 * iter,
+        8 * iter
+    );
+
+    // The modes take turns, round after round, so that a burst of other
+    // load on the machine lands on every mode alike rather than on one.
+    let mut modes: Vec<Mode> = vec![
+        Mode::new("untraced", || run_plain(&mut Command::new(&bench), iter)),
+        Mode::new("fdbg run", || {
+            let mut cmd = Command::new(&fdbg);
+            cmd.args([
+                "run", "--batch", "--json", "-e", "continue", "-e", "stats", "--",
+            ])
+            .arg(&bench);
+            run_plain(&mut cmd, iter)
+        }),
+        Mode::new("fdbg attach", || run_attached(&fdbg, &bench, iter)),
+    ];
+    if strace_installed() {
+        modes.push(Mode::new("strace -f --seccomp-bpf (fd syscalls)", || {
+            let mut cmd = Command::new("strace");
+            cmd.args(["-f", "--seccomp-bpf", "-e", "trace=open,openat,close"])
+                .args(["-o", "/dev/null"])
+                .arg(&bench);
+            run_plain(&mut cmd, iter)
+        }));
+        modes.push(Mode::new("strace -f (all syscalls)", || {
+            let mut cmd = Command::new("strace");
+            cmd.args(["-f", "-o", "/dev/null"]).arg(&bench);
+            run_plain(&mut cmd, iter)
+        }));
+    } else {
+        println!("strace not installed: its rows are skipped");
+    }
+    for _ in 0..runs {
+        for mode in &mut modes {
+            let sample = (mode.run)();
+            mode.samples.push(sample);
+        }
+    }
+
+    let mut rows: Vec<Row> = modes.into_iter().map(Row::from_mode).collect();
+    let base = rows[0].seconds;
+    for row in &mut rows {
+        row.ratio = row.seconds / base;
+    }
+    print_table(&rows);
+    println!("bench time: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// One way of running bench, and its samples so far.
+struct Mode<'a> {
+    name: &'static str,
+    run: Box<dyn FnMut() -> Sample + 'a>,
+    samples: Vec<Sample>,
+}
+
+impl<'a> Mode<'a> {
+    fn new(name: &'static str, run: impl FnMut() -> Sample + 'a) -> Mode<'a> {
+        Mode {
+            name,
+            run: Box::new(run),
+            samples: Vec::new(),
+        }
+    }
+}
+
+/// One measured run: wall seconds, what bench said it did, fdbg's stats.
+struct Sample {
+    seconds: f64,
+    counts: Counts,
+    stats: Option<Stats>,
+}
+
+/// From bench's `EXPECT done iter=N fd_events=2N other_syscalls=8N` line.
+#[derive(Clone, Copy)]
+struct Counts {
+    fd_events: u64,
+    other_syscalls: u64,
+}
+
+/// From fdbg's `stats` JSON document.
+#[derive(Clone)]
+struct Stats {
+    stops: u64,
+    syscalls_seen: u64,
+    total_events: u64,
+}
+
+struct Row {
+    mode: &'static str,
+    /// The median run's seconds, and the fastest and slowest run's.
+    seconds: f64,
+    min: f64,
+    max: f64,
+    ratio: f64,
+    counts: Counts,
+    stats: Option<Stats>,
+}
+
+impl Row {
+    /// The median sample (by time) stands for the mode.
+    fn from_mode(mode: Mode) -> Row {
+        let mut samples = mode.samples;
+        samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let min = samples[0].seconds;
+        let max = samples[samples.len() - 1].seconds;
+        let median = samples.swap_remove(samples.len() / 2);
+        Row {
+            mode: mode.name,
+            seconds: median.seconds,
+            min,
+            max,
+            ratio: 1.0,
+            counts: median.counts,
+            stats: median.stats,
+        }
+    }
+}
+
+/// Runs `cmd ITER` from start to exit; stdout is parsed for the counts
+/// (bench's line) and, when fdbg is the command, the stats document.
+fn run_plain(cmd: &mut Command, iter: u64) -> Sample {
+    cmd.arg(iter.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    let status = child.wait().expect("wait");
+    let seconds = start.elapsed().as_secs_f64();
+    assert!(status.success(), "{cmd:?} failed: {status}\n{out}");
+    Sample {
+        seconds,
+        counts: parse_counts(&out).unwrap_or_else(|| panic!("{cmd:?}: no done line\n{out}")),
+        stats: parse_stats(&out),
+    }
+}
+
+/// `bench --wait ITER`, attached by `fdbg attach` while blocked on stdin;
+/// timed from the line that releases it to its exit.
+fn run_attached(fdbg: &Path, bench: &Path, iter: u64) -> Sample {
+    let mut target = Command::new(bench)
+        .args(["--wait", &iter.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start bench --wait");
+    let mut target_out = BufReader::new(target.stdout.take().expect("piped stdout"));
+    let mut ready = String::new();
+    target_out.read_line(&mut ready).expect("read ready line");
+    assert!(ready.starts_with("EXPECT ready"), "bench said {ready:?}");
+    let pid = target.id();
+
+    let mut tracer = Command::new(fdbg)
+        .args(["attach", &pid.to_string(), "--batch", "--json"])
+        .args(["-e", "continue", "-e", "stats"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start fdbg attach");
+    // With --json there is no banner: fdbg is attached once the kernel names it the tracer.
+    if !wait_for_tracer(pid, tracer.id()) {
+        kill_and_reap(&mut target);
+        kill_and_reap(&mut tracer);
+        panic!("fdbg did not attach to {pid} within {ATTACH_TIMEOUT:?}");
+    }
+
+    let mut stdin = target.stdin.take().expect("piped stdin");
+    let start = Instant::now();
+    stdin.write_all(b"\n").expect("release bench");
+    let status = target.wait().expect("wait bench");
+    let seconds = start.elapsed().as_secs_f64();
+    drop(stdin);
+
+    let mut out = String::new();
+    target_out
+        .read_to_string(&mut out)
+        .expect("read bench stdout");
+    let mut report = String::new();
+    tracer
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut report)
+        .expect("read fdbg stdout");
+    let tracer_status = tracer.wait().expect("wait fdbg");
+    assert!(
+        status.success(),
+        "bench under attach failed: {status}\n{out}"
+    );
+    assert!(
+        tracer_status.success(),
+        "fdbg attach failed: {tracer_status}\n{report}"
+    );
+    Sample {
+        seconds,
+        counts: parse_counts(&out).unwrap_or_else(|| panic!("bench: no done line\n{out}")),
+        stats: parse_stats(&report),
+    }
+}
+
+/// Polls /proc/PID/status until its TracerPid is a thread of `tracer`: the
+/// kernel names the tracing thread (fdbg's tracer thread), not the process.
+/// (A bench may poll; fdbg itself may not.)
+fn wait_for_tracer(pid: u32, tracer: u32) -> bool {
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    while Instant::now() < deadline {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let traced_by = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map_or("0", str::trim);
+        if traced_by != "0" && Path::new(&format!("/proc/{tracer}/task/{traced_by}")).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn parse_counts(out: &str) -> Option<Counts> {
+    let line = out.lines().find(|l| l.starts_with("EXPECT done "))?;
+    let field = |key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    Some(Counts {
+        fd_events: field("fd_events")?,
+        other_syscalls: field("other_syscalls")?,
+    })
+}
+
+/// The `stats` document among fdbg's NDJSON lines (the program's own output
+/// shares stdout under `run`).
+fn parse_stats(out: &str) -> Option<Stats> {
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|doc| doc.get("stops").is_some())
+        .map(|doc| {
+            let number = |key: &str| doc.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let total_events = match doc.get("total_events").and_then(Value::as_u64) {
+                Some(n) => n,
+                None => doc
+                    .get("events")
+                    .and_then(Value::as_object)
+                    .map(|m| m.values().filter_map(Value::as_u64).sum())
+                    .unwrap_or(0),
+            };
+            Stats {
+                stops: number("stops"),
+                syscalls_seen: number("syscalls_seen"),
+                total_events,
+            }
+        })
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| {:<38} | {:>8} | {:>13} | {:>11} | {:>12} | {:>16} | {:>19} |",
+        "mode",
+        "median s",
+        "min–max s",
+        "vs untraced",
+        "ptrace stops",
+        "stops / fd event",
+        "stops / other sysc."
+    );
+    println!(
+        "|{:-<40}|{:->9}:|{:->14}:|{:->12}:|{:->13}:|{:->17}:|{:->20}:|",
+        "", "", "", "", "", "", ""
+    );
+    for row in rows {
+        let ratio = format!("{:.1}x", row.ratio);
+        let spread = format!("{:.3}–{:.3}", row.min, row.max);
+        let (stops, per_fd, per_other) = match &row.stats {
+            Some(s) => {
+                // fdbg's event count includes the loader's and bench's own setup opens.
+                let fd_events = s.total_events.max(1);
+                let per_fd = s.stops as f64 / fd_events as f64;
+                let other = (s.stops as f64 - 2.0 * fd_events as f64).max(0.0)
+                    / row.counts.other_syscalls.max(1) as f64;
+                (
+                    s.stops.to_string(),
+                    format!("{per_fd:.2}"),
+                    format!("{other:.2}"),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {:<38} | {:>8.3} | {:>13} | {:>11} | {:>12} | {:>16} | {:>19} |",
+            row.mode, row.seconds, spread, ratio, stops, per_fd, per_other
+        );
+    }
+    for row in rows {
+        if let Some(s) = &row.stats {
+            println!(
+                "{}: {} syscalls decoded, {} fd events (bench made {} in its loop)",
+                row.mode, s.syscalls_seen, s.total_events, row.counts.fd_events
+            );
+        }
+    }
+}
+
+/// The fdbg binary this bench measures.
+fn fdbg_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FDBG_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_fdbg"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release` or set FDBG_BIN",
+        path.display()
+    );
+    path
+}
+
+/// Compiles testprogs/bench.c with gcc -O2 into the target directory.
+fn build_bench_program() -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testprogs/bench.c");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-overhead");
+    let status = Command::new("gcc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run gcc (needed to build {}): {e}", source.display()));
+    assert!(status.success(), "gcc failed on {}", source.display());
+    out
+}
+
+fn strace_installed() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn machine_line() -> String {
+    // Usable CPUs honour the affinity mask (`taskset -c 0 cargo bench ...`).
+    let usable = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = File::open("/proc/cpuinfo")
+        .ok()
+        .and_then(|f| {
+            BufReader::new(f)
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|l| {
+                    Some(
+                        l.strip_prefix("model name")?
+                            .split_once(':')?
+                            .1
+                            .trim()
+                            .to_string(),
+                    )
+                })
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    format!(
+        "CPUs online {}, usable by this run {usable}; Linux {}; {model}",
+        online.trim(),
+        kernel.trim()
+    )
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
