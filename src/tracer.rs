@@ -645,8 +645,11 @@ impl Tracer {
             Ok(SyscallStop::Entry { nr, args }) => {
                 self.syscalls_seen += 1;
                 if syscalls::is_fd_syscall(nr) {
-                    if let Some(t) = self.threads.get_mut(&tid) {
-                        t.entry = Some(SyscallEntry { nr, args });
+                    let thread = self.threads.get_mut(&tid)?;
+                    thread.entry = Some(SyscallEntry { nr, args });
+                    if nr == libc::SYS_close as u64 {
+                        let pid = thread.pid;
+                        self.model.closing(pid, tid, args[0] as i32);
                     }
                 }
                 None

@@ -19,6 +19,11 @@ pub(super) struct ProcessState {
     /// Changes made by `reconcile`, in order: after event `seq`, fd was
     /// adopted (`Some`) or dropped (`None`).
     pub(super) reconciled: Vec<(Seq, i32, Option<Origin>)>,
+    /// Fds a thread is closing (its close() has entered but not returned),
+    /// by tid: already out of the table, because the kernel frees the
+    /// number at once and another thread may get it before this close
+    /// returns.
+    pub(super) closing: HashMap<Pid, OpenFd>,
 }
 
 impl ProcessState {
@@ -35,6 +40,7 @@ impl ProcessState {
             table,
             initial,
             reconciled: Vec::new(),
+            closing: HashMap::new(),
         }
     }
 }
@@ -121,6 +127,27 @@ impl Model {
     ///
     /// When `decoded.kind` is Other but the syscall created fds (dup of a
     /// socket), the event takes the kind of the first fd it created.
+    /// Thread `tid` entered close(fd): take fd out of the table now. The
+    /// kernel releases the number before close returns, so another thread
+    /// may be given it first; the close's own event (`record`) then closes
+    /// the fd this thread was closing, not the new one.
+    pub fn closing(&mut self, pid: Pid, tid: Pid, fd: i32) {
+        let Some(state) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        if state.info.end.is_some() {
+            return;
+        }
+        match state.table.remove(&fd) {
+            Some(open) => {
+                state.closing.insert(tid, open);
+            }
+            None => {
+                state.closing.remove(&tid);
+            }
+        }
+    }
+
     pub fn record(&mut self, pid: Pid, tid: Pid, decoded: &Decoded, stack: Option<StackId>) -> Seq {
         let seq = self.last_seq() + 1;
         let start_seq = self.last_seq();
@@ -128,6 +155,7 @@ impl Model {
             .processes
             .entry(pid)
             .or_insert_with(|| ProcessState::new(pid, start_seq, BTreeMap::new(), None));
+        let pending_close = state.closing.remove(&tid);
         let table = &mut state.table;
         let mut created = Vec::new();
         let mut closed = Vec::new();
@@ -178,15 +206,19 @@ impl Model {
                     created.push(to);
                 }
                 Effect::Close { fd } => {
-                    // Listed even when the model did not know the fd: the
-                    // process did close it.
-                    table.remove(&fd);
+                    // Taken out at entry (`closing`), or now. Listed even
+                    // when the model did not know the fd: the process did
+                    // close it.
+                    if pending_close.as_ref().is_none_or(|p| p.fd != fd) {
+                        table.remove(&fd);
+                    }
                     closed.push(fd);
                 }
                 Effect::BadClose { fd } => {
                     // The kernel says fd was not open: a model that thinks
                     // otherwise was wrong.
-                    if table.remove(&fd).is_some() {
+                    let taken = pending_close.as_ref().is_some_and(|p| p.fd == fd);
+                    if taken || table.remove(&fd).is_some() {
                         dropped += 1;
                     }
                     bad_close = Some(fd);

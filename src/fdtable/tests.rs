@@ -564,3 +564,29 @@ fn a_million_events_from_a_hundred_stacks_stay_small() {
     assert!(per_event <= 112, "Event grew to {per_event} bytes");
     assert!(estimate < 120 * 1024 * 1024, "{estimate} bytes");
 }
+
+/// Regression (threads closing and reopening fd numbers at once): thread A
+/// enters close(5); the kernel frees 5 and thread B's socket() gets it, and
+/// B's exit is seen before A's. A's close must close the fd A was closing,
+/// not B's new one.
+#[test]
+fn a_close_racing_a_reuse_of_its_number_closes_the_old_fd() {
+    let mut model = model_with_std();
+    let (pid, a, b) = (PID, PID, PID + 1);
+    model.record(pid, a, &openat(5), None);
+    model.closing(pid, a, 5);
+    let new = model.record(pid, b, &socket(5), None);
+    model.record(pid, a, &close(5), None);
+    let open = model.open_fd(pid, 5).expect("B's socket stays open");
+    assert_eq!(open.origin, Origin::Created(new));
+    assert_eq!(open.kind, FdKind::Socket);
+    assert_eq!(model.counters().dropped, 0);
+    assert_eq!(
+        model
+            .leaks(pid, 0, 1)
+            .iter()
+            .map(|s| s.count)
+            .sum::<usize>(),
+        1
+    );
+}

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use serial_test::serial;
 
-use crate::testprogs::{testprog, ChildGuard, OutputStream};
+use crate::harness::Interactive;
+use crate::testprogs::{ChildGuard, OutputStream, testprog};
 
 const FDBG: &str = env!("CARGO_BIN_EXE_fdbg");
 /// Bound for every expectation on the terminal: a hang fails, never blocks.
@@ -37,14 +38,25 @@ fn logins(port: u16, n: u32) -> String {
         .args([port.to_string(), n.to_string()])
         .output()
         .expect("run login_client");
-    assert!(out.status.success(), "login_client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "login_client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn assert_untraced_and_running(pid: i32) {
-    assert_eq!(status_field(pid, "TracerPid"), "0", "process {pid} is still traced");
+    assert_eq!(
+        status_field(pid, "TracerPid"),
+        "0",
+        "process {pid} is still traced"
+    );
     let state = status_field(pid, "State");
-    assert!(!state.starts_with('T') && !state.starts_with('t'), "process {pid} is stopped: {state}");
+    assert!(
+        !state.starts_with('T') && !state.starts_with('t'),
+        "process {pid} is stopped: {state}"
+    );
 }
 
 #[test]
@@ -53,23 +65,32 @@ fn a_person_at_a_terminal_continues_interrupts_looks_and_quits() {
     let (server, _output, port) = login_server();
     let pid = server.pid();
     let mut cmd = Command::new(FDBG);
-    cmd.args(["attach", &pid.to_string()]).env("HOME", std::env::temp_dir());
-    let mut p = rexpect::session::spawn_command(cmd, Some(PTY_TIMEOUT_MS)).expect("spawn fdbg on a pty");
+    cmd.args(["attach", &pid.to_string()])
+        .env("HOME", std::env::temp_dir())
+        .env("TERM", "xterm");
+    let mut p =
+        rexpect::session::spawn_command(cmd, Some(PTY_TIMEOUT_MS)).expect("spawn fdbg on a pty");
     p.exp_string("(fdbg) ").expect("the prompt appears");
     p.send_line("continue").unwrap();
     // The server runs under fdbg: a login completes.
     logins(port, 1);
     p.send_control('c').unwrap();
-    p.exp_string("Interrupted").expect("Ctrl-C stops the process");
+    p.exp_string("Interrupted")
+        .expect("Ctrl-C stops the process");
     p.exp_string("(fdbg) ").expect("and returns to the prompt");
     p.send_line("fds --kind socket").unwrap();
+    // (The echo of the typed line contains "socket" and the prompt; the
+    // table's header comes only with the answer.)
+    p.exp_string("CREATED").expect("fds answers with its table");
     p.exp_string("socket").expect("fds lists sockets");
     p.exp_string("(fdbg) ").unwrap();
     // Tab completes "brea" to "break".
     p.send("brea\t").unwrap();
+    p.flush().unwrap();
     p.exp_string("k").expect("Tab completes brea to break");
     p.send_line(" count 1000").unwrap();
-    p.exp_string("Breakpoint 1: break count 1000").expect("the completed command ran");
+    p.exp_string("Breakpoint 1: break count 1000")
+        .expect("the completed command ran");
     p.exp_string("(fdbg) ").unwrap();
     p.send_line("quit").unwrap();
     p.exp_eof().expect("fdbg exits on quit");
@@ -86,7 +107,10 @@ fn fdbg_json(args: &[&str]) -> (Vec<serde_json::Value>, String, i32) {
     let docs = stdout
         .lines()
         .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\nstderr: {stderr}")))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\nstderr: {stderr}"))
+        })
         .collect();
     (docs, stderr, out.status.code().unwrap_or(-1))
 }
@@ -108,18 +132,32 @@ fn break_count_stops_at_the_event_that_crosses_and_bt_repeats_its_stack() {
     let base = find(&docs, "fds")[0]["open_fds"].as_u64().unwrap();
     let n = base + 1; // leak3 opens one file first: the count becomes base+1, then base+2.
     let n_text = n.to_string();
-    let (docs, stderr, code) =
-        fdbg_json(&["run", "--batch", "--json", "-b", &n_text, "-e", "continue", "-e", "bt", "--", prog]);
+    let (docs, stderr, code) = fdbg_json(&[
+        "run", "--batch", "--json", "-b", &n_text, "-e", "continue", "-e", "bt", "--", prog,
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let stop = find(&docs, "stop")[0];
     assert_eq!(stop["stop"], "breakpoint", "{docs:?}");
     assert_eq!(stop["breakpoint"], 1);
     let event = &stop["event"];
-    assert_eq!(event["open_fds"].as_u64().unwrap(), n + 1, "stops exactly when the count becomes N+1");
-    assert!(!event["frames"].as_array().unwrap().is_empty(), "the creating stack is shown");
-    let bt = find(&docs, "event").into_iter().find(|d| d.get("stop").is_none()).expect("bt document");
+    assert_eq!(
+        event["open_fds"].as_u64().unwrap(),
+        n + 1,
+        "stops exactly when the count becomes N+1"
+    );
+    assert!(
+        !event["frames"].as_array().unwrap().is_empty(),
+        "the creating stack is shown"
+    );
+    let bt = find(&docs, "event")
+        .into_iter()
+        .find(|d| d.get("stop").is_none())
+        .expect("bt document");
     assert_eq!(bt["event"]["seq"], event["seq"]);
-    assert_eq!(bt["event"]["frames"], event["frames"], "bt prints the same stack again");
+    assert_eq!(
+        bt["event"]["frames"], event["frames"],
+        "bt prints the same stack again"
+    );
 }
 
 #[test]
@@ -127,42 +165,35 @@ fn break_count_stops_at_the_event_that_crosses_and_bt_repeats_its_stack() {
 fn mark_one_login_diff_shows_exactly_the_leak() {
     let (server, _output, port) = login_server();
     let pid = server.pid();
-    // fdbg reads its commands from stdin here, so the login can happen
-    // between `mark` and `diff` while the server runs (`continue` ends when
-    // the client's second round trip tells us the first login is done).
-    let mut fdbg = std::process::Command::new(FDBG)
-        .args(["attach", &pid.to_string(), "--json"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let fdbg_pid = fdbg.id() as i32;
-    let mut stdin = fdbg.stdin.take().unwrap();
-    use std::io::Write;
-    writeln!(stdin, "mark before").unwrap();
-    writeln!(stdin, "continue").unwrap();
-    stdin.flush().unwrap();
-    // Wait until fdbg really runs the server (it is traced and a login completes).
-    let client = logins(port, 1);
-    assert!(client.contains("EXPECT login k=1"));
-    // Interrupt as Ctrl-C would (fdbg is interactive here: SIGINT stops the process).
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(fdbg_pid), nix::sys::signal::Signal::SIGINT).unwrap();
-    writeln!(stdin, "diff before").unwrap();
-    writeln!(stdin, "quit").unwrap();
-    drop(stdin);
-    let out = fdbg.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let docs: Vec<serde_json::Value> =
-        stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
-    let diff = find(&docs, "still_open")[0];
+    // Interactive (commands on stdin) so that the login happens between
+    // `mark` and `diff` while the server runs.
+    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    fdbg.wait_attached();
+    fdbg.send("mark before");
+    fdbg.wait_prefix("mark before");
+    fdbg.send("continue");
+    // The client's line comes only after the server closed the connection.
+    assert!(logins(port, 1).contains("EXPECT login k=1"), "{fdbg}");
+    fdbg.signal(libc::SIGINT); // Ctrl-C: back to the prompt
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("diff before --json");
+    let diff: serde_json::Value = {
+        let line = fdbg.wait_line("the diff document", |l| l.contains("\"still_open\""));
+        serde_json::from_str(&line).unwrap()
+    };
+    fdbg.close_stdin();
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
     let sites = diff["still_open"].as_array().unwrap();
     assert_eq!(sites.len(), 1, "{diff}");
-    assert_eq!(sites[0]["count"], 1);
-    assert_eq!(sites[0]["syscall"], "socket");
-    // The accepted socket was opened and closed (and the leak check itself).
-    assert!(diff["opened_and_closed"].as_u64().unwrap() >= 1, "{diff}");
-    assert!(diff["closed_from_before"].as_array().unwrap().is_empty(), "{diff}");
+    assert_eq!(sites[0]["count"], 1, "{diff}");
+    assert_eq!(sites[0]["syscall"], "socket", "{diff}");
+    assert_eq!(sites[0]["frames"][0]["function"], "statsd_init", "{diff}");
+    // The accepted socket was opened and closed.
+    assert_eq!(diff["opened_and_closed"], 1, "{diff}");
+    assert!(
+        diff["closed_from_before"].as_array().unwrap().is_empty(),
+        "{diff}"
+    );
     assert_untraced_and_running(pid);
 }
 
@@ -170,13 +201,24 @@ fn mark_one_login_diff_shows_exactly_the_leak() {
 #[serial]
 fn step_prints_the_next_three_events_and_stops() {
     let prog = testprog("leak3");
-    let (docs, stderr, code) =
-        fdbg_json(&["run", "--batch", "--json", "-e", "step 3", "--", prog.to_str().unwrap()]);
+    let (docs, stderr, code) = fdbg_json(&[
+        "run",
+        "--batch",
+        "--json",
+        "-e",
+        "step 3",
+        "--",
+        prog.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let events: Vec<_> = docs.iter().filter(|d| d.get("seq").is_some()).collect();
     let stop = find(&docs, "stop")[0];
     assert_eq!(stop["stop"], "step");
-    assert_eq!(events.len(), 2, "two event lines, then the stop with the third: {docs:?}");
+    assert_eq!(
+        events.len(),
+        2,
+        "two event lines, then the stop with the third: {docs:?}"
+    );
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())
@@ -220,14 +262,28 @@ fn every_command_answers_json_in_batch_and_typos_name_the_closest_command() {
     let (docs, stderr, code) = fdbg_json(&args);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.is_empty(), "no command failed: {stderr}");
-    assert!(docs.len() >= commands.len(), "one document per command at least: {docs:?}");
+    assert!(
+        docs.len() >= commands.len(),
+        "one document per command at least: {docs:?}"
+    );
 
     let out = Command::new(FDBG)
-        .args(["run", "--batch", "-e", "leeks", "--", prog.to_str().unwrap()])
+        .args([
+            "run",
+            "--batch",
+            "-e",
+            "leeks",
+            "--",
+            prog.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("did you mean 'leaks'"), "{stderr}");
-    assert_eq!(out.status.code(), Some(1), "a failed command fails the batch");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed command fails the batch"
+    );
 }

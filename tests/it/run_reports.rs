@@ -293,7 +293,6 @@ fn run_threads_reports_exactly_t_times_l_leaks() {
 /// need /proc to set that right.
 #[test]
 #[serial]
-#[ignore = "bug: concurrent close+reuse across threads misorders the model: stats.dropped in the hundreds, leaks sometimes \"untracked\""]
 fn run_threads_model_needs_no_proc_correction() {
     let _watchdog = Watchdog::new("run_threads_model", TEST_LIMIT);
     let out = run_json(

@@ -148,6 +148,7 @@ const PROGRAMS: &[Program] = &[
         name: "socket_zoo",
         sources: &["socket_zoo.c"],
         flags: DEBUG,
+        build: Build::C,
     },
 ];
 
