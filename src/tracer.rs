@@ -10,7 +10,7 @@
 //!
 //! It is `!Send`: only the thread that attached may call ptrace.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
@@ -23,7 +23,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use thiserror::Error;
 
 use crate::arch;
-use crate::fdtable::{Model, Pid, ProcessEnd, Seq};
+use crate::fdtable::{FdKind, Model, Pid, ProcessEnd, Seq};
+use crate::net::{self, SocketInfo};
 use crate::procfs;
 use crate::ptrace::{
     self, ProcessMemory, Resume, Stop, SyscallStop, Tid, TraceError, seccomp, spawn,
@@ -192,6 +193,9 @@ pub struct Tracer {
     /// Names code addresses when they are shown; remembers a process's
     /// mappings at its exit.
     pub symbolizer: Symbolizer,
+    /// The sockets of each process that ended, by fd, as they were at its
+    /// exit (the socket tables are gone with it).
+    pub exit_sockets: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
     threads: HashMap<Tid, Thread>,
     unwinders: HashMap<Pid, Unwinder>,
     sigchld: SignalFd,
@@ -227,6 +231,7 @@ impl Tracer {
             main_end: None,
             detached: false,
             symbolizer: Symbolizer::new(),
+            exit_sockets: HashMap::new(),
             threads: HashMap::new(),
             unwinders: HashMap::new(),
             sigchld: sigchld_fd().expect("signalfd for SIGCHLD"),
@@ -681,9 +686,9 @@ impl Tracer {
                 fd, kind, target, ..
             } = effect
             {
-                if *kind == crate::fdtable::FdKind::Other {
+                if *kind == FdKind::Other {
                     if let Some(link) = procfs::fd_target(pid, *fd) {
-                        *kind = crate::fdtable::FdKind::from_link(&link, false);
+                        *kind = FdKind::from_link(&link, false);
                         *target = Some(link);
                     }
                 }
@@ -752,6 +757,12 @@ impl Tracer {
             self.symbolizer.remember(pid);
             if let Ok(fds) = procfs::list_fds(pid, Some(tid)) {
                 self.model.reconcile(pid, &fds);
+                let sockets = socket_infos(pid, &fds);
+                for (&fd, info) in &sockets {
+                    self.model
+                        .set_target(pid, fd, FdKind::Socket, net::target_text(info));
+                }
+                self.exit_sockets.insert(pid, sockets);
             }
         }
     }
@@ -832,6 +843,22 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The endpoints of the sockets among `fds` (as /proc listed them), read
+/// from `pid`'s own network namespace.
+pub fn socket_infos(pid: Pid, fds: &[crate::fdtable::ProcFd]) -> BTreeMap<i32, SocketInfo> {
+    let Ok(table) = net::SocketTable::read(pid) else {
+        return BTreeMap::new();
+    };
+    fds.iter()
+        .filter_map(|f| {
+            Some((
+                f.fd,
+                table.resolve(pid, f.fd, net::socket_inode(&f.target)?),
+            ))
+        })
+        .collect()
 }
 
 fn is_stop_signal(sig: i32) -> bool {

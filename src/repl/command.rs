@@ -32,6 +32,7 @@ pub enum Command {
     Enable { id: u32 },
     Disable { id: u32 },
     Stats,
+    Sockets,
     Threads,
     Detach,
     Quit,
@@ -137,6 +138,12 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &[],
         usage: "stats [--json]",
         help: "Events by syscall and kind, open count, bad closes, ptrace stops, events/s.",
+    },
+    Spec {
+        name: "sockets",
+        aliases: &["sock"],
+        usage: "sockets [--json]",
+        help: "The process's sockets: protocol, addresses, TCP state, counts by state, and the sockets netstat cannot see (never bound or connected), grouped by creating site.",
     },
     Spec {
         name: "threads",
@@ -289,6 +296,7 @@ pub fn parse(line: &str) -> Result<Option<Invocation>, String> {
             id: args.required("ID", parse_id)?,
         },
         "stats" => Command::Stats,
+        "sockets" => Command::Sockets,
         "threads" => Command::Threads,
         "detach" => Command::Detach,
         "quit" => Command::Quit,

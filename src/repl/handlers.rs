@@ -2,7 +2,10 @@
 //! named (marks), runs on the tracer's thread, and prints nothing: the
 //! front end renders what it returns.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use crate::net::{self, SocketInfo};
 
 use crate::fdtable::{Event, LeakSite, Origin, Pid, Seq};
 use crate::repl::breakpoints::{Breakpoints, Condition};
@@ -126,10 +129,11 @@ impl Session {
                     .into_iter()
                     .map(|pid| {
                         let diff = self.tracer.model.diff(pid, since);
+                        let sockets = self.sockets_of(pid);
                         let still_open = diff
                             .still_open
                             .iter()
-                            .map(|s| self.site_report(pid, s))
+                            .map(|s| self.site_report(pid, s, &sockets))
                             .collect();
                         Report::Diff(DiffReport {
                             pid,
@@ -168,6 +172,13 @@ impl Session {
                 self.report_pids()
                     .into_iter()
                     .map(|pid| Report::Stats(self.stats(pid)))
+                    .collect()
+            }
+            Command::Sockets => {
+                self.check_model();
+                self.report_pids()
+                    .into_iter()
+                    .map(|pid| Report::Sockets(self.sockets(pid)))
                     .collect()
             }
             Command::Threads => vec![Report::Threads(self.threads())],
@@ -378,16 +389,113 @@ impl Session {
         }
     }
 
-    fn site_report(&mut self, pid: Pid, site: &LeakSite) -> SiteReport {
+    /// The endpoints of the sockets of `pid` now, or as they were at its
+    /// exit. Empty after detach: the model no longer follows the process.
+    fn sockets_of(&self, pid: Pid) -> BTreeMap<i32, SocketInfo> {
+        if let Some(at_exit) = self.tracer.exit_sockets.get(&pid) {
+            return at_exit.clone();
+        }
+        if self.tracer.detached || self.exited(pid) {
+            return BTreeMap::new();
+        }
+        let fds = crate::procfs::list_fds(pid, None).unwrap_or_default();
+        crate::tracer::socket_infos(pid, &fds)
+    }
+
+    /// What fd `fd` of `pid` is: a socket's endpoints, else the model's target.
+    fn target_of(&self, pid: Pid, fd: i32, sockets: &BTreeMap<i32, SocketInfo>) -> Option<String> {
+        sockets
+            .get(&fd)
+            .map(net::target_text)
+            .or_else(|| self.tracer.model.open_fd(pid, fd)?.target.clone())
+    }
+
+    fn site_report(
+        &mut self,
+        pid: Pid,
+        site: &LeakSite,
+        sockets: &BTreeMap<i32, SocketInfo>,
+    ) -> SiteReport {
         let (frames, _) = self.frames(pid, site.stack);
+        let target = site
+            .fds
+            .first()
+            .and_then(|&fd| self.target_of(pid, fd, sockets));
         SiteReport {
             count: site.count,
+            target,
             syscall: site.syscall,
             kind: site.kind,
             fds: site.fds.clone(),
             first_seq: site.first_seq,
             last_seq: site.last_seq,
             frames,
+        }
+    }
+
+    fn sockets(&mut self, pid: Pid) -> SocketsReport {
+        let infos = self.sockets_of(pid);
+        let mut sockets = Vec::new();
+        let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+        // Invisible sockets grouped by creating stack, in the order of their
+        // first creation.
+        let mut invisible: BTreeMap<(Option<StackId>, &'static str), LeakSite> = BTreeMap::new();
+        for (&fd, info) in &infos {
+            let open = self.tracer.model.open_fd(pid, fd).cloned();
+            let seq = match open.as_ref().map(|o| o.origin) {
+                Some(Origin::Created(seq)) => Some(seq),
+                _ => None,
+            };
+            let stack = open.as_ref().and_then(|o| o.stack);
+            *by_state.entry(info.state.clone()).or_default() += 1;
+            if !info.netstat_visible {
+                let syscall = seq
+                    .and_then(|s| self.tracer.model.event(s))
+                    .map_or("before attach", |e| e.syscall);
+                let site = invisible
+                    .entry((stack, syscall))
+                    .or_insert_with(|| LeakSite {
+                        count: 0,
+                        syscall,
+                        kind: crate::fdtable::FdKind::Socket,
+                        fds: Vec::new(),
+                        first_seq: seq.unwrap_or(0),
+                        last_seq: 0,
+                        stack,
+                    });
+                site.count += 1;
+                site.fds.push(fd);
+                site.first_seq = site.first_seq.min(seq.unwrap_or(0));
+                site.last_seq = site.last_seq.max(seq.unwrap_or(0));
+            }
+            let (frames, _) = self.frames(pid, stack);
+            sockets.push(SocketEntry {
+                fd,
+                proto: info.proto.as_str(),
+                sock_type: info.sock_type.map(|t| t.as_str()),
+                local: info.local.clone(),
+                remote: info.remote.clone(),
+                state: info.state.clone(),
+                netstat_visible: info.netstat_visible,
+                seq,
+                frames,
+            });
+        }
+        let mut sites: Vec<LeakSite> = invisible.into_values().collect();
+        sites.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seq.cmp(&b.first_seq)));
+        let invisible_sites = sites
+            .iter()
+            .map(|s| self.site_report(pid, s, &infos))
+            .collect();
+        let netstat_visible = sockets.iter().filter(|s| s.netstat_visible).count();
+        SocketsReport {
+            pid,
+            exited: self.exited(pid),
+            netstat_invisible: sockets.len() - netstat_visible,
+            netstat_visible,
+            sockets,
+            by_state,
+            invisible_sites,
         }
     }
 
@@ -407,6 +515,7 @@ impl Session {
             .cloned()
             .collect();
         let open_fds = open.len();
+        let sockets = self.sockets_of(pid);
         let fds = open
             .into_iter()
             .filter(|f| kind.is_none_or(|k| f.kind == k))
@@ -420,7 +529,7 @@ impl Session {
                 FdEntry {
                     fd: f.fd,
                     kind: f.kind,
-                    target: f.target.clone(),
+                    target: self.target_of(pid, f.fd, &sockets),
                     seq,
                     origin,
                     cloexec: f.cloexec,
@@ -439,7 +548,11 @@ impl Session {
     fn leaks(&mut self, pid: Pid, since: Seq, min: usize, label: &str) -> LeaksReport {
         let sites = self.tracer.model.leaks(pid, since, min);
         let total = sites.iter().map(|s| s.count).sum();
-        let sites = sites.iter().map(|s| self.site_report(pid, s)).collect();
+        let sockets = self.sockets_of(pid);
+        let sites = sites
+            .iter()
+            .map(|s| self.site_report(pid, s, &sockets))
+            .collect();
         LeaksReport {
             pid,
             exited: self.exited(pid),

@@ -49,6 +49,7 @@ pub fn text(report: &Report) -> String {
         Report::Threads(threads) => threads_text(threads),
         Report::Backtrace(bt) => frames_text(&bt.event.frames, bt.event.stack_truncated.as_deref()),
         Report::Breakpoints(b) => breakpoints_text(b),
+        Report::Sockets(s) => sockets_text(s),
         Report::Message(m) => escape(&m.message).into_owned(),
     }
 }
@@ -214,9 +215,14 @@ fn fds_text(report: &FdsReport) -> String {
 
 fn site_text(out: &mut String, site: &SiteReport) {
     let plural = if site.count == 1 { "" } else { "s" };
+    let target = site
+        .target
+        .as_deref()
+        .map(|t| format!(", {}", escape(t)))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "{} fd{plural} ({}) from {}, events #{}..#{}: fds {}",
+        "{} fd{plural} ({}{target}) from {}, events #{}..#{}: fds {}",
         site.count,
         site.kind.as_str(),
         site.syscall,
@@ -344,6 +350,56 @@ fn threads_text(t: &ThreadsReport) -> String {
             th.state,
             escape(&th.name)
         );
+    }
+    out.trim_end().to_string()
+}
+
+fn sockets_text(report: &SocketsReport) -> String {
+    let mut out = String::new();
+    let at = if report.exited { " at exit" } else { "" };
+    let states: Vec<String> = report
+        .by_state
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "process {}: {} sockets{at}: {} visible to netstat, {} invisible (never bound or connected)",
+        report.pid,
+        report.sockets.len(),
+        report.netstat_visible,
+        report.netstat_invisible
+    );
+    if !states.is_empty() {
+        let _ = writeln!(out, "by state: {}", states.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<7} {:<24} {:<24} {:<12} CREATED",
+        "FD", "PROTO", "LOCAL", "REMOTE", "STATE"
+    );
+    for s in &report.sockets {
+        let created = match s.seq {
+            Some(seq) => format!("#{seq} {}", first_frame(&s.frames)),
+            None => "before attach".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<7} {:<24} {:<24} {:<12} {}",
+            s.fd,
+            s.proto,
+            escape(s.local.as_deref().unwrap_or("-")),
+            escape(s.remote.as_deref().unwrap_or("-")),
+            s.state,
+            created
+        );
+    }
+    if !report.invisible_sites.is_empty() {
+        let _ = writeln!(out, "\nsockets netstat cannot see, by creating site:\n");
+        for site in &report.invisible_sites {
+            site_text(&mut out, site);
+            out.push('\n');
+        }
     }
     out.trim_end().to_string()
 }

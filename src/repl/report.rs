@@ -68,6 +68,8 @@ pub struct FdsReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct SiteReport {
     pub count: usize,
+    /// What the site's first fd is now (`udp 0.0.0.0:0 unconnected`, a path).
+    pub target: Option<String>,
     pub syscall: &'static str,
     pub kind: FdKind,
     pub fds: Vec<i32>,
@@ -148,6 +150,36 @@ pub struct BacktraceReport {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct SocketEntry {
+    pub fd: i32,
+    /// tcp, tcp6, udp, udp6, unix, netlink, packet, raw, raw6, other
+    pub proto: &'static str,
+    /// stream, dgram, ... when known
+    pub sock_type: Option<&'static str>,
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    /// LISTEN, ESTABLISHED, CLOSE_WAIT, ..., UNCONN (listed, not connected),
+    /// UNCONNECTED (in no table: never bound or connected).
+    pub state: String,
+    pub netstat_visible: bool,
+    /// The creating event; null for sockets open before attach.
+    pub seq: Option<Seq>,
+    pub frames: Vec<Frame>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SocketsReport {
+    pub pid: Pid,
+    pub exited: bool,
+    pub sockets: Vec<SocketEntry>,
+    pub by_state: BTreeMap<String, usize>,
+    pub netstat_visible: usize,
+    pub netstat_invisible: usize,
+    /// Sockets netstat cannot see, grouped by creating stack.
+    pub invisible_sites: Vec<SiteReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct BreakpointsReport {
     pub breakpoints: Vec<crate::repl::breakpoints::Breakpoint>,
 }
@@ -172,6 +204,7 @@ pub enum Report {
     Threads(ThreadsReport),
     Backtrace(BacktraceReport),
     Breakpoints(BreakpointsReport),
+    Sockets(SocketsReport),
     Message(MessageReport),
 }
 

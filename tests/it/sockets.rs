@@ -344,3 +344,65 @@ fn a_server_in_its_own_netns_resolves_from_that_namespace() {
     zoo.send_line();
     assert!(zoo.wait_exit().success());
 }
+
+/// Issue "Socket triage", first acceptance point: after N logins, `sockets`
+/// lists N never-bound UDP sockets invisible to netstat, in one site whose
+/// frames[0] is statsd_init, and the listener as LISTEN on its address.
+#[test]
+#[serial]
+fn sockets_command_groups_the_invisible_login_leaks_at_statsd_init() {
+    const N: usize = 4;
+    let mut server = ChildGuard::spawn(Command::new(testprog("login_server")).arg("0"));
+    let mut output = server.output();
+    let listen = output.wait_for("listen");
+    let port = listen.num("port");
+    let pid = server.pid();
+    let mut fdbg = crate::harness::Interactive::start(["attach", &pid.to_string()]);
+    fdbg.wait_attached();
+    fdbg.send("continue");
+    // The client exits only when the server has served (and closed) all N.
+    run(Command::new(testprog("login_client")).args([port.to_string(), N.to_string()]))
+        .assert_success();
+    fdbg.signal(libc::SIGINT); // Ctrl-C: back to the prompt
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("sockets --json");
+    let report = {
+        let line = fdbg.wait_line("the sockets document", |l| {
+            l.contains("\"invisible_sites\"")
+        });
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    fdbg.close_stdin();
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let leaked: Vec<i32> = (0..N).map(|_| output.wait_for("leak").fd()).collect();
+    let sockets = report["sockets"].as_array().unwrap();
+    for fd in &leaked {
+        let s = sockets
+            .iter()
+            .find(|s| s["fd"] == *fd)
+            .unwrap_or_else(|| panic!("fd {fd} in {report}"));
+        assert_eq!(s["proto"], "udp", "{s}");
+        assert_eq!(s["state"], UNCONNECTED, "{s}");
+        assert_eq!(s["netstat_visible"], false, "{s}");
+    }
+    let listener = sockets
+        .iter()
+        .find(|s| s["fd"] == listen.fd())
+        .expect("the listener");
+    assert_eq!(listener["state"], "LISTEN");
+    assert_eq!(listener["local"], format!("127.0.0.1:{port}"));
+    assert_eq!(listener["netstat_visible"], true);
+    let sites = report["invisible_sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 1, "{report}");
+    assert_eq!(sites[0]["count"], N);
+    assert_eq!(sites[0]["frames"][0]["function"], "statsd_init");
+    let mut site_fds: Vec<i32> = sites[0]["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i32)
+        .collect();
+    site_fds.sort();
+    assert_eq!(site_fds, leaked);
+    assert_eq!(report["by_state"][UNCONNECTED], N);
+}
