@@ -2,7 +2,7 @@
 //! named (marks), runs on the tracer's thread, and prints nothing: the
 //! front end renders what it returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::net::{self, SocketInfo};
@@ -33,6 +33,8 @@ pub struct Session {
     /// A signal asked fdbg to end while the process ran.
     shutdown: Option<i32>,
     pub breakpoints: Breakpoints,
+    /// Socket endpoints read during the current command.
+    socket_cache: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
 }
 
 impl Session {
@@ -44,11 +46,13 @@ impl Session {
             running: Duration::ZERO,
             shutdown: None,
             breakpoints: Breakpoints::default(),
+            socket_cache: HashMap::new(),
         }
     }
 
     /// Run one command. `Err` is a one-line message for the user.
     pub fn execute(&mut self, command: &Command) -> Result<(Vec<Report>, Next), String> {
+        self.socket_cache.clear();
         let reports = match command {
             Command::Continue { duration } => {
                 self.resume(duration.map(|d| Instant::now() + d), None)
@@ -372,7 +376,22 @@ impl Session {
 
     fn event_report(&mut self, event: &Event) -> EventReport {
         let (frames, truncated) = self.frames(event.pid, event.stack);
+        // What the created fd is now, if it is still the one this event made.
+        let target = event.created.first().and_then(|&fd| {
+            let open = self.tracer.model.open_fd(event.pid, fd)?.clone();
+            if open.origin != Origin::Created(event.seq) {
+                return None;
+            }
+            if open.kind == crate::fdtable::FdKind::Socket {
+                let sockets = self.cached_sockets(event.pid);
+                if let Some(info) = sockets.get(&fd) {
+                    return Some(net::target_text(info));
+                }
+            }
+            open.target.clone()
+        });
         EventReport {
+            target,
             seq: event.seq,
             pid: event.pid,
             tid: event.tid,
@@ -387,6 +406,15 @@ impl Session {
             frames,
             stack_truncated: truncated,
         }
+    }
+
+    /// `sockets_of`, read at most once per command.
+    fn cached_sockets(&mut self, pid: Pid) -> &BTreeMap<i32, SocketInfo> {
+        if !self.socket_cache.contains_key(&pid) {
+            let sockets = self.sockets_of(pid);
+            self.socket_cache.insert(pid, sockets);
+        }
+        &self.socket_cache[&pid]
     }
 
     /// The endpoints of the sockets of `pid` now, or as they were at its

@@ -126,6 +126,9 @@ fn event_line(event: &EventReport) -> String {
         result,
         event.open_fds
     );
+    if let Some(target) = &event.target {
+        let _ = write!(line, "   ({})", escape(target));
+    }
     if event.bad_close {
         line.push_str("   [bad close]");
     }

@@ -24,6 +24,9 @@ pub struct EventReport {
     pub closed: Vec<i32>,
     pub bad_close: bool,
     pub open_fds: u32,
+    /// What the created fd is now (`udp 0.0.0.0:0 unconnected`, a path),
+    /// while it is still the fd this event created.
+    pub target: Option<String>,
     pub frames: Vec<Frame>,
     /// Why the stack ends early, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
