@@ -17,6 +17,10 @@ pub struct StackId(pub u32);
 pub struct Stack {
     pub addresses: Vec<u64>,
     pub truncated: Option<String>,
+    /// Which address space of the process the addresses belong to: 0 from
+    /// its start (or attach), one more after each exec. The same addresses
+    /// after an exec are other code.
+    pub generation: u32,
 }
 
 #[derive(Default)]
@@ -64,10 +68,12 @@ mod tests {
         let a = Stack {
             addresses: vec![1, 2, 3],
             truncated: None,
+            generation: 0,
         };
         let b = Stack {
             addresses: vec![1, 2, 4],
             truncated: None,
+            generation: 0,
         };
         let ia = table.intern(a.clone());
         let ib = table.intern(b);

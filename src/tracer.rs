@@ -704,14 +704,19 @@ impl Tracer {
             .unwinders
             .entry(pid)
             .or_insert_with(|| Unwinder::new(pid));
-        let stack: Stack = unwinder.unwind(
-            &UnwindRegs {
-                ip: regs.ip,
-                sp: regs.sp,
-                bp: regs.bp,
-            },
-            &bytes,
-        );
+        let reads = unwinder.maps_reads();
+        let regs = UnwindRegs {
+            ip: regs.ip,
+            sp: regs.sp,
+            bp: regs.bp,
+        };
+        let mut stack: Stack = unwinder.unwind(&regs, &bytes);
+        if unwinder.maps_reads() != reads {
+            // New mappings: keep them for symbolizing later, even if the
+            // object is unmapped (dlclose) by then.
+            self.symbolizer.note_mappings(pid, &unwinder.mappings());
+        }
+        stack.generation = self.symbolizer.generation(pid);
         Some(self.model.stacks.intern(stack))
     }
 
@@ -735,7 +740,7 @@ impl Tracer {
         if let Some(u) = self.unwinders.get_mut(&pid) {
             u.reset();
         }
-        self.symbolizer.forget(pid);
+        self.symbolizer.exec(pid);
         Some(self.model.exec(pid, tid))
     }
 

@@ -70,6 +70,9 @@ pub struct Unwinder {
     /// Parsed objects; `None` records a failure so it is not retried.
     objects: HashMap<ObjectKey, Option<Arc<ParsedObject>>>,
     objects_parsed: usize,
+    /// How many times /proc/PID/maps was read (each read may bring mappings
+    /// the symbolizer should keep).
+    maps_reads: u64,
 }
 
 /// Why looking up a code address failed.
@@ -87,7 +90,18 @@ impl Unwinder {
             mappings: Vec::new(),
             objects: HashMap::new(),
             objects_parsed: 0,
+            maps_reads: 0,
         }
+    }
+
+    /// How many times the process's maps were read so far.
+    pub fn maps_reads(&self) -> u64 {
+        self.maps_reads
+    }
+
+    /// The executable mappings from the last maps read.
+    pub fn mappings(&self) -> Vec<CodeMapping> {
+        self.mappings.iter().map(|m| m.mapping.clone()).collect()
     }
 
     /// Walk the stack of a thread stopped at a syscall. `stack` is a copy of
@@ -140,6 +154,7 @@ impl Unwinder {
         Stack {
             addresses,
             truncated,
+            generation: 0,
         }
     }
 
@@ -206,6 +221,7 @@ impl Unwinder {
     /// unchanged keep their state; modules of mappings that went away
     /// (dlclose, munmap) are removed from framehop.
     fn reread_maps(&mut self) {
+        self.maps_reads += 1;
         let mut fresh: Vec<KnownMapping> = modules::read_code_mappings(self.pid)
             .into_iter()
             .map(|mapping| KnownMapping {

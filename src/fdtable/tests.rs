@@ -71,6 +71,7 @@ fn stack(model: &mut Model, n: u64) -> Option<StackId> {
     Some(model.stacks.intern(Stack {
         addresses: vec![0x1000 + n, 0x2000],
         truncated: None,
+        generation: 0,
     }))
 }
 

@@ -71,7 +71,12 @@ type Parsed = Option<Rc<ObjectSymbols>>;
 
 #[derive(Default)]
 pub struct Symbolizer {
-    maps: HashMap<Pid, Vec<CodeMapping>>,
+    /// Executable mappings by (process, address-space generation): a
+    /// process's generation goes up at each exec (see `Stack::generation`);
+    /// the mappings of earlier generations are kept for their stacks.
+    maps: HashMap<(Pid, u32), Vec<CodeMapping>>,
+    /// The current generation of each process.
+    generation: HashMap<Pid, u32>,
     /// Objects opened at a process's exit and not parsed yet.
     kept_open: HashMap<ObjectKey, (File, String)>,
     objects: HashMap<ObjectKey, Parsed>,
@@ -117,27 +122,46 @@ impl Symbolizer {
                     .insert(mapping.key.clone(), (file, mapping.path.clone()));
             }
         }
-        self.maps.insert(pid, maps);
+        self.note_mappings(pid, &maps);
     }
 
-    /// Forget mappings after an exec: the process has a new address space.
-    pub fn forget(&mut self, pid: Pid) {
-        self.maps.remove(&pid);
-    }
-
-    fn mapping(&mut self, pid: Pid, address: u64) -> Option<CodeMapping> {
-        let covered = |maps: &Vec<CodeMapping>| maps.iter().any(|m| m.avma.contains(&address));
-        if !self.maps.get(&pid).is_some_and(covered) {
-            let maps = read_code_mappings(pid);
-            if !maps.is_empty() {
-                self.maps.insert(pid, maps);
+    /// Keep these mappings (of the current generation of `pid`) for later:
+    /// the tracer passes what the unwinder read at a stop, so a library
+    /// unloaded later (dlclose) still names its frames.
+    pub fn note_mappings(&mut self, pid: Pid, mappings: &[CodeMapping]) {
+        let generation = self.generation.get(&pid).copied().unwrap_or(0);
+        let known = self.maps.entry((pid, generation)).or_default();
+        for mapping in mappings {
+            if !known.contains(mapping) {
+                known.push(mapping.clone());
             }
         }
-        self.maps
-            .get(&pid)?
-            .iter()
-            .find(|m| m.avma.contains(&address))
-            .cloned()
+    }
+
+    /// `pid` exec'ed: a new address space begins; the old one's mappings
+    /// stay for the stacks recorded in it.
+    pub fn exec(&mut self, pid: Pid) {
+        *self.generation.entry(pid).or_default() += 1;
+    }
+
+    /// The current address-space generation of `pid`.
+    pub fn generation(&self, pid: Pid) -> u32 {
+        self.generation.get(&pid).copied().unwrap_or(0)
+    }
+
+    fn mapping(&mut self, pid: Pid, generation: u32, address: u64) -> Option<CodeMapping> {
+        let find =
+            |maps: &Vec<CodeMapping>| maps.iter().find(|m| m.avma.contains(&address)).cloned();
+        if let Some(found) = self.maps.get(&(pid, generation)).and_then(find) {
+            return Some(found);
+        }
+        // Only the live address space can be read again.
+        if generation != self.generation(pid) {
+            return None;
+        }
+        let maps = read_code_mappings(pid);
+        self.note_mappings(pid, &maps);
+        self.maps.get(&(pid, generation)).and_then(find)
     }
 
     /// The parsed object behind `mapping`, parsing it on first use.
@@ -208,7 +232,7 @@ impl Symbolizer {
             } else {
                 address.saturating_sub(1)
             };
-            let mapping = self.mapping(pid, probe);
+            let mapping = self.mapping(pid, stack.generation, probe);
             let base = Frame {
                 address: format!("{address:#x}"),
                 module: mapping.as_ref().map(|m| m.path.clone()),

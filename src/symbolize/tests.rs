@@ -80,6 +80,7 @@ fn own_function_is_named_with_its_file() {
     let stack = Stack {
         addresses: vec![address],
         truncated: None,
+        generation: 0,
     };
     let frames = symbolizer.frames(own_pid(), &stack);
     let last = frames.last().expect("one frame at least");
@@ -112,6 +113,7 @@ fn libc_wrapper_frames_move_after_the_user_frames() {
     let stack = Stack {
         addresses: vec![open + 4, marker_function() + 8],
         truncated: None,
+        generation: 0,
     };
     let frames = symbolizer.frames(own_pid(), &stack);
     assert!(!frames[0].wrapper, "{frames:#?}");
@@ -157,6 +159,7 @@ fn ten_thousand_events_parse_each_object_once() {
                 own[1] + 9,
             ],
             truncated: None,
+            generation: 0,
         })
         .collect();
     let mut distinct: std::collections::HashSet<u64> = std::collections::HashSet::new();
@@ -237,6 +240,7 @@ fn a_frame_without_an_object_keeps_its_address() {
     let stack = Stack {
         addresses: vec![0x10, 0xdead_0000_0000],
         truncated: None,
+        generation: 0,
     };
     let frames = symbolizer.frames(own_pid(), &stack);
     assert_eq!(frames.len(), 2);
