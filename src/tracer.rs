@@ -434,16 +434,14 @@ impl Tracer {
             match ptrace::wait_any(true) {
                 Ok(Some((tid, stop))) => {
                     let main_was_live = self.main_end.is_none();
-                    if let Some(seq) = self.handle(tid, stop) {
-                        if on_event(&self.model, &mut self.symbolizer, seq) {
-                            return Halt::Event(seq);
-                        }
+                    if let Some(seq) = self.handle(tid, stop)
+                        && on_event(&self.model, &mut self.symbolizer, seq)
+                    {
+                        return Halt::Event(seq);
                     }
                     self.resume_thread(tid);
-                    if main_was_live {
-                        if let Some(end) = self.main_end {
-                            return Halt::Exited(end);
-                        }
+                    if main_was_live && let Some(end) = self.main_end {
+                        return Halt::Exited(end);
                     }
                     continue;
                 }
@@ -685,13 +683,11 @@ impl Tracer {
             if let Effect::Open {
                 fd, kind, target, ..
             } = effect
+                && *kind == FdKind::Other
+                && let Some(link) = procfs::fd_target(pid, *fd)
             {
-                if *kind == FdKind::Other {
-                    if let Some(link) = procfs::fd_target(pid, *fd) {
-                        *kind = FdKind::from_link(&link, false);
-                        *target = Some(link);
-                    }
-                }
+                *kind = FdKind::from_link(&link, false);
+                *target = Some(link);
             }
         }
         Some(self.model.record(pid, tid, &decoded, stack))
@@ -724,10 +720,10 @@ impl Tracer {
         // A non-leader that execs takes over the leader's tid.
         if let Ok(former) = ptrace::event_message(tid) {
             let former = former as Tid;
-            if former != tid {
-                if let Some(old) = self.threads.remove(&former) {
-                    self.threads.insert(tid, old);
-                }
+            if former != tid
+                && let Some(old) = self.threads.remove(&former)
+            {
+                self.threads.insert(tid, old);
             }
         }
         let pid = self.threads.get(&tid)?.pid;

@@ -168,14 +168,14 @@ impl Breakpoints {
 
 /// `FILE:LINE` (the file's path ends with FILE) or a function-name substring.
 pub fn site_matches(pattern: &str, frame: &Frame) -> bool {
-    if let Some((file, line)) = pattern.rsplit_once(':') {
-        if let Ok(line) = line.parse::<u32>() {
-            return frame.line == Some(line)
-                && frame
-                    .file
-                    .as_deref()
-                    .is_some_and(|f| f == file || f.ends_with(&format!("/{file}")));
-        }
+    if let Some((file, line)) = pattern.rsplit_once(':')
+        && let Ok(line) = line.parse::<u32>()
+    {
+        return frame.line == Some(line)
+            && frame
+                .file
+                .as_deref()
+                .is_some_and(|f| f == file || f.ends_with(&format!("/{file}")));
     }
     frame
         .function

@@ -229,7 +229,7 @@ pub fn parse(line: &str) -> Result<Option<Invocation>, String> {
         return Ok(None);
     }
     let mut words: Vec<&str> = line.split_whitespace().collect();
-    let json = words.iter().any(|w| *w == "--json");
+    let json = words.contains(&"--json");
     words.retain(|w| *w != "--json");
     let spec = lookup(words[0])?;
     let mut args = Args {

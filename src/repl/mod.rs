@@ -130,10 +130,10 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
     };
 
     let mut status = None;
-    if let (Target::Demo { logins }, Some(server)) = (&config.target, &demo_server) {
-        if config.commands.is_empty() {
-            status = demo::script(&mut front, server, *logins, &waker);
-        }
+    if let (Target::Demo { logins }, Some(server)) = (&config.target, &demo_server)
+        && config.commands.is_empty()
+    {
+        status = demo::script(&mut front, server, *logins, &waker);
     }
     if status.is_none() {
         for line in &config.commands {
@@ -284,10 +284,10 @@ impl FrontEnd {
                     None => continue,
                 }
             }
-            if let Ok(Some(inv)) = command::parse(&line) {
-                if matches!(inv.command, Command::Continue { .. } | Command::Step { .. }) {
-                    last_resume = Some(line.clone());
-                }
+            if let Ok(Some(inv)) = command::parse(&line)
+                && matches!(inv.command, Command::Continue { .. } | Command::Step { .. })
+            {
+                last_resume = Some(line.clone());
             }
             self.failed = false;
             if let Some(code) = self.line(&line) {
