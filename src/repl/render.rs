@@ -233,7 +233,40 @@ fn site_text(out: &mut String, site: &SiteReport) {
         site.last_seq,
         fd_list(&site.fds)
     );
-    let _ = writeln!(out, "{}", frames_text(&site.frames, None));
+    let _ = writeln!(out, "{}", site_frames_text(&site.frames));
+}
+
+/// How many of a site's own frames the text of `leaks` shows.
+const SITE_FRAMES_SHOWN: usize = 10;
+
+/// A leak site's stack, condensed: the user's frames (at most
+/// `SITE_FRAMES_SHOWN`), then how many more there are; `history`, `bt` and
+/// `--json` give every frame.
+fn site_frames_text(frames: &[Frame]) -> String {
+    let own: Vec<&Frame> = frames.iter().filter(|f| !f.wrapper).collect();
+    if own.is_empty() {
+        return frames_text(frames, None);
+    }
+    let mut out = String::new();
+    for (i, frame) in own.iter().take(SITE_FRAMES_SHOWN).enumerate() {
+        let _ = writeln!(out, "    #{i} {}", frame_text(frame));
+    }
+    let hidden = own.len().saturating_sub(SITE_FRAMES_SHOWN);
+    let inside = frames.len() - own.len();
+    let mut more = Vec::new();
+    if hidden > 0 {
+        more.push(format!(
+            "{hidden} outer frame{}",
+            if hidden == 1 { "" } else { "s" }
+        ));
+    }
+    if inside > 0 {
+        more.push(format!("{inside} inside the library call"));
+    }
+    if !more.is_empty() {
+        let _ = writeln!(out, "    (+{}; --json shows every frame)", more.join(", "));
+    }
+    out.trim_end_matches('\n').to_string()
 }
 
 fn leaks_text(report: &LeaksReport) -> String {

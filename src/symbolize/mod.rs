@@ -303,8 +303,10 @@ fn dev_text(dev: u64) -> String {
 
 /// Whether a frame belongs to the language runtime that sits between the
 /// user's code and the kernel: glibc (libc, ld.so and friends), musl,
-/// libstdc++/libgcc, or Rust's standard library (its DWARF paths start
-/// with `/rustc/`).
+/// libstdc++/libgcc, Rust's standard library (its DWARF paths start
+/// with `/rustc/`), or a Rust dependency's wrapper around the syscall
+/// (source under cargo's registry or git checkouts, as with a socket
+/// crate's `Socket::new`).
 fn is_runtime(frame: &Frame) -> bool {
     const LIBRARIES: &[&str] = &[
         "libc.so",
@@ -322,10 +324,11 @@ fn is_runtime(frame: &Frame) -> bool {
     let module = frame.module.as_deref().unwrap_or("");
     let name = module.rsplit('/').next().unwrap_or(module);
     LIBRARIES.iter().any(|l| name.starts_with(l))
-        || frame
-            .file
-            .as_deref()
-            .is_some_and(|f| f.starts_with("/rustc/"))
+        || frame.file.as_deref().is_some_and(|f| {
+            f.starts_with("/rustc/")
+                || f.contains("/.cargo/registry/src/")
+                || f.contains("/.cargo/git/checkouts/")
+        })
 }
 
 /// Moves the leading runtime frames after the rest, flagged `wrapper`, so
