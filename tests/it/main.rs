@@ -1,6 +1,7 @@
 //! Integration tests: real processes (the C programs in `testprogs/`), real ptrace.
 
 mod attach;
+mod debugger;
 mod harness;
 mod memcached;
 mod repl;

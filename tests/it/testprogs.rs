@@ -150,6 +150,12 @@ const PROGRAMS: &[Program] = &[
         flags: DEBUG,
         build: Build::C,
     },
+    Program {
+        name: "idle_threads",
+        sources: &["idle_threads.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
 ];
 
 /// Path of the built test program `name`; builds all of them on first use.
