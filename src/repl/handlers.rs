@@ -424,6 +424,7 @@ impl Session {
                     seq,
                     origin,
                     cloexec: f.cloexec,
+                    notes: f.notes.clone(),
                     frames,
                 }
             })
