@@ -183,6 +183,29 @@ pub struct OpenFd {
     /// The creating stack (for Created, and inherited by dup'ed fds from
     /// the dup call's own stack).
     pub stack: Option<StackId>,
+    /// What is known of the fd beyond its target, oldest first: where a
+    /// socket was bound, connected or accepted from (`Effect::Annotate`).
+    /// The latest note of each verb (first word) is kept, so a socket that
+    /// reconnects shows where it is connected now; at most `NOTES_MAX`.
+    pub notes: Vec<String>,
+}
+
+/// Most notes kept on one open fd.
+pub const NOTES_MAX: usize = 4;
+
+impl OpenFd {
+    /// Add a note, replacing an older one of the same verb (`connect ...`
+    /// replaces `connect ... failed: ...`), dropping the oldest past
+    /// `NOTES_MAX`.
+    pub fn annotate(&mut self, note: &str) {
+        let verb = |n: &str| n.split(' ').next().unwrap_or_default().to_string();
+        let new_verb = verb(note);
+        self.notes.retain(|old| verb(old) != new_verb);
+        if self.notes.len() >= NOTES_MAX {
+            self.notes.remove(0);
+        }
+        self.notes.push(note.to_string());
+    }
 }
 
 /// How a traced process ended.
@@ -212,6 +235,10 @@ pub struct Event {
     /// The process's open-fd count after this event.
     pub open_fds: u32,
     args: u32,
+    /// The fd an annotation of this event is about (bind, connect, listen,
+    /// accept's peer); -1 for none. A sentinel, not an `Option`, to keep
+    /// `Event` at its size: see `annotated`.
+    annotated: i32,
 }
 
 impl Event {
@@ -220,9 +247,21 @@ impl Event {
         &model.args[self.args as usize]
     }
 
+    /// The fd this event annotated (bind, connect, listen, accept's peer);
+    /// the note itself is in the event's arguments and on the open fd.
+    pub fn annotated(&self) -> Option<i32> {
+        (self.annotated >= 0).then_some(self.annotated)
+    }
+
     /// Whether this event created, closed or bad-closed fd number `fd`.
-    pub fn touches(&self, fd: i32) -> bool {
+    pub fn creates_or_closes(&self, fd: i32) -> bool {
         self.created.contains(&fd) || self.closed.contains(&fd) || self.bad_close == Some(fd)
+    }
+
+    /// Whether this event created, closed, bad-closed or annotated fd
+    /// number `fd`: the events `history` lists.
+    pub fn touches(&self, fd: i32) -> bool {
+        self.creates_or_closes(fd) || self.annotated() == Some(fd)
     }
 }
 

@@ -77,6 +77,7 @@ impl Model {
                     cloexec: proc_fd.cloexec,
                     origin: Origin::BeforeAttach,
                     stack: None,
+                    notes: Vec::new(),
                 };
                 (open.fd, open)
             })
@@ -160,6 +161,7 @@ impl Model {
         let mut created = Vec::new();
         let mut closed = Vec::new();
         let mut bad_close = None;
+        let mut annotated = -1;
         let mut dropped = 0;
         for effect in &decoded.effects {
             match *effect {
@@ -179,6 +181,7 @@ impl Model {
                         cloexec,
                         origin: Origin::Created(seq),
                         stack,
+                        notes: Vec::new(),
                     };
                     table.insert(fd, open);
                     created.push(fd);
@@ -187,10 +190,11 @@ impl Model {
                     if from == to {
                         continue;
                     }
-                    let (kind, target) = table
+                    // A duplicate refers to the same socket: same notes.
+                    let (kind, target, notes) = table
                         .get(&from)
-                        .map(|source| (source.kind, source.target.clone()))
-                        .unwrap_or((FdKind::Other, None));
+                        .map(|source| (source.kind, source.target.clone(), source.notes.clone()))
+                        .unwrap_or((FdKind::Other, None, Vec::new()));
                     if table.remove(&to).is_some() {
                         closed.push(to);
                     }
@@ -201,6 +205,7 @@ impl Model {
                         cloexec,
                         origin: Origin::Created(seq),
                         stack,
+                        notes,
                     };
                     table.insert(to, open);
                     created.push(to);
@@ -246,10 +251,26 @@ impl Model {
                         open.cloexec = cloexec;
                     }
                 }
+                Effect::Annotate { fd, ref note } => {
+                    // Neither a creation nor a close: the note goes on the
+                    // open fd, the event remembers which fd it was about
+                    // (its arguments carry the address for `history`).
+                    if let Some(open) = table.get_mut(&fd) {
+                        open.annotate(note);
+                    }
+                    if fd >= 0 {
+                        annotated = fd;
+                    }
+                }
             }
         }
+        // An event that creates nothing of its own kind takes the kind of
+        // the first fd it created, or else of the fd it annotated.
         let kind = match (decoded.kind, created.first()) {
             (FdKind::Other, Some(fd)) => table.get(fd).map_or(FdKind::Other, |open| open.kind),
+            (FdKind::Other, None) if annotated >= 0 => table
+                .get(&annotated)
+                .map_or(FdKind::Other, |open| open.kind),
             (kind, _) => kind,
         };
         let open_fds = table.len() as u32;
@@ -280,6 +301,7 @@ impl Model {
             stack,
             open_fds,
             args,
+            annotated,
         });
         seq
     }
@@ -366,6 +388,7 @@ impl Model {
                         cloexec: proc_fd.cloexec,
                         origin: Origin::Untracked(last_seq),
                         stack: None,
+                        notes: Vec::new(),
                     };
                     state.table.insert(fd, open);
                     changes.adopted.push(fd);

@@ -591,3 +591,160 @@ fn a_close_racing_a_reuse_of_its_number_closes_the_old_fd() {
         1
     );
 }
+
+fn annotate(name: &'static str, result: i64, fd: i32, note: &str, args: &str) -> Decoded {
+    Decoded {
+        name,
+        args_text: args.to_string(),
+        result,
+        kind: FdKind::Other,
+        effects: vec![Effect::Annotate {
+            fd,
+            note: note.to_string(),
+        }],
+    }
+}
+
+fn connect(fd: i32, addr: &str) -> Decoded {
+    let args = format!("{fd}, {{AF_INET, {addr}}}, 16");
+    annotate("connect", 0, fd, &format!("connect {addr}"), &args)
+}
+
+fn notes(model: &Model, fd: i32) -> Vec<&str> {
+    let open = model.open_fd(PID, fd).expect("fd is open");
+    open.notes.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn annotations_note_the_open_fd_and_create_or_close_nothing() {
+    let mut model = model_with_std();
+    let s = stack(&mut model, 1);
+    model.record(PID, PID, &socket(3), s); // 1
+    let bind = annotate(
+        "bind",
+        0,
+        3,
+        "bind 0.0.0.0:8125",
+        "3, {AF_INET, 0.0.0.0:8125}, 16",
+    );
+    model.record(PID, PID, &bind, s); // 2
+    let listen = annotate("listen", 0, 3, "listen backlog 128", "3, 128");
+    let seq = model.record(PID, PID, &listen, s); // 3
+    assert_eq!(
+        notes(&model, 3),
+        ["bind 0.0.0.0:8125", "listen backlog 128"]
+    );
+
+    let event = model.event(seq).unwrap();
+    assert_eq!(event.annotated(), Some(3));
+    assert!(event.touches(3) && !event.creates_or_closes(3));
+    assert!(event.created.is_empty() && event.closed.is_empty());
+    assert_eq!(event.kind, FdKind::Socket, "the kind of the annotated fd");
+    assert_eq!(event.open_fds, 4);
+    assert_eq!(event.args(&model), "3, 128");
+    assert_eq!(model.event(1).unwrap().annotated(), None);
+
+    // still one fd, created once, one leak site
+    assert_eq!(fds(&model, PID), [0, 1, 2, 3]);
+    assert_eq!(model.leaks(PID, 0, 1).len(), 1);
+    assert_eq!(model.leaks(PID, 0, 1)[0].syscall, "socket");
+    let counters = model.counters();
+    assert_eq!(counters.events_by_syscall["bind"], 1);
+    assert_eq!(counters.events_by_syscall["listen"], 1);
+    assert_eq!(
+        counters.events_by_kind[&FdKind::Socket],
+        1,
+        "only socket() created"
+    );
+    let diff = model.diff(PID, 1);
+    assert_eq!(
+        (diff.opened_and_closed, diff.closed_from_before.len()),
+        (0, 0)
+    );
+
+    // an annotation of an fd the model does not know records, changes nothing
+    let seq = model.record(PID, PID, &connect(9, "10.0.0.1:80"), None);
+    assert_eq!(model.event(seq).unwrap().kind, FdKind::Other);
+    assert!(model.open_fd(PID, 9).is_none());
+}
+
+#[test]
+fn history_after_close_still_shows_where_a_socket_was_connected() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None); // 1
+    model.record(PID, PID, &connect(3, "127.0.0.1:8125"), None); // 2
+    model.record(PID, PID, &close(3), None); // 3
+    model.record(PID, PID, &openat(3), None); // 4: the number is reused
+    let history = model.history(PID, 3);
+    let seqs: Vec<Seq> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(history[1].syscall, "connect");
+    assert_eq!(history[1].args(&model), "3, {AF_INET, 127.0.0.1:8125}, 16");
+    assert!(notes(&model, 3).is_empty(), "a new fd starts without notes");
+}
+
+#[test]
+fn notes_keep_the_latest_of_each_verb_follow_dups_and_stay_bounded() {
+    let mut model = model_with_std();
+    model.record(PID, PID, &socket(3), None);
+    let refused = annotate(
+        "connect",
+        -111,
+        3,
+        "connect 127.0.0.1:1 failed: ECONNREFUSED",
+        "3, {AF_INET, 127.0.0.1:1}, 16",
+    );
+    model.record(PID, PID, &refused, None);
+    assert_eq!(
+        notes(&model, 3),
+        ["connect 127.0.0.1:1 failed: ECONNREFUSED"]
+    );
+    model.record(PID, PID, &connect(3, "127.0.0.1:2"), None);
+    assert_eq!(notes(&model, 3), ["connect 127.0.0.1:2"]);
+
+    model.record(PID, PID, &dup2(3, 7), None);
+    assert_eq!(
+        notes(&model, 7),
+        ["connect 127.0.0.1:2"],
+        "a dup is the same socket"
+    );
+
+    for verb in ["a", "b", "c", "d", "e"] {
+        let d = annotate("bind", 0, 3, &format!("{verb} x"), "");
+        model.record(PID, PID, &d, None);
+    }
+    assert_eq!(notes(&model, 3), ["b x", "c x", "d x", "e x"]);
+    assert_eq!(
+        notes(&model, 7),
+        ["connect 127.0.0.1:2"],
+        "dups are noted apart"
+    );
+}
+
+#[test]
+fn accept_notes_the_peer_on_the_new_fd() {
+    let mut model = model_with_std();
+    let accept = Decoded {
+        name: "accept4",
+        args_text: "3, {AF_INET, 127.0.0.1:53422}, [16], SOCK_CLOEXEC".to_string(),
+        result: 5,
+        kind: FdKind::Socket,
+        effects: vec![
+            Effect::Open {
+                fd: 5,
+                kind: FdKind::Socket,
+                cloexec: true,
+                target: None,
+            },
+            Effect::Annotate {
+                fd: 5,
+                note: "accepted from 127.0.0.1:53422".to_string(),
+            },
+        ],
+    };
+    let seq = model.record(PID, PID, &accept, None);
+    assert_eq!(notes(&model, 5), ["accepted from 127.0.0.1:53422"]);
+    let event = model.event(seq).unwrap();
+    assert_eq!(&*event.created, [5]);
+    assert_eq!(model.counters().events_by_kind[&FdKind::Socket], 1);
+}

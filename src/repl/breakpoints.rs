@@ -130,7 +130,7 @@ impl Breakpoints {
                 continue;
             }
             let matched = match &bp.condition {
-                Condition::Fd { fd } => event.touches(*fd),
+                Condition::Fd { fd } => event.creates_or_closes(*fd),
                 Condition::Count { count } => {
                     let before = event.open_fds as i64 + event.closed.len() as i64
                         - event.created.len() as i64;

@@ -561,6 +561,7 @@ impl Session {
                     seq,
                     origin,
                     cloexec: f.cloexec,
+                    notes: f.notes.clone(),
                     frames,
                 }
             })

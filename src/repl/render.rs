@@ -195,11 +195,15 @@ fn fds_text(report: &FdsReport) -> String {
     );
     let _ = writeln!(out, "{:>6}  {:<9} {:<40} CREATED", "FD", "KIND", "TARGET");
     for fd in &report.fds {
-        let target = fd
+        let mut target = fd
             .target
             .as_deref()
             .map(escape)
             .unwrap_or(Cow::Borrowed("?"));
+        if !fd.notes.is_empty() {
+            let notes: Vec<Cow<str>> = fd.notes.iter().map(|n| escape(n)).collect();
+            target = Cow::Owned(format!("{target} ({})", notes.join("; ")));
+        }
         let created = match fd.seq {
             Some(seq) => format!("#{seq} {}", first_frame(&fd.frames)),
             None => fd.origin.to_string(),

@@ -56,6 +56,9 @@ pub struct FdEntry {
     /// "before attach" | "created" | "untracked"
     pub origin: &'static str,
     pub cloexec: bool,
+    /// Where a socket was bound, connected or accepted from, oldest first:
+    /// `["bind 0.0.0.0:8125", "listen backlog 128"]`.
+    pub notes: Vec<String>,
     pub frames: Vec<Frame>,
 }
 

@@ -7,6 +7,7 @@
 
 mod args;
 mod scm;
+mod sockaddr;
 #[cfg(test)]
 mod tests;
 
@@ -15,6 +16,7 @@ use super::{Decoded, Effect, SyscallEntry, TraceeMemory};
 use crate::fdtable::FdKind;
 
 use args::{flags, pointer, quoted_str};
+use sockaddr::SockAddr;
 
 /// Decode a completed syscall; `None` when it cannot change the fd table:
 /// not an fd syscall, an fcntl command other than F_DUPFD, F_DUPFD_CLOEXEC
@@ -183,26 +185,130 @@ pub(super) fn socketpair(c: &Call) -> Option<Outcome> {
     Some(c.creates_pair(text, 3, FdKind::Socket, has(ty, libc::SOCK_CLOEXEC)))
 }
 
+/// accept's address arguments after the call: the peer the kernel wrote,
+/// `{AF_INET, 127.0.0.1:53422}, [16]`, or the pointers when it wrote none
+/// (NULL, a failed call) or cannot be read.
+fn accepted_peer(c: &Call) -> (String, Option<SockAddr>) {
+    let (addr, len_addr) = (c.args[1], c.args[2]);
+    let len = sockaddr::read_len(c.mem, len_addr);
+    let peer = match len {
+        Some(len) if c.ok() => sockaddr::read(c.mem, addr, len.into()),
+        _ => None,
+    };
+    match (&peer, len) {
+        (Some(peer), Some(len)) => (format!("{}, [{len}]", peer.args_text()), Some(peer.clone())),
+        _ => (format!("{}, {}", pointer(addr), pointer(len_addr)), None),
+    }
+}
+
+/// The Open of an accepted fd, followed by its peer as a note.
+fn accepted(c: &Call, text: String, cloexec: bool, peer: Option<SockAddr>) -> Outcome {
+    let mut outcome = c.creates(text, FdKind::Socket, cloexec, None);
+    if let (Some(peer), true) = (peer, c.ok()) {
+        outcome.effects.push(Effect::Annotate {
+            fd: c.result as i32,
+            note: format!("accepted from {peer}"),
+        });
+    }
+    outcome
+}
+
 pub(super) fn accept(c: &Call) -> Option<Outcome> {
-    let text = format!(
-        "{}, {}, {}",
-        c.int(0),
-        pointer(c.args[1]),
-        pointer(c.args[2])
-    );
-    Some(c.creates(text, FdKind::Socket, false, None))
+    let (addrs, peer) = accepted_peer(c);
+    let text = format!("{}, {addrs}", c.int(0));
+    Some(accepted(c, text, false, peer))
 }
 
 pub(super) fn accept4(c: &Call) -> Option<Outcome> {
     let fl = c.bits(3);
-    let text = format!(
-        "{}, {}, {}, {}",
-        c.int(0),
-        pointer(c.args[1]),
-        pointer(c.args[2]),
-        flags(fl, args::SOCK_FLAGS)
-    );
-    Some(c.creates(text, FdKind::Socket, has(fl, libc::SOCK_CLOEXEC), None))
+    let (addrs, peer) = accepted_peer(c);
+    let text = format!("{}, {addrs}, {}", c.int(0), flags(fl, args::SOCK_FLAGS));
+    Some(accepted(c, text, has(fl, libc::SOCK_CLOEXEC), peer))
+}
+
+/// The name of an errno value: `ECONNREFUSED`, or `errno 4242`.
+fn errno_name(errno: i32) -> String {
+    let e = nix::errno::Errno::from_raw(errno);
+    if e == nix::errno::Errno::UnknownErrno {
+        format!("errno {errno}")
+    } else {
+        format!("{e:?}")
+    }
+}
+
+/// Failures that never reached a socket: nothing to note on the fd.
+fn reached_no_socket(result: i64) -> bool {
+    [libc::EBADF, libc::ENOTSOCK, libc::EFAULT]
+        .iter()
+        .any(|&e| result == -i64::from(e))
+}
+
+/// bind, connect and listen: the call as text, and a note on its fd, also
+/// when it failed (`... failed: ECONNREFUSED`).
+fn annotates(c: &Call, text: String, note: String) -> Outcome {
+    let fd = c.int(0);
+    let note = match c.result {
+        r if r >= 0 => Some(note),
+        r if reached_no_socket(r) || fd < 0 => None,
+        r => Some(format!("{note} failed: {}", errno_name(-r as i32))),
+    };
+    Outcome {
+        args_text: text,
+        kind: FdKind::Other,
+        effects: note
+            .map(|note| Effect::Annotate { fd, note })
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The address argument of bind and connect: parsed, and as text.
+fn address_arg(c: &Call) -> (Option<SockAddr>, String) {
+    let (addr, len) = (c.args[1], c.uint(2));
+    let parsed = sockaddr::read(c.mem, addr, len.into());
+    let text = parsed
+        .as_ref()
+        .map_or_else(|| pointer(addr), SockAddr::args_text);
+    (parsed, text)
+}
+
+pub(super) fn bind(c: &Call) -> Option<Outcome> {
+    let (parsed, addr_text) = address_arg(c);
+    let text = format!("{}, {addr_text}, {}", c.int(0), c.uint(2));
+    let addr = parsed.map_or_else(|| pointer(c.args[1]), |a| a.to_string());
+    Some(annotates(c, text, format!("bind {addr}")))
+}
+
+pub(super) fn connect(c: &Call) -> Option<Outcome> {
+    let (parsed, addr_text) = address_arg(c);
+    let text = format!("{}, {addr_text}, {}", c.int(0), c.uint(2));
+    if parsed == Some(SockAddr::Unspec) {
+        return Some(annotates(c, text, "disconnect".to_string()));
+    }
+    let addr = parsed.map_or_else(|| pointer(c.args[1]), |a| a.to_string());
+    // A non-blocking connect, or a blocking one a signal interrupted, goes
+    // on in the background: it is connecting, not failed.
+    let pending = [libc::EINPROGRESS, libc::EINTR]
+        .iter()
+        .any(|&e| c.result == -i64::from(e));
+    if pending {
+        let note = format!("connect {addr} in progress");
+        return Some(Outcome {
+            args_text: text,
+            kind: FdKind::Other,
+            effects: vec![Effect::Annotate { fd: c.int(0), note }],
+        });
+    }
+    Some(annotates(c, text, format!("connect {addr}")))
+}
+
+pub(super) fn listen(c: &Call) -> Option<Outcome> {
+    let (fd, backlog) = (c.int(0), c.int(1));
+    Some(annotates(
+        c,
+        format!("{fd}, {backlog}"),
+        format!("listen backlog {backlog}"),
+    ))
 }
 
 /// The SCM_RIGHTS fds of one message, as `msg_control=[...]`.

@@ -52,6 +52,11 @@ pub enum Effect {
     CloexecRange { first: u32, last: u32 },
     /// fcntl(F_SETFD): the close-on-exec flag set or cleared.
     SetCloexec { fd: i32, cloexec: bool },
+    /// Something worth remembering about an fd that neither creates nor
+    /// closes it: where a socket was bound, connected or accepted from
+    /// (`bind 0.0.0.0:8125`, `connect 127.0.0.1:3306 failed: ECONNREFUSED`,
+    /// `listen backlog 128`, `accepted from 127.0.0.1:53422`).
+    Annotate { fd: i32, note: String },
 }
 
 /// What a completed fd syscall did, ready to be recorded.
@@ -68,7 +73,8 @@ pub struct Decoded {
     /// The kind of the fds this syscall creates (Other when it creates none).
     pub kind: FdKind,
     /// Effects in the order they apply. Empty for a failed syscall, except
-    /// the BadClose of a close that failed with EBADF.
+    /// the BadClose of a close that failed with EBADF and the Annotate of a
+    /// failed bind, connect or listen (a refused connect is worth seeing).
     pub effects: Vec<Effect>,
 }
 

@@ -26,13 +26,19 @@ const fn row(nr: libc::c_long, name: &'static str, decode: Decoder) -> Syscall {
     }
 }
 
-/// Every syscall whose completion can create, close or re-flag an fd.
+/// Every syscall whose completion can create, close or re-flag an fd, or
+/// tells where a socket fd is bound or connected to (bind, connect, listen:
+/// annotations of the fd, SPEC §4 plus issue 5).
 static TABLE: &[Syscall] = &[
     // sockets
     row(libc::SYS_socket, "socket", d::socket),
     row(libc::SYS_socketpair, "socketpair", d::socketpair),
     row(libc::SYS_accept, "accept", d::accept),
     row(libc::SYS_accept4, "accept4", d::accept4),
+    // socket annotations: where a socket was bound and connected to
+    row(libc::SYS_bind, "bind", d::bind),
+    row(libc::SYS_connect, "connect", d::connect),
+    row(libc::SYS_listen, "listen", d::listen),
     row(libc::SYS_recvmsg, "recvmsg", d::recvmsg),
     row(libc::SYS_recvmmsg, "recvmmsg", d::recvmmsg),
     // files
@@ -150,13 +156,18 @@ mod tests {
 
     use super::*;
 
-    /// The syscalls SPEC §4 names, with the libc number each must have.
+    /// The syscalls SPEC §4 names, and the socket calls fdbg records as
+    /// annotations (bind, connect, listen), with the libc number each must
+    /// have.
     fn spec_syscalls() -> Vec<(&'static str, libc::c_long)> {
         let mut v = vec![
             ("socket", libc::SYS_socket),
             ("socketpair", libc::SYS_socketpair),
             ("accept", libc::SYS_accept),
             ("accept4", libc::SYS_accept4),
+            ("bind", libc::SYS_bind),
+            ("connect", libc::SYS_connect),
+            ("listen", libc::SYS_listen),
             ("openat", libc::SYS_openat),
             ("openat2", libc::SYS_openat2),
             ("open_by_handle_at", libc::SYS_open_by_handle_at),
@@ -202,7 +213,11 @@ mod tests {
             assert_eq!(syscall_name(nr as u64), Some(name), "number of {name}");
             assert!(is_fd_syscall(nr as u64), "{name} is not traced");
         }
-        assert_eq!(TABLE.len(), spec.len(), "table has rows SPEC §4 lacks");
+        assert_eq!(
+            TABLE.len(),
+            spec.len(),
+            "table has rows the list above lacks"
+        );
     }
 
     #[test]
@@ -223,6 +238,9 @@ mod tests {
         for (name, nr) in [
             ("close", 3),
             ("socket", 41),
+            ("connect", 42),
+            ("bind", 49),
+            ("listen", 50),
             ("openat", 257),
             ("close_range", 436),
             ("openat2", 437),

@@ -1,5 +1,6 @@
 //! Integration tests: real processes (the C programs in `testprogs/`), real ptrace.
 
+mod annotations;
 mod attach;
 mod debugger;
 mod harness;

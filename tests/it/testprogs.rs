@@ -156,6 +156,13 @@ const PROGRAMS: &[Program] = &[
         flags: DEBUG,
         build: Build::C,
     },
+    // Socket annotations (tests/it/annotations.rs).
+    Program {
+        name: "connector",
+        sources: &["connector.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
 ];
 
 /// Path of the built test program `name`; builds all of them on first use.

@@ -57,6 +57,14 @@ const MMSG: u64 = 0x6000;
 const MMSG_CONTROL: u64 = 0x7000;
 const LONG: u64 = 0x8000;
 const OPAQUE: u64 = 0x9000;
+const SA_IN: u64 = 0xa000;
+const SA_IN6: u64 = 0xa100;
+const SA_UNIX: u64 = 0xa200;
+const SA_ABSTRACT: u64 = 0xa300;
+const SA_NETLINK: u64 = 0xa400;
+const SA_UNSPEC: u64 = 0xa500;
+const SOCKLEN_16: u64 = 0xa600;
+const SOCKLEN_28: u64 = 0xa700;
 const UNREADABLE: u64 = 0xdead_0000;
 
 fn cstr(s: &[u8]) -> Vec<u8> {
@@ -125,6 +133,35 @@ fn control_buffer() -> Vec<u8> {
     v
 }
 
+/// A sockaddr of `family` followed by `rest`, as the C structs lay it out.
+fn sa(family: i32, rest: &[u8]) -> Vec<u8> {
+    let mut v = (family as u16).to_ne_bytes().to_vec();
+    v.extend(rest);
+    v
+}
+
+fn sa_in(ip: [u8; 4], port: u16) -> Vec<u8> {
+    let mut rest = port.to_be_bytes().to_vec();
+    rest.extend(ip);
+    rest.extend([0; 8]);
+    sa(libc::AF_INET, &rest)
+}
+
+fn sa_in6(ip: std::net::Ipv6Addr, port: u16, scope: u32) -> Vec<u8> {
+    let mut rest = port.to_be_bytes().to_vec();
+    rest.extend([0; 4]); // flowinfo
+    rest.extend(ip.octets());
+    rest.extend(scope.to_ne_bytes());
+    sa(libc::AF_INET6, &rest)
+}
+
+fn sa_nl(pid: u32, groups: u32) -> Vec<u8> {
+    let mut rest = vec![0; 2];
+    rest.extend(pid.to_ne_bytes());
+    rest.extend(groups.to_ne_bytes());
+    sa(libc::AF_NETLINK, &rest)
+}
+
 fn memory() -> FakeMemory {
     let open_how: Vec<u8> = [
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
@@ -154,6 +191,21 @@ fn memory() -> FakeMemory {
         .with(MMSG_CONTROL, rights(&[10]))
         .with(LONG, cstr(&[b'a'; 5000]))
         .with(OPAQUE, vec![0u8; 64])
+        .with(SA_IN, sa_in([127, 0, 0, 1], 8125))
+        .with(SA_IN6, sa_in6(std::net::Ipv6Addr::LOCALHOST, 53, 0))
+        .with(SA_UNIX, sa(libc::AF_UNIX, b"/run/x.sock\0\0\0"))
+        .with(SA_ABSTRACT, sa(libc::AF_UNIX, b"\0fdbg"))
+        .with(SA_NETLINK, sa_nl(0, 1))
+        .with(SA_UNSPEC, sa(libc::AF_UNSPEC, &[0; 14]))
+        .with(SOCKLEN_16, 16u32.to_ne_bytes())
+        .with(SOCKLEN_28, 28u32.to_ne_bytes())
+}
+
+fn note(fd: i32, note: &str) -> Effect {
+    Effect::Annotate {
+        fd,
+        note: note.to_string(),
+    }
 }
 
 fn opened(fd: i32, kind: FdKind, cloexec: bool) -> Effect {
@@ -236,6 +288,32 @@ fn success_cases() -> Vec<Case> {
         case(SYS_accept, &[3, 0, 0], 7, "3, NULL, NULL", Socket, vec![opened(7, Socket, false)]),
         case(SYS_accept4, &[3, OPAQUE as i64, 0, (SOCK_CLOEXEC | SOCK_NONBLOCK) as i64], 8,
             "3, 0x9000, NULL, SOCK_CLOEXEC|SOCK_NONBLOCK", Socket, vec![opened(8, Socket, true)]),
+        case(SYS_accept4, &[3, SA_IN as i64, SOCKLEN_16 as i64, SOCK_CLOEXEC as i64], 9,
+            "3, {AF_INET, 127.0.0.1:8125}, [16], SOCK_CLOEXEC", Socket,
+            vec![opened(9, Socket, true), note(9, "accepted from 127.0.0.1:8125")]),
+        case(SYS_accept, &[3, SA_IN6 as i64, SOCKLEN_28 as i64], 10,
+            "3, {AF_INET6, [::1]:53}, [28]", Socket,
+            vec![opened(10, Socket, false), note(10, "accepted from [::1]:53")]),
+        case(SYS_bind, &[3, SA_IN as i64, 16], 0, "3, {AF_INET, 127.0.0.1:8125}, 16", Other,
+            vec![note(3, "bind 127.0.0.1:8125")]),
+        case(SYS_bind, &[4, SA_UNIX as i64, 15], 0, "4, {AF_UNIX, \"/run/x.sock\"}, 15", Other,
+            vec![note(4, "bind /run/x.sock")]),
+        case(SYS_bind, &[4, SA_ABSTRACT as i64, 7], 0, "4, {AF_UNIX, @\"fdbg\"}, 7", Other,
+            vec![note(4, "bind @fdbg")]),
+        case(SYS_bind, &[5, SA_NETLINK as i64, 12], 0, "5, {AF_NETLINK, netlink pid 0 groups 0x1}, 12",
+            Other, vec![note(5, "bind netlink pid 0 groups 0x1")]),
+        case(SYS_connect, &[3, SA_IN as i64, 16], 0, "3, {AF_INET, 127.0.0.1:8125}, 16", Other,
+            vec![note(3, "connect 127.0.0.1:8125")]),
+        case(SYS_connect, &[3, SA_IN6 as i64, 28], -(EINPROGRESS as i64),
+            "3, {AF_INET6, [::1]:53}, 28", Other, vec![note(3, "connect [::1]:53 in progress")]),
+        case(SYS_connect, &[3, SA_IN as i64, 16], -(ECONNREFUSED as i64),
+            "3, {AF_INET, 127.0.0.1:8125}, 16", Other,
+            vec![note(3, "connect 127.0.0.1:8125 failed: ECONNREFUSED")]),
+        case(SYS_connect, &[3, SA_UNSPEC as i64, 16], 0, "3, {AF_UNSPEC}, 16", Other,
+            vec![note(3, "disconnect")]),
+        case(SYS_connect, &[3, UNREADABLE as i64, 16], 0, "3, 0xdead0000, 16", Other,
+            vec![note(3, "connect 0xdead0000")]),
+        case(SYS_listen, &[3, 128], 0, "3, 128", Other, vec![note(3, "listen backlog 128")]),
         case(SYS_openat, &[AT_FDCWD as i64, p, (O_RDONLY | O_CLOEXEC) as i64], 3,
             "AT_FDCWD, \"/etc/hosts\", O_RDONLY|O_CLOEXEC", File,
             vec![opened_path(3, File, true, "/etc/hosts")]),
@@ -369,7 +447,22 @@ fn failed_calls_create_nothing() {
             continue;
         }
         let got = got.unwrap_or_else(|| panic!("failed {name} gave None"));
-        assert_eq!(got.effects, vec![], "failed {name}({})", c.text);
+        // bind, connect and listen note their failure on the fd
+        let (notes, effects): (Vec<_>, Vec<_>) = got
+            .effects
+            .iter()
+            .partition(|e| matches!(e, Effect::Annotate { .. }));
+        assert_eq!(effects, Vec::<&Effect>::new(), "failed {name}({})", c.text);
+        for n in notes {
+            let Effect::Annotate { note, .. } = n else {
+                unreachable!()
+            };
+            assert!(
+                ["bind", "connect", "listen"].contains(&name) && note.ends_with("failed: EMFILE"),
+                "failed {name}({}) noted {note:?}",
+                c.text
+            );
+        }
         assert_eq!(got.result, emfile);
         assert_eq!(got.kind, c.kind, "kind of a failed {name}");
     }
@@ -528,4 +621,165 @@ fn control_walk_stops_at_a_lying_length() {
         assert_eq!(parse_control(&buf).fds, vec![3], "cmsg_len {lie}");
     }
     assert_eq!(parse_control(&[0; 8]).fds, Vec::<i32>::new());
+}
+
+#[test]
+fn sockaddrs_parse_to_readable_addresses() {
+    use super::sockaddr::SockAddr;
+    use std::net::Ipv6Addr;
+    let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let fe80: Ipv6Addr = "fe80::1".parse().unwrap();
+    let cases: Vec<(&str, Vec<u8>, Option<&str>, &str)> = vec![
+        (
+            "inet",
+            sa_in([0, 0, 0, 0], 8125),
+            Some("0.0.0.0:8125"),
+            "{AF_INET, 0.0.0.0:8125}",
+        ),
+        (
+            "inet, 8 bytes",
+            sa_in([10, 1, 2, 3], 80)[..8].to_vec(),
+            Some("10.1.2.3:80"),
+            "{AF_INET, 10.1.2.3:80}",
+        ),
+        (
+            "inet, too short",
+            sa_in([10, 1, 2, 3], 80)[..6].to_vec(),
+            Some("family 2"),
+            "{AF_INET}",
+        ),
+        (
+            "inet6",
+            sa_in6(v6, 443, 0),
+            Some("[2001:db8::1]:443"),
+            "{AF_INET6, [2001:db8::1]:443}",
+        ),
+        (
+            "inet6 with scope",
+            sa_in6(fe80, 22, 2),
+            Some("[fe80::1%2]:22"),
+            "{AF_INET6, [fe80::1%2]:22}",
+        ),
+        (
+            "inet6, RFC 2133 24 bytes",
+            sa_in6(v6, 1, 9)[..24].to_vec(),
+            Some("[2001:db8::1]:1"),
+            "{AF_INET6, [2001:db8::1]:1}",
+        ),
+        (
+            "unix path",
+            sa(libc::AF_UNIX, b"/tmp/s\0garbage"),
+            Some("/tmp/s"),
+            "{AF_UNIX, \"/tmp/s\"}",
+        ),
+        (
+            "unix path, no NUL",
+            sa(libc::AF_UNIX, b"/tmp/s"),
+            Some("/tmp/s"),
+            "{AF_UNIX, \"/tmp/s\"}",
+        ),
+        (
+            "unix path, escaped",
+            sa(libc::AF_UNIX, b"/tmp/\x1b[2J\0"),
+            Some("/tmp/\\x1b[2J"),
+            "{AF_UNIX, \"/tmp/\\x1b[2J\"}",
+        ),
+        (
+            "unix abstract",
+            sa(libc::AF_UNIX, b"\0name\0x"),
+            Some("@name\\x00x"),
+            "{AF_UNIX, @\"name\\x00x\"}",
+        ),
+        (
+            "unix unnamed",
+            sa(libc::AF_UNIX, b""),
+            Some("unnamed"),
+            "{AF_UNIX, unnamed}",
+        ),
+        (
+            "unix, empty path",
+            sa(libc::AF_UNIX, b"\0"),
+            Some("@"),
+            "{AF_UNIX, @\"\"}",
+        ),
+        (
+            "netlink",
+            sa_nl(4242, 0x10),
+            Some("netlink pid 4242 groups 0x10"),
+            "{AF_NETLINK, netlink pid 4242 groups 0x10}",
+        ),
+        (
+            "unspec",
+            sa(libc::AF_UNSPEC, &[0; 14]),
+            Some("AF_UNSPEC"),
+            "{AF_UNSPEC}",
+        ),
+        (
+            "packet",
+            sa(libc::AF_PACKET, &[0; 18]),
+            Some("family 17"),
+            "{AF_PACKET}",
+        ),
+        (
+            "unknown family",
+            sa(250, &[0; 14]),
+            Some("family 250"),
+            "{250}",
+        ),
+        ("one byte", vec![2], None, ""),
+        ("empty", vec![], None, ""),
+    ];
+    for (what, bytes, shown, args_text) in cases {
+        let parsed = SockAddr::parse(&bytes);
+        assert_eq!(
+            parsed.as_ref().map(ToString::to_string).as_deref(),
+            shown,
+            "{what}"
+        );
+        if let Some(parsed) = parsed {
+            assert_eq!(parsed.args_text(), args_text, "{what}");
+        }
+    }
+}
+
+#[test]
+fn accept_with_an_unreadable_peer_or_a_failure_shows_pointers() {
+    let args = a(&[3, UNREADABLE as i64, SOCKLEN_16 as i64]);
+    let got = run(libc::SYS_accept, args, 7).unwrap();
+    assert_eq!(got.args_text, "3, 0xdead0000, 0xa600");
+    assert_eq!(got.effects, vec![opened(7, FdKind::Socket, false)]);
+
+    let args = a(&[3, SA_IN as i64, SOCKLEN_16 as i64]);
+    let got = run(libc::SYS_accept, args, -i64::from(libc::EAGAIN)).unwrap();
+    assert_eq!(got.args_text, "3, 0xa000, 0xa600");
+    assert_eq!(got.effects, vec![]);
+}
+
+#[test]
+fn failures_that_reach_no_socket_note_nothing() {
+    for errno in [libc::EBADF, libc::ENOTSOCK, libc::EFAULT] {
+        let got = run(
+            libc::SYS_connect,
+            a(&[3, SA_IN as i64, 16]),
+            -i64::from(errno),
+        )
+        .unwrap();
+        assert_eq!(got.effects, vec![], "connect failing with {errno}");
+        assert_eq!(got.args_text, "3, {AF_INET, 127.0.0.1:8125}, 16");
+    }
+    let got = run(libc::SYS_listen, a(&[3, 5]), -i64::from(libc::EADDRINUSE)).unwrap();
+    assert_eq!(
+        got.effects,
+        vec![note(3, "listen backlog 5 failed: EADDRINUSE")]
+    );
+    let got = run(
+        libc::SYS_connect,
+        a(&[3, SA_IN as i64, 16]),
+        -i64::from(libc::EINTR),
+    )
+    .unwrap();
+    assert_eq!(
+        got.effects,
+        vec![note(3, "connect 127.0.0.1:8125 in progress")]
+    );
 }
