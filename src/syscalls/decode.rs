@@ -185,9 +185,11 @@ pub(super) fn socketpair(c: &Call) -> Option<Outcome> {
     Some(c.creates_pair(text, 3, FdKind::Socket, has(ty, libc::SOCK_CLOEXEC)))
 }
 
-/// accept's address arguments after the call: the peer the kernel wrote,
-/// `{AF_INET, 127.0.0.1:53422}, [16]`, or the pointers when it wrote none
-/// (NULL, a failed call) or cannot be read.
+/// accept's address arguments after the call: `{...}, [16]` when the
+/// kernel wrote a peer (which goes into the new fd's note, not the
+/// argument text: every distinct peer in the text would be one more
+/// interned string per event), or the pointers when it wrote none (NULL, a
+/// failed call) or cannot be read.
 fn accepted_peer(c: &Call) -> (String, Option<SockAddr>) {
     let (addr, len_addr) = (c.args[1], c.args[2]);
     let len = sockaddr::read_len(c.mem, len_addr);
@@ -196,7 +198,7 @@ fn accepted_peer(c: &Call) -> (String, Option<SockAddr>) {
         _ => None,
     };
     match (&peer, len) {
-        (Some(peer), Some(len)) => (format!("{}, [{len}]", peer.args_text()), Some(peer.clone())),
+        (Some(peer), Some(len)) => (format!("{{...}}, [{len}]"), Some(peer.clone())),
         _ => (format!("{}, {}", pointer(addr), pointer(len_addr)), None),
     }
 }

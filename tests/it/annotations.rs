@@ -184,13 +184,11 @@ fn history_of_a_closed_socket_shows_its_connect_and_fds_shows_notes() {
     let history = history_of(&out, accept.fd());
     let accept4 = history.last().expect("the accept4 event");
     assert_eq!(accept4["syscall"], "accept4");
+    // The peer is in the fd's note, not in the argument text (one interned
+    // string per distinct peer would grow with the number of accepts).
     assert_eq!(
         accept4["args"],
-        format!(
-            "{}, {{AF_INET, {}}}, [16], SOCK_CLOEXEC",
-            listen.fd(),
-            accept.field("peer")
-        )
+        format!("{}, {{...}}, [16], SOCK_CLOEXEC", listen.fd())
     );
 
     // Annotations are events of their syscall, not fd creations.
