@@ -140,17 +140,24 @@ pub fn install(prog: &[libc::sock_filter]) -> std::io::Result<()> {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: `fprog` points at `prog`, alive for the whole call; the kernel
-    // copies the program.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &fprog as *const libc::sock_fprog,
-        )
+    let set_filter = || {
+        // SAFETY: `fprog` points at `prog`, alive for the whole call; the
+        // kernel copies the program.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     };
-    if ret == 0 {
+    if set_filter().is_ok() {
         return Ok(());
     }
     // Without CAP_SYS_ADMIN the kernel wants no_new_privs first.
@@ -158,18 +165,5 @@ pub fn install(prog: &[libc::sock_filter]) -> std::io::Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: as above.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    set_filter()
 }

@@ -6,21 +6,12 @@ use std::process::Command;
 
 use serial_test::serial;
 
-use crate::harness::Interactive;
+use crate::harness::{Interactive, assert_untraced_and_running};
 use crate::testprogs::{ChildGuard, OutputStream, testprog};
 
 const FDBG: &str = env!("CARGO_BIN_EXE_fdbg");
 /// Bound for every expectation on the terminal: a hang fails, never blocks.
 const PTY_TIMEOUT_MS: u64 = 20_000;
-
-fn status_field(pid: i32, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default()
-}
 
 /// A login server on an ephemeral port; returns it, its output (kept
 /// open: the server dies of SIGPIPE if nobody reads it) and its port.
@@ -44,19 +35,6 @@ fn logins(port: u16, n: u32) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn assert_untraced_and_running(pid: i32) {
-    assert_eq!(
-        status_field(pid, "TracerPid"),
-        "0",
-        "process {pid} is still traced"
-    );
-    let state = status_field(pid, "State");
-    assert!(
-        !state.starts_with('T') && !state.starts_with('t'),
-        "process {pid} is stopped: {state}"
-    );
 }
 
 #[test]
@@ -94,7 +72,7 @@ fn a_person_at_a_terminal_continues_interrupts_looks_and_quits() {
     p.exp_string("(fdbg) ").unwrap();
     p.send_line("quit").unwrap();
     p.exp_eof().expect("fdbg exits on quit");
-    assert_untraced_and_running(pid);
+    assert_untraced_and_running(pid, &"after quit");
     // The server still serves.
     assert!(logins(port, 1).contains("EXPECT login k=1"));
 }
@@ -194,7 +172,7 @@ fn mark_one_login_diff_shows_exactly_the_leak() {
         diff["closed_from_before"].as_array().unwrap().is_empty(),
         "{diff}"
     );
-    assert_untraced_and_running(pid);
+    assert_untraced_and_running(pid, &fdbg);
 }
 
 #[test]
