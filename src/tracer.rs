@@ -258,14 +258,14 @@ impl Tracer {
             });
         }
         if status.tracer_pid != 0 {
-            let name = procfs::status(status.tracer_pid)
-                .map(|s| s.name)
+            // TracerPid names the tracing thread: report its process.
+            let tracer = procfs::status(status.tracer_pid)
+                .map(|s| s.tgid)
+                .unwrap_or(status.tracer_pid);
+            let name = procfs::status(tracer)
+                .map(|s| crate::repl::render::escape(&s.name).into_owned())
                 .unwrap_or_else(|| "?".into());
-            return Err(StartError::AlreadyTraced {
-                pid,
-                tracer: status.tracer_pid,
-                name,
-            });
+            return Err(StartError::AlreadyTraced { pid, tracer, name });
         }
         if status.state == 'Z' || status.state == 'X' {
             return Err(StartError::NoSuchProcess { pid });
