@@ -1,0 +1,229 @@
+//! Starting a session: attaching to a running process (seize every
+//! thread, stop them all, read the fds already open) or launching a program
+//! under the seccomp filter; and the one-line errors when that fails.
+
+use std::ffi::CString;
+
+use nix::sys::signal::Signal;
+use thiserror::Error;
+
+use super::{Mode, Thread, ThreadState, TraceOptions, Tracer, Waker};
+use crate::fdtable::Pid;
+use crate::procfs;
+use crate::ptrace::{self, Resume, Stop, Tid, TraceError, seccomp, spawn};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot attach to {pid}: no such process")]
+    NoSuchProcess { pid: Pid },
+    #[error("cannot attach to {tid}: it is a thread of process {pid}; attach to {pid}")]
+    NotAProcess { tid: Pid, pid: Pid },
+    #[error("cannot attach to {pid}: already traced by process {tracer} ({name}?)")]
+    AlreadyTraced { pid: Pid, tracer: Pid, name: String },
+    #[error("cannot attach to {pid}: permission denied ({why})")]
+    Permission { pid: Pid, why: String },
+    #[error("cannot attach to {pid}: it is fdbg itself")]
+    Itself { pid: Pid },
+    #[error("cannot attach to {pid}: {source}")]
+    Attach {
+        pid: Pid,
+        #[source]
+        source: TraceError,
+    },
+    #[error("cannot run {program}: {why}")]
+    Run { program: String, why: String },
+}
+
+impl Tracer {
+    /// Attach to every thread of `pid` and stop them all; the fds open now
+    /// are recorded as open before attach.
+    pub fn attach(
+        pid: Pid,
+        opts: &TraceOptions,
+        waker: std::sync::Arc<Waker>,
+    ) -> Result<Tracer, StartError> {
+        if pid == std::process::id() as Pid {
+            return Err(StartError::Itself { pid });
+        }
+        let status = procfs::status(pid).ok_or(StartError::NoSuchProcess { pid })?;
+        if status.tgid != pid {
+            return Err(StartError::NotAProcess {
+                tid: pid,
+                pid: status.tgid,
+            });
+        }
+        if status.tracer_pid != 0 {
+            // TracerPid names the tracing thread: report its process.
+            let tracer = procfs::status(status.tracer_pid)
+                .map(|s| s.tgid)
+                .unwrap_or(status.tracer_pid);
+            let name = procfs::status(tracer)
+                .map(|s| crate::repl::render::escape(&s.name).into_owned())
+                .unwrap_or_else(|| "?".into());
+            return Err(StartError::AlreadyTraced { pid, tracer, name });
+        }
+        if status.state == 'Z' || status.state == 'X' {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        let mut tracer = Tracer::new(Mode::Attach, pid, opts, waker);
+        let options = ptrace::options(opts.follow_forks, false, false);
+        // Seize every thread; repeat until a listing shows no new thread
+        // (threads created meanwhile by seized threads are auto-attached).
+        loop {
+            let tids = procfs::threads(pid).map_err(|_| StartError::NoSuchProcess { pid })?;
+            let new: Vec<Tid> = tids
+                .into_iter()
+                .filter(|t| !tracer.threads.contains_key(t))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for tid in new {
+                match ptrace::seize(tid, options) {
+                    Ok(()) => {
+                        tracer
+                            .threads
+                            .insert(tid, Thread::new(pid, ThreadState::Running));
+                    }
+                    Err(TraceError::Gone) => continue,
+                    Err(TraceError::Os { source, .. })
+                        if source.raw_os_error() == Some(libc::EPERM) =>
+                    {
+                        if tracer.threads.is_empty() {
+                            return Err(permission_error(pid, &status));
+                        }
+                        // Another tracer raced us for a thread: give up whole.
+                        return Err(permission_error(pid, &status));
+                    }
+                    Err(source) => return Err(StartError::Attach { pid, source }),
+                }
+            }
+        }
+        if tracer.threads.is_empty() {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        tracer.stop_all();
+        if tracer.main_end.is_some() {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        let fds = procfs::list_fds(pid, None).unwrap_or_default();
+        tracer.model.add_process(pid, fds);
+        Ok(tracer)
+    }
+
+    /// Start `program` with a seccomp filter so that only fd syscalls stop,
+    /// traced from its first instruction; it is stopped at its start.
+    pub fn launch(
+        argv: &[String],
+        opts: &TraceOptions,
+        waker: std::sync::Arc<Waker>,
+    ) -> Result<Tracer, StartError> {
+        let program = argv.first().cloned().unwrap_or_default();
+        let run_error = |why: String| StartError::Run {
+            program: program.clone(),
+            why,
+        };
+        let path = resolve_program(&program).map_err(run_error)?;
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| run_error("the path has a NUL byte".into()))?;
+        let c_args: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| run_error("an argument has a NUL byte".into()))?;
+        let filter = seccomp::filter();
+        let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter)
+            .map_err(|e| run_error(e.to_string()))?;
+        let child = spawned.pid;
+        let mut tracer = Tracer::new(Mode::Run, child, opts, waker);
+        let options = ptrace::options(true, true, true);
+        if let Err(e) = ptrace::seize(child, options) {
+            spawn::kill_and_reap(child);
+            return Err(run_error(format!("cannot trace the new process: {e}")));
+        }
+        tracer
+            .threads
+            .insert(child, Thread::new(child, ThreadState::Running));
+        // Let it run to its exec, which stops it (PTRACE_EVENT_EXEC).
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGCONT);
+        loop {
+            let Ok(Some((tid, stop))) = ptrace::wait_for(child, false) else {
+                return Err(run_error("the new process vanished".into()));
+            };
+            tracer.stops += 1;
+            match stop {
+                Stop::Event {
+                    event: ptrace::EVENT_EXEC,
+                    ..
+                } => break,
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    let why = spawn::exec_error(&spawned)
+                        .unwrap_or_else(|| "it exited before exec".into());
+                    return Err(run_error(why));
+                }
+                // SIGCONT and the stops on the way: let them go, signals included.
+                Stop::Signal(sig) if sig != libc::SIGSTOP => {
+                    let _ = ptrace::resume(tid, Resume::Cont, sig);
+                }
+                _ => {
+                    let _ = ptrace::resume(tid, Resume::Cont, 0);
+                }
+            }
+        }
+        if let Some(t) = tracer.threads.get_mut(&child) {
+            t.state = ThreadState::Stopped;
+        }
+        let fds = procfs::list_fds(child, None).unwrap_or_default();
+        tracer.model.add_process(child, fds);
+        Ok(tracer)
+    }
+}
+
+fn permission_error(pid: Pid, status: &procfs::TaskStatus) -> StartError {
+    // SAFETY-free: getuid cannot fail.
+    let me = nix::unistd::getuid().as_raw();
+    let why = if status.uid != me && me != 0 {
+        format!(
+            "it belongs to uid {}; run fdbg as that user or with CAP_SYS_PTRACE",
+            status.uid
+        )
+    } else {
+        let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok();
+        match scope.as_deref().map(str::trim) {
+            Some(s) if s != "0" => format!(
+                "need CAP_SYS_PTRACE or the same user; /proc/sys/kernel/yama/ptrace_scope is {s}"
+            ),
+            _ => "need CAP_SYS_PTRACE or the same user; see /proc/sys/kernel/yama/ptrace_scope"
+                .into(),
+        }
+    };
+    StartError::Permission { pid, why }
+}
+
+/// Find `program` as execvp would, to say "no such program" before forking.
+fn resolve_program(program: &str) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.is_empty() {
+        return Err("no program given".into());
+    }
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        if !p.exists() {
+            return Err("no such file".into());
+        }
+        if !executable(&p) {
+            return Err("not an executable file".into());
+        }
+        return Ok(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| "no such program in PATH".into())
+}
