@@ -348,7 +348,7 @@ impl Model {
     /// process has and the model lacks (`Origin::Untracked(last_seq)`), drop
     /// what the model has and the process lacks, and fill in what the model
     /// did not know of fds present in both (kind when Other, or File when
-    /// /proc says Dir; target when None). An ended or unknown process is
+    /// /proc says Dir; the target always: the kernel's name is absolute). An ended or unknown process is
     /// not reconciled.
     pub fn reconcile(&mut self, pid: Pid, actual: &[ProcFd]) -> Reconciled {
         let last_seq = self.last_seq();
@@ -376,9 +376,9 @@ impl Model {
                     if refine {
                         open.kind = proc_fd.kind;
                     }
-                    if open.target.is_none() {
-                        open.target = Some(proc_fd.target.clone());
-                    }
+                    // The kernel's name is the better one: absolute where
+                    // the call named a relative path.
+                    open.target = Some(proc_fd.target.clone());
                 }
                 None => {
                     let open = OpenFd {

@@ -439,7 +439,7 @@ fn mode_suffix(flags: u64, mode: u64) -> String {
 /// the arguments before the path, `suffix` of those after.
 fn opens_path(c: &Call, prefix: &str, path_addr: u64, suffix: &str, fl: u64) -> Outcome {
     let text = format!("{prefix}{}{suffix}", quoted_str(c.mem, path_addr));
-    let target = args::tracee_str(c.mem, path_addr);
+    let target = args::tracee_str_raw(c.mem, path_addr);
     c.creates(text, open_kind(fl), has(fl, libc::O_CLOEXEC), target)
 }
 
@@ -660,7 +660,7 @@ pub(super) fn memfd_create(c: &Call) -> Option<Outcome> {
         quoted_str(c.mem, c.args[0]),
         flags(fl, args::MFD_FLAGS)
     );
-    let target = args::tracee_str(c.mem, c.args[0]).map(|name| format!("memfd:{name}"));
+    let target = args::tracee_str_raw(c.mem, c.args[0]).map(|name| format!("memfd:{name}"));
     Some(c.creates(
         text,
         FdKind::Memfd,

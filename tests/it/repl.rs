@@ -265,3 +265,68 @@ fn every_command_answers_json_in_batch_and_typos_name_the_closest_command() {
         "a failed command fails the batch"
     );
 }
+
+/// SPEC §6: names chosen by the process never reach the terminal raw. A
+/// program opens (and leaks) a file whose name holds an escape sequence
+/// and a newline: text output shows them escaped, JSON carries them intact.
+#[test]
+#[serial]
+fn control_characters_from_the_process_are_escaped() {
+    let dir = std::env::temp_dir().join(format!("fdbg-escape-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hostile = dir.join("x\u{1b}[2Jy\nz");
+    let path = hostile.to_str().unwrap();
+    let script = r#"exec 7>"$1""#;
+    let out = Command::new(FDBG)
+        .args([
+            "run",
+            "--batch",
+            "-e",
+            "continue",
+            "-e",
+            "fds --kind file",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+            "sh",
+            path,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw ESC reached the terminal: {text:?}"
+    );
+    assert!(
+        text.contains("x\\x1b[2Jy\\nz"),
+        "the name is shown escaped: {text}"
+    );
+    let (docs, stderr, code) = fdbg_json(&[
+        "run",
+        "--batch",
+        "--json",
+        "-e",
+        "continue",
+        "-e",
+        "fds --kind file",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+        "sh",
+        path,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let fds = find(&docs, "fds")[0];
+    let fd7 = fds["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fd"] == 7)
+        .expect("fd 7");
+    assert_eq!(fd7["target"], path, "JSON carries the name itself");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -80,10 +80,17 @@ fn read_str(mem: &dyn TraceeMemory, addr: u64) -> Option<(String, bool)> {
     Some((escape(&bytes[..bytes.len().min(STRING_MAX)]), capped))
 }
 
-/// A string read from the tracee, without quotes: escaped, with `...` after
-/// when capped. `None` when unreadable.
-pub fn tracee_str(mem: &dyn TraceeMemory, addr: u64) -> Option<String> {
-    read_str(mem, addr).map(|(text, capped)| if capped { text + "..." } else { text })
+/// A string read from the tracee as it is (not escaped: for a target the
+/// reports escape when they print it), capped at `STRING_MAX` bytes, with
+/// `...` after when capped; invalid UTF-8 replaced. `None` when unreadable.
+pub fn tracee_str_raw(mem: &dyn TraceeMemory, addr: u64) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    let bytes = mem.read_cstr(addr, STRING_MAX + 1)?;
+    let capped = bytes.len() > STRING_MAX;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(STRING_MAX)]).into_owned();
+    Some(if capped { text + "..." } else { text })
 }
 
 /// A string argument: `"/etc/hosts"` (escaped, `"..."...` when capped), or
