@@ -89,10 +89,8 @@ impl Tracer {
                     Err(TraceError::Os { source, .. })
                         if source.raw_os_error() == Some(libc::EPERM) =>
                     {
-                        if tracer.threads.is_empty() {
-                            return Err(permission_error(pid, &status));
-                        }
-                        // Another tracer raced us for a thread: give up whole.
+                        // Give up whole: the threads seized so far are let
+                        // go when `tracer` drops.
                         return Err(permission_error(pid, &status));
                     }
                     Err(source) => return Err(StartError::Attach { pid, source }),
