@@ -175,11 +175,12 @@ fn attach_to_a_traced_process_names_the_other_tracer() {
     let out = fdbg_batch(["attach", &pid.to_string(), "--batch", "-e", "fds"]);
     assert_eq!(out.status.code(), Some(1), "{out}");
     assert_one_error_line(&out.stderr, "already traced", &out);
-    // It names the tracer: fdbg's pid or the pid of its tracing thread.
-    let tracer_thread = tracer_pid(pid).unwrap();
+    // It names the tracing process (not its tracing thread).
     assert!(
-        out.stderr.contains(&first.pid().to_string())
-            || out.stderr.contains(&tracer_thread.to_string()),
+        out.stderr.contains(&format!(
+            "already traced by process {} (fdbg?)",
+            first.pid()
+        )),
         "the error names the tracer {}\n{out}",
         first.pid()
     );
@@ -187,6 +188,41 @@ fn attach_to_a_traced_process_names_the_other_tracer() {
     first.close_stdin();
     assert!(first.wait_exit().success(), "{first}");
     assert_untraced_and_running(pid, &first);
+    server.logins(1);
+}
+
+/// Another user's process: one line saying why and what to do.
+#[test]
+#[serial]
+fn attach_without_permission_says_why() {
+    let _watchdog = Watchdog::new("attach_permission", TEST_LIMIT);
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root to run fdbg as another user");
+        return;
+    }
+    let server = Server::start();
+    let pid = server.pid();
+    let fdbg = env!("CARGO_BIN_EXE_fdbg");
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            fdbg,
+            "attach",
+            &pid.to_string(),
+            "--batch",
+        ])
+        .output()
+        .expect("runuser (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_one_error_line(
+        &stderr,
+        "permission denied (it belongs to uid 0; run fdbg as that user or with CAP_SYS_PTRACE)",
+        &stderr,
+    );
+    assert_eq!(tracer_pid(pid), Some(0));
     server.logins(1);
 }
 
