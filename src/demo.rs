@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::repl::FrontEnd;
 use crate::repl::command::Command as ReplCommand;
+use crate::repl::{FrontEnd, say};
 use crate::tracer::{WAKE_INTERRUPT, Waker};
 
 /// The demo server child; killed (by its PID) when dropped.
@@ -69,11 +69,11 @@ pub fn script(
     logins: u32,
     waker: &Arc<Waker>,
 ) -> Option<i32> {
-    println!(
+    let _ = say(&format!(
         "\nThe demo login server (pid {}) leaks one UDP socket per login. A client now logs in {logins} times while\n\
          fdbg runs the server ('continue'); then 'leaks' shows which code opened the fds that are still open.\n",
         server.pid()
-    );
+    ));
     let port = server.port;
     let client_waker = waker.clone();
     let client = std::thread::spawn(move || {
@@ -83,14 +83,14 @@ pub fn script(
         client_waker.wake(WAKE_INTERRUPT);
         result
     });
-    println!("(fdbg) continue");
+    let _ = say("(fdbg) continue");
     if let Some(code) = front.run(ReplCommand::Continue { duration: None }, false) {
         return Some(code);
     }
     if let Ok(Err(e)) = client.join() {
         eprintln!("fdbg: the demo client failed: {e}");
     }
-    println!("\n(fdbg) leaks");
+    let _ = say("\n(fdbg) leaks");
     if let Some(code) = front.run(
         ReplCommand::Leaks {
             since: None,
@@ -100,7 +100,7 @@ pub fn script(
     ) {
         return Some(code);
     }
-    println!("\n(fdbg) fds --kind socket");
+    let _ = say("\n(fdbg) fds --kind socket");
     front.run(
         ReplCommand::Fds {
             kind: Some(crate::fdtable::FdKind::Socket),

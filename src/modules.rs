@@ -100,7 +100,7 @@ fn parse_maps_line(line: &str) -> Option<CodeMapping> {
 
 /// Reads the executable mappings of `pid`; empty if the process is gone.
 pub fn read_code_mappings(pid: i32) -> Vec<CodeMapping> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+    std::fs::read_to_string(crate::procfs::process_dir(pid).join("maps"))
         .map(|text| parse_maps(&text))
         .unwrap_or_default()
 }
@@ -221,7 +221,8 @@ pub fn load_object(pid: i32, mapping: &CodeMapping) -> Option<ParsedObject> {
         if mapping.deleted {
             return None;
         }
-        File::open(format!("/proc/{pid}/root{}", mapping.path)).ok()
+        let root = crate::procfs::process_dir(pid).join("root");
+        File::open(format!("{}{}", root.display(), mapping.path)).ok()
     })?;
     let cache = ReadCache::new(file);
     parse_object(&cache)

@@ -173,7 +173,8 @@ impl SocketTable {
     /// not have (tcp6 without IPv6, packet without af_packet) counts as
     /// empty; a vanished process is `NotFound`.
     pub fn read(pid: i32) -> io::Result<SocketTable> {
-        let process = Process::new(pid).map_err(proc_error)?;
+        let process =
+            Process::new_with_root(crate::procfs::process_dir(pid)).map_err(proc_error)?;
         let mut table = SocketTable::default();
         let tcp = [
             (Proto::Tcp, optional(pid, process.tcp())?),
@@ -424,7 +425,7 @@ fn process_exists(pid: i32) -> bool {
 /// The data lines (header skipped) of /proc/PID/net/NAME, bytes decoded
 /// lossily: a unix path need not be UTF-8.
 fn read_lines(pid: i32, name: &str) -> io::Result<Vec<String>> {
-    match fs::read(format!("/proc/{pid}/net/{name}")) {
+    match fs::read(crate::procfs::process_dir(pid).join("net").join(name)) {
         Ok(bytes) => Ok(bytes
             .split(|b| *b == b'\n')
             .skip(1)

@@ -16,7 +16,11 @@ use crate::fdtable::{FdKind, Pid, ProcFd};
 /// The fds of `pid` as /proc shows them now, sorted by number. Use
 /// `task` to read the table of one thread (`/proc/PID/task/TID/fd`), which
 /// stays readable while that thread is exiting even if the leader is gone.
+///
+/// Without `task`, a leader that has exited while other threads run on
+/// (a zombie: its fd directory is empty) is read through a live thread.
 pub fn list_fds(pid: Pid, task: Option<i32>) -> io::Result<Vec<ProcFd>> {
+    let task = task.or_else(|| live_thread_if_leader_gone(pid));
     let base = match task {
         Some(tid) => PathBuf::from(format!("/proc/{pid}/task/{tid}")),
         None => PathBuf::from(format!("/proc/{pid}")),
@@ -56,6 +60,28 @@ pub fn list_fds(pid: Pid, task: Option<i32>) -> io::Result<Vec<ProcFd>> {
     }
     fds.sort_by_key(|f| f.fd);
     Ok(fds)
+}
+
+/// The /proc directory to read a process's per-process files from
+/// (`maps`, `root`, `net/`, `fd`): `/proc/PID`, or the directory of a live
+/// thread when the leader has exited while others run on (a zombie leader
+/// has no address space, fd table or namespaces left to show).
+pub fn process_dir(pid: Pid) -> PathBuf {
+    match live_thread_if_leader_gone(pid) {
+        Some(tid) => PathBuf::from(format!("/proc/{pid}/task/{tid}")),
+        None => PathBuf::from(format!("/proc/{pid}")),
+    }
+}
+
+/// A thread of `pid` still running when its leader is a zombie.
+fn live_thread_if_leader_gone(pid: Pid) -> Option<i32> {
+    if thread_state(pid, pid) != Some('Z') {
+        return None;
+    }
+    threads(pid)
+        .ok()?
+        .into_iter()
+        .find(|&tid| !matches!(thread_state(pid, tid), Some('Z' | 'X') | None))
 }
 
 /// The open flags of one fd, from the `flags:` line of fdinfo (octal).

@@ -120,7 +120,8 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
         Err(_) => anyhow::bail!("the tracer thread ended before it started"),
     };
     if !config.json {
-        println!("{banner}");
+        // A closed output shows at the first report.
+        let _ = say(&banner);
     }
     let mut front = FrontEnd {
         requests: request_tx,
@@ -172,6 +173,14 @@ fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc:
         }
     }
     // The front end is gone: end as quit would (the tracer's drop does it).
+}
+
+/// One line of output on stdout. An error (EPIPE: the reader is gone) is
+/// returned, never a panic.
+pub fn say(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
 }
 
 /// fdbg was told to end by a signal: detach (or kill), then exit at once.
@@ -239,10 +248,13 @@ impl FrontEnd {
         match self.replies.recv() {
             Ok(Ok((reports, next))) => {
                 for report in &reports {
-                    if json {
-                        println!("{}", render::json(report));
+                    let text = if json {
+                        render::json(report)
                     } else {
-                        println!("{}", render::text(report));
+                        render::text(report)
+                    };
+                    if say(&text).is_err() {
+                        return Some(self.output_closed(next));
                     }
                 }
                 match next {
@@ -262,6 +274,17 @@ impl FrontEnd {
         }
     }
 
+    /// Nobody reads fdbg's output any more (a pipe into `head` closed):
+    /// end the session as quit would, quietly, with the status a SIGPIPE
+    /// death would give.
+    fn output_closed(&mut self, next: Next) -> i32 {
+        if next == Next::Prompt {
+            let _ = self.requests.send(Request::Command(Command::Quit));
+            let _ = self.replies.recv();
+        }
+        128 + libc::SIGPIPE
+    }
+
     fn send(&mut self, command: Command) -> Option<i32> {
         let json = self.json;
         self.run(command, json)
@@ -273,7 +296,7 @@ impl FrontEnd {
         let mut last_resume: Option<String> = None;
         loop {
             let Some(line) = prompt.read() else {
-                println!();
+                let _ = say("");
                 return self.send(Command::Quit).unwrap_or(0);
             };
             let mut line = line.trim().to_string();

@@ -183,7 +183,7 @@ impl Symbolizer {
             Some(kept) => kept,
             None => (open_object(pid, mapping)?, mapping.path.clone()),
         };
-        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let root = crate::procfs::process_dir(pid).join("root");
         let search = DebugSearch {
             object_path: &path,
             root: root.exists().then_some(root),
@@ -283,7 +283,11 @@ fn open_object(pid: Pid, mapping: &CodeMapping) -> Option<File> {
         return None;
     }
     [
-        format!("/proc/{pid}/root{}", mapping.path),
+        format!(
+            "{}{}",
+            crate::procfs::process_dir(pid).join("root").display(),
+            mapping.path
+        ),
         mapping.path.clone(),
     ]
     .iter()

@@ -23,7 +23,7 @@ use crate::arch;
 use crate::fdtable::{FdKind, Model, Pid, ProcessEnd, Seq};
 use crate::net::{self, SocketInfo};
 use crate::procfs;
-use crate::ptrace::{self, ProcessMemory, Resume, Stop, SyscallStop, Tid, TraceError};
+use crate::ptrace::{self, ProcessMemory, Resume, Stop, SyscallStop, Tid};
 use crate::stacks::{Stack, StackId};
 use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, SyscallEntry};
@@ -100,6 +100,15 @@ impl Thread {
             detach_at_stop: false,
         }
     }
+}
+
+/// What waiting for the tracees gave.
+enum Waited {
+    Status(Tid, Stop),
+    /// The waker fired: `WAKE_INTERRUPT` or a signal number.
+    Woken(i32),
+    Timeout,
+    NoTracees,
 }
 
 /// Options common to attach and run.
@@ -210,8 +219,8 @@ impl Tracer {
         on_event: &mut dyn FnMut(&Model, &mut Symbolizer, Seq) -> bool,
     ) -> Halt {
         loop {
-            match ptrace::wait_any(true) {
-                Ok(Some((tid, stop))) => {
+            match self.next_status(deadline) {
+                Waited::Status(tid, stop) => {
                     let main_was_live = self.main_end.is_none();
                     if let Some(seq) = self.handle(tid, stop)
                         && on_event(&self.model, &mut self.symbolizer, seq)
@@ -222,21 +231,34 @@ impl Tracer {
                     if main_was_live && let Some(end) = self.main_end {
                         return Halt::Exited(end);
                     }
-                    continue;
                 }
-                Ok(None) => {}
-                Err(_) => {
-                    // ECHILD: nothing left to trace.
+                Waited::Woken(WAKE_INTERRUPT) => return Halt::Interrupt,
+                Waited::Woken(sig) => return Halt::Shutdown(sig),
+                Waited::Timeout => return Halt::Timeout,
+                Waited::NoTracees => {
                     self.threads.clear();
                     return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
                 }
             }
-            // Nothing ready: block until SIGCHLD, the waker, or the deadline.
+        }
+    }
+
+    /// The next wait status of any tracee; blocks (in poll, on the SIGCHLD
+    /// signalfd and the waker) until there is one, the waker fires, or the
+    /// deadline passes.
+    fn next_status(&mut self, deadline: Option<Instant>) -> Waited {
+        loop {
+            match ptrace::wait_any(true) {
+                Ok(Some((tid, stop))) => return Waited::Status(tid, stop),
+                Ok(None) => {}
+                // ECHILD: nothing left to trace.
+                Err(_) => return Waited::NoTracees,
+            }
             let timeout = match deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Halt::Timeout;
+                        return Waited::Timeout;
                     }
                     PollTimeout::try_from(left)
                         .unwrap_or(PollTimeout::MAX)
@@ -256,8 +278,7 @@ impl Tracer {
             if woken {
                 match self.waker.take() {
                     0 => {}
-                    WAKE_INTERRUPT => return Halt::Interrupt,
-                    sig => return Halt::Shutdown(sig),
+                    request => return Waited::Woken(request),
                 }
             }
         }
@@ -265,29 +286,34 @@ impl Tracer {
 
     /// Bring every thread into a ptrace-stop (PTRACE_INTERRUPT), handling
     /// the stops that arrive meanwhile without resuming their threads.
+    ///
+    /// A thread resumed after its PTRACE_EVENT_EXIT reports nothing more but
+    /// its death, which for a group leader waits until the other threads are
+    /// gone: such threads are not waited for. A shutdown asked for meanwhile
+    /// ends the wait (and stays asked for).
     pub fn stop_all(&mut self) {
+        let waits_for = |t: &Thread| t.state != ThreadState::Stopped && !t.exiting;
         let running: Vec<Tid> = self
             .threads
             .iter()
-            .filter(|(_, t)| t.state != ThreadState::Stopped)
+            .filter(|(_, t)| waits_for(t))
             .map(|(&tid, _)| tid)
             .collect();
         for tid in running {
-            if let Err(TraceError::Gone) = ptrace::interrupt(tid) {
-                // Its exit status is still to be reaped below.
-            }
+            // A thread that is gone reports its exit below.
+            let _ = ptrace::interrupt(tid);
         }
-        while self
-            .threads
-            .values()
-            .any(|t| t.state != ThreadState::Stopped)
-        {
-            match ptrace::wait_any(false) {
-                Ok(Some((tid, stop))) => {
+        while self.threads.values().any(waits_for) {
+            match self.next_status(None) {
+                Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
                 }
-                Ok(None) => {}
-                Err(_) => {
+                Waited::Woken(WAKE_INTERRUPT) | Waited::Timeout => {}
+                Waited::Woken(sig) => {
+                    self.waker.wake(sig);
+                    break;
+                }
+                Waited::NoTracees => {
                     self.threads.clear();
                     break;
                 }

@@ -62,7 +62,11 @@ impl Tracer {
                 .unwrap_or_else(|| "?".into());
             return Err(StartError::AlreadyTraced { pid, tracer, name });
         }
-        if status.state == 'Z' || status.state == 'X' {
+        if procfs::threads(pid)
+            .unwrap_or_default()
+            .iter()
+            .all(|&t| matches!(procfs::thread_state(pid, t), Some('Z' | 'X') | None))
+        {
             return Err(StartError::NoSuchProcess { pid });
         }
         let mut tracer = Tracer::new(Mode::Attach, pid, opts, waker);
@@ -71,9 +75,12 @@ impl Tracer {
         // (threads created meanwhile by seized threads are auto-attached).
         loop {
             let tids = procfs::threads(pid).map_err(|_| StartError::NoSuchProcess { pid })?;
+            // A zombie thread (a leader that called pthread_exit while
+            // others run on) cannot be seized and runs no more code.
             let new: Vec<Tid> = tids
                 .into_iter()
                 .filter(|t| !tracer.threads.contains_key(t))
+                .filter(|&t| !matches!(procfs::thread_state(pid, t), Some('Z' | 'X')))
                 .collect();
             if new.is_empty() {
                 break;

@@ -409,3 +409,96 @@ fn signals_to_fdbg_run_kill_the_started_program() {
         );
     }
 }
+
+/// A process whose leader has left (pthread_exit) while a worker runs on:
+/// its /proc/PID/fd is empty and the leader's death is reported only at
+/// the end, yet attach, continue, fds and quit all work, from the worker's
+/// view of the process.
+#[test]
+#[serial]
+fn attach_to_a_process_whose_leader_has_exited() {
+    let _watchdog = Watchdog::new("leader_exit", TEST_LIMIT);
+    let mut program = ChildGuard::spawn(&mut Command::new(testprog("leader_exit")));
+    let mut output = program.output();
+    let pid = output.wait_for("leader_gone").num("pid") as i32;
+    let leader_state = || crate::harness::status_field(pid, "State").unwrap_or_default();
+    poll_until(
+        "the leader to be a zombie",
+        || leader_state().starts_with('Z'),
+        || leader_state(),
+    );
+    let worker = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&t| t != pid)
+        .expect("the worker thread");
+
+    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    let banner = fdbg.wait_attached();
+    assert!(
+        banner.contains("1 thread"),
+        "only the worker is traced\n{fdbg}"
+    );
+    fdbg.send("continue 300ms");
+    fdbg.wait_prefix("Time is up");
+    fdbg.send("fds --json");
+    let fds = fdbg.wait_doc(Shape::Fds);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    let worker_fds: BTreeSet<i32> = std::fs::read_dir(format!("/proc/{pid}/task/{worker}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+
+    assert_eq!(
+        fd_numbers(&fds),
+        worker_fds,
+        "fds vs /proc/{pid}/task/{worker}/fd\n{fdbg}"
+    );
+    assert!(
+        num(&stats["events"], "openat") > 0,
+        "the worker's opens were seen\n{fdbg}"
+    );
+    assert_eq!(num(&stats, "dropped"), 0, "{fdbg}");
+    let tracer = crate::harness::status_field(worker, "TracerPid");
+    assert_eq!(tracer.as_deref(), Some("0"), "the worker runs on untraced");
+    program.send_line();
+    output.wait_for("done");
+}
+
+/// fdbg's output piped into a reader that is gone (as after `| head -1`):
+/// no panic; fdbg detaches and exits with 141, as a SIGPIPE death would.
+#[test]
+#[serial]
+fn a_closed_output_ends_fdbg_quietly_and_detaches() {
+    let _watchdog = Watchdog::new("closed_output", TEST_LIMIT);
+    let server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = crate::harness::fdbg()
+        .args([
+            "attach",
+            &pid.to_string(),
+            "--batch",
+            "-e",
+            "fds",
+            "-e",
+            "fds",
+            "-e",
+            "stats",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before fdbg has printed a report.
+    drop(fdbg.stdout.take());
+    let status = crate::harness::wait_timeout(&mut fdbg, TEST_LIMIT).expect("fdbg exits");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(fdbg.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert_eq!(tracer_pid(pid), Some(0));
+    server.logins(1);
+}
