@@ -425,7 +425,7 @@ fn attach_to_a_process_whose_leader_has_exited() {
     poll_until(
         "the leader to be a zombie",
         || leader_state().starts_with('Z'),
-        || leader_state(),
+        leader_state,
     );
     let worker = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
