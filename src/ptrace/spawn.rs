@@ -1,5 +1,5 @@
 //! Starting a program for `run`: fork, put the child in its own process
-//! group, stop it so the tracer can seize it, install the seccomp filter,
+//! group (interactive sessions), stop it so the tracer can seize it, install the seccomp filter,
 //! exec. Between fork and exec the child only makes raw syscalls.
 
 use std::ffi::CString;
@@ -20,11 +20,14 @@ pub struct Spawned {
 }
 
 /// Fork a child that stops itself, then (once resumed) installs `filter`
-/// and execs `path` with `argv`. Returns once the child is stopped.
+/// and execs `path` with `argv`. Returns once the child is stopped. With
+/// `own_group` the child gets a process group of its own, so that Ctrl-C at
+/// the terminal reaches fdbg only.
 pub fn spawn_stopped(
     path: &CString,
     argv: &[CString],
     filter: &[libc::sock_filter],
+    own_group: bool,
 ) -> io::Result<Spawned> {
     let (read_end, write_end) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -33,7 +36,9 @@ pub fn spawn_stopped(
     // memory prepared before the fork (argv_ptrs, filter), then exec or _exit.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            if own_group {
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            }
             let _ = nix::sys::signal::sigprocmask(
                 SigmaskHow::SIG_SETMASK,
                 Some(&SigSet::empty()),

@@ -67,6 +67,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
     };
     let options = TraceOptions {
         follow_forks: config.follow_forks,
+        own_process_group: !config.batch,
     };
     let tracer_waker = waker.clone();
     let tracer_thread = std::thread::Builder::new()

@@ -115,6 +115,11 @@ enum Waited {
 #[derive(Clone, Debug, Default)]
 pub struct TraceOptions {
     pub follow_forks: bool,
+    /// `run`: start the program in a process group of its own, so that
+    /// Ctrl-C at the prompt reaches fdbg only. Off in --batch, where the
+    /// program may read the terminal like any foreground program (in a
+    /// background group it would stop with SIGTTIN).
+    pub own_process_group: bool,
 }
 
 pub struct Tracer {

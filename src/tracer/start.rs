@@ -137,7 +137,7 @@ impl Tracer {
             .collect::<Result<_, _>>()
             .map_err(|_| run_error("an argument has a NUL byte".into()))?;
         let filter = seccomp::filter();
-        let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter)
+        let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter, opts.own_process_group)
             .map_err(|e| run_error(e.to_string()))?;
         let child = spawned.pid;
         let mut tracer = Tracer::new(Mode::Run, child, opts, waker);
