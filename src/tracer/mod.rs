@@ -540,8 +540,12 @@ impl Tracer {
         // Every other thread of the process is gone.
         self.threads.retain(|&t, th| th.pid != pid || t == tid);
         if let Some(t) = self.threads.get_mut(&tid) {
+            // The record may be the exec'ing thread's own, taken over from
+            // its former tid: it is in this exec stop now.
+            t.state = ThreadState::Stopped;
             t.entry = None;
             t.exiting = false;
+            t.group_stopped = false;
         }
         if let Some(u) = self.unwinders.get_mut(&pid) {
             u.reset();

@@ -400,3 +400,33 @@ fn run_forks_with_follow_forks_reports_the_children_as_processes() {
         "the fork child closed its copies of 3 and 4\n{out}"
     );
 }
+
+/// Regression (exec by a thread other than the main one hung the process
+/// and fdbg): the exec'ing thread takes over the process id, the others
+/// vanish; the run goes to its end, the exec closes the close-on-exec fd
+/// and keeps the other.
+#[test]
+#[serial]
+fn run_exec_from_a_non_main_thread_runs_to_the_end() {
+    let _watchdog = Watchdog::new("thread_exec", TEST_LIMIT);
+    let out = run_json(&["continue", "fds", "stats"], "thread_exec", &[]);
+    out.assert_success();
+    assert_exited_0(&out);
+    let lines = out.expect_lines();
+    let kept = one(&lines, "leak").fd();
+    let closed = one(&lines, "open").fd();
+    let fds = fd_numbers(out.first(Shape::Fds));
+    assert!(
+        fds.contains(&kept),
+        "the fd without O_CLOEXEC survives the exec\n{out}"
+    );
+    assert!(
+        !fds.contains(&closed),
+        "the O_CLOEXEC fd is closed by the exec\n{out}"
+    );
+    assert_eq!(
+        num(&out.first(Shape::Stats)["events"], "execve"),
+        1,
+        "{out}"
+    );
+}

@@ -151,6 +151,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "thread_exec",
+        sources: &["thread_exec.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "leader_exit",
         sources: &["leader_exit.c"],
         flags: DEBUG,
