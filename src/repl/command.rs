@@ -185,10 +185,10 @@ pub fn lookup(word: &str) -> Result<&'static Spec, String> {
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!(
-            "unknown command '{word}'; did you mean '{}'? (try 'help')",
-            closest(word)
-        )),
+        [] => Err(match closest(word) {
+            Some(near) => format!("unknown command '{word}'; did you mean '{near}'? (try 'help')"),
+            None => format!("unknown command '{word}' (try 'help')"),
+        }),
         many => Err(format!(
             "ambiguous command '{word}': {}",
             many.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
@@ -196,13 +196,15 @@ pub fn lookup(word: &str) -> Result<&'static Spec, String> {
     }
 }
 
-/// The command name nearest to `word` by edit distance.
-fn closest(word: &str) -> &'static str {
+/// The command name nearest to `word` by edit distance, if it is near
+/// enough to be a typo (at most a third of the word's letters differ).
+fn closest(word: &str) -> Option<&'static str> {
     COMMANDS
         .iter()
-        .map(|s| s.name)
-        .min_by_key(|name| edit_distance(word, name))
-        .unwrap_or("help")
+        .map(|s| (s.name, edit_distance(word, s.name)))
+        .min_by_key(|&(_, d)| d)
+        .filter(|&(_, d)| d * 3 <= word.chars().count().max(3))
+        .map(|(name, _)| name)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

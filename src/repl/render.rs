@@ -37,6 +37,14 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `escape`, line by line: fdbg's own messages (help) span lines.
+fn escape_keeping_lines(s: &str) -> String {
+    s.split('\n')
+        .map(|line| escape(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn text(report: &Report) -> String {
     match report {
         Report::Stop(stop) => stop_text(stop),
@@ -50,7 +58,7 @@ pub fn text(report: &Report) -> String {
         Report::Backtrace(bt) => frames_text(&bt.event.frames, bt.event.stack_truncated.as_deref()),
         Report::Breakpoints(b) => breakpoints_text(b),
         Report::Sockets(s) => sockets_text(s),
-        Report::Message(m) => escape(&m.message).into_owned(),
+        Report::Message(m) => escape_keeping_lines(&m.message),
     }
 }
 

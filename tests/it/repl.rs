@@ -330,3 +330,31 @@ fn control_characters_from_the_process_are_escaped() {
     assert_eq!(fd7["target"], path, "JSON carries the name itself");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `help` is fdbg's own text: one command per line, no escaped newlines.
+#[test]
+#[serial]
+fn help_lists_one_command_per_line() {
+    let out = Command::new(FDBG)
+        .args([
+            "run",
+            "--batch",
+            "-e",
+            "help",
+            "-e",
+            "help break",
+            "--",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("\\n"), "no literal \\n: {text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("leaks [--since MARK]")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.trim() == "Also: b, br"), "{text}");
+}
