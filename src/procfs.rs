@@ -110,6 +110,8 @@ pub fn threads(pid: Pid) -> io::Result<Vec<i32>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskStatus {
     pub tgid: Pid,
+    /// The parent process (of a thread: of its process).
+    pub ppid: Pid,
     pub tracer_pid: Pid,
     /// The state letter: R, S, D, T (stopped), t (traced), Z, X.
     pub state: char,
@@ -121,6 +123,7 @@ pub fn status(tid: i32) -> Option<TaskStatus> {
     let status = procfs::process::Process::new(tid).ok()?.status().ok()?;
     Some(TaskStatus {
         tgid: status.tgid,
+        ppid: status.ppid,
         tracer_pid: status.tracerpid,
         state: status.state.chars().next().unwrap_or('?'),
         uid: status.ruid,

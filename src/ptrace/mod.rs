@@ -289,6 +289,24 @@ pub fn wait_for(tid: Tid, nohang: bool) -> io::Result<Option<(Tid, Stop)>> {
     }
 }
 
+/// Reap exiting tracees on a thread of their own, after a detach: each
+/// wait may last until the rest of its process is gone (a zombie leader).
+/// The one wait outside the tracer's loop: these threads are no longer
+/// part of any session, and a wait from any thread of the tracer's process
+/// reaps them.
+pub fn reap_in_background(tids: Vec<Tid>) {
+    if tids.is_empty() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            for tid in tids {
+                let _ = wait_for(tid, false);
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

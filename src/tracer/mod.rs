@@ -378,9 +378,15 @@ impl Tracer {
         }
         self.stops += 1;
         if !self.threads.contains_key(&tid) {
-            // A new thread or child whose creator's event has not been seen yet.
-            let pid = procfs::status(tid).map(|s| s.tgid).unwrap_or(tid);
-            self.add_thread(tid, pid, None);
+            // A new thread or child whose creator's event has not been seen
+            // yet (ptrace does not order them). A child process starts
+            // from its parent's table, as when the event comes first.
+            let status = procfs::status(tid);
+            let pid = status.as_ref().map_or(tid, |s| s.tgid);
+            let parent = status
+                .map(|s| s.ppid)
+                .filter(|&ppid| pid == tid && self.model.is_tracked(ppid));
+            self.add_thread(tid, pid, parent);
         }
         if let Some(t) = self.threads.get_mut(&tid) {
             t.state = ThreadState::Stopped;
@@ -615,10 +621,17 @@ impl Tracer {
             return;
         }
         self.stop_all();
-        // stop_all may have seen new threads; they are stopped too.
+        // stop_all may have seen new threads; they are stopped too. Threads
+        // on their way out (resumed after PTRACE_EVENT_EXIT) cannot be
+        // detached: they stay ours until reaped, and their process's parent
+        // cannot reap it before that, so they are reaped in the background.
+        let mut exiting = Vec::new();
         for (tid, thread) in self.threads.drain() {
-            let _ = ptrace::detach(tid, thread.signal);
+            if ptrace::detach(tid, thread.signal).is_err() && thread.exiting {
+                exiting.push(tid);
+            }
         }
+        ptrace::reap_in_background(exiting);
         self.detached = true;
     }
 

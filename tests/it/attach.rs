@@ -449,7 +449,20 @@ fn attach_to_a_process_whose_leader_has_exited() {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    fdbg.send("quit");
+    // Detach and leave fdbg at its prompt: the process must still be able
+    // to end and be reaped by its parent (the zombie leader was ours).
+    fdbg.send("detach");
+    fdbg.wait_prefix("detached from process");
+
+    let tracer = crate::harness::status_field(worker, "TracerPid");
+    assert_eq!(tracer.as_deref(), Some("0"), "the worker runs on untraced");
+    program.send_line();
+    output.wait_for("done");
+    assert!(
+        program.wait_exit().success(),
+        "the parent reaps the process while fdbg still runs"
+    );
+    fdbg.close_stdin();
     assert!(fdbg.wait_exit().success(), "{fdbg}");
 
     assert_eq!(
@@ -462,10 +475,41 @@ fn attach_to_a_process_whose_leader_has_exited() {
         "the worker's opens were seen\n{fdbg}"
     );
     assert_eq!(num(&stats, "dropped"), 0, "{fdbg}");
-    let tracer = crate::harness::status_field(worker, "TracerPid");
-    assert_eq!(tracer.as_deref(), Some("0"), "the worker runs on untraced");
-    program.send_line();
+}
+
+/// The leader leaves (pthread_exit) while traced: its exit stop comes, its
+/// death not until the worker is gone. `detach` lets both go, and the
+/// parent can reap the process while fdbg still runs.
+#[test]
+#[serial]
+fn the_leader_leaving_while_traced_is_let_go_at_detach() {
+    let _watchdog = Watchdog::new("leader_leaves_traced", TEST_LIMIT);
+    let mut program = ChildGuard::spawn(Command::new(testprog("leader_exit")).arg("--linger"));
+    let mut output = program.output();
+    let pid = output.wait_for("worker").num("pid") as i32;
+    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    fdbg.wait_attached();
+    fdbg.send("continue");
+    program.send_line(); // the leader leaves
+    output.wait_for("leader_gone");
+    let leader_state = || crate::harness::status_field(pid, "State").unwrap_or_default();
+    poll_until(
+        "the leader to be a zombie",
+        || leader_state().starts_with('Z'),
+        leader_state,
+    );
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("detach");
+    fdbg.wait_prefix("detached from process");
+    program.send_line(); // the worker ends
     output.wait_for("done");
+    assert!(
+        program.wait_exit().success(),
+        "the parent reaps the process while fdbg still runs\n{fdbg}"
+    );
+    fdbg.close_stdin();
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
 }
 
 /// fdbg's output piped into a reader that is gone (as after `| head -1`):
