@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::net::{self, SocketInfo};
 
-use crate::fdtable::{Event, LeakSite, Origin, Pid, Seq};
+use crate::fdtable::{Event, LeakSite, Origin, Pid, ProcessEnd, Seq};
 use crate::repl::breakpoints::{Breakpoints, Condition};
 use crate::repl::command::{self, Command};
 use crate::repl::report::*;
@@ -55,9 +55,9 @@ impl Session {
         self.socket_cache.clear();
         let reports = match command {
             Command::Continue { duration } => {
-                self.resume(duration.map(|d| Instant::now() + d), None)
+                self.resume(duration.map(|d| Instant::now() + d), None)?
             }
-            Command::Step { count } => self.resume(None, Some(*count)),
+            Command::Step { count } => self.resume(None, Some(*count))?,
             Command::Fds { kind } => {
                 self.check_model();
                 self.report_pids()
@@ -204,8 +204,15 @@ impl Session {
                 ))]
             }
             Command::Quit => {
+                // Under run, fdbg's status is the program's, as a tracer's
+                // usually is (0 if fdbg ended it).
+                let status = match (self.tracer.mode, self.tracer.main_end) {
+                    (Mode::Run, Some(ProcessEnd::Exited(code))) => code,
+                    (Mode::Run, Some(ProcessEnd::Killed(sig))) => 128 + sig,
+                    _ => 0,
+                };
                 self.tracer.finish();
-                return Ok((Vec::new(), Next::Exit(0)));
+                return Ok((Vec::new(), Next::Exit(status)));
             }
             Command::Help { topic } => vec![Report::message(command::help(topic.as_deref())?)],
         };
@@ -277,15 +284,19 @@ impl Session {
         }
     }
 
-    fn resume(&mut self, deadline: Option<Instant>, steps: Option<usize>) -> Vec<Report> {
+    fn resume(
+        &mut self,
+        deadline: Option<Instant>,
+        steps: Option<usize>,
+    ) -> Result<Vec<Report>, String> {
         let main = self.tracer.main_pid;
         if self.tracer.detached {
-            return vec![Report::message(
-                "the process is detached; nothing to resume",
-            )];
+            return Err("the process is detached; nothing to resume".into());
         }
         if !self.tracer.is_live() {
-            return vec![Report::message(format!("process {main} is not running"))];
+            return Err(format!(
+                "process {main} is not running any more; its records stay for queries"
+            ));
         }
         let follow = self.tracer.follow_forks;
         let mut seen: Vec<Seq> = Vec::new();
@@ -362,7 +373,7 @@ impl Session {
             }
         }
         reports.push(Report::Stop(stop));
-        reports
+        Ok(reports)
     }
 
     /// The frames of a recorded stack, and why it ends early if it does.

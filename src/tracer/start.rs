@@ -30,7 +30,7 @@ pub enum StartError {
         #[source]
         source: TraceError,
     },
-    #[error("cannot run {program}: {why}")]
+    #[error("cannot run {program:?}: {why}")]
     Run { program: String, why: String },
 }
 
@@ -192,6 +192,10 @@ fn permission_error(pid: Pid, status: &procfs::TaskStatus) -> StartError {
             "it belongs to uid {}; run fdbg as that user or with CAP_SYS_PTRACE",
             status.uid
         )
+    } else if me == 0 {
+        "the kernel refuses even root here: init, a kernel thread, or a process a \
+         security module protects"
+            .into()
     } else {
         let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok();
         match scope.as_deref().map(str::trim) {
@@ -209,7 +213,7 @@ fn permission_error(pid: Pid, status: &procfs::TaskStatus) -> StartError {
 fn resolve_program(program: &str) -> Result<std::path::PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     if program.is_empty() {
-        return Err("no program given".into());
+        return Err("an empty program name".into());
     }
     let executable = |p: &std::path::Path| {
         std::fs::metadata(p)

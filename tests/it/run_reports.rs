@@ -430,3 +430,30 @@ fn run_exec_from_a_non_main_thread_runs_to_the_end() {
         "{out}"
     );
 }
+
+/// Under `run --batch`, fdbg's exit status is the program's; a resume after
+/// the program ended is an error (the records still answer).
+#[test]
+#[serial]
+fn run_exits_with_the_programs_status() {
+    let _watchdog = Watchdog::new("run_status", TEST_LIMIT);
+    let out = fdbg_batch([
+        "run", "--batch", "-e", "continue", "--", "/bin/sh", "-c", "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    let out = fdbg_batch([
+        "run",
+        "--batch",
+        "-e",
+        "continue",
+        "-e",
+        "continue",
+        "-e",
+        "fds",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("is not running any more"), "{out}");
+    assert!(out.stdout.contains("open fds at exit"), "{out}");
+}
