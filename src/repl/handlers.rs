@@ -625,6 +625,12 @@ impl Session {
             .unwrap_or_default();
         let total_events: u64 = counters.events_by_syscall.values().sum();
         let secs = self.running.as_secs_f64();
+        let (stops, syscalls_seen) = self
+            .tracer
+            .cost_by_pid
+            .get(&pid)
+            .copied()
+            .unwrap_or_default();
         StatsReport {
             pid,
             open_fds: model.open_count(pid),
@@ -635,8 +641,9 @@ impl Session {
                 .map(|(k, n)| (k.as_str(), *n))
                 .collect(),
             bad_closes: counters.bad_closes,
-            stops: self.tracer.stops,
-            syscalls_seen: self.tracer.syscalls_seen,
+            stops,
+            syscalls_seen,
+            stops_all_processes: self.tracer.stops,
             adopted: counters.adopted,
             dropped: counters.dropped,
             total_events,
@@ -647,7 +654,7 @@ impl Session {
                 0.0
             },
             stops_per_event: if total_events > 0 {
-                self.tracer.stops as f64 / total_events as f64
+                stops as f64 / total_events as f64
             } else {
                 0.0
             },

@@ -363,6 +363,13 @@ fn stats_text(s: &StatsReport) -> String {
         "ptrace stops: {} ({:.2} per event), syscalls seen: {}, events/s while running: {:.0}",
         s.stops, s.stops_per_event, s.syscalls_seen, s.events_per_sec
     );
+    if s.stops_all_processes != s.stops {
+        let _ = writeln!(
+            out,
+            "ptrace stops in all traced processes: {}",
+            s.stops_all_processes
+        );
+    }
     let _ = write!(
         out,
         "model checks against /proc: {} adopted (untracked), {} dropped",

@@ -113,11 +113,13 @@ pub struct StatsReport {
     /// Events that created fds, by kind.
     pub by_kind: BTreeMap<&'static str, u64>,
     pub bad_closes: u64,
-    /// ptrace stops fdbg handled (all processes of the session).
+    /// ptrace stops of this process's threads.
     pub stops: u64,
-    /// Syscall entries fdbg saw: every syscall under attach, only fd
-    /// syscalls under run (the others cause no stop).
+    /// Syscall entries fdbg saw in this process: every syscall under
+    /// attach, only fd syscalls under run (the others cause no stop).
     pub syscalls_seen: u64,
+    /// ptrace stops of every process of the session.
+    pub stops_all_processes: u64,
     /// Fds found in /proc but not in the model, adopted as untracked.
     pub adopted: u64,
     /// Fds in the model that /proc did not have, dropped.

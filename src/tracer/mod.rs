@@ -129,6 +129,8 @@ pub struct Tracer {
     pub model: Model,
     /// Every ptrace stop fdbg has handled.
     pub stops: u64,
+    /// The same, by process: (ptrace stops, syscall entries seen).
+    pub cost_by_pid: HashMap<Pid, (u64, u64)>,
     /// Syscall entries seen (all syscalls under attach, fd syscalls under run).
     pub syscalls_seen: u64,
     /// The main process ended; how.
@@ -163,6 +165,7 @@ impl Tracer {
             follow_forks: opts.follow_forks,
             model: Model::new(),
             stops: 0,
+            cost_by_pid: HashMap::new(),
             syscalls_seen: 0,
             main_end: None,
             detached: false,
@@ -390,6 +393,7 @@ impl Tracer {
         }
         if let Some(t) = self.threads.get_mut(&tid) {
             t.state = ThreadState::Stopped;
+            self.cost_by_pid.entry(t.pid).or_default().0 += 1;
         }
         match stop {
             Stop::Syscall
@@ -463,8 +467,9 @@ impl Tracer {
         match ptrace::syscall_info(tid) {
             Ok(SyscallStop::Entry { nr, args }) => {
                 self.syscalls_seen += 1;
+                let thread = self.threads.get_mut(&tid)?;
+                self.cost_by_pid.entry(thread.pid).or_default().1 += 1;
                 if syscalls::is_fd_syscall(nr) {
-                    let thread = self.threads.get_mut(&tid)?;
                     thread.entry = Some(SyscallEntry { nr, args });
                     if nr == libc::SYS_close as u64 {
                         let pid = thread.pid;

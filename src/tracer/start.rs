@@ -156,6 +156,7 @@ impl Tracer {
                 return Err(run_error("the new process vanished".into()));
             };
             tracer.stops += 1;
+            tracer.cost_by_pid.entry(child).or_default().0 += 1;
             match stop {
                 Stop::Event {
                     event: ptrace::EVENT_EXEC,
