@@ -35,6 +35,11 @@ pub struct Session {
     pub breakpoints: Breakpoints,
     /// Socket endpoints read during the current command.
     socket_cache: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
+    /// Stacks shown during the current command (a leak site's stack is
+    /// every one of its fds' stack).
+    frames_cache: HashMap<(Pid, StackId), (Vec<Frame>, Option<String>)>,
+    /// What /proc listed for the model check of the current command.
+    listed: HashMap<Pid, Vec<crate::fdtable::ProcFd>>,
 }
 
 impl Session {
@@ -47,12 +52,16 @@ impl Session {
             shutdown: None,
             breakpoints: Breakpoints::default(),
             socket_cache: HashMap::new(),
+            listed: HashMap::new(),
+            frames_cache: HashMap::new(),
         }
     }
 
     /// Run one command. `Err` is a one-line message for the user.
     pub fn execute(&mut self, command: &Command) -> Result<(Vec<Report>, Next), String> {
         self.socket_cache.clear();
+        self.listed.clear();
+        self.frames_cache.clear();
         let reports = match command {
             Command::Continue { duration } => {
                 self.resume(duration.map(|d| Instant::now() + d), None)?
@@ -280,7 +289,7 @@ impl Session {
     /// Check the model against /proc before reporting (while traced).
     fn check_model(&mut self) {
         if !self.tracer.detached {
-            self.tracer.reconcile();
+            self.listed = self.tracer.reconcile();
         }
     }
 
@@ -381,8 +390,16 @@ impl Session {
         let Some(id) = stack else {
             return (Vec::new(), None);
         };
-        let stack = self.tracer.model.stacks.get(id).clone();
-        (self.tracer.symbolizer.frames(pid, &stack), stack.truncated)
+        if let Some(shown) = self.frames_cache.get(&(pid, id)) {
+            return shown.clone();
+        }
+        let stack = self.tracer.model.stacks.get(id);
+        let shown = (
+            self.tracer.symbolizer.frames(pid, stack),
+            stack.truncated.clone(),
+        );
+        self.frames_cache.insert((pid, id), shown.clone());
+        shown
     }
 
     fn event_report(&mut self, event: &Event) -> EventReport {
@@ -437,8 +454,13 @@ impl Session {
         if self.tracer.detached || self.exited(pid) {
             return BTreeMap::new();
         }
-        let fds = crate::procfs::list_fds(pid, None).unwrap_or_default();
-        crate::tracer::socket_infos(pid, &fds)
+        match self.listed.get(&pid) {
+            Some(fds) => crate::tracer::socket_infos(pid, fds),
+            None => crate::tracer::socket_infos(
+                pid,
+                &crate::procfs::list_fds(pid, None).unwrap_or_default(),
+            ),
+        }
     }
 
     /// What fd `fd` of `pid` is: a socket's endpoints, else the model's target.

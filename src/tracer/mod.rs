@@ -609,13 +609,17 @@ impl Tracer {
     }
 
     /// Check the model against /proc for every live traced process.
-    pub fn reconcile(&mut self) {
+    /// Returns what /proc listed, by process, for the caller to reuse.
+    pub fn reconcile(&mut self) -> HashMap<Pid, Vec<crate::fdtable::ProcFd>> {
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        let mut listed = HashMap::new();
         for pid in pids {
             if let Ok(fds) = procfs::list_fds(pid, None) {
                 self.model.reconcile(pid, &fds);
+                listed.insert(pid, fds);
             }
         }
+        listed
     }
 
     /// Let every thread go, untraced and running (attach), delivering any
