@@ -92,8 +92,10 @@ fn fd_flags(base: &Path, fd: i32) -> Option<u64> {
 }
 
 /// The symlink target of one fd, if it is still open.
-pub fn fd_target(pid: Pid, fd: i32) -> Option<String> {
-    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+/// Read through the thread `tid` (any thread of the process): a leader that
+/// has exited shows no fds.
+pub fn fd_target(tid: i32, fd: i32) -> Option<String> {
+    let link = fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok()?;
     Some(String::from_utf8_lossy(link.as_os_str().as_bytes()).into_owned())
 }
 

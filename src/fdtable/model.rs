@@ -122,12 +122,6 @@ impl Model {
             .is_some_and(|state| state.info.end.is_none())
     }
 
-    /// Apply one completed fd syscall of thread `tid` of process `pid` and
-    /// record it as an event (also when it failed, so history and stats see
-    /// it). Returns the event's seq.
-    ///
-    /// When `decoded.kind` is Other but the syscall created fds (dup of a
-    /// socket), the event takes the kind of the first fd it created.
     /// Thread `tid` entered close(fd): take fd out of the table now. The
     /// kernel releases the number before close returns, so another thread
     /// may be given it first; the close's own event (`record`) then closes
@@ -149,6 +143,12 @@ impl Model {
         }
     }
 
+    /// Apply one completed fd syscall of thread `tid` of process `pid` and
+    /// record it as an event (also when it failed, so history and stats see
+    /// it). Returns the event's seq.
+    ///
+    /// When `decoded.kind` is Other but the syscall created fds (dup of a
+    /// socket), the event takes the kind of the first fd it created.
     pub fn record(&mut self, pid: Pid, tid: Pid, decoded: &Decoded, stack: Option<StackId>) -> Seq {
         let seq = self.last_seq() + 1;
         let start_seq = self.last_seq();
@@ -316,6 +316,10 @@ impl Model {
             kind: FdKind::Other,
             effects: Vec::new(),
         };
+        // Closes in flight in the threads the exec ended did close their fds.
+        if let Some(state) = self.processes.get_mut(&pid) {
+            state.closing.clear();
+        }
         // Sweep first so that `record` sees the closes as its own.
         let closing: Vec<i32> = self
             .processes
@@ -341,6 +345,8 @@ impl Model {
     pub fn exited(&mut self, pid: Pid, end: ProcessEnd) {
         if let Some(state) = self.processes.get_mut(&pid) {
             state.info.end = Some(end);
+            // A close still in flight at the end did close its fd.
+            state.closing.clear();
         }
     }
 

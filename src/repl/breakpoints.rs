@@ -136,9 +136,15 @@ impl Breakpoints {
                         - event.created.len() as i64;
                     before <= *count as i64 && event.open_fds > *count
                 }
-                Condition::Catch { what } => what.iter().any(|w| {
-                    w == event.syscall || (!event.created.is_empty() && w == event.kind.as_str())
-                }),
+                // A call that failed and changed nothing (accept4 = EAGAIN
+                // in an event loop) is not worth a stop; a bad close is.
+                Condition::Catch { what } => {
+                    (event.result >= 0 || event.bad_close.is_some())
+                        && what.iter().any(|w| {
+                            w == event.syscall
+                                || (!event.created.is_empty() && w == event.kind.as_str())
+                        })
+                }
                 Condition::Site { pattern } => match event.stack {
                     Some(stack) if !event.created.is_empty() => {
                         let key = (bp.id, stack);

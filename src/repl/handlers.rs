@@ -688,7 +688,7 @@ impl Session {
             .tracer
             .threads()
             .into_iter()
-            .map(|(tid, pid, _)| ThreadEntry {
+            .map(|(tid, pid)| ThreadEntry {
                 tid,
                 pid,
                 name: crate::procfs::thread_name(pid, tid),

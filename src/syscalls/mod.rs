@@ -78,10 +78,10 @@ pub struct Decoded {
     pub effects: Vec<Effect>,
 }
 
-/// True when `result` is one of the kernel's internal restart codes
-/// (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK,
-/// ERESTARTNOHAND): the syscall will run again and must be counted once,
-/// when it really completes.
+/// True when `result` is one of the kernel's internal codes -512..=-516
+/// (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ENOIOCTLCMD,
+/// ERESTART_RESTARTBLOCK): the syscall will run again and must be counted
+/// once, when it really completes.
 pub fn is_restart(result: i64) -> bool {
     (-516..=-512).contains(&result)
 }

@@ -62,13 +62,12 @@ pub enum Halt {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ThreadState {
-    /// Running (or blocked in the kernel) as far as fdbg knows.
+    /// Running (or blocked in the kernel) as far as fdbg knows; or, with
+    /// `group_stopped`, resumed with PTRACE_LISTEN: stopped for the process
+    /// (job control), not for fdbg.
     Running,
     /// In a ptrace-stop, waiting for fdbg to resume it.
     Stopped,
-    /// In a group-stop, resumed with PTRACE_LISTEN: stopped for the
-    /// process, not for fdbg.
-    Listening,
 }
 
 struct Thread {
@@ -158,8 +157,15 @@ fn sigchld_fd() -> nix::Result<SignalFd> {
 }
 
 impl Tracer {
-    fn new(mode: Mode, main_pid: Pid, opts: &TraceOptions, waker: std::sync::Arc<Waker>) -> Tracer {
-        Tracer {
+    fn new(
+        mode: Mode,
+        main_pid: Pid,
+        opts: &TraceOptions,
+        waker: std::sync::Arc<Waker>,
+    ) -> Result<Tracer, StartError> {
+        let sigchld =
+            sigchld_fd().map_err(|e| StartError::Setup(format!("signalfd for SIGCHLD: {e}")))?;
+        Ok(Tracer {
             mode,
             main_pid,
             follow_forks: opts.follow_forks,
@@ -173,10 +179,10 @@ impl Tracer {
             exit_sockets: HashMap::new(),
             threads: HashMap::new(),
             unwinders: HashMap::new(),
-            sigchld: sigchld_fd().expect("signalfd for SIGCHLD"),
+            sigchld,
             waker,
             _not_send: PhantomData,
-        }
+        })
     }
 
     /// The waker the front end uses to interrupt `resume_until`.
@@ -184,13 +190,9 @@ impl Tracer {
         self.waker.clone()
     }
 
-    /// Threads of the main process: (tid, state letter from /proc, stopped by fdbg).
-    pub fn threads(&self) -> Vec<(Tid, Pid, bool)> {
-        let mut out: Vec<(Tid, Pid, bool)> = self
-            .threads
-            .iter()
-            .map(|(&tid, t)| (tid, t.pid, t.state == ThreadState::Stopped))
-            .collect();
+    /// Every traced thread, as (tid, its process), sorted.
+    pub fn threads(&self) -> Vec<(Tid, Pid)> {
+        let mut out: Vec<(Tid, Pid)> = self.threads.iter().map(|(&tid, t)| (tid, t.pid)).collect();
         out.sort_unstable();
         out
     }
@@ -345,7 +347,7 @@ impl Tracer {
             return;
         }
         let (how, state) = if thread.group_stopped {
-            (Resume::Listen, ThreadState::Listening)
+            (Resume::Listen, ThreadState::Running)
         } else {
             let how = match self.mode {
                 Mode::Attach => Resume::Syscall,
@@ -505,7 +507,7 @@ impl Tracer {
                 fd, kind, target, ..
             } = effect
                 && *kind == FdKind::Other
-                && let Some(link) = procfs::fd_target(pid, *fd)
+                && let Some(link) = procfs::fd_target(tid, *fd)
             {
                 *kind = FdKind::from_link(&link, false);
                 *target = Some(link);

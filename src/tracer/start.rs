@@ -30,6 +30,8 @@ pub enum StartError {
         #[source]
         source: TraceError,
     },
+    #[error("cannot set up tracing: {0}")]
+    Setup(String),
     #[error("cannot run {program:?}: {why}")]
     Run { program: String, why: String },
 }
@@ -69,7 +71,7 @@ impl Tracer {
         {
             return Err(StartError::NoSuchProcess { pid });
         }
-        let mut tracer = Tracer::new(Mode::Attach, pid, opts, waker);
+        let mut tracer = Tracer::new(Mode::Attach, pid, opts, waker)?;
         let options = ptrace::options(opts.follow_forks, false, false);
         // Seize every thread; repeat until a listing shows no new thread
         // (threads created meanwhile by seized threads are auto-attached).
@@ -140,7 +142,13 @@ impl Tracer {
         let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter, opts.own_process_group)
             .map_err(|e| run_error(e.to_string()))?;
         let child = spawned.pid;
-        let mut tracer = Tracer::new(Mode::Run, child, opts, waker);
+        let mut tracer = match Tracer::new(Mode::Run, child, opts, waker) {
+            Ok(tracer) => tracer,
+            Err(e) => {
+                spawn::kill_and_reap(child);
+                return Err(e);
+            }
+        };
         let options = ptrace::options(true, true, true);
         if let Err(e) = ptrace::seize(child, options) {
             spawn::kill_and_reap(child);
