@@ -12,12 +12,9 @@
 //! reads: an unreadable or corrupt object is a `None`, never a panic.
 
 use std::fs::File;
-use std::io::IoSliceMut;
 use std::ops::Range;
 use std::sync::Arc;
 
-use nix::sys::uio::{RemoteIoVec, process_vm_readv};
-use nix::unistd::Pid;
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object, ObjectSection, ReadCache, ReadRef};
 
@@ -234,18 +231,8 @@ fn load_vdso(pid: i32, avma: &Range<u64>) -> Option<ParsedObject> {
     if len > 1 << 20 {
         return None;
     }
-    let mut image = vec![0u8; len];
-    let remote = [RemoteIoVec {
-        base: usize::try_from(avma.start).ok()?,
-        len,
-    }];
-    let read = process_vm_readv(
-        Pid::from_raw(pid),
-        &mut [IoSliceMut::new(&mut image)],
-        &remote,
-    )
-    .ok()?;
-    parse_object(&image[..read])
+    let image = crate::ptrace::ProcessMemory { pid }.read(avma.start, len)?;
+    parse_object(&image[..])
 }
 
 #[cfg(test)]

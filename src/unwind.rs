@@ -18,15 +18,12 @@
 //! gives a shorter stack with a reason, never a panic.
 
 use std::collections::HashMap;
-use std::io::IoSliceMut;
 use std::sync::Arc;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{
     Error as WalkError, ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
 };
-use nix::sys::uio::{RemoteIoVec, process_vm_readv};
-use nix::unistd::Pid;
 
 use crate::modules::{self, CodeMapping, ObjectKey, ParsedObject, SectionBytes};
 use crate::stacks::Stack;
@@ -306,41 +303,11 @@ fn walk_error_reason(error: WalkError, sp: u64, stack_len: usize) -> String {
 /// readable region (the top of the stack mapping). Empty if nothing is
 /// readable or the process is gone.
 pub fn copy_stack(pid: i32, sp: u64, max: usize) -> Vec<u8> {
-    const PAGE: u64 = 4096;
-    let Some(end) = sp.checked_add(max as u64) else {
-        return Vec::new();
-    };
-    let mut buf = vec![0u8; max];
-    // The common case: the whole range is mapped.
-    let mut copied = match read_remote(pid, sp, &mut buf) {
-        Some(n) if n == max => return buf,
-        Some(n) => n,
-        None => 0,
-    };
-    // Then page by page up to the first page that fails.
-    while copied < max {
-        let addr = sp + copied as u64;
-        let page_end = ((addr / PAGE) + 1).saturating_mul(PAGE).min(end);
-        let want = (page_end - addr) as usize;
-        match read_remote(pid, addr, &mut buf[copied..copied + want]) {
-            Some(n) if n == want => copied += n,
-            Some(n) => {
-                copied += n;
-                break;
-            }
-            None => break,
-        }
-    }
-    buf.truncate(copied);
-    buf
-}
-
-fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> Option<usize> {
-    let remote = [RemoteIoVec {
-        base: usize::try_from(addr).ok()?,
-        len: buf.len(),
-    }];
-    process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(buf)], &remote).ok()
+    // process_vm_readv stops at the first unmapped page: the copy is short
+    // at the top of the stack, never wrong.
+    crate::ptrace::ProcessMemory { pid }
+        .read(sp, max)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
