@@ -15,7 +15,7 @@ use super::table;
 use super::{Decoded, Effect, SyscallEntry, TraceeMemory};
 use crate::fdtable::FdKind;
 
-use args::{flags, pointer, quoted_str};
+use args::{flags, pointer};
 use sockaddr::SockAddr;
 
 /// Decode a completed syscall; `None` when it cannot change the fd table:
@@ -438,8 +438,8 @@ fn mode_suffix(flags: u64, mode: u64) -> String {
 /// An open of the path at `path_addr` with `flags`; `prefix` is the text of
 /// the arguments before the path, `suffix` of those after.
 fn opens_path(c: &Call, prefix: &str, path_addr: u64, suffix: &str, fl: u64) -> Outcome {
-    let text = format!("{prefix}{}{suffix}", quoted_str(c.mem, path_addr));
-    let target = args::tracee_str_raw(c.mem, path_addr);
+    let (path, target) = args::string_arg(c.mem, path_addr);
+    let text = format!("{prefix}{path}{suffix}");
     c.creates(text, open_kind(fl), has(fl, libc::O_CLOEXEC), target)
 }
 
@@ -655,12 +655,9 @@ pub(super) fn fanotify_init(c: &Call) -> Option<Outcome> {
 
 pub(super) fn memfd_create(c: &Call) -> Option<Outcome> {
     let fl = c.uint(1).into();
-    let text = format!(
-        "{}, {}",
-        quoted_str(c.mem, c.args[0]),
-        flags(fl, args::MFD_FLAGS)
-    );
-    let target = args::tracee_str_raw(c.mem, c.args[0]).map(|name| format!("memfd:{name}"));
+    let (name, raw) = args::string_arg(c.mem, c.args[0]);
+    let text = format!("{name}, {}", flags(fl, args::MFD_FLAGS));
+    let target = raw.map(|name| format!("memfd:{name}"));
     Some(c.creates(
         text,
         FdKind::Memfd,

@@ -69,38 +69,27 @@ pub fn fd_list(fds: &[i32]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// A string read from the tracee, escaped and capped at `STRING_MAX` bytes;
-/// the flag says it was capped. `None` when unreadable.
-fn read_str(mem: &dyn TraceeMemory, addr: u64) -> Option<(String, bool)> {
-    if addr == 0 {
-        return None;
-    }
-    let bytes = mem.read_cstr(addr, STRING_MAX + 1)?;
+/// A string argument, read once: the text for the argument list
+/// (`"/etc/hosts"`, escaped, `"..."...` when capped at `STRING_MAX` bytes,
+/// or the pointer when it cannot be read) and the string as it is, for a
+/// target (not escaped: reports escape it when they print it; invalid
+/// UTF-8 replaced; `...` after when capped).
+pub fn string_arg(mem: &dyn TraceeMemory, addr: u64) -> (String, Option<String>) {
+    let bytes = if addr == 0 {
+        None
+    } else {
+        mem.read_cstr(addr, STRING_MAX + 1)
+    };
+    let Some(bytes) = bytes else {
+        return (pointer(addr), None);
+    };
     let capped = bytes.len() > STRING_MAX;
-    Some((escape(&bytes[..bytes.len().min(STRING_MAX)]), capped))
-}
-
-/// A string read from the tracee as it is (not escaped: for a target the
-/// reports escape when they print it), capped at `STRING_MAX` bytes, with
-/// `...` after when capped; invalid UTF-8 replaced. `None` when unreadable.
-pub fn tracee_str_raw(mem: &dyn TraceeMemory, addr: u64) -> Option<String> {
-    if addr == 0 {
-        return None;
-    }
-    let bytes = mem.read_cstr(addr, STRING_MAX + 1)?;
-    let capped = bytes.len() > STRING_MAX;
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(STRING_MAX)]).into_owned();
-    Some(if capped { text + "..." } else { text })
-}
-
-/// A string argument: `"/etc/hosts"` (escaped, `"..."...` when capped), or
-/// the pointer when it cannot be read.
-pub fn quoted_str(mem: &dyn TraceeMemory, addr: u64) -> String {
-    match read_str(mem, addr) {
-        Some((text, true)) => format!("\"{text}\"..."),
-        Some((text, false)) => format!("\"{text}\""),
-        None => pointer(addr),
-    }
+    let shown = &bytes[..bytes.len().min(STRING_MAX)];
+    let dots = if capped { "..." } else { "" };
+    (
+        format!("\"{}\"{dots}", escape(shown)),
+        Some(format!("{}{dots}", String::from_utf8_lossy(shown))),
+    )
 }
 
 /// Escape bytes for a double-quoted string: `\n`, `\t`, `\"`, `\\`, and
