@@ -70,6 +70,8 @@ pub struct Unwinder {
     /// How many times /proc/PID/maps was read (each read may bring mappings
     /// the symbolizer should keep).
     maps_reads: u64,
+    /// Code pages found in no executable mapping at the last maps read.
+    unmapped_pages: std::collections::HashSet<u64>,
 }
 
 /// Why looking up a code address failed.
@@ -88,6 +90,7 @@ impl Unwinder {
             objects: HashMap::new(),
             objects_parsed: 0,
             maps_reads: 0,
+            unmapped_pages: std::collections::HashSet::new(),
         }
     }
 
@@ -171,14 +174,21 @@ impl Unwinder {
     /// info, re-reading the maps at most once per walk (`maps_reread`) when
     /// no known mapping covers it.
     fn ensure_module(&mut self, avma: u64, maps_reread: &mut bool) -> Lookup {
+        let page = avma / 4096;
         let index = match self.mapping_index(avma) {
             Some(index) => index,
+            // Known to be in no executable mapping (JIT code, a garbage
+            // frame): not worth reading the maps at every stop.
+            None if self.unmapped_pages.contains(&page) => return Lookup::NoUnwindInfo,
             None if !*maps_reread => {
                 *maps_reread = true;
                 self.reread_maps();
                 match self.mapping_index(avma) {
                     Some(index) => index,
-                    None => return Lookup::NoUnwindInfo,
+                    None => {
+                        self.unmapped_pages.insert(page);
+                        return Lookup::NoUnwindInfo;
+                    }
                 }
             }
             None => return Lookup::NoUnwindInfo,
@@ -219,6 +229,8 @@ impl Unwinder {
     /// (dlclose, munmap) are removed from framehop.
     fn reread_maps(&mut self) {
         self.maps_reads += 1;
+        // New mappings may cover pages that were unmapped before.
+        self.unmapped_pages.clear();
         let mut fresh: Vec<KnownMapping> = modules::read_code_mappings(self.pid)
             .into_iter()
             .map(|mapping| KnownMapping {
