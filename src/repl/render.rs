@@ -412,6 +412,9 @@ fn threads_text(t: &ThreadsReport) -> String {
 fn sockets_text(report: &SocketsReport) -> String {
     let mut out = String::new();
     let at = if report.exited { " at exit" } else { "" };
+    if report.sockets.is_empty() {
+        return format!("process {}: no sockets{at}", report.pid);
+    }
     let states: Vec<String> = report
         .by_state
         .iter()
