@@ -277,21 +277,21 @@ fn control_characters_from_the_process_are_escaped() {
     let hostile = dir.join("x\u{1b}[2Jy\nz");
     let path = hostile.to_str().unwrap();
     let script = r#"exec 7>"$1""#;
+    let session = [
+        "-e",
+        "continue",
+        "-e",
+        "fds --kind file",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+        "sh",
+        path,
+    ];
     let out = Command::new(FDBG)
-        .args([
-            "run",
-            "--batch",
-            "-e",
-            "continue",
-            "-e",
-            "fds --kind file",
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-            "sh",
-            path,
-        ])
+        .args(["run", "--batch"])
+        .args(session)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -304,21 +304,11 @@ fn control_characters_from_the_process_are_escaped() {
         text.contains("x\\x1b[2Jy\\nz"),
         "the name is shown escaped: {text}"
     );
-    let (docs, stderr, code) = fdbg_json(&[
-        "run",
-        "--batch",
-        "--json",
-        "-e",
-        "continue",
-        "-e",
-        "fds --kind file",
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
-        "sh",
-        path,
-    ]);
+    let json_args: Vec<&str> = ["run", "--batch", "--json"]
+        .into_iter()
+        .chain(session)
+        .collect();
+    let (docs, stderr, code) = fdbg_json(&json_args);
     assert_eq!(code, 0, "{stderr}");
     let fds = find(&docs, "fds")[0];
     let fd7 = fds["fds"]
