@@ -13,38 +13,8 @@ use crate::harness::{
     Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fd_numbers, fdbg_batch,
     num, num_set, poll_until, tracer_pid, tracer_process,
 };
-use crate::testprogs::{ChildGuard, Expect, OutputStream, all, open_fds, run, testprog};
-
-/// A login_server on an ephemeral port, its stdout read as EXPECT lines.
-struct Server {
-    guard: ChildGuard,
-    output: OutputStream,
-    port: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut guard = ChildGuard::spawn(Command::new(testprog("login_server")).arg("0"));
-        let mut output = guard.output();
-        let port = output.wait_for("listen").num("port").to_string();
-        Server {
-            guard,
-            output,
-            port,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.guard.pid()
-    }
-
-    /// Runs `login_client PORT n` to its end; it must succeed.
-    fn logins(&self, n: usize) {
-        let client = run(Command::new(testprog("login_client")).args([&self.port, &n.to_string()]));
-        client.assert_success();
-        assert_eq!(all(&client.lines, "login").len(), n, "{client}");
-    }
-}
+use crate::login::Server;
+use crate::testprogs::{ChildGuard, Expect, open_fds, run, testprog};
 
 #[test]
 #[serial]

@@ -4,6 +4,7 @@ mod annotations;
 mod attach;
 mod debugger;
 mod harness;
+mod login;
 mod memcached;
 mod repl;
 mod run_reports;

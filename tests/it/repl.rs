@@ -7,40 +7,17 @@ use std::process::Command;
 use serial_test::serial;
 
 use crate::harness::{Interactive, assert_untraced_and_running};
-use crate::testprogs::{ChildGuard, OutputStream, testprog};
+use crate::login::Server;
+use crate::testprogs::testprog;
 
 const FDBG: &str = env!("CARGO_BIN_EXE_fdbg");
 /// Bound for every expectation on the terminal: a hang fails, never blocks.
 const PTY_TIMEOUT_MS: u64 = 20_000;
 
-/// A login server on an ephemeral port; returns it, its output (kept
-/// open: the server dies of SIGPIPE if nobody reads it) and its port.
-fn login_server() -> (ChildGuard, OutputStream, u16) {
-    let mut server = ChildGuard::spawn(Command::new(testprog("login_server")).arg("0"));
-    let mut output = server.output();
-    let listen = output.wait_for("listen");
-    (server, output, listen.num("port") as u16)
-}
-
-/// `n` logins; returns the client's output. The client's last line is
-/// printed only after the server has closed the connection.
-fn logins(port: u16, n: u32) -> String {
-    let out = Command::new(testprog("login_client"))
-        .args([port.to_string(), n.to_string()])
-        .output()
-        .expect("run login_client");
-    assert!(
-        out.status.success(),
-        "login_client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 #[serial]
 fn a_person_at_a_terminal_continues_interrupts_looks_and_quits() {
-    let (server, _output, port) = login_server();
+    let server = Server::start();
     let pid = server.pid();
     let mut cmd = Command::new(FDBG);
     cmd.args(["attach", &pid.to_string()])
@@ -51,7 +28,7 @@ fn a_person_at_a_terminal_continues_interrupts_looks_and_quits() {
     p.exp_string("(fdbg) ").expect("the prompt appears");
     p.send_line("continue").unwrap();
     // The server runs under fdbg: a login completes.
-    logins(port, 1);
+    server.logins(1);
     p.send_control('c').unwrap();
     p.exp_string("Interrupted")
         .expect("Ctrl-C stops the process");
@@ -74,7 +51,7 @@ fn a_person_at_a_terminal_continues_interrupts_looks_and_quits() {
     p.exp_eof().expect("fdbg exits on quit");
     assert_untraced_and_running(pid, &"after quit");
     // The server still serves.
-    assert!(logins(port, 1).contains("EXPECT login k=1"));
+    server.logins(1);
 }
 
 /// Run fdbg with `args`, returning its stdout's JSON documents.
@@ -141,7 +118,7 @@ fn break_count_stops_at_the_event_that_crosses_and_bt_repeats_its_stack() {
 #[test]
 #[serial]
 fn mark_one_login_diff_shows_exactly_the_leak() {
-    let (server, _output, port) = login_server();
+    let server = Server::start();
     let pid = server.pid();
     // Interactive (commands on stdin) so that the login happens between
     // `mark` and `diff` while the server runs.
@@ -151,7 +128,7 @@ fn mark_one_login_diff_shows_exactly_the_leak() {
     fdbg.wait_prefix("mark before");
     fdbg.send("continue");
     // The client's line comes only after the server closed the connection.
-    assert!(logins(port, 1).contains("EXPECT login k=1"), "{fdbg}");
+    server.logins(1);
     fdbg.signal(libc::SIGINT); // Ctrl-C: back to the prompt
     fdbg.wait_prefix("Interrupted");
     fdbg.send("diff before --json");
