@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::testprogs::{Expect, TIMEOUT, expect_lines};
+use crate::testprogs::{Expect, TIMEOUT, expect_lines, next_line_where};
 
 /// The fdbg binary under test.
 pub fn fdbg() -> Command {
@@ -327,19 +327,10 @@ impl Interactive {
     /// The next stdout line for which `wanted` holds; panics (showing all
     /// output) at EOF or after [`TIMEOUT`].
     pub fn wait_line(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!("no {what} within {TIMEOUT:?}\n{self}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("no {what} before EOF\n{self}"),
-            }
+        match next_line_where(&self.lines, &mut self.seen, wanted) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!("no {what} within {TIMEOUT:?}\n{self}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("no {what} before EOF\n{self}"),
         }
     }
 

@@ -483,6 +483,24 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The next line from `lines` for which `wanted` holds, waiting at most
+/// [`TIMEOUT`] in all; every line received is kept in `seen`.
+pub fn next_line_where(
+    lines: &Receiver<String>,
+    seen: &mut Vec<String>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<String, mpsc::RecvTimeoutError> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left)?;
+        seen.push(line.clone());
+        if wanted(&line) {
+            return Ok(line);
+        }
+    }
+}
+
 /// A running program's stdout, read by a thread so that waiting can time out.
 pub struct OutputStream {
     lines: Receiver<String>,
@@ -509,21 +527,13 @@ impl OutputStream {
 
     /// The next `EXPECT <what>` line; panics with everything seen on EOF or timeout.
     pub fn wait_for(&mut self, what: &str) -> Expect {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if let Some(expect) = parse_expect(&line).filter(|e| e.what == what) {
-                        return expect;
-                    }
-                }
-                Err(error) => panic!(
-                    "no `EXPECT {what}` line ({error:?}); output so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
+        let wanted = |line: &str| parse_expect(line).is_some_and(|e| e.what == what);
+        match next_line_where(&self.lines, &mut self.seen, wanted) {
+            Ok(line) => parse_expect(&line).expect("checked by `wanted`"),
+            Err(error) => panic!(
+                "no `EXPECT {what}` line ({error:?}); output so far:\n{}",
+                self.seen.join("\n")
+            ),
         }
     }
 
