@@ -102,13 +102,49 @@ pub fn read_code_mappings(pid: i32) -> Vec<CodeMapping> {
         .unwrap_or_default()
 }
 
-/// A `PT_LOAD` program header, reduced to what the bias needs.
+/// A `PT_LOAD` program header, reduced to how file offsets map to SVMAs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct LoadSegment {
+pub struct LoadSegment {
     vaddr: u64,
     offset: u64,
     filesz: u64,
     executable: bool,
+}
+
+impl LoadSegment {
+    /// The SVMA of the byte at `file_offset`, which may lie below the
+    /// segment's `p_offset` in the same page (a mapping starts page-aligned).
+    fn svma(&self, file_offset: u64) -> u64 {
+        self.vaddr
+            .wrapping_sub(self.offset)
+            .wrapping_add(file_offset)
+    }
+}
+
+/// The `PT_LOAD` segments of an ELF file; empty for an object that has none.
+pub fn load_segments<'data, R: ReadRef<'data>>(
+    elf: &ElfFile64<'data, Endianness, R>,
+) -> Vec<LoadSegment> {
+    let endian = elf.endian();
+    elf.elf_program_headers()
+        .iter()
+        .filter(|ph| ph.p_type(endian) == object::elf::PT_LOAD)
+        .map(|ph| LoadSegment {
+            vaddr: ph.p_vaddr(endian),
+            offset: ph.p_offset(endian),
+            filesz: ph.p_filesz(endian),
+            executable: ph.p_flags(endian).0 & object::elf::PF_X.0 != 0,
+        })
+        .collect()
+}
+
+/// The SVMA of the byte at `file_offset`, through the segment whose file
+/// range holds it (a code address always lies inside its segment).
+pub fn svma_of(loads: &[LoadSegment], file_offset: u64) -> Option<u64> {
+    loads
+        .iter()
+        .find(|l| l.offset <= file_offset && file_offset < l.offset.saturating_add(l.filesz))
+        .map(|l| l.svma(file_offset))
 }
 
 /// What one object contributes to unwinding, copied out of the file so the
@@ -142,10 +178,8 @@ impl ParsedObject {
             .filter(|s| s.executable)
             .find(contains)
             .or_else(|| self.loads.iter().find(contains))?;
-        // SVMA of the byte at `file_offset`; exact even when the mapping
-        // starts below `p_offset` in the same page.
-        let svma = seg.vaddr.wrapping_sub(seg.offset).wrapping_add(file_offset);
-        Some(avma_start.wrapping_sub(svma))
+        // Exact even when the mapping starts below `p_offset` in the same page.
+        Some(avma_start.wrapping_sub(seg.svma(file_offset)))
     }
 
     pub fn has_unwind_info(&self) -> bool {
@@ -157,18 +191,7 @@ impl ParsedObject {
 /// at least one loadable segment.
 pub fn parse_object<'data, R: ReadRef<'data>>(data: R) -> Option<ParsedObject> {
     let elf = ElfFile64::<Endianness, R>::parse(data).ok()?;
-    let endian = elf.endian();
-    let loads: Vec<LoadSegment> = elf
-        .elf_program_headers()
-        .iter()
-        .filter(|ph| ph.p_type(endian) == object::elf::PT_LOAD)
-        .map(|ph| LoadSegment {
-            vaddr: ph.p_vaddr(endian),
-            offset: ph.p_offset(endian),
-            filesz: ph.p_filesz(endian),
-            executable: ph.p_flags(endian).0 & object::elf::PF_X.0 != 0,
-        })
-        .collect();
+    let loads = load_segments(&elf);
     if loads.is_empty() {
         return None;
     }

@@ -12,8 +12,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::modules::{LoadSegment, load_segments, svma_of};
 use gimli::{EndianArcSlice, RunTimeEndian};
-use object::read::elf::{ElfFile64, ProgramHeader};
+use object::read::elf::ElfFile64;
 use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadCache, ReadRef, SymbolKind};
 
 type Reader = EndianArcSlice<RunTimeEndian>;
@@ -36,14 +37,6 @@ pub struct Located {
     pub inlined: bool,
 }
 
-/// A `PT_LOAD` segment: how file offsets map to SVMAs.
-#[derive(Clone, Debug)]
-struct Load {
-    vaddr: u64,
-    offset: u64,
-    filesz: u64,
-}
-
 #[derive(Clone, Debug)]
 struct Symbol {
     address: u64,
@@ -53,7 +46,7 @@ struct Symbol {
 
 /// The parsed names of one object file.
 pub struct ObjectSymbols {
-    loads: Vec<Load>,
+    loads: Vec<LoadSegment>,
     pub build_id: Option<Vec<u8>>,
     dwarf: Option<addr2line::Context<Reader>>,
     /// Function symbols sorted by address.
@@ -139,17 +132,7 @@ impl ObjectSymbols {
     /// As `load`, from any readable data (bytes in tests, the vDSO).
     pub fn parse<'data, R: ReadRef<'data>>(data: R, search: &DebugSearch) -> Option<ObjectSymbols> {
         let elf = ElfFile64::<Endianness, R>::parse(data).ok()?;
-        let endian = elf.endian();
-        let loads: Vec<Load> = elf
-            .elf_program_headers()
-            .iter()
-            .filter(|ph| ph.p_type(endian) == object::elf::PT_LOAD)
-            .map(|ph| Load {
-                vaddr: ph.p_vaddr(endian),
-                offset: ph.p_offset(endian),
-                filesz: ph.p_filesz(endian),
-            })
-            .collect();
+        let loads = load_segments(&elf);
         if loads.is_empty() {
             return None;
         }
@@ -194,11 +177,7 @@ impl ObjectSymbols {
     /// The SVMA of the byte at `file_offset` in the file, through the
     /// `PT_LOAD` that maps it.
     pub fn svma(&self, file_offset: u64) -> Option<u64> {
-        let load = self
-            .loads
-            .iter()
-            .find(|l| l.offset <= file_offset && file_offset < l.offset.saturating_add(l.filesz))?;
-        Some(load.vaddr.wrapping_add(file_offset - load.offset))
+        svma_of(&self.loads, file_offset)
     }
 
     /// What is at `svma`, innermost inline level first; the last entry is
