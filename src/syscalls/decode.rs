@@ -162,7 +162,9 @@ fn has(value: u64, flag: impl Into<i64>) -> bool {
 
 // ---- sockets ----
 
-pub(super) fn socket(c: &Call) -> Option<Outcome> {
+/// socket's and socketpair's first three arguments, `AF_INET, SOCK_DGRAM, 0`,
+/// and whether the new fds are close-on-exec.
+fn socket_head(c: &Call) -> (String, bool) {
     let (domain, ty) = (c.int(0), c.bits(1));
     let text = format!(
         "{}, {}, {}",
@@ -170,19 +172,18 @@ pub(super) fn socket(c: &Call) -> Option<Outcome> {
         args::socket_type(ty),
         args::protocol(domain, c.int(2))
     );
-    Some(c.creates(text, FdKind::Socket, has(ty, libc::SOCK_CLOEXEC), None))
+    (text, has(ty, libc::SOCK_CLOEXEC))
+}
+
+pub(super) fn socket(c: &Call) -> Option<Outcome> {
+    let (text, cloexec) = socket_head(c);
+    Some(c.creates(text, FdKind::Socket, cloexec, None))
 }
 
 pub(super) fn socketpair(c: &Call) -> Option<Outcome> {
-    let (domain, ty) = (c.int(0), c.bits(1));
-    let head = format!(
-        "{}, {}, {}",
-        args::constant(domain.into(), args::AF_NAMES),
-        args::socket_type(ty),
-        args::protocol(domain, c.int(2))
-    );
+    let (head, cloexec) = socket_head(c);
     let text = |pair| format!("{head}, {pair}");
-    Some(c.creates_pair(text, 3, FdKind::Socket, has(ty, libc::SOCK_CLOEXEC)))
+    Some(c.creates_pair(text, 3, FdKind::Socket, cloexec))
 }
 
 /// accept's address arguments after the call: `{...}, [16]` when the
