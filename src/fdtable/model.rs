@@ -386,6 +386,9 @@ impl Model {
                     // the call named a relative path.
                     open.target = Some(proc_fd.target.clone());
                 }
+                // A thread stopped at the entry of close(fd): the kernel
+                // closes it when the thread goes on, the model already did.
+                None if state.closing.values().any(|closing| closing.fd == fd) => {}
                 None => {
                     let open = OpenFd {
                         fd,

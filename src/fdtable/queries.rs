@@ -1,6 +1,6 @@
 //! Asking the model: open fds, events, leaks, history and diff.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::{Counters, Event, FdKind, LeakSite, Model, OpenFd, Origin, Pid, Process, Seq};
 use crate::stacks::StackId;
@@ -148,11 +148,28 @@ impl Model {
 
     /// Replays `pid`'s history from its initial table to find the fds that
     /// were open at `since` and closed after it.
+    ///
+    /// A number may be open twice in the replay: close frees it at entry, so
+    /// another thread's creation can be recorded before the close's own
+    /// event. Each number keeps its holders oldest first, and a close takes
+    /// the oldest, the one that was being closed.
     fn closed_from_before(&self, pid: Pid, since: Seq) -> Vec<i32> {
         let Some(state) = self.processes.get(&pid) else {
             return Vec::new();
         };
-        let mut open: BTreeMap<i32, Origin> = state.initial.iter().copied().collect();
+        let mut open: BTreeMap<i32, VecDeque<Origin>> = state
+            .initial
+            .iter()
+            .map(|&(fd, origin)| (fd, VecDeque::from([origin])))
+            .collect();
+        let close = |open: &mut BTreeMap<i32, VecDeque<Origin>>, fd: i32| {
+            let holders = open.get_mut(&fd)?;
+            let oldest = holders.pop_front();
+            if holders.is_empty() {
+                open.remove(&fd);
+            }
+            oldest
+        };
         let mut reconciled = state.reconciled.iter().peekable();
         let mut closed_from_before = Vec::new();
         for event in self.events_of(pid) {
@@ -161,24 +178,30 @@ impl Model {
                     break;
                 }
                 match adopted {
-                    Some(origin) => open.insert(fd, origin),
-                    None => open.remove(&fd),
-                };
+                    Some(origin) => {
+                        open.insert(fd, VecDeque::from([origin]));
+                    }
+                    None => {
+                        open.remove(&fd);
+                    }
+                }
                 reconciled.next();
             }
             for &fd in event.closed.iter() {
                 // A close of an fd the model never saw open: it existed
                 // before anything the model knows of.
-                let origin = open.remove(&fd).unwrap_or(Origin::BeforeAttach);
+                let origin = close(&mut open, fd).unwrap_or(Origin::BeforeAttach);
                 if event.seq > since && !origin.is_after(since) {
                     closed_from_before.push(fd);
                 }
             }
             if let Some(fd) = event.bad_close {
-                open.remove(&fd);
+                close(&mut open, fd);
             }
             for &fd in event.created.iter() {
-                open.insert(fd, Origin::Created(event.seq));
+                open.entry(fd)
+                    .or_default()
+                    .push_back(Origin::Created(event.seq));
             }
         }
         closed_from_before.sort_unstable();

@@ -592,6 +592,56 @@ fn a_close_racing_a_reuse_of_its_number_closes_the_old_fd() {
     );
 }
 
+/// Regression (a churn of threads, each closing what it opened): when a
+/// close races another thread's reuse of its number, `diff` must not count
+/// the newcomer's later close as the close of an fd from before the mark.
+#[test]
+fn diff_after_a_close_racing_a_reuse_counts_no_fd_from_before() {
+    let mut model = model_with_std();
+    let (pid, a, b) = (PID, PID, PID + 1);
+    model.record(pid, a, &openat(5), None);
+    model.closing(pid, a, 5);
+    model.record(pid, b, &socket(5), None);
+    model.record(pid, a, &close(5), None);
+    model.closing(pid, b, 5);
+    model.record(pid, b, &close(5), None);
+    let diff = model.diff(pid, 0);
+    assert_eq!(diff.closed_from_before, Vec::<i32>::new());
+    assert_eq!(diff.opened_and_closed, 2);
+
+    // The same with fd 5 open before the mark: one close from before.
+    let mut model = model_with_std();
+    let mark = model.record(pid, a, &openat(5), None);
+    model.closing(pid, a, 5);
+    model.record(pid, b, &socket(5), None);
+    model.record(pid, a, &close(5), None);
+    model.closing(pid, b, 5);
+    model.record(pid, b, &close(5), None);
+    let diff = model.diff(pid, mark);
+    assert_eq!(diff.closed_from_before, vec![5]);
+    assert_eq!(diff.opened_and_closed, 1);
+}
+
+/// Regression (a report while a thread is stopped at close's entry): the
+/// kernel still lists the fd, the model has already taken it out; it is
+/// neither adopted as untracked nor kept when the close returns.
+#[test]
+fn a_close_stopped_at_its_entry_is_not_adopted_by_a_report() {
+    let mut model = model_with_std();
+    let (pid, a) = (PID, PID);
+    model.record(pid, a, &socket(5), None);
+    model.closing(pid, a, 5);
+    let mut listed: Vec<ProcFd> = (0..3)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
+        .collect();
+    listed.push(proc_fd(5, FdKind::Socket, "socket:[77]"));
+    model.reconcile(pid, &listed);
+    assert_eq!(model.counters().adopted, 0);
+    assert_eq!(model.counters().dropped, 0);
+    model.record(pid, a, &close(5), None);
+    assert_eq!(fds(&model, pid), vec![0, 1, 2]);
+}
+
 fn annotate(name: &'static str, result: i64, fd: i32, note: &str, args: &str) -> Decoded {
     Decoded {
         name,

@@ -85,6 +85,10 @@ struct Thread {
     /// A child process auto-attached through clone that fdbg does not
     /// follow: detached at its first stop.
     detach_at_stop: bool,
+    /// Known from its creator's clone/fork event, or from the attach. False
+    /// for a thread first seen through its own stop: ptrace does not order
+    /// a new thread's stops after its creator's event.
+    announced: bool,
 }
 
 impl Thread {
@@ -97,6 +101,7 @@ impl Thread {
             exiting: false,
             group_stopped: false,
             detach_at_stop: false,
+            announced: true,
         }
     }
 }
@@ -143,6 +148,11 @@ pub struct Tracer {
     /// exit (the socket tables are gone with it).
     pub exit_sockets: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
     threads: HashMap<Tid, Thread>,
+    /// Threads that ended, or children that were let go, before their
+    /// creator's clone event was seen: the event, when it comes, must not
+    /// bring them back as running threads (a wait for their stop would
+    /// never end).
+    ended_unannounced: BTreeSet<Tid>,
     unwinders: HashMap<Pid, Unwinder>,
     sigchld: SignalFd,
     waker: std::sync::Arc<Waker>,
@@ -178,6 +188,7 @@ impl Tracer {
             symbolizer: Symbolizer::new(),
             exit_sockets: HashMap::new(),
             threads: HashMap::new(),
+            ended_unannounced: BTreeSet::new(),
             unwinders: HashMap::new(),
             sigchld,
             waker,
@@ -317,6 +328,7 @@ impl Tracer {
             match self.next_status(None) {
                 Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
+                    self.complete_close_in_flight(tid);
                 }
                 Waited::Woken(WAKE_INTERRUPT) | Waited::Timeout => {}
                 Waited::Woken(sig) => {
@@ -331,6 +343,21 @@ impl Tracer {
         }
     }
 
+    /// A thread that stopped at the entry of close: the model has taken
+    /// the fd out already, the kernel not yet. Let the close run to its
+    /// exit, so that every stop leaves the model equal to the kernel's
+    /// table. (A close that would block returns at once: the pending
+    /// interrupt breaks its wait, and the fd is closed all the same.)
+    fn complete_close_in_flight(&mut self, tid: Tid) {
+        let in_close = self.threads.get(&tid).is_some_and(|t| {
+            t.state == ThreadState::Stopped
+                && t.entry.is_some_and(|e| e.nr == libc::SYS_close as u64)
+        });
+        if in_close {
+            self.resume_thread(tid);
+        }
+    }
+
     /// Resume one stopped thread the way the mode and its state need.
     fn resume_thread(&mut self, tid: Tid) {
         let Some(thread) = self.threads.get_mut(&tid) else {
@@ -342,6 +369,9 @@ impl Tracer {
         if thread.detach_at_stop {
             // A child process fdbg does not follow: let it go untraced.
             let signal = thread.signal;
+            if !thread.announced {
+                self.ended_unannounced.insert(tid);
+            }
             self.threads.remove(&tid);
             let _ = ptrace::detach(tid, signal);
             return;
@@ -392,6 +422,9 @@ impl Tracer {
                 .map(|s| s.ppid)
                 .filter(|&ppid| pid == tid && self.model.is_tracked(ppid));
             self.add_thread(tid, pid, parent);
+            if let Some(t) = self.threads.get_mut(&tid) {
+                t.announced = false;
+            }
         }
         if let Some(t) = self.threads.get_mut(&tid) {
             t.state = ThreadState::Stopped;
@@ -420,8 +453,10 @@ impl Tracer {
                 if let Ok(child) = ptrace::event_message(tid) {
                     let child = child as Tid;
                     let parent_pid = self.threads[&tid].pid;
-                    let child_pid = procfs::status(child).map(|s| s.tgid).unwrap_or(child);
-                    if !self.threads.contains_key(&child) {
+                    if let Some(known) = self.threads.get_mut(&child) {
+                        known.announced = true;
+                    } else if !self.ended_unannounced.remove(&child) {
+                        let child_pid = procfs::status(child).map(|s| s.tgid).unwrap_or(child);
                         self.add_thread(child, child_pid, Some(parent_pid));
                     }
                 }
@@ -599,6 +634,9 @@ impl Tracer {
         let Some(thread) = self.threads.remove(&tid) else {
             return;
         };
+        if !thread.announced {
+            self.ended_unannounced.insert(tid);
+        }
         if tid == thread.pid {
             // The leader's status comes last: the process is gone.
             self.threads.retain(|_, t| t.pid != thread.pid);

@@ -98,9 +98,22 @@ impl Tracer {
                     Err(TraceError::Os { source, .. })
                         if source.raw_os_error() == Some(libc::EPERM) =>
                     {
-                        // Give up whole: the threads seized so far are let
-                        // go when `tracer` drops.
-                        return Err(permission_error(pid, &status));
+                        match procfs::status(tid) {
+                            // Created by a thread seized a moment ago, so
+                            // already ours: its first stop and its
+                            // creator's clone event are on their way.
+                            Some(s) if s.tracer_pid == nix::unistd::gettid().as_raw() => {
+                                let mut thread = Thread::new(pid, ThreadState::Running);
+                                thread.announced = false;
+                                tracer.threads.insert(tid, thread);
+                            }
+                            // Exiting or gone: it runs no more code.
+                            None => continue,
+                            Some(s) if matches!(s.state, 'Z' | 'X') => continue,
+                            // Give up whole: the threads seized so far are
+                            // let go when `tracer` drops.
+                            Some(_) => return Err(permission_error(pid, &status)),
+                        }
                     }
                     Err(source) => return Err(StartError::Attach { pid, source }),
                 }

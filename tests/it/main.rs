@@ -2,6 +2,7 @@
 
 mod annotations;
 mod attach;
+mod churn;
 mod debugger;
 mod harness;
 mod login;

@@ -163,6 +163,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "thread_churn",
+        sources: &["thread_churn.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "idle_threads",
         sources: &["idle_threads.c"],
         flags: DEBUG,
