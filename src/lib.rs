@@ -18,6 +18,7 @@
 pub mod arch;
 pub mod cli;
 pub mod demo;
+pub mod escape;
 pub mod fdtable;
 pub mod inspect;
 pub mod modules;
@@ -30,3 +31,4 @@ pub mod symbolize;
 pub mod syscalls;
 pub mod tracer;
 pub mod unwind;
+pub mod vocab;

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use self::object::{DebugSearch, Located, ObjectSymbols};
-use crate::fdtable::Pid;
+use crate::vocab::Pid;
 use crate::modules::{CodeMapping, ObjectKey, read_code_mappings};
 use crate::stacks::Stack;
 

@@ -13,7 +13,7 @@ mod tests;
 
 use super::table;
 use super::{Decoded, Effect, SyscallEntry, TraceeMemory};
-use crate::fdtable::FdKind;
+use crate::vocab::FdKind;
 
 use args::{flags, pointer};
 use sockaddr::SockAddr;

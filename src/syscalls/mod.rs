@@ -11,20 +11,14 @@ mod table;
 pub use decode::decode;
 pub use table::{FCNTL_TRACED_CMDS, is_fd_syscall, syscall_name, traced_syscalls};
 
-use crate::fdtable::FdKind;
+pub use crate::vocab::TraceeMemory;
+use crate::vocab::FdKind;
 
 /// A syscall as seen at entry: number and raw argument registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallEntry {
     pub nr: u64,
     pub args: [u64; 6],
-}
-
-/// Read access to the tracee's memory. `None` when the range is unreadable.
-pub trait TraceeMemory {
-    fn read_bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>>;
-    /// A NUL-terminated string of at most `max` bytes (without the NUL).
-    fn read_cstr(&self, addr: u64, max: usize) -> Option<Vec<u8>>;
 }
 
 /// One effect of a completed syscall on the process's fd table.
