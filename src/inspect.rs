@@ -20,10 +20,10 @@ use std::io;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::vocab::FdKind;
+use crate::escape::escape;
 use crate::net::{self, Proto, SocketInfo, SocketTable};
 use crate::procfs;
-use crate::escape::escape;
+use crate::vocab::FdKind;
 
 /// At least this many invisible sockets, and more than half of all sockets,
 /// make case 2. A healthy process may hold one or two briefly (a socket made

@@ -32,3 +32,6 @@ pub mod syscalls;
 pub mod tracer;
 pub mod unwind;
 pub mod vocab;
+
+#[cfg(test)]
+mod layers;

@@ -12,6 +12,8 @@
 //! decides what a syscall did). Memory is bounded by keeping `Event` small:
 //! stacks and argument texts are interned, fd lists are boxed slices.
 
+#![forbid(unsafe_code)]
+
 mod model;
 mod queries;
 #[cfg(test)]

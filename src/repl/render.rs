@@ -5,6 +5,8 @@
 //! thread names, argument strings) is escaped in text, so the process
 //! cannot write control sequences to the user's terminal.
 
+#![forbid(unsafe_code)]
+
 use std::borrow::Cow;
 use std::fmt::Write;
 

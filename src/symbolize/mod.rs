@@ -35,9 +35,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use self::object::{DebugSearch, Located, ObjectSymbols};
-use crate::vocab::Pid;
 use crate::modules::{CodeMapping, ObjectKey, read_code_mappings};
 use crate::stacks::Stack;
+use crate::vocab::Pid;
 
 /// One frame of a shown stack (SPEC §3). One address gives one frame per
 /// inline level, innermost first; all but the last of them are `inlined`.

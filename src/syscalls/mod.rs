@@ -5,14 +5,16 @@
 //! the effects on the fd table. It does not know how the stop was reached
 //! (PTRACE_SYSCALL, seccomp), so another stop mechanism can feed it as well.
 
+#![forbid(unsafe_code)]
+
 mod decode;
 mod table;
 
 pub use decode::decode;
 pub use table::{FCNTL_TRACED_CMDS, is_fd_syscall, syscall_name, traced_syscalls};
 
-pub use crate::vocab::TraceeMemory;
 use crate::vocab::FdKind;
+pub use crate::vocab::TraceeMemory;
 
 /// A syscall as seen at entry: number and raw argument registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
