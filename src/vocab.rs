@@ -38,7 +38,7 @@ pub enum FdKind {
 }
 
 impl FdKind {
-    /// Every kind, in the order the user-facing lists show them.
+    /// Every kind, in the order help and error messages list them.
     pub const ALL: [FdKind; 15] = [
         FdKind::Socket,
         FdKind::File,

@@ -2,8 +2,10 @@
 //! answering `fds`, `leaks`, `diff` and `history`.
 //!
 //! It exists so that every question about fds (which are open, who created
-//! them, what happened to fd 7) is answered from one place with the semantics
-//! of SPEC §4, and can be tested without a process. The tracer feeds it
+//! them, what happened to fd 7) is answered from one place with one set of
+//! rules (a failed syscall creates nothing, a close failing with EBADF is a
+//! bad close, EINTR still closes, execve closes the close-on-exec fds, exit
+//! closes nothing), and can be tested without a process. The tracer feeds it
 //! (`record`, `exec`, `fork`, `exited`, `reconcile` with what /proc said) and
 //! the REPL asks it.
 //!

@@ -88,7 +88,8 @@ fn frames_text(frames: &[Frame], truncated: Option<&str>) -> String {
         out.push_str("    (no stack recorded)\n");
     }
     for (i, frame) in frames.iter().enumerate() {
-        // The library call's own frames come after the user's (SPEC §3).
+        // The library call's own frames come after the user's, so that the
+        // first frame shown is the user's code.
         if frame.wrapper && (i == 0 || !frames[i - 1].wrapper) {
             out.push_str("    -- inside the library call, innermost first:\n");
         }

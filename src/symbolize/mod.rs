@@ -1,5 +1,5 @@
 //! Turning a stack's raw addresses into frames that name function, file,
-//! line and module (SPEC §3, §5).
+//! line and module, as every report shows them.
 //!
 //! Lazy and cached: nothing is read until `frames` is called (something is
 //! shown or a `break site` must match). Each object file is parsed once,
@@ -38,7 +38,7 @@ use crate::modules::{self, CodeMapping, ObjectKey, read_code_mappings};
 use crate::stacks::Stack;
 use crate::vocab::Pid;
 
-/// One frame of a shown stack (SPEC §3). One address gives one frame per
+/// One frame of a shown stack, as text and JSON show it. One address gives one frame per
 /// inline level, innermost first; all but the last of them are `inlined`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Frame {

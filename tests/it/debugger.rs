@@ -1,5 +1,5 @@
-//! The debugger's commands on real processes (issue "The interactive
-//! debugger", SPEC §2–§3): `break fd` and `history` across reuse of an fd
+//! The debugger's commands on real processes, with their text and JSON
+//! output: `break fd` and `history` across reuse of an fd
 //! number, `break site` by function and by FILE:LINE, `catch`, `detach`
 //! under attach and under run, `threads`, the empty line repeating `step`,
 //! and Ctrl-C at the prompt.
