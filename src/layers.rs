@@ -213,6 +213,34 @@ fn pure_layers_name_only_their_base_do_no_io_and_forbid_unsafe() {
     );
 }
 
+/// `unsafe` lives only in `ptrace/` and `arch/` (test fixtures in
+/// `tests.rs` files may use it too, with the same SAFETY comments).
+#[test]
+fn unsafe_code_only_in_ptrace_and_arch() {
+    let mut wrong = Vec::new();
+    for file in rust_files(&src()) {
+        let rel = relative(&file);
+        let module = top_module(&rel);
+        if matches!(module.as_str(), "ptrace" | "arch" | "layers")
+            || rel.file_name().is_some_and(|name| name == "tests.rs")
+        {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = code(line).replace("forbid(unsafe_code)", "");
+            if code.contains("unsafe ") || code.contains("unsafe{") {
+                wrong.push(format!("src/{}:{}", rel.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "unsafe outside ptrace/ and arch/:\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn crate_paths_are_read_from_use_lines_and_expressions() {
     assert_eq!(
