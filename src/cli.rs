@@ -1,4 +1,5 @@
-//! The command line (SPEC §1): clap parses it; `Config` is what the rest
+//! The command line (`attach`, `run`, `inspect`, `demo` and their options):
+//! clap parses it; `Config` is what the rest
 //! of fdbg needs, validated.
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! `fdbg demo`: a leaky login server, built into fdbg, reproducing the
-//! incident fdbg exists for (SCENARIO.md). On every login the server sets up
+//! incident fdbg exists for (a game server that ran out of fds, one
+//! never-closed socket per login). On every login the server sets up
 //! a statsd client; no statsd host is configured, so the setup fails, and
 //! its early return forgets to close the UDP socket it just made. fdbg
 //! attaches to the server, a client logs in a few times, and `leaks` points

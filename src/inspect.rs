@@ -1,11 +1,14 @@
-//! `fdbg inspect PID`: SCENARIO.md's triage in one command, from /proc only.
+//! `fdbg inspect PID`: the triage operators do by hand for a process whose
+//! sockets pile up (compare `/proc/PID/fd` with netstat, count TCP states),
+//! in one command, from /proc only.
 //!
 //! Counts the process's open fds by kind and its sockets by state, splits
 //! the sockets into those netstat/ss can see and those in no /proc/net table
 //! (never bound or connected), counts TIME_WAIT and CLOSE_WAIT connections on
-//! the process's own ports, and says in one sentence which case of
-//! SCENARIO.md this looks like: connections piling up in a TCP state
-//! (case 1), sockets invisible to netstat (case 2), or healthy.
+//! the process's own ports, and says in one sentence which case this looks
+//! like: connections piling up in a TCP state (case 1: the sockets are real
+//! connections), sockets invisible to netstat (case 2: far more sockets than
+//! netstat shows, never bound or connected), or healthy.
 //!
 //! It never attaches and never stops the process. The one thing it asks of
 //! the process's sockets beyond /proc is the family of an invisible socket,
@@ -20,10 +23,10 @@ use std::io;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::fdtable::FdKind;
+use crate::escape::escape;
 use crate::net::{self, Proto, SocketInfo, SocketTable};
 use crate::procfs;
-use crate::repl::render::escape;
+use crate::vocab::FdKind;
 
 /// At least this many invisible sockets, and more than half of all sockets,
 /// make case 2. A healthy process may hold one or two briefly (a socket made
@@ -53,7 +56,7 @@ pub enum InspectError {
     },
 }
 
-/// Which case of SCENARIO.md the process looks like.
+/// Which case the process looks like: the verdict names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Case {
@@ -72,8 +75,9 @@ pub struct FdSocket {
     pub socket: SocketInfo,
 }
 
-/// What `inspect` found (SPEC §3 `inspect`, plus the counts the verdict
-/// rests on).
+/// What `inspect` found: the fields of its JSON document (pid, open_fds,
+/// by_kind, by_state, netstat_visible, netstat_invisible, verdict), plus the
+/// counts the verdict rests on.
 #[derive(Clone, Debug, Serialize)]
 pub struct Inspection {
     pub pid: i32,
@@ -256,7 +260,8 @@ fn ports_text(ports: &[u16]) -> String {
     }
 }
 
-/// One sentence naming SCENARIO.md's case.
+/// One sentence naming the case (1: a TCP-state pile-up, 2: sockets
+/// invisible to netstat, or healthy) and what to do next.
 fn verdict(c: &Counts) -> (Case, String) {
     let invisible_case = c.invisible >= INVISIBLE_MIN && c.invisible * 2 > c.sockets;
     let pile = if c.close_wait >= CLOSE_WAIT_MIN {
@@ -377,7 +382,7 @@ pub fn text(i: &Inspection) -> String {
     out
 }
 
-/// The JSON document of SPEC §3 `inspect` (with the extra counts), one line.
+/// The JSON document of `inspect --json` (with the extra counts), one line.
 pub fn json(i: &Inspection) -> String {
     serde_json::to_string(i)
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode report: {e}\"}}"))

@@ -6,18 +6,35 @@
 //! open". It is not a general debugger: it never changes the tracee's memory
 //! or registers, and it leaves every attached process running when it ends.
 //!
-//! Module map (see ARCHITECTURE.md):
-//! - `syscalls`: syscall → effect on the fd table (pure)
-//! - `fdtable`: the fd lifetime model (pure)
-//! - `stacks`: interned stacks (pure)
-//! - `modules`: a process's mapped objects and their unwind sections
+//! Module map, from the front end down; a module names only modules below
+//! its layer (checked by the `layers` test; see ARCHITECTURE.md):
+//! - `cli`: the command line → a validated `Config`
+//! - `repl`: the front end: commands from -e/-x and the prompt, reports as
+//!   text or JSON
+//! - `demo`: `fdbg demo`, a built-in leaky login server under fdbg
+//! - `inspect`: `fdbg inspect`, one-shot socket triage from /proc, no ptrace
+//! - `tracer`: the event loop: attach or launch, stops → decoded events →
+//!   the model, stack capture, detach
+//! - `fdtable`: the fd lifetime model, one table per process (pure)
 //! - `unwind`: stack snapshot → return addresses, through DWARF CFI
+//! - `symbolize`: addresses → function, file, line, module, when shown
+//! - `syscalls`: the fd syscall table and its decoders: syscall → effects
+//!   on the fd table (pure)
+//! - `stacks`: interned stacks (pure)
+//! - `modules`: a process's mapped objects, their bias and unwind sections
 //! - `net`: socket inode → endpoint, in the process's network namespace
-//! - `inspect`: `fdbg inspect`, SCENARIO.md's triage from /proc, no ptrace
+//! - `ptrace`: the only caller of ptrace(2) and waitpid(2); the seccomp
+//!   filter, `run`'s child, pidfds
+//! - `procfs`: /proc readers: fds, threads, status
+//! - `arch`: x86_64 register layouts and the seccomp audit arch
+//! - `vocab`: words every layer shares: `FdKind`, `Pid`, `ProcFd`,
+//!   `TraceeMemory`
+//! - `escape`: escaping process-supplied text for the terminal
 
 pub mod arch;
 pub mod cli;
 pub mod demo;
+pub mod escape;
 pub mod fdtable;
 pub mod inspect;
 pub mod modules;
@@ -30,3 +47,7 @@ pub mod symbolize;
 pub mod syscalls;
 pub mod tracer;
 pub mod unwind;
+pub mod vocab;
+
+#[cfg(test)]
+mod layers;

@@ -1,10 +1,13 @@
-//! The code objects mapped into a process, as the unwinder needs them.
+//! The code objects mapped into a process, as the unwinder and the
+//! symbolizer need them.
 //!
 //! Exists so that the unwinder can turn an address in the process (AVMA)
-//! into "this object, at this bias, with this unwind data". It reads
-//! `/proc/PID/maps` for the executable mappings, opens each object through
+//! into "this object, at this bias, with this unwind data", and so that
+//! both find an object's file the same way. It reads `/proc/PID/maps` for
+//! the executable mappings, opens each object through
 //! `/proc/PID/map_files` (deleted files, other mount namespaces) or
-//! `/proc/PID/root/PATH`, copies out the sections that hold call-frame
+//! `/proc/PID/root/PATH` if that is still the mapped inode
+//! (`open_mapped_file`), copies out the sections that hold call-frame
 //! information, and computes the bias from the ELF program headers. The
 //! `[vdso]` is read from the process's memory with `process_vm_readv`.
 //!
@@ -13,6 +16,7 @@
 
 use std::fs::File;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use object::read::elf::{ElfFile64, ProgramHeader};
@@ -224,28 +228,58 @@ pub fn parse_object<'data, R: ReadRef<'data>>(data: R) -> Option<ParsedObject> {
     })
 }
 
-/// Opens and parses the object behind `mapping` of process `pid`. Tries
+/// Opens the file behind `mapping` of process `pid`:
 /// `/proc/PID/map_files/START-END` first (the mapped file itself, even if
-/// deleted or in another mount namespace; needs privileges), then
-/// `/proc/PID/root/PATH` unless the file was deleted (the path may now name
-/// another file). `None` if neither opens or the object does not parse.
-pub fn load_object(pid: i32, mapping: &CodeMapping) -> Option<ParsedObject> {
-    if mapping.key == ObjectKey::Vdso {
-        return load_vdso(pid, &mapping.avma);
-    }
+/// deleted or in another mount namespace; needs privileges), else
+/// `/proc/PID/root/PATH`, else `PATH` as fdbg sees it. The last two are
+/// tried only if the file was not deleted, and used only if they are still
+/// the mapped file (same device and inode as `/proc/PID/maps` says): a
+/// library replaced on disk since it was mapped is another object. `None`
+/// for the vDSO, which is no file.
+pub fn open_mapped_file(pid: i32, mapping: &CodeMapping) -> Option<File> {
+    let ObjectKey::File { dev, inode } = &mapping.key else {
+        return None;
+    };
     let map_file = format!(
         "/proc/{pid}/map_files/{:x}-{:x}",
         mapping.avma.start, mapping.avma.end
     );
-    let file = File::open(map_file).ok().or_else(|| {
-        if mapping.deleted {
-            return None;
-        }
-        let root = crate::procfs::process_dir(pid).join("root");
-        File::open(format!("{}{}", root.display(), mapping.path)).ok()
-    })?;
-    let cache = ReadCache::new(file);
-    parse_object(&cache)
+    if let Ok(file) = File::open(map_file) {
+        return Some(file);
+    }
+    if mapping.deleted {
+        return None;
+    }
+    let in_root = format!(
+        "{}{}",
+        crate::procfs::process_dir(pid).join("root").display(),
+        mapping.path
+    );
+    [in_root, mapping.path.clone()]
+        .iter()
+        .filter_map(|path| File::open(path).ok())
+        .find(|file| {
+            file.metadata()
+                .is_ok_and(|meta| meta.ino() == *inode && dev_text(meta.dev()) == *dev)
+        })
+}
+
+/// A device number as `/proc/PID/maps` writes it: `fd:01`.
+fn dev_text(dev: u64) -> String {
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    format!("{major:02x}:{minor:02x}")
+}
+
+/// Opens and parses the object behind `mapping` of process `pid`: the
+/// file `open_mapped_file` finds, or the vDSO's image from memory. `None`
+/// if it does not open or does not parse.
+pub fn load_object(pid: i32, mapping: &CodeMapping) -> Option<ParsedObject> {
+    if mapping.key == ObjectKey::Vdso {
+        return load_vdso(pid, &mapping.avma);
+    }
+    let file = open_mapped_file(pid, mapping)?;
+    parse_object(&ReadCache::new(file))
 }
 
 /// The vDSO is not a file: copy its image out of the process.
@@ -346,6 +380,45 @@ garbage line
             let parsed = load_object(pid, vdso).expect("vdso parses");
             assert!(parsed.has_unwind_info());
         }
+    }
+
+    #[test]
+    fn device_numbers_print_like_proc_maps() {
+        // makedev(0xfd, 1) and makedev(259, 2)
+        assert_eq!(dev_text(0xfd01), "fd:01");
+        assert_eq!(dev_text((259 & 0xfff) << 8 | 2), "103:02");
+    }
+
+    /// A path that names another file than the mapped one (a library
+    /// replaced on disk, another file at the same path in the process's
+    /// root) is not opened: the unwinder would read the wrong unwind
+    /// tables, the symbolizer the wrong names.
+    #[test]
+    fn a_file_at_the_path_with_another_inode_is_not_the_mapped_one() {
+        let pid = std::process::id() as i32;
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let meta = std::fs::metadata(&exe).unwrap();
+        // Addresses no mapping has, so map_files cannot answer and the
+        // path is what is tried.
+        let mapping = |inode: u64| CodeMapping {
+            avma: 0x1000..0x2000,
+            file_offset: 0,
+            key: ObjectKey::File {
+                dev: dev_text(meta.dev()),
+                inode,
+            },
+            path: exe.to_str().unwrap().to_string(),
+            deleted: false,
+        };
+        let same = open_mapped_file(pid, &mapping(meta.ino())).expect("the mapped file opens");
+        assert_eq!(same.metadata().unwrap().ino(), meta.ino());
+        assert!(open_mapped_file(pid, &mapping(meta.ino() + 1)).is_none());
+        assert!(load_object(pid, &mapping(meta.ino() + 1)).is_none());
+        let deleted = CodeMapping {
+            deleted: true,
+            ..mapping(meta.ino())
+        };
+        assert!(open_mapped_file(pid, &deleted).is_none());
     }
 
     #[test]

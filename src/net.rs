@@ -8,7 +8,8 @@
 //! or connects, UDP and raw once bound or connected (raw: at creation),
 //! netlink once bound (explicitly, or implicitly by its first send), unix and
 //! packet at creation. A socket in none of them is **UNCONNECTED**: netstat
-//! and ss cannot show it — the sockets of SCENARIO.md's case 2. For those,
+//! and ss cannot show it — the sockets that make a process hold far more
+//! sockets than netstat lists (`inspect`'s case 2). For those,
 //! [`unconnected`] asks the socket itself (family, type, protocol, bound
 //! name) through a copy of the fd taken with pidfd_getfd, which needs ptrace
 //! permission but attaches nothing and stops nothing.

@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::fdtable::{FdKind, Pid, ProcFd};
+use crate::vocab::{FdKind, Pid, ProcFd};
 
 /// The fds of `pid` as /proc shows them now, sorted by number. Use
 /// `task` to read the table of one thread (`/proc/PID/task/TID/fd`), which

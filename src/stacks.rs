@@ -5,6 +5,8 @@
 //! return addresses. Events keep only the id, so a million events from a
 //! hundred distinct stacks cost a hundred stacks. No I/O here.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 
 /// Names one distinct stack in a `StackTable`.

@@ -25,19 +25,12 @@ use framehop::{
     Error as WalkError, ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
 };
 
+use crate::arch::StackRegs;
 use crate::modules::{self, CodeMapping, ObjectKey, ParsedObject, SectionBytes};
 use crate::stacks::Stack;
 
 /// The most frames one walk returns.
 pub const MAX_FRAMES: usize = 128;
-
-/// Registers needed to start a walk (x86_64).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnwindRegs {
-    pub ip: u64,
-    pub sp: u64,
-    pub bp: u64,
-}
 
 /// What is known about one executable mapping of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +102,7 @@ impl Unwinder {
     /// code addresses innermost first — the instruction pointer, then raw
     /// return addresses (the symbolizer looks them up at `addr - 1`) — and,
     /// if the walk ended before the outermost frame, why.
-    pub fn unwind(&mut self, regs: &UnwindRegs, stack: &[u8]) -> Stack {
+    pub fn unwind(&mut self, regs: &StackRegs, stack: &[u8]) -> Stack {
         let sp = regs.sp;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;

@@ -1,4 +1,4 @@
-/* fd_zoo: every syscall that creates or destroys an fd (fdbg SPEC §4), each
+/* fd_zoo: every syscall that creates or destroys an fd in fdbg's model, each
  * followed by its EXPECT line. Optional syscalls that are unavailable here
  * (no privilege, no kernel support) print "skip" instead. Finally it marks
  * some fds close-on-exec and re-executes itself, so a test can check that

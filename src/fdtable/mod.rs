@@ -2,8 +2,10 @@
 //! answering `fds`, `leaks`, `diff` and `history`.
 //!
 //! It exists so that every question about fds (which are open, who created
-//! them, what happened to fd 7) is answered from one place with the semantics
-//! of SPEC §4, and can be tested without a process. The tracer feeds it
+//! them, what happened to fd 7) is answered from one place with one set of
+//! rules (a failed syscall creates nothing, a close failing with EBADF is a
+//! bad close, EINTR still closes, execve closes the close-on-exec fds, exit
+//! closes nothing), and can be tested without a process. The tracer feeds it
 //! (`record`, `exec`, `fork`, `exited`, `reconcile` with what /proc said) and
 //! the REPL asks it.
 //!
@@ -12,6 +14,8 @@
 //! decides what a syscall did). Memory is bounded by keeping `Event` small:
 //! stacks and argument texts are interned, fd lists are boxed slices.
 
+#![forbid(unsafe_code)]
+
 mod model;
 mod queries;
 #[cfg(test)]
@@ -19,130 +23,15 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::stacks::{StackId, StackTable};
 
+pub use crate::vocab::{FdKind, Pid, ProcFd};
 pub use queries::{Diff, UNTRACKED};
 
-/// A process id (thread-group id): the key of an fd table.
-pub type Pid = i32;
 /// Event sequence number, from 1, in the order fdbg saw the events.
 pub type Seq = u64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FdKind {
-    Socket,
-    File,
-    Dir,
-    Pipe,
-    Eventfd,
-    Epoll,
-    Timerfd,
-    Signalfd,
-    Inotify,
-    Fanotify,
-    Memfd,
-    Pidfd,
-    IoUring,
-    Perf,
-    Other,
-}
-
-impl FdKind {
-    /// Every kind, in the order of SPEC §4.
-    pub const ALL: [FdKind; 15] = [
-        FdKind::Socket,
-        FdKind::File,
-        FdKind::Dir,
-        FdKind::Pipe,
-        FdKind::Eventfd,
-        FdKind::Epoll,
-        FdKind::Timerfd,
-        FdKind::Signalfd,
-        FdKind::Inotify,
-        FdKind::Fanotify,
-        FdKind::Memfd,
-        FdKind::Pidfd,
-        FdKind::IoUring,
-        FdKind::Perf,
-        FdKind::Other,
-    ];
-
-    /// The name users type and JSON carries (the serde name).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FdKind::Socket => "socket",
-            FdKind::File => "file",
-            FdKind::Dir => "dir",
-            FdKind::Pipe => "pipe",
-            FdKind::Eventfd => "eventfd",
-            FdKind::Epoll => "epoll",
-            FdKind::Timerfd => "timerfd",
-            FdKind::Signalfd => "signalfd",
-            FdKind::Inotify => "inotify",
-            FdKind::Fanotify => "fanotify",
-            FdKind::Memfd => "memfd",
-            FdKind::Pidfd => "pidfd",
-            FdKind::IoUring => "io_uring",
-            FdKind::Perf => "perf",
-            FdKind::Other => "other",
-        }
-    }
-
-    /// The inverse of `as_str`.
-    pub fn parse(s: &str) -> Option<FdKind> {
-        FdKind::ALL.into_iter().find(|kind| kind.as_str() == s)
-    }
-
-    /// Classify a /proc/PID/fd symlink target. `is_dir` tells a directory
-    /// path from a file path (the link text alone cannot).
-    pub fn from_link(target: &str, is_dir: bool) -> FdKind {
-        if target.starts_with("socket:[") {
-            return FdKind::Socket;
-        }
-        if target.starts_with("pipe:[") {
-            return FdKind::Pipe;
-        }
-        if let Some(anon) = target.strip_prefix("anon_inode:") {
-            let name = anon.trim_start_matches('[').trim_end_matches(']');
-            return match name {
-                "eventfd" => FdKind::Eventfd,
-                "eventpoll" => FdKind::Epoll,
-                "timerfd" => FdKind::Timerfd,
-                "signalfd" => FdKind::Signalfd,
-                "inotify" => FdKind::Inotify,
-                "fanotify" => FdKind::Fanotify,
-                "pidfd" => FdKind::Pidfd,
-                "io_uring" => FdKind::IoUring,
-                "perf_event" => FdKind::Perf,
-                _ => FdKind::Other,
-            };
-        }
-        // Kernels with pidfs name pidfds like pipes and sockets.
-        if target.starts_with("pidfd:[") {
-            return FdKind::Pidfd;
-        }
-        if target.starts_with("/memfd:") {
-            return FdKind::Memfd;
-        }
-        if target.starts_with('/') {
-            return if is_dir { FdKind::Dir } else { FdKind::File };
-        }
-        FdKind::Other
-    }
-}
-
-/// An fd as /proc/PID/fd and /proc/PID/fdinfo show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcFd {
-    pub fd: i32,
-    pub kind: FdKind,
-    /// The symlink target: a path, `socket:[1234]`, `anon_inode:[eventfd]`...
-    pub target: String,
-    pub cloexec: bool,
-}
 
 /// Where an open fd came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

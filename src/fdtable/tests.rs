@@ -90,43 +90,6 @@ fn fds(model: &Model, pid: Pid) -> Vec<i32> {
 }
 
 #[test]
-fn kind_names_round_trip_and_match_serde() {
-    for kind in FdKind::ALL {
-        assert_eq!(FdKind::parse(kind.as_str()), Some(kind));
-        let json = serde_json::to_string(&kind).unwrap();
-        assert_eq!(json, format!("\"{}\"", kind.as_str()));
-    }
-    assert_eq!(FdKind::parse("sock"), None);
-}
-
-#[test]
-fn kinds_from_proc_links() {
-    let cases = [
-        ("socket:[123]", false, FdKind::Socket),
-        ("pipe:[9]", false, FdKind::Pipe),
-        ("anon_inode:[eventfd]", false, FdKind::Eventfd),
-        ("anon_inode:[eventpoll]", false, FdKind::Epoll),
-        ("anon_inode:[timerfd]", false, FdKind::Timerfd),
-        ("anon_inode:[signalfd]", false, FdKind::Signalfd),
-        ("anon_inode:inotify", false, FdKind::Inotify),
-        ("anon_inode:[fanotify]", false, FdKind::Fanotify),
-        ("anon_inode:[pidfd]", false, FdKind::Pidfd),
-        ("pidfd:[4242]", false, FdKind::Pidfd),
-        ("anon_inode:[io_uring]", false, FdKind::IoUring),
-        ("anon_inode:[perf_event]", false, FdKind::Perf),
-        ("anon_inode:[userfaultfd]", false, FdKind::Other),
-        ("/memfd:cache (deleted)", false, FdKind::Memfd),
-        ("/etc/hosts", false, FdKind::File),
-        ("/tmp/dir", true, FdKind::Dir),
-        ("net:[4026531840]", false, FdKind::Other),
-        ("", false, FdKind::Other),
-    ];
-    for (target, is_dir, kind) in cases {
-        assert_eq!(FdKind::from_link(target, is_dir), kind, "{target}");
-    }
-}
-
-#[test]
 fn open_then_close() {
     let mut model = model_with_std();
     let site = stack(&mut model, 1);

@@ -48,7 +48,8 @@ fn tcp4_established_and_close_wait_name_their_peer() {
         target_text(&info),
         "tcp 127.0.0.1:4000 → 127.0.0.1:53478 ESTABLISHED"
     );
-    // SCENARIO's MySQL client: 192.168.103.222:52383 → 192.168.100.11:3306.
+    // A MySQL client connection, as /proc/net/tcp writes it:
+    // 192.168.103.222:52383 → 192.168.100.11:3306.
     let mysql = tcp(
         Proto::Tcp,
         "   4: DE67A8C0:CC9F 0B64A8C0:0CEA 08 00000000:00000000 00:00000000 00000000     0        0 778 1 0000000000000000 20 4 30 10 -1\n",

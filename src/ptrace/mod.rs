@@ -371,7 +371,7 @@ impl ProcessMemory {
     }
 }
 
-impl crate::syscalls::TraceeMemory for ProcessMemory {
+impl crate::vocab::TraceeMemory for ProcessMemory {
     fn read_bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         self.read(addr, len).filter(|b| b.len() == len)
     }

@@ -5,9 +5,10 @@
 //! The program is built by hand: it is a couple of dozen classic-BPF
 //! instructions over a fixed table, smaller than any builder crate's
 //! vocabulary. fcntl stops only for the commands that change the fd table.
+//! Which syscalls and commands those are is the syscall table's business:
+//! the caller passes them in, so this layer does not import the decoder.
 
 use crate::arch::{AUDIT_ARCH, X32_SYSCALL_BIT};
-use crate::syscalls::{FCNTL_TRACED_CMDS, traced_syscalls};
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -37,8 +38,11 @@ struct Insn {
     k: u32,
 }
 
-/// The filter program for this machine's fd syscalls.
-pub fn filter() -> Vec<libc::sock_filter> {
+/// The filter program: stop (SECCOMP_RET_TRACE) on every syscall in
+/// `traced` other than fcntl, and on fcntl when its command is one of
+/// `fcntl_cmds`; allow everything else, and every syscall of another ABI
+/// (x32, a foreign audit arch).
+pub fn filter(traced: &[u64], fcntl_cmds: &[u64]) -> Vec<libc::sock_filter> {
     let fcntl = libc::SYS_fcntl as u64;
     let mut prog = vec![
         Insn {
@@ -66,7 +70,7 @@ pub fn filter() -> Vec<libc::sock_filter> {
             k: X32_SYSCALL_BIT,
         },
     ];
-    for &nr in traced_syscalls().iter().filter(|&&nr| nr != fcntl) {
+    for &nr in traced.iter().filter(|&&nr| nr != fcntl) {
         prog.push(Insn {
             code: BPF_JEQ_K,
             jt: Target::Trace,
@@ -86,7 +90,7 @@ pub fn filter() -> Vec<libc::sock_filter> {
         jf: Target::Next,
         k: OFFSET_ARG1_LOW,
     });
-    for &cmd in FCNTL_TRACED_CMDS {
+    for &cmd in fcntl_cmds {
         prog.push(Insn {
             code: BPF_JEQ_K,
             jt: Target::Trace,

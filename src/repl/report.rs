@@ -1,5 +1,6 @@
 //! The data every command answers with: plain values, serialisable to the
-//! JSON documents of SPEC §3 and rendered to text by `render`. Built by
+//! JSON documents `--json` prints (one per report, field names stable for
+//! scripts) and rendered to text by `render`. Built by
 //! `handlers`, on the tracer's thread; shown by the front end.
 
 use std::collections::BTreeMap;

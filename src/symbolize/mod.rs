@@ -1,5 +1,5 @@
 //! Turning a stack's raw addresses into frames that name function, file,
-//! line and module (SPEC §3, §5).
+//! line and module, as every report shows them.
 //!
 //! Lazy and cached: nothing is read until `frames` is called (something is
 //! shown or a `break site` must match). Each object file is parsed once,
@@ -27,7 +27,6 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,11 +34,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use self::object::{DebugSearch, Located, ObjectSymbols};
-use crate::fdtable::Pid;
-use crate::modules::{CodeMapping, ObjectKey, read_code_mappings};
+use crate::modules::{self, CodeMapping, ObjectKey, read_code_mappings};
 use crate::stacks::Stack;
+use crate::vocab::Pid;
 
-/// One frame of a shown stack (SPEC §3). One address gives one frame per
+/// One frame of a shown stack, as text and JSON show it. One address gives one frame per
 /// inline level, innermost first; all but the last of them are `inlined`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Frame {
@@ -117,7 +116,7 @@ impl Symbolizer {
             {
                 continue;
             }
-            if let Some(file) = open_object(pid, mapping) {
+            if let Some(file) = modules::open_mapped_file(pid, mapping) {
                 self.kept_open
                     .insert(mapping.key.clone(), (file, mapping.path.clone()));
             }
@@ -181,7 +180,10 @@ impl Symbolizer {
         }
         let (file, path) = match self.kept_open.remove(&mapping.key) {
             Some(kept) => kept,
-            None => (open_object(pid, mapping)?, mapping.path.clone()),
+            None => (
+                modules::open_mapped_file(pid, mapping)?,
+                mapping.path.clone(),
+            ),
         };
         let root = crate::procfs::process_dir(pid).join("root");
         let search = DebugSearch {
@@ -262,47 +264,6 @@ impl Symbolizer {
         }
         user_code_first(frames)
     }
-}
-
-/// Opens the object of `mapping`: `/proc/PID/map_files/START-END` (the
-/// mapped file itself), else `/proc/PID/root/PATH`, else `PATH` as fdbg
-/// sees it, the last two only if the file is still the mapped one (same
-/// device and inode).
-fn open_object(pid: Pid, mapping: &CodeMapping) -> Option<File> {
-    let ObjectKey::File { dev, inode } = &mapping.key else {
-        return None;
-    };
-    let map_file = format!(
-        "/proc/{pid}/map_files/{:x}-{:x}",
-        mapping.avma.start, mapping.avma.end
-    );
-    if let Ok(file) = File::open(map_file) {
-        return Some(file);
-    }
-    if mapping.deleted {
-        return None;
-    }
-    [
-        format!(
-            "{}{}",
-            crate::procfs::process_dir(pid).join("root").display(),
-            mapping.path
-        ),
-        mapping.path.clone(),
-    ]
-    .iter()
-    .filter_map(|path| File::open(path).ok())
-    .find(|file| {
-        file.metadata()
-            .is_ok_and(|meta| meta.ino() == *inode && dev_text(meta.dev()) == *dev)
-    })
-}
-
-/// A device number as `/proc/PID/maps` writes it: `fd:01`.
-fn dev_text(dev: u64) -> String {
-    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
-    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
-    format!("{major:02x}:{minor:02x}")
 }
 
 /// Whether a frame belongs to the language runtime that sits between the

@@ -251,10 +251,3 @@ fn a_frame_without_an_object_keeps_its_address() {
     );
     assert_eq!(frames[0].address, "0x10");
 }
-
-#[test]
-fn device_numbers_print_like_proc_maps() {
-    // makedev(0xfd, 1) and makedev(259, 2)
-    assert_eq!(dev_text(0xfd01), "fd:01");
-    assert_eq!(dev_text((259 & 0xfff) << 8 | 2), "103:02");
-}

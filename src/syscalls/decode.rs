@@ -3,7 +3,8 @@
 //!
 //! Decoders only read: they never write the tracee's memory, and whatever they
 //! read is untrusted (escaped for display, lengths capped). A failed syscall
-//! creates nothing; the only failure with an effect is close (SPEC §4).
+//! creates nothing; the only failure with an effect is close (EBADF: a bad
+//! close, counted and shown with its stack).
 
 mod args;
 mod scm;
@@ -13,7 +14,7 @@ mod tests;
 
 use super::table;
 use super::{Decoded, Effect, SyscallEntry, TraceeMemory};
-use crate::fdtable::FdKind;
+use crate::vocab::FdKind;
 
 use args::{flags, pointer};
 use sockaddr::SockAddr;

@@ -5,26 +5,22 @@
 //! the effects on the fd table. It does not know how the stop was reached
 //! (PTRACE_SYSCALL, seccomp), so another stop mechanism can feed it as well.
 
+#![forbid(unsafe_code)]
+
 mod decode;
 mod table;
 
 pub use decode::decode;
 pub use table::{FCNTL_TRACED_CMDS, is_fd_syscall, syscall_name, traced_syscalls};
 
-use crate::fdtable::FdKind;
+use crate::vocab::FdKind;
+pub use crate::vocab::TraceeMemory;
 
 /// A syscall as seen at entry: number and raw argument registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallEntry {
     pub nr: u64,
     pub args: [u64; 6],
-}
-
-/// Read access to the tracee's memory. `None` when the range is unreadable.
-pub trait TraceeMemory {
-    fn read_bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>>;
-    /// A NUL-terminated string of at most `max` bytes (without the NUL).
-    fn read_cstr(&self, addr: u64, max: usize) -> Option<Vec<u8>>;
 }
 
 /// One effect of a completed syscall on the process's fd table.

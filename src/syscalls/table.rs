@@ -1,4 +1,5 @@
-//! The fd syscalls of SPEC §4, one row each: number, name and decoder.
+//! The syscalls that create, close or re-flag fds (and the socket calls whose
+//! addresses annotate an fd), one row each: number, name and decoder.
 //!
 //! This table is the single list of what fdbg stops on: the tracer builds its
 //! seccomp filter from `traced_syscalls` and `FCNTL_TRACED_CMDS`, and `decode`
@@ -28,7 +29,7 @@ const fn row(nr: libc::c_long, name: &'static str, decode: Decoder) -> Syscall {
 
 /// Every syscall whose completion can create, close or re-flag an fd, or
 /// tells where a socket fd is bound or connected to (bind, connect, listen:
-/// annotations of the fd, SPEC §4 plus issue 5).
+/// annotations of the fd, shown by `fds` and `history`).
 static TABLE: &[Syscall] = &[
     // sockets
     row(libc::SYS_socket, "socket", d::socket),
@@ -156,9 +157,11 @@ mod tests {
 
     use super::*;
 
-    /// The syscalls SPEC §4 names, and the socket calls fdbg records as
+    /// Every syscall the fd model promises to follow (the creating ones from
+    /// socket to io_uring_setup and recvmsg's SCM_RIGHTS, the closing ones,
+    /// execve for close-on-exec), and the socket calls fdbg records as
     /// annotations (bind, connect, listen), with the libc number each must
-    /// have.
+    /// have. Written out by hand so that a row dropped from the table fails.
     fn spec_syscalls() -> Vec<(&'static str, libc::c_long)> {
         let mut v = vec![
             ("socket", libc::SYS_socket),

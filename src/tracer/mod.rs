@@ -27,7 +27,7 @@ use crate::ptrace::{self, ProcessMemory, Resume, Stop, SyscallStop, Tid};
 use crate::stacks::{Stack, StackId};
 use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, SyscallEntry};
-use crate::unwind::{UnwindRegs, Unwinder, copy_stack};
+use crate::unwind::{Unwinder, copy_stack};
 
 mod start;
 mod waker;
@@ -552,18 +552,13 @@ impl Tracer {
     }
 
     fn capture_stack(&mut self, tid: Tid, pid: Pid) -> Option<StackId> {
-        let regs = arch::stack_regs(tid).ok()?;
+        let regs = arch::StackRegs::from_user_regs(&ptrace::registers(tid).ok()?);
         let bytes = copy_stack(tid, regs.sp, STACK_COPY);
         let unwinder = self
             .unwinders
             .entry(pid)
             .or_insert_with(|| Unwinder::new(pid));
         let reads = unwinder.maps_reads();
-        let regs = UnwindRegs {
-            ip: regs.ip,
-            sp: regs.sp,
-            bp: regs.bp,
-        };
         let mut stack: Stack = unwinder.unwind(&regs, &bytes);
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the

@@ -11,6 +11,7 @@ use super::{Mode, Thread, ThreadState, TraceOptions, Tracer, Waker};
 use crate::fdtable::Pid;
 use crate::procfs;
 use crate::ptrace::{self, Resume, Stop, Tid, TraceError, seccomp, spawn};
+use crate::syscalls;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -60,7 +61,7 @@ impl Tracer {
                 .map(|s| s.tgid)
                 .unwrap_or(status.tracer_pid);
             let name = procfs::status(tracer)
-                .map(|s| crate::repl::render::escape(&s.name).into_owned())
+                .map(|s| crate::escape::escape(&s.name).into_owned())
                 .unwrap_or_else(|| "?".into());
             return Err(StartError::AlreadyTraced { pid, tracer, name });
         }
@@ -151,7 +152,7 @@ impl Tracer {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| run_error("an argument has a NUL byte".into()))?;
-        let filter = seccomp::filter();
+        let filter = seccomp::filter(syscalls::traced_syscalls(), syscalls::FCNTL_TRACED_CMDS);
         let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter, opts.own_process_group)
             .map_err(|e| run_error(e.to_string()))?;
         let child = spawned.pid;

@@ -28,12 +28,12 @@ macro_rules! current_regs {
                 options(nomem, nostack, preserves_flags),
             )
         };
-        UnwindRegs { ip, sp, bp }
+        StackRegs { ip, sp, bp }
     }};
 }
 
 struct Walks {
-    regs: UnwindRegs,
+    regs: StackRegs,
     first: Stack,
     parsed_after_first: usize,
     second: Stack,
@@ -141,7 +141,7 @@ fn short_stack_copy_is_a_partial_stack() {
 #[test]
 fn garbage_registers_give_a_reason_not_a_panic() {
     let mut unwinder = Unwinder::new(own_pid());
-    let regs = UnwindRegs {
+    let regs = StackRegs {
         ip: 0x1234,
         sp: 0,
         bp: 0,
@@ -165,7 +165,7 @@ fn garbage_registers_give_a_reason_not_a_panic() {
     for _ in 0..500 {
         let sp = next() & !7;
         let bytes: Vec<u8> = (0..512).map(|_| next() as u8).collect();
-        let regs = UnwindRegs { ip, sp, bp: next() };
+        let regs = StackRegs { ip, sp, bp: next() };
         let stack = unwinder.unwind(&regs, &bytes);
         assert!(!stack.addresses.is_empty() && stack.addresses.len() <= MAX_FRAMES);
     }
@@ -206,7 +206,7 @@ fn corrupt_object_is_skipped() {
     let mut unwinder = walks.unwinder;
     let parsed = unwinder.objects_parsed();
     // The mapping appeared after the unwinder read the maps.
-    let regs = UnwindRegs {
+    let regs = StackRegs {
         ip: start + 0x10,
         sp: walks.regs.sp,
         bp: 0,

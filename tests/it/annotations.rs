@@ -1,6 +1,6 @@
 //! bind, connect, listen and accept's peer are annotations of the socket's
 //! fd: `history FD` shows where a socket was connected to after it closed,
-//! and `fds` shows the notes of the sockets still open (issue 5, item 2).
+//! and `fds` shows the notes of the sockets still open.
 
 use serde_json::Value;
 use serial_test::serial;

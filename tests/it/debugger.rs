@@ -1,5 +1,5 @@
-//! The debugger's commands on real processes (issue "The interactive
-//! debugger", SPEC §2–§3): `break fd` and `history` across reuse of an fd
+//! The debugger's commands on real processes, with their text and JSON
+//! output: `break fd` and `history` across reuse of an fd
 //! number, `break site` by function and by FILE:LINE, `catch`, `detach`
 //! under attach and under run, `threads`, the empty line repeating `step`,
 //! and Ctrl-C at the prompt.
@@ -9,7 +9,9 @@
 //! whenever a test looks; waits are for lines, never for time.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::process::Command;
+use std::thread::JoinHandle;
 
 use serde_json::Value;
 use serial_test::serial;
@@ -19,7 +21,74 @@ use crate::harness::{
     num_set, tracer_process,
 };
 use crate::login::{Server, finished_logins};
-use crate::testprogs::{ChildGuard, Expect, all, expect_lines, open_fds, testprog};
+use crate::testprogs::{ChildGuard, Expect, Finished, all, expect_lines, open_fds, testprog};
+
+/// A login server with fdbg attached to it (stopped, at the prompt), and
+/// the server's pid.
+fn attached_server() -> (Server, i32, Interactive) {
+    let server = Server::start();
+    let pid = server.pid();
+    let fdbg = server.attach();
+    (server, pid, fdbg)
+}
+
+/// `fdbg run -- ARGS` up to its banner, and the pid of the program it
+/// started.
+fn run_started(args: &[&OsStr]) -> (Interactive, i32) {
+    let mut argv: Vec<&OsStr> = vec!["run".as_ref(), "--".as_ref()];
+    argv.extend_from_slice(args);
+    let mut fdbg = Interactive::start(argv);
+    let banner = fdbg.wait_prefix("Started process ");
+    let pid: i32 = banner["Started process ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a pid in the banner {banner:?}"));
+    (fdbg, pid)
+}
+
+/// Sends a command that answers with a line starting with `answer`
+/// (`Breakpoint 1: ...`, `deleted 1 breakpoint`, `detached from ...`).
+fn command(fdbg: &mut Interactive, line: &str, answer: &str) {
+    fdbg.send(line);
+    fdbg.wait_prefix(answer);
+}
+
+/// Sends a `--json` command and returns its document, of `shape`.
+fn ask(fdbg: &mut Interactive, line: &str, shape: Shape) -> Value {
+    fdbg.send(line);
+    fdbg.wait_doc(shape)
+}
+
+/// `continue --json` while a client logs in once: the stop that ends the
+/// continue, and the client (it finishes once fdbg lets the server run).
+fn continue_through_login(
+    fdbg: &mut Interactive,
+    server: &Server,
+) -> (Value, JoinHandle<Finished>) {
+    fdbg.send("continue --json");
+    let login = server.logins_in_background(1);
+    (fdbg.wait_doc(Shape::Stop), login)
+}
+
+/// Ctrl-C while the process runs: fdbg stops it and says so.
+fn interrupt(fdbg: &mut Interactive) {
+    fdbg.signal(libc::SIGINT);
+    assert_eq!(fdbg.wait_doc(Shape::Stop)["stop"], "interrupt", "{fdbg}");
+}
+
+/// `quit`: fdbg exits with success.
+fn quit(fdbg: &mut Interactive) {
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+}
+
+/// `quit` under attach: fdbg exits with success and leaves `pid` untraced
+/// and running.
+fn quit_leaving_running(fdbg: &mut Interactive, pid: i32) {
+    quit(fdbg);
+    assert_untraced_and_running(pid, fdbg);
+}
 
 /// The lowest fd number not open in `pid`: the one its next accept gets.
 fn lowest_free_fd(pid: i32) -> i32 {
@@ -87,21 +156,18 @@ fn assert_frame_is_site(event: &Value, expect: &Expect, context: &dyn std::fmt::
 #[serial]
 fn break_fd_stops_at_creation_then_close_and_history_follows_the_number_across_reuse() {
     let _watchdog = Watchdog::new("break_fd_and_history", TEST_LIMIT);
-    let mut server = Server::start();
-    let pid = server.pid();
-    let mut fdbg = server.attach();
+    let (mut server, pid, mut fdbg) = attached_server();
     let k = lowest_free_fd(pid);
 
-    fdbg.send(&format!("break fd {k}"));
-    fdbg.wait_prefix(&format!("Breakpoint 1: break fd {k}"));
-    fdbg.send("continue --json");
-    let first_login = server.logins_in_background(1);
-    let created = fdbg.wait_doc(Shape::Stop);
-    fdbg.send("continue --json");
-    let closed = fdbg.wait_doc(Shape::Stop);
+    command(
+        &mut fdbg,
+        &format!("break fd {k}"),
+        &format!("Breakpoint 1: break fd {k}"),
+    );
+    let (created, first_login) = continue_through_login(&mut fdbg, &server);
+    let closed = ask(&mut fdbg, "continue --json", Shape::Stop);
 
-    fdbg.send("delete 1");
-    fdbg.wait_prefix("deleted 1 breakpoint");
+    command(&mut fdbg, "delete 1", "deleted 1 breakpoint");
     fdbg.send("continue --json");
     finished_logins(first_login, 1);
     server.logins(2);
@@ -110,13 +176,9 @@ fn break_fd_stops_at_creation_then_close_and_history_follows_the_number_across_r
     for _ in 0..3 {
         server.output.wait_for("close");
     }
-    fdbg.signal(libc::SIGINT);
-    let interrupted = fdbg.wait_doc(Shape::Stop);
-    fdbg.send(&format!("history {k} --json"));
-    let history = fdbg.wait_doc(Shape::History);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
-    assert_untraced_and_running(pid, &fdbg);
+    interrupt(&mut fdbg);
+    let history = ask(&mut fdbg, &format!("history {k} --json"), Shape::History);
+    quit_leaving_running(&mut fdbg, pid);
 
     assert_eq!(created["stop"], "breakpoint", "{fdbg}");
     assert_eq!(created["breakpoint"], 1, "{fdbg}");
@@ -134,7 +196,6 @@ fn break_fd_stops_at_creation_then_close_and_history_follows_the_number_across_r
         BTreeSet::from([k]),
         "{fdbg}"
     );
-    assert_eq!(interrupted["stop"], "interrupt", "{fdbg}");
 
     // What the server says happened to number K since attach, in order.
     let lines = server.lines_since_attach();
@@ -182,38 +243,34 @@ fn break_fd_stops_at_creation_then_close_and_history_follows_the_number_across_r
 #[serial]
 fn break_site_by_function_and_by_file_line_stops_at_the_leak() {
     let _watchdog = Watchdog::new("break_site", TEST_LIMIT);
-    let mut server = Server::start();
-    let pid = server.pid();
-    let mut fdbg = server.attach();
+    let (mut server, pid, mut fdbg) = attached_server();
 
-    fdbg.send("break site statsd_init");
-    fdbg.wait_prefix("Breakpoint 1: break site statsd_init");
-    fdbg.send("continue --json");
-    let login = server.logins_in_background(1);
-    let by_function = fdbg.wait_doc(Shape::Stop);
+    command(
+        &mut fdbg,
+        "break site statsd_init",
+        "Breakpoint 1: break site statsd_init",
+    );
+    let (by_function, login) = continue_through_login(&mut fdbg, &server);
     fdbg.send("bt --json");
     let bt = wait_backtrace(&mut fdbg);
-    fdbg.send("delete 1");
-    fdbg.wait_prefix("deleted 1 breakpoint");
+    command(&mut fdbg, "delete 1", "deleted 1 breakpoint");
     fdbg.send("continue --json");
     finished_logins(login, 1);
     let first_leak = server.output.wait_for("leak");
     server.output.wait_for("close");
-    fdbg.signal(libc::SIGINT);
-    assert_eq!(fdbg.wait_doc(Shape::Stop)["stop"], "interrupt", "{fdbg}");
+    interrupt(&mut fdbg);
 
     let (file, line) = site(&first_leak);
     assert_eq!(file, "statsd.c", "{first_leak:?}");
-    fdbg.send(&format!("break site {file}:{line}"));
-    fdbg.wait_prefix(&format!("Breakpoint 2: break site {file}:{line}"));
-    fdbg.send("continue --json");
-    let login = server.logins_in_background(1);
-    let by_line = fdbg.wait_doc(Shape::Stop);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    command(
+        &mut fdbg,
+        &format!("break site {file}:{line}"),
+        &format!("Breakpoint 2: break site {file}:{line}"),
+    );
+    let (by_line, login) = continue_through_login(&mut fdbg, &server);
+    quit_leaving_running(&mut fdbg, pid);
     finished_logins(login, 1);
     let second_leak = server.output.wait_for("leak");
-    assert_untraced_and_running(pid, &fdbg);
 
     for (stop, id, leak) in [(&by_function, 1, &first_leak), (&by_line, 2, &second_leak)] {
         assert_eq!(stop["stop"], "breakpoint", "{fdbg}");
@@ -240,20 +297,13 @@ fn break_site_by_function_and_by_file_line_stops_at_the_leak() {
 #[serial]
 fn catch_accept_stops_at_the_accept() {
     let _watchdog = Watchdog::new("catch_accept", TEST_LIMIT);
-    let mut server = Server::start();
-    let pid = server.pid();
-    let mut fdbg = server.attach();
+    let (mut server, pid, mut fdbg) = attached_server();
 
-    fdbg.send("catch accept");
-    fdbg.wait_prefix("Catchpoint 1: catch accept");
-    fdbg.send("continue --json");
-    let login = server.logins_in_background(1);
-    let stop = fdbg.wait_doc(Shape::Stop);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    command(&mut fdbg, "catch accept", "Catchpoint 1: catch accept");
+    let (stop, login) = continue_through_login(&mut fdbg, &server);
+    quit_leaving_running(&mut fdbg, pid);
     finished_logins(login, 1);
     let accepted = server.output.wait_for("open");
-    assert_untraced_and_running(pid, &fdbg);
 
     assert_eq!(stop["stop"], "catch", "{fdbg}");
     assert_eq!(stop["breakpoint"], 1, "{fdbg}");
@@ -275,18 +325,14 @@ fn catch_accept_stops_at_the_accept() {
 #[serial]
 fn detach_under_attach_lets_the_process_go_and_keeps_the_recorded_data() {
     let _watchdog = Watchdog::new("detach_attach", TEST_LIMIT);
-    let mut server = Server::start();
-    let pid = server.pid();
-    let mut fdbg = server.attach();
+    let (mut server, pid, mut fdbg) = attached_server();
 
     fdbg.send("continue --json");
     server.logins(1);
     let traced_leak = server.output.wait_for("leak");
     server.output.wait_for("close");
-    fdbg.signal(libc::SIGINT);
-    assert_eq!(fdbg.wait_doc(Shape::Stop)["stop"], "interrupt", "{fdbg}");
-    fdbg.send("detach");
-    fdbg.wait_prefix(&format!("detached from process {pid}"));
+    interrupt(&mut fdbg);
+    command(&mut fdbg, "detach", &format!("detached from process {pid}"));
     assert_untraced_and_running(pid, &fdbg);
     let at_detach: BTreeSet<i32> = open_fds(pid).into_keys().collect();
 
@@ -296,13 +342,9 @@ fn detach_under_attach_lets_the_process_go_and_keeps_the_recorded_data() {
     server.output.wait_for("close");
     assert!(open_fds(pid).contains_key(&untraced_leak.fd()));
 
-    fdbg.send("fds --json");
-    let fds = fdbg.wait_doc(Shape::Fds);
-    fdbg.send("leaks --json");
-    let leaks = fdbg.wait_doc(Shape::Leaks);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
-    assert_untraced_and_running(pid, &fdbg);
+    let fds = ask(&mut fdbg, "fds --json", Shape::Fds);
+    let leaks = ask(&mut fdbg, "leaks --json", Shape::Leaks);
+    quit_leaving_running(&mut fdbg, pid);
     server.logins(1);
 
     assert_eq!(fd_numbers(&fds), at_detach, "fds as at the detach\n{fdbg}");
@@ -328,18 +370,11 @@ fn detach_under_attach_lets_the_process_go_and_keeps_the_recorded_data() {
 fn detach_under_run_is_refused_and_tracing_goes_on() {
     let _watchdog = Watchdog::new("detach_run", TEST_LIMIT);
     let leak3 = testprog("leak3");
-    let mut fdbg = Interactive::start(["run".as_ref(), "--".as_ref(), leak3.as_os_str()]);
-    let banner = fdbg.wait_prefix("Started process ");
-    let pid: i32 = banner["Started process ".len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("a pid in the banner {banner:?}"));
+    let (mut fdbg, pid) = run_started(&[leak3.as_os_str()]);
 
     fdbg.send("detach");
     // The refusal goes to stderr; `stats` on stdout answers after it.
-    fdbg.send("stats --json");
-    fdbg.wait_doc(Shape::Stats);
+    ask(&mut fdbg, "stats --json", Shape::Stats);
     let stderr = fdbg.stderr();
     let refusal: Vec<&str> = stderr.lines().collect();
     assert_eq!(refusal.len(), 1, "one line\n{fdbg}");
@@ -353,12 +388,9 @@ fn detach_under_run_is_refused_and_tracing_goes_on() {
         "still traced\n{fdbg}"
     );
 
-    fdbg.send("continue --json");
-    let stop = fdbg.wait_doc(Shape::Stop);
-    fdbg.send("leaks --json");
-    let leaks = fdbg.wait_doc(Shape::Leaks);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let stop = ask(&mut fdbg, "continue --json", Shape::Stop);
+    let leaks = ask(&mut fdbg, "leaks --json", Shape::Leaks);
+    quit(&mut fdbg);
 
     assert_eq!(stop["stop"], "exited", "{fdbg}");
     assert_eq!(stop["exit_code"], 0, "{fdbg}");
@@ -421,13 +453,10 @@ fn threads_under_attach_lists_every_task_of_the_process() {
     let pid = program.pid();
     let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
     let banner = fdbg.wait_attached();
-    fdbg.send("threads --json");
-    let threads = fdbg.wait_doc(Shape::Threads);
+    let threads = ask(&mut fdbg, "threads --json", Shape::Threads);
     let tasks = proc_tids(pid);
     let states: Vec<(i32, String)> = tasks.iter().map(|&t| (t, task_state(pid, t))).collect();
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
-    assert_untraced_and_running(pid, &fdbg);
+    quit_leaving_running(&mut fdbg, pid);
     program.send_line();
     assert!(program.wait_exit().success());
 
@@ -464,28 +493,13 @@ fn threads_under_attach_lists_every_task_of_the_process() {
 fn threads_under_run_lists_the_threads_the_program_created() {
     let _watchdog = Watchdog::new("threads_run", TEST_LIMIT);
     let program = testprog("idle_threads");
-    let mut fdbg = Interactive::start([
-        "run".as_ref(),
-        "--".as_ref(),
-        program.as_os_str(),
-        "3".as_ref(),
-    ]);
-    let banner = fdbg.wait_prefix("Started process ");
-    let pid: i32 = banner["Started process ".len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("a pid in the banner {banner:?}"));
-    fdbg.send("catch eventfd");
-    fdbg.wait_prefix("Catchpoint 1: catch eventfd");
-    fdbg.send("continue --json");
-    let stop = fdbg.wait_doc(Shape::Stop);
-    fdbg.send("threads --json");
-    let threads = fdbg.wait_doc(Shape::Threads);
+    let (mut fdbg, pid) = run_started(&[program.as_os_str(), "3".as_ref()]);
+    command(&mut fdbg, "catch eventfd", "Catchpoint 1: catch eventfd");
+    let stop = ask(&mut fdbg, "continue --json", Shape::Stop);
+    let threads = ask(&mut fdbg, "threads --json", Shape::Threads);
     let tasks = proc_tids(pid);
     // quit kills what fdbg started (before it would read our stdin).
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    quit(&mut fdbg);
 
     assert_eq!(stop["stop"], "catch", "{fdbg}");
     assert_eq!(stop["event"]["syscall"], "eventfd2", "{fdbg}");
@@ -510,24 +524,19 @@ fn threads_under_run_lists_the_threads_the_program_created() {
 #[serial]
 fn an_empty_line_repeats_step() {
     let _watchdog = Watchdog::new("empty_line_repeats_step", TEST_LIMIT);
-    let mut server = Server::start();
-    let pid = server.pid();
-    let mut fdbg = server.attach();
+    let (mut server, pid, mut fdbg) = attached_server();
 
     fdbg.send("step --json");
     let login = server.logins_in_background(1);
     let mut stops = vec![fdbg.wait_doc(Shape::Stop)];
     for _ in 0..2 {
-        fdbg.send("");
-        stops.push(fdbg.wait_doc(Shape::Stop));
+        stops.push(ask(&mut fdbg, "", Shape::Stop));
     }
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    quit_leaving_running(&mut fdbg, pid);
     finished_logins(login, 1);
     let accepted = server.output.wait_for("open");
     let leaked = server.output.wait_for("leak");
     let closed = server.output.wait_for("close");
-    assert_untraced_and_running(pid, &fdbg);
 
     assert!(stops.iter().all(|s| s["stop"] == "step"), "{fdbg}");
     let seqs: Vec<i64> = stops.iter().map(|s| num(&s["event"], "seq")).collect();

@@ -51,7 +51,8 @@ pub fn json_docs(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-/// What a JSON document is, by its keys (SPEC §3, src/repl/report.rs).
+/// What a JSON document is, by its keys (the report types of
+/// src/repl/report.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     Stop,

@@ -1,4 +1,4 @@
-//! The interactive debugger (issue "The interactive debugger"): a person at
+//! The interactive debugger: a person at
 //! a terminal, driven through a pseudo-terminal, and the same commands in
 //! --batch --json.
 
@@ -243,7 +243,7 @@ fn every_command_answers_json_in_batch_and_typos_name_the_closest_command() {
     );
 }
 
-/// SPEC §6: names chosen by the process never reach the terminal raw. A
+/// Names chosen by the process never reach the terminal raw. A
 /// program opens (and leaks) a file whose name holds an escape sequence
 /// and a newline: text output shows them escaped, JSON carries them intact.
 #[test]

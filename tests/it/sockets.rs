@@ -1,5 +1,6 @@
 //! Socket resolution (`fdbg::net`) and `fdbg inspect` on real processes:
-//! every family classified by fd, SCENARIO.md's two cases named, a server in
+//! every family classified by fd, both cases of the verdict (TCP-state
+//! pile-up, sockets invisible to netstat) named, a server in
 //! its own network namespace resolved from that namespace, and the
 //! inspected process never traced or stopped.
 
@@ -345,7 +346,7 @@ fn a_server_in_its_own_netns_resolves_from_that_namespace() {
     assert!(zoo.wait_exit().success());
 }
 
-/// Issue "Socket triage", first acceptance point: after N logins, `sockets`
+/// After N logins, `sockets`
 /// lists N never-bound UDP sockets invisible to netstat, in one site whose
 /// frames[0] is statsd_init, and the listener as LISTEN on its address.
 #[test]

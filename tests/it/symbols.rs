@@ -1,4 +1,4 @@
-//! Symbolized stacks from the real fdbg binary (issue 3): each leak's
+//! Symbolized stacks from the real fdbg binary: each leak's
 //! frames[0] is the user's code, named with file and line, checked against
 //! the `EXPECT leak ... site=FILE:LINE fn=NAME` lines the programs print.
 
