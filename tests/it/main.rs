@@ -4,6 +4,7 @@ mod annotations;
 mod attach;
 mod debugger;
 mod harness;
+mod input;
 mod login;
 mod memcached;
 mod repl;
