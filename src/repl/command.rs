@@ -487,6 +487,11 @@ pub fn lookup(word: &str) -> Result<&'static Spec, ReplError> {
 /// The command name nearest to `word` by edit distance, if it is near
 /// enough to be a typo (at most a third of the word's letters differ).
 fn closest(word: &str) -> Option<&'static str> {
+    // The distance is at least the difference in length: past this no
+    // name is near, and a huge word would cost time for nothing.
+    if word.len() > 4 * COMMANDS.iter().map(|s| s.name.len()).max().unwrap_or(0) {
+        return None;
+    }
     COMMANDS
         .iter()
         .map(|s| (s.name, edit_distance(word, s.name)))
