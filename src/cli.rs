@@ -58,7 +58,13 @@ pub enum Sub {
 #[derive(Args, Debug, Clone, Default)]
 pub struct SessionArgs {
     /// Run a REPL command; repeatable, in order, before the prompt
-    #[arg(short = 'e', long = "eval", value_name = "CMD")]
+    // The value may start with a dash: `-e '--json fds'` is a command.
+    #[arg(
+        short = 'e',
+        long = "eval",
+        value_name = "CMD",
+        allow_hyphen_values = true
+    )]
     pub eval: Vec<String>,
     /// Run REPL commands from FILE (one per line, # comments)
     #[arg(short = 'x', long = "script", value_name = "FILE")]

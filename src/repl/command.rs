@@ -1,6 +1,7 @@
-//! The REPL's commands: one table gives their names, abbreviations, usage
-//! and help; one parser turns a line into a `Command`. `-e`, `-x` and the
-//! prompt all go through `parse`, so they behave the same.
+//! The REPL's commands: one table gives each command's names, usage, help,
+//! parser and Tab completions, so `help`, the parser and the prompt cannot
+//! disagree. `-e`, `-x` and the prompt all go through `parse`, so they
+//! behave the same.
 
 use std::time::Duration;
 
@@ -17,35 +18,195 @@ pub struct Invocation {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Continue { duration: Option<Duration> },
-    Step { count: usize },
-    Fds { kind: Option<FdKind> },
-    Leaks { since: Option<String>, min: usize },
-    History { fd: i32 },
+    /// `duration` is at most [`MAX_DURATION`].
+    Continue {
+        duration: Option<Duration>,
+    },
+    /// `count` is at least 1.
+    Step {
+        count: usize,
+    },
+    Fds {
+        kind: Option<FdKind>,
+    },
+    Leaks {
+        since: Option<String>,
+        min: usize,
+    },
+    History {
+        fd: i32,
+    },
     Backtrace,
-    Mark { name: Option<String> },
-    Diff { name: Option<String> },
-    Break { condition: Condition },
-    Catch { what: Vec<String> },
+    Mark {
+        name: Option<String>,
+    },
+    Diff {
+        name: Option<String>,
+    },
+    Break {
+        condition: Condition,
+    },
+    Catch {
+        what: Vec<String>,
+    },
     InfoBreakpoints,
-    Delete { id: Option<u32> },
-    Enable { id: u32 },
-    Disable { id: u32 },
+    Delete {
+        id: Option<u32>,
+    },
+    Enable {
+        id: u32,
+    },
+    Disable {
+        id: u32,
+    },
     Stats,
     Sockets,
     Threads,
     Detach,
     Quit,
-    Help { topic: Option<String> },
+    /// `topic` is a command's full name.
+    Help {
+        topic: Option<String>,
+    },
 }
 
-/// One row of the command table.
+/// The longest `continue DURATION`: a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How much of a word the user typed an error message repeats.
+const ECHO_CHARS: usize = 60;
+
+/// A line the REPL cannot run. Each message is one line that names the
+/// cause and the fix; words the user typed are shown escaped and cut to
+/// [`ECHO_CHARS`] characters.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplError {
+    #[error("unknown command '{}'; did you mean '{near}'? (try 'help')", echo(.word))]
+    Typo { word: String, near: &'static str },
+    #[error("unknown command '{}' (try 'help')", echo(.word))]
+    UnknownCommand { word: String },
+    #[error("ambiguous command '{}': {}", echo(.word), .matches.join(", "))]
+    Ambiguous {
+        word: String,
+        matches: Vec<&'static str>,
+    },
+    #[error("missing {what}; usage: {usage}")]
+    Missing {
+        what: &'static str,
+        usage: &'static str,
+    },
+    #[error("{flag} needs a value; usage: {usage}")]
+    NeedsValue {
+        flag: &'static str,
+        usage: &'static str,
+    },
+    #[error("unexpected '{}'; usage: {usage}", echo(.word))]
+    Unexpected { word: String, usage: &'static str },
+    #[error("bad duration '{}': use e.g. 500ms, 10s, 2m", echo(.word))]
+    BadDuration { word: String },
+    #[error("duration '{}' is too long: at most 365 days (8760h)", echo(.word))]
+    DurationTooLong { word: String },
+    /// `what` is "a count", "an fd number", ...
+    #[error("expected {what}, got '{}'", echo(.word))]
+    Expected { what: &'static str, word: String },
+    #[error("step needs N ≥ 1; usage: step [N]")]
+    ZeroSteps,
+    #[error("unknown kind '{}'; kinds: {}", echo(.word), kind_names())]
+    UnknownKind { word: String },
+    #[error("catch what? usage: {usage}")]
+    CatchWhat { usage: &'static str },
+    #[error(
+        "cannot catch '{}': name an fd kind (socket, pipe, file, ...) or an fd syscall (close, accept4, ...)",
+        echo(.word)
+    )]
+    CannotCatch { word: String },
+    #[error("info {}: only 'info breakpoints' is known", echo(.word))]
+    UnknownInfo { word: String },
+    #[error("cannot break on '{}'; usage: {usage}", echo(.word))]
+    CannotBreakOn { word: String, usage: &'static str },
+    #[error("empty PATTERN: name a function (or part of one) or FILE:LINE; usage: {usage}")]
+    EmptyPattern { usage: &'static str },
+    #[error("--json needs a command, e.g. 'fds --json' (try 'help')")]
+    JsonAlone,
+    /// A line from stdin that is not text.
+    #[error("line is not valid UTF-8; it was not run")]
+    NotUtf8,
+}
+
+/// `word` as an error message shows it: control characters escaped, cut
+/// to [`ECHO_CHARS`] characters with an ellipsis.
+pub fn echo(word: &str) -> String {
+    let word = crate::repl::render::escape(word);
+    match word.char_indices().nth(ECHO_CHARS) {
+        Some((cut, _)) => format!("{}…", &word[..cut]),
+        None => word.into_owned(),
+    }
+}
+
+fn kind_names() -> String {
+    let all: Vec<&str> = FdKind::ALL.iter().map(|k| k.as_str()).collect();
+    all.join(", ")
+}
+
+/// What Tab offers for a word.
+#[derive(Clone, Copy, Debug)]
+pub enum Words {
+    /// Nothing: the word is free text or a number.
+    Free,
+    Fixed(&'static [&'static str]),
+    /// fd kinds.
+    Kinds,
+    /// fd kinds and the traced syscalls' names.
+    KindsAndSyscalls,
+    /// Command names.
+    Commands,
+}
+
+impl Words {
+    pub fn candidates(self) -> Vec<String> {
+        match self {
+            Words::Free => Vec::new(),
+            Words::Fixed(words) => words.iter().map(|w| w.to_string()).collect(),
+            Words::Kinds => FdKind::ALL.iter().map(|k| k.as_str().into()).collect(),
+            Words::KindsAndSyscalls => Words::Kinds
+                .candidates()
+                .into_iter()
+                .chain(
+                    crate::syscalls::traced_syscalls()
+                        .iter()
+                        .filter_map(|&nr| crate::syscalls::syscall_name(nr))
+                        .map(str::to_string),
+                )
+                .collect(),
+            Words::Commands => COMMANDS.iter().map(|c| c.name.to_string()).collect(),
+        }
+    }
+}
+
+/// A command's positional words, for Tab.
+#[derive(Clone, Copy, Debug)]
+pub enum Operands {
+    /// None, or free text: Tab offers the flags.
+    Free,
+    /// The first word after the name is one of these.
+    First(Words),
+    /// Every word after the name is one of these.
+    Every(Words),
+}
+
+/// One row of the command table: everything about one command.
 pub struct Spec {
     pub name: &'static str,
     /// Short forms accepted besides unique prefixes of `name`.
     pub aliases: &'static [&'static str],
     pub usage: &'static str,
     pub help: &'static str,
+    /// The words after the name (without `--json`) → the command.
+    pub parse: fn(&mut Args<'_>) -> Result<Command, ReplError>,
+    pub operands: Operands,
+    /// The flags besides `--json` (each is in `usage`), with what Tab
+    /// offers for their values.
+    pub flags: &'static [(&'static str, Words)],
 }
 
 pub const COMMANDS: &[Spec] = &[
@@ -54,125 +215,249 @@ pub const COMMANDS: &[Spec] = &[
         aliases: &["c", "cont"],
         usage: "continue [DURATION]",
         help: "Resume all threads until a breakpoint, the process exits, Ctrl-C, or DURATION (500ms, 10s, 2m) passes.",
+        parse: |args| {
+            Ok(Command::Continue {
+                duration: args.optional(parse_duration)?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "step",
         aliases: &["s"],
         usage: "step [N]",
         help: "Resume until the next N fd events (default 1); print each with its stack.",
+        parse: |args| match args.optional(parse_count)? {
+            Some(0) => Err(ReplError::ZeroSteps),
+            count => Ok(Command::Step {
+                count: count.unwrap_or(1),
+            }),
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "break",
         aliases: &["b", "br"],
         usage: "break fd N | break count N | break site PATTERN",
         help: "Stop when fd number N is created or closed; when the open-fd count becomes greater than N; or when an fd is created by a stack with a frame matching PATTERN (a function-name substring, or FILE:LINE).",
+        parse: |args| {
+            Ok(Command::Break {
+                condition: parse_break(args)?,
+            })
+        },
+        operands: Operands::First(Words::Fixed(&["fd", "count", "site"])),
+        flags: &[],
     },
     Spec {
         name: "catch",
         aliases: &[],
         usage: "catch KIND|SYSCALL...",
         help: "Stop on every event of these fd kinds (socket, pipe, file, ...) or syscall names (close, accept4, ...).",
+        parse: |args| {
+            let what: Vec<String> = args.rest().iter().map(|w| w.to_string()).collect();
+            if what.is_empty() {
+                return Err(ReplError::CatchWhat { usage: args.usage });
+            }
+            if let Some(bad) = what.iter().find(|w| !valid_catch(w)) {
+                return Err(ReplError::CannotCatch { word: bad.clone() });
+            }
+            Ok(Command::Catch { what })
+        },
+        operands: Operands::Every(Words::KindsAndSyscalls),
+        flags: &[],
     },
     Spec {
         name: "info",
         aliases: &["i"],
         usage: "info breakpoints",
         help: "List breakpoints and catchpoints with their hit counts.",
+        parse: |args| {
+            let what = args.required("what", |s| Ok(s.to_string()))?;
+            if !"breakpoints".starts_with(what.as_str()) {
+                return Err(ReplError::UnknownInfo { word: what });
+            }
+            Ok(Command::InfoBreakpoints)
+        },
+        operands: Operands::First(Words::Fixed(&["breakpoints"])),
+        flags: &[],
     },
     Spec {
         name: "delete",
         aliases: &["d"],
         usage: "delete [ID]",
         help: "Delete breakpoint ID, or all of them.",
+        parse: |args| {
+            Ok(Command::Delete {
+                id: args.optional(parse_id)?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "disable",
         aliases: &[],
         usage: "disable ID",
         help: "Keep breakpoint ID but do not stop at it.",
+        parse: |args| {
+            Ok(Command::Disable {
+                id: args.required("ID", parse_id)?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "enable",
         aliases: &[],
         usage: "enable ID",
         help: "Stop at breakpoint ID again.",
+        parse: |args| {
+            Ok(Command::Enable {
+                id: args.required("ID", parse_id)?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "fds",
         aliases: &[],
         usage: "fds [--kind KIND] [--json]",
         help: "Open fds now: number, kind, target, and the event and stack that created it (or `before attach`).",
+        parse: |args| {
+            Ok(Command::Fds {
+                kind: args.flag("--kind", parse_kind)?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[("--kind", Words::Kinds)],
     },
     Spec {
         name: "leaks",
         aliases: &[],
         usage: "leaks [--since MARK] [--min N] [--json]",
         help: "Fds created since attach (or since MARK) and still open, grouped by creating stack, biggest group first.",
+        parse: |args| {
+            let since = args.flag("--since", |s| Ok(s.to_string()))?;
+            let min = args.flag("--min", parse_count)?.unwrap_or(1);
+            Ok(Command::Leaks { since, min })
+        },
+        operands: Operands::Free,
+        flags: &[("--since", Words::Free), ("--min", Words::Free)],
     },
     Spec {
         name: "history",
         aliases: &["hist"],
         usage: "history FD [--json]",
         help: "Every event on fd number FD since attach, with stacks.",
+        parse: |args| {
+            Ok(Command::History {
+                fd: args.required("FD", parse_fd)?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "bt",
         aliases: &["where", "backtrace"],
         usage: "bt [--json]",
         help: "The stack of the event the process is stopped at.",
+        parse: |_| Ok(Command::Backtrace),
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "mark",
         aliases: &[],
         usage: "mark [NAME]",
         help: "Remember this moment (default name: the next number).",
+        parse: |args| {
+            Ok(Command::Mark {
+                name: args.optional(|s| Ok(s.to_string()))?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "diff",
         aliases: &[],
         usage: "diff [NAME] [--json]",
         help: "Since the mark (default: the latest): fds opened and still open (by site), how many opened and closed, and fds from before it that were closed.",
+        parse: |args| {
+            Ok(Command::Diff {
+                name: args.optional(|s| Ok(s.to_string()))?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "stats",
         aliases: &[],
         usage: "stats [--json]",
         help: "Events by syscall and kind, open count, bad closes, ptrace stops, events/s.",
+        parse: |_| Ok(Command::Stats),
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "sockets",
         aliases: &["sock"],
         usage: "sockets [--json]",
         help: "The process's sockets: protocol, addresses, TCP state, counts by state, and the sockets netstat cannot see (never bound or connected), grouped by creating site.",
+        parse: |_| Ok(Command::Sockets),
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "threads",
         aliases: &[],
         usage: "threads [--json]",
         help: "Threads and their states.",
+        parse: |_| Ok(Command::Threads),
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "detach",
         aliases: &[],
         usage: "detach",
         help: "Let the process go, untraced; keep the recorded data for queries.",
+        parse: |_| Ok(Command::Detach),
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "quit",
         aliases: &["q", "exit"],
         usage: "quit",
         help: "Detach (attach) or kill (run), and exit.",
+        parse: |_| Ok(Command::Quit),
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "help",
         aliases: &["h", "?"],
         usage: "help [COMMAND]",
         help: "List the commands, or explain one.",
+        parse: |args| {
+            Ok(Command::Help {
+                topic: args.optional(|s| lookup(s).map(|spec| spec.name.to_string()))?,
+            })
+        },
+        operands: Operands::First(Words::Commands),
+        flags: &[],
     },
 ];
 
 /// Find a command by name, alias or unique prefix.
-pub fn lookup(word: &str) -> Result<&'static Spec, String> {
+pub fn lookup(word: &str) -> Result<&'static Spec, ReplError> {
     if let Some(spec) = COMMANDS
         .iter()
         .find(|s| s.name == word || s.aliases.contains(&word))
@@ -186,19 +471,27 @@ pub fn lookup(word: &str) -> Result<&'static Spec, String> {
     match matches.as_slice() {
         [one] => Ok(one),
         [] => Err(match closest(word) {
-            Some(near) => format!("unknown command '{word}'; did you mean '{near}'? (try 'help')"),
-            None => format!("unknown command '{word}' (try 'help')"),
+            Some(near) => ReplError::Typo {
+                word: word.into(),
+                near,
+            },
+            None => ReplError::UnknownCommand { word: word.into() },
         }),
-        many => Err(format!(
-            "ambiguous command '{word}': {}",
-            many.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-        )),
+        many => Err(ReplError::Ambiguous {
+            word: word.into(),
+            matches: many.iter().map(|s| s.name).collect(),
+        }),
     }
 }
 
 /// The command name nearest to `word` by edit distance, if it is near
 /// enough to be a typo (at most a third of the word's letters differ).
 fn closest(word: &str) -> Option<&'static str> {
+    // The distance is at least the difference in length: past this no
+    // name is near, and a huge word would cost time for nothing.
+    if word.len() > 4 * COMMANDS.iter().map(|s| s.name.len()).max().unwrap_or(0) {
+        return None;
+    }
     COMMANDS
         .iter()
         .map(|s| (s.name, edit_distance(word, s.name)))
@@ -224,8 +517,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Parse one line. `Ok(None)` for a blank line or a comment.
-pub fn parse(line: &str) -> Result<Option<Invocation>, String> {
+/// Parse one line. `Ok(None)` for a blank line or a comment. `--json` may
+/// stand anywhere in the line, also first.
+pub fn parse(line: &str) -> Result<Option<Invocation>, ReplError> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
@@ -233,95 +527,31 @@ pub fn parse(line: &str) -> Result<Option<Invocation>, String> {
     let mut words: Vec<&str> = line.split_whitespace().collect();
     let json = words.contains(&"--json");
     words.retain(|w| *w != "--json");
-    let spec = lookup(words[0])?;
+    let Some((&name, rest)) = words.split_first() else {
+        return Err(ReplError::JsonAlone);
+    };
+    let spec = lookup(name)?;
     let mut args = Args {
-        words: words[1..].to_vec(),
+        words: rest.to_vec(),
         usage: spec.usage,
     };
-    let command = match spec.name {
-        "continue" => Command::Continue {
-            duration: args.optional(parse_duration)?,
-        },
-        "step" => Command::Step {
-            count: args.optional(parse_count)?.unwrap_or(1),
-        },
-        "fds" => Command::Fds {
-            kind: args.flag("--kind", parse_kind)?,
-        },
-        "leaks" => {
-            let since = args.flag("--since", |s| Ok(s.to_string()))?;
-            let min = args.flag("--min", parse_count)?.unwrap_or(1);
-            Command::Leaks { since, min }
-        }
-        "history" => Command::History {
-            fd: args.required("FD", parse_fd)?,
-        },
-        "bt" => Command::Backtrace,
-        "mark" => Command::Mark {
-            name: args.optional(|s| Ok(s.to_string()))?,
-        },
-        "diff" => Command::Diff {
-            name: args.optional(|s| Ok(s.to_string()))?,
-        },
-        "break" => Command::Break {
-            condition: parse_break(&mut args)?,
-        },
-        "catch" => {
-            let what: Vec<String> = std::mem::take(&mut args.words)
-                .iter()
-                .map(|w| w.to_string())
-                .collect();
-            if what.is_empty() {
-                return Err(format!("catch what? usage: {}", spec.usage));
-            }
-            if let Some(bad) = what.iter().find(|w| !valid_catch(w)) {
-                return Err(format!(
-                    "cannot catch '{bad}': name an fd kind (socket, pipe, file, ...) or an fd syscall (close, accept4, ...)"
-                ));
-            }
-            Command::Catch { what }
-        }
-        "info" => {
-            let what = args.required("what", |s| Ok(s.to_string()))?;
-            if !"breakpoints".starts_with(what.as_str()) {
-                return Err(format!("info {what}: only 'info breakpoints' is known"));
-            }
-            Command::InfoBreakpoints
-        }
-        "delete" => Command::Delete {
-            id: args.optional(parse_id)?,
-        },
-        "enable" => Command::Enable {
-            id: args.required("ID", parse_id)?,
-        },
-        "disable" => Command::Disable {
-            id: args.required("ID", parse_id)?,
-        },
-        "stats" => Command::Stats,
-        "sockets" => Command::Sockets,
-        "threads" => Command::Threads,
-        "detach" => Command::Detach,
-        "quit" => Command::Quit,
-        "help" => Command::Help {
-            topic: args.optional(|s| Ok(s.to_string()))?,
-        },
-        other => unreachable!("command table row without a parser: {other}"),
-    };
+    let command = (spec.parse)(&mut args)?;
     args.finish()?;
     Ok(Some(Invocation { command, json }))
 }
 
-/// The words after the command name, consumed by the parsers above.
-struct Args<'a> {
+/// The words after the command name, consumed by the table's parsers.
+pub struct Args<'a> {
     words: Vec<&'a str>,
-    usage: &'static str,
+    /// The command's usage line, for error messages.
+    pub usage: &'static str,
 }
 
 impl<'a> Args<'a> {
     fn optional<T>(
         &mut self,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, String> {
+        parse: impl Fn(&str) -> Result<T, ReplError>,
+    ) -> Result<Option<T>, ReplError> {
         let Some(pos) = self.words.iter().position(|w| !w.starts_with("--")) else {
             return Ok(None);
         };
@@ -337,41 +567,52 @@ impl<'a> Args<'a> {
 
     fn required<T>(
         &mut self,
-        what: &str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, String> {
-        self.optional(parse)?
-            .ok_or_else(|| format!("missing {what}; usage: {}", self.usage))
+        what: &'static str,
+        parse: impl Fn(&str) -> Result<T, ReplError>,
+    ) -> Result<T, ReplError> {
+        self.optional(parse)?.ok_or(ReplError::Missing {
+            what,
+            usage: self.usage,
+        })
     }
 
     fn flag<T>(
         &mut self,
-        name: &str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, String> {
+        name: &'static str,
+        parse: impl Fn(&str) -> Result<T, ReplError>,
+    ) -> Result<Option<T>, ReplError> {
         let Some(pos) = self.words.iter().position(|w| *w == name) else {
             return Ok(None);
         };
-        let value = self
-            .words
-            .get(pos + 1)
-            .ok_or_else(|| format!("{name} needs a value; usage: {}", self.usage))?;
+        let value = self.words.get(pos + 1).ok_or(ReplError::NeedsValue {
+            flag: name,
+            usage: self.usage,
+        })?;
         let value = parse(value)?;
         self.words.drain(pos..pos + 2);
         Ok(Some(value))
     }
 
-    fn finish(self) -> Result<(), String> {
+    /// All the words left.
+    fn rest(&mut self) -> Vec<&'a str> {
+        std::mem::take(&mut self.words)
+    }
+
+    fn finish(self) -> Result<(), ReplError> {
         match self.words.first() {
             None => Ok(()),
-            Some(extra) => Err(format!("unexpected '{extra}'; usage: {}", self.usage)),
+            Some(extra) => Err(ReplError::Unexpected {
+                word: extra.to_string(),
+                usage: self.usage,
+            }),
         }
     }
 }
 
-/// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration '{s}': use e.g. 500ms, 10s, 2m");
+/// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds. At most
+/// [`MAX_DURATION`].
+pub fn parse_duration(s: &str) -> Result<Duration, ReplError> {
+    let bad = || ReplError::BadDuration { word: s.into() };
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());
@@ -387,10 +628,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(bad());
     }
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(ReplError::DurationTooLong { word: s.into() });
+    }
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn parse_break(args: &mut Args<'_>) -> Result<Condition, String> {
+fn parse_break(args: &mut Args<'_>) -> Result<Condition, ReplError> {
     let usage = args.usage;
     let what = args.required("what to break on", |s| Ok(s.to_string()))?;
     match what.as_str() {
@@ -399,47 +643,76 @@ fn parse_break(args: &mut Args<'_>) -> Result<Condition, String> {
         }),
         "count" => Ok(Condition::Count {
             count: args.required("N", |s| {
-                s.parse::<u32>()
-                    .map_err(|_| format!("expected a count, got '{s}'"))
+                s.parse::<u32>().map_err(|_| ReplError::Expected {
+                    what: "a count",
+                    word: s.into(),
+                })
             })?,
         }),
         "site" => {
-            let pattern = std::mem::take(&mut args.words).join(" ");
+            let words = args.rest();
+            if words.is_empty() {
+                return Err(ReplError::Missing {
+                    what: "PATTERN",
+                    usage,
+                });
+            }
+            let pattern = unquote(&words.join(" ")).trim().to_string();
             if pattern.is_empty() {
-                return Err(format!("missing PATTERN; usage: {usage}"));
+                return Err(ReplError::EmptyPattern { usage });
             }
             Ok(Condition::Site { pattern })
         }
-        other => Err(format!("cannot break on '{other}'; usage: {usage}")),
+        other => Err(ReplError::CannotBreakOn {
+            word: other.into(),
+            usage,
+        }),
     }
 }
 
-fn parse_id(s: &str) -> Result<u32, String> {
-    s.parse()
-        .map_err(|_| format!("expected a breakpoint number, got '{s}'"))
+/// `s` without one pair of matching quotes around it ('…' or "…").
+fn unquote(s: &str) -> &str {
+    for quote in ['\'', '"'] {
+        if let Some(inner) = s
+            .strip_prefix(quote)
+            .and_then(|rest| rest.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    s
 }
 
-fn parse_count(s: &str) -> Result<usize, String> {
-    s.parse()
-        .map_err(|_| format!("expected a count, got '{s}'"))
-}
-
-fn parse_fd(s: &str) -> Result<i32, String> {
-    s.parse::<i32>()
-        .ok()
-        .filter(|&fd| fd >= 0)
-        .ok_or_else(|| format!("expected an fd number, got '{s}'"))
-}
-
-fn parse_kind(s: &str) -> Result<FdKind, String> {
-    FdKind::parse(s).ok_or_else(|| {
-        let all: Vec<&str> = FdKind::ALL.iter().map(|k| k.as_str()).collect();
-        format!("unknown kind '{s}'; kinds: {}", all.join(", "))
+fn parse_id(s: &str) -> Result<u32, ReplError> {
+    s.parse().map_err(|_| ReplError::Expected {
+        what: "a breakpoint number",
+        word: s.into(),
     })
 }
 
+fn parse_count(s: &str) -> Result<usize, ReplError> {
+    s.parse().map_err(|_| ReplError::Expected {
+        what: "a count",
+        word: s.into(),
+    })
+}
+
+fn parse_fd(s: &str) -> Result<i32, ReplError> {
+    s.parse::<i32>()
+        .ok()
+        .filter(|&fd| fd >= 0)
+        .ok_or_else(|| ReplError::Expected {
+            what: "an fd number",
+            word: s.into(),
+        })
+}
+
+fn parse_kind(s: &str) -> Result<FdKind, ReplError> {
+    FdKind::parse(s).ok_or_else(|| ReplError::UnknownKind { word: s.into() })
+}
+
 /// The text of `help` or `help CMD`.
-pub fn help(topic: Option<&str>) -> Result<String, String> {
+pub fn help(topic: Option<&str>) -> Result<String, ReplError> {
     match topic {
         Some(word) => {
             let spec = lookup(word)?;
@@ -533,44 +806,131 @@ mod tests {
         assert_eq!(parse("  # a comment").unwrap(), None);
     }
 
+    fn err(line: &str) -> String {
+        parse(line).unwrap_err().to_string()
+    }
+
     #[test]
     fn mistakes_get_one_line_that_names_the_fix() {
         assert_eq!(
-            parse("leeks").unwrap_err(),
+            err("leeks"),
             "unknown command 'leeks'; did you mean 'leaks'? (try 'help')"
         );
-        assert!(
-            parse("de")
-                .unwrap_err()
-                .starts_with("ambiguous command 'de'")
+        assert!(err("de").starts_with("ambiguous command 'de'"));
+        assert!(err("catch sock").starts_with("cannot catch 'sock'"));
+        assert!(err("continue soon").starts_with("bad duration"));
+        assert!(err("history").starts_with("missing FD"));
+        assert!(err("fds --kind sock").starts_with("unknown kind 'sock'"));
+        assert!(err("stats now").starts_with("unexpected 'now'"));
+        assert_eq!(
+            err("help leeks"),
+            "unknown command 'leeks'; did you mean 'leaks'? (try 'help')"
         );
-        assert!(
-            parse("catch sock")
-                .unwrap_err()
-                .starts_with("cannot catch 'sock'")
+    }
+
+    #[test]
+    fn durations_are_refused_above_a_year_not_overflowed() {
+        for huge in ["99999999999999999999s", "10000000000000000000s", "8761h"] {
+            assert_eq!(
+                parse_duration(huge),
+                Err(ReplError::DurationTooLong { word: huge.into() })
+            );
+            assert_eq!(
+                err(&format!("continue {huge}")),
+                format!("duration '{huge}' is too long: at most 365 days (8760h)")
+            );
+        }
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in [".", "1.2.3", "1e9", "-1s", "5 s", "ms"] {
+            assert_eq!(
+                parse_duration(bad),
+                Err(ReplError::BadDuration { word: bad.into() })
+            );
+        }
+    }
+
+    #[test]
+    fn json_may_stand_anywhere_but_not_alone() {
+        let first = parse("--json fds").unwrap().unwrap();
+        assert!(first.json);
+        assert_eq!(first.command, Command::Fds { kind: None });
+        assert_eq!(parse("fds --json").unwrap(), Some(first));
+        assert_eq!(parse("--json").unwrap_err(), ReplError::JsonAlone);
+        assert_eq!(
+            parse("  --json  --json ").unwrap_err(),
+            ReplError::JsonAlone
         );
-        assert!(
-            parse("continue soon")
-                .unwrap_err()
-                .starts_with("bad duration")
+    }
+
+    #[test]
+    fn step_zero_is_refused() {
+        assert_eq!(parse("step 0").unwrap_err(), ReplError::ZeroSteps);
+        assert_eq!(err("s 0"), "step needs N ≥ 1; usage: step [N]");
+        assert_eq!(cmd("step"), Command::Step { count: 1 });
+    }
+
+    #[test]
+    fn break_site_patterns_lose_their_quotes_and_may_not_be_empty() {
+        let site = |pattern: &str| Command::Break {
+            condition: Condition::Site {
+                pattern: pattern.into(),
+            },
+        };
+        assert_eq!(cmd("break site 'statsd.c:17'"), site("statsd.c:17"));
+        assert_eq!(cmd("break site \"statsd.c:17\""), site("statsd.c:17"));
+        assert_eq!(cmd("break site 'on login'"), site("on login"));
+        // Unmatched quotes are part of the pattern.
+        assert_eq!(cmd("break site 'statsd"), site("'statsd"));
+        for empty in ["''", "\"\"", "' '"] {
+            assert!(
+                err(&format!("break site {empty}")).starts_with("empty PATTERN"),
+                "{empty}"
+            );
+        }
+        assert!(err("break site").starts_with("missing PATTERN"));
+    }
+
+    #[test]
+    fn echoed_words_are_cut_and_escaped() {
+        let long = "x".repeat(1_000_000);
+        let message = err(&long);
+        assert_eq!(
+            message,
+            format!("unknown command '{}…' (try 'help')", "x".repeat(60))
         );
-        assert!(parse("history").unwrap_err().starts_with("missing FD"));
-        assert!(
-            parse("fds --kind sock")
-                .unwrap_err()
-                .starts_with("unknown kind 'sock'")
-        );
-        assert!(
-            parse("stats now")
-                .unwrap_err()
-                .starts_with("unexpected 'now'")
-        );
+        let message = err(&format!("stats {long}"));
+        assert!(message.starts_with(&format!("unexpected '{}…'", "x".repeat(60))));
+        assert!(message.len() < 200, "{message}");
+        assert_eq!(echo(&"é".repeat(60)), "é".repeat(60));
+        assert_eq!(echo("a\u{1b}[2J"), "a\\x1b[2J");
+        assert!(err("catch ab\u{1b}c").starts_with("cannot catch 'ab\\x1b"));
     }
 
     #[test]
     fn every_command_has_help() {
         for spec in COMMANDS {
             assert!(help(Some(spec.name)).unwrap().contains(spec.usage));
+        }
+    }
+
+    /// The flags Tab offers are the ones the usage line (and so help)
+    /// names, and each parses.
+    #[test]
+    fn table_flags_match_the_usage_lines() {
+        for spec in COMMANDS {
+            let in_usage: Vec<&str> = spec
+                .usage
+                .split(|c: char| c.is_whitespace() || c == '[' || c == ']')
+                .filter(|w| w.starts_with("--") && *w != "--json")
+                .collect();
+            let in_table: Vec<&str> = spec.flags.iter().map(|(f, _)| *f).collect();
+            assert_eq!(in_usage, in_table, "{}", spec.name);
+            for flag in in_table {
+                let value = if flag == "--kind" { "file" } else { "1" };
+                let line = format!("{} {flag} {value}", spec.name);
+                assert!(parse(&line).is_ok(), "{line}: {:?}", parse(&line));
+            }
         }
     }
 }

@@ -64,7 +64,9 @@ impl Session {
         self.frames_cache.clear();
         let reports = match command {
             Command::Continue { duration } => {
-                self.resume(duration.map(|d| Instant::now() + d), None)?
+                let deadline =
+                    duration.map(|d| Instant::now().checked_add(d).ok_or("duration too long"));
+                self.resume(deadline.transpose()?, None)?
             }
             Command::Step { count } => self.resume(None, Some(*count))?,
             Command::Fds { kind } => {
@@ -223,7 +225,9 @@ impl Session {
                 self.tracer.finish();
                 return Ok((Vec::new(), Next::Exit(status)));
             }
-            Command::Help { topic } => vec![Report::message(command::help(topic.as_deref())?)],
+            Command::Help { topic } => vec![Report::message(
+                command::help(topic.as_deref()).map_err(|e| e.to_string())?,
+            )],
         };
         Ok((reports, Next::Prompt))
     }

@@ -5,6 +5,7 @@ mod attach;
 mod churn;
 mod debugger;
 mod harness;
+mod input;
 mod login;
 mod memcached;
 mod repl;
