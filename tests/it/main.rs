@@ -3,9 +3,11 @@
 mod annotations;
 mod attach;
 mod debugger;
+mod demo;
 mod harness;
 mod login;
 mod memcached;
+mod readme;
 mod repl;
 mod run_reports;
 mod sockets;
