@@ -544,7 +544,7 @@ pub fn required_program(program: &str, package: &str) -> Option<std::path::PathB
         .map_or(program.into(), |n| n.to_string_lossy());
     let missing = format!("{name} not installed (apt-get install {package})");
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        panic!("this test needs {missing}; CI=true, where it must be installed");
+        panic!("{missing}: under CI=true this test requires it");
     }
     let _ = writeln!(std::io::stderr(), "skipped: {missing}");
     None
