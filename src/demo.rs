@@ -1,27 +1,27 @@
-//! `fdbg demo`: a leaky login server, built into fdbg, reproducing the
-//! incident fdbg exists for (a game server that ran out of fds, one
-//! never-closed socket per login). On every login the server sets up
-//! a statsd client; no statsd host is configured, so the setup fails, and
-//! its early return forgets to close the UDP socket it just made. fdbg
-//! attaches to the server, a client logs in a few times, and `leaks` points
-//! at `statsd_init`.
+//! `fdbg demo`'s server: a leaky login server reproducing the incident fdbg
+//! exists for (one never-closed socket per login). On every login it sets up
+//! a statsd client; no statsd host is configured, so the setup fails, and its
+//! early return forgets to close the UDP socket it just made.
 //!
 //! The server runs as a child process (`fdbg __demo-server`), so the demo
-//! needs nothing but fdbg itself.
+//! needs nothing but fdbg itself. This module is the server and its wire
+//! protocol only; the scripted session around it (client, `continue`,
+//! `leaks`) is the front end's (`repl::demo_script`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::IntoRawFd;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
 use anyhow::Context;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use crate::repl::command::Command as ReplCommand;
-use crate::repl::{FrontEnd, say};
-use crate::tracer::{WAKE_INTERRUPT, Waker};
+/// The pid of the fdbg that started the server, in the server's
+/// environment: the server checks that it is still its parent.
+const PARENT_ENV: &str = "FDBG_DEMO_PARENT";
 
-/// The demo server child; killed (by its PID) when dropped.
+/// The demo server child; killed (by its PID) when dropped. It also dies
+/// with the thread that started it (see [`serve`]).
 pub struct DemoServer {
     child: Child,
     pub port: u16,
@@ -40,11 +40,13 @@ impl Drop for DemoServer {
     }
 }
 
-/// Start the demo server and wait until it listens.
+/// Start the demo server and wait until it listens. Call it from a thread
+/// that lives as long as the server should: the server dies with it.
 pub fn start_server() -> anyhow::Result<DemoServer> {
     let exe = std::env::current_exe().context("cannot find fdbg's own executable")?;
     let mut child = Command::new(exe)
         .arg("__demo-server")
+        .env(PARENT_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -62,57 +64,10 @@ pub fn start_server() -> anyhow::Result<DemoServer> {
     Ok(DemoServer { child, port })
 }
 
-/// The scripted first look: continue while the client logs in, then show
-/// the leak. Returns `Some(status)` if the session ended on the way.
-pub fn script(
-    front: &mut FrontEnd,
-    server: &DemoServer,
-    logins: u32,
-    waker: &Arc<Waker>,
-) -> Option<i32> {
-    let _ = say(&format!(
-        "\nThe demo login server (pid {}) leaks one UDP socket per login. A client now logs in {logins} times while\n\
-         fdbg runs the server ('continue'); then 'leaks' shows which code opened the fds that are still open.\n",
-        server.pid()
-    ));
-    let port = server.port;
-    let client_waker = waker.clone();
-    let client = std::thread::spawn(move || {
-        let result = (1..=logins).try_for_each(|k| login(port, k));
-        // The logins are done (each ended with the server closing its side):
-        // stop the server, as Ctrl-C would.
-        client_waker.wake(WAKE_INTERRUPT);
-        result
-    });
-    let _ = say("(fdbg) continue");
-    if let Some(code) = front.run(ReplCommand::Continue { duration: None }, false) {
-        return Some(code);
-    }
-    if let Ok(Err(e)) = client.join() {
-        eprintln!("fdbg: the demo client failed: {e}");
-    }
-    let _ = say("\n(fdbg) leaks");
-    if let Some(code) = front.run(
-        ReplCommand::Leaks {
-            since: None,
-            min: 1,
-        },
-        false,
-    ) {
-        return Some(code);
-    }
-    let _ = say("\n(fdbg) fds --kind socket");
-    front.run(
-        ReplCommand::Fds {
-            kind: Some(crate::fdtable::FdKind::Socket),
-        },
-        false,
-    )
-}
-
-/// One login: connect, send the name, read the answer until the server
-/// closes (which it does after our logout, the shutdown of our side).
-fn login(port: u16, k: u32) -> std::io::Result<()> {
+/// The client's side of one login: connect, send the name, read the answer
+/// until the server closes (which it does after our logout, the shutdown
+/// of our side).
+pub fn login(port: u16, k: u32) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     writeln!(stream, "LOGIN player{k}")?;
     stream.shutdown(Shutdown::Write)?;
@@ -123,12 +78,31 @@ fn login(port: u16, k: u32) -> std::io::Result<()> {
 
 /// `fdbg __demo-server`: the leaky login server itself.
 pub fn serve() -> anyhow::Result<()> {
+    die_with_parent()?;
     let listener = TcpListener::bind(("127.0.0.1", 0))?;
     println!("listening on port {}", listener.local_addr()?.port());
     std::io::stdout().flush()?;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let _ = handle_client(stream);
+    }
+    Ok(())
+}
+
+/// fdbg blocks SIGHUP/SIGINT/SIGTERM/SIGCHLD in every thread, and a child
+/// inherits the mask through exec: unblock them all, so that SIGTERM ends
+/// the server. Then have the kernel kill the server when fdbg's thread
+/// that started it ends, however it ends (SIGKILL included); if fdbg ended
+/// before that was set up, end now.
+fn die_with_parent() -> anyhow::Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context("cannot unblock the demo server's signals")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .context("cannot tie the demo server to fdbg")?;
+    if let Ok(parent) = std::env::var(PARENT_ENV)
+        && parent.parse::<i32>() != Ok(nix::unistd::getppid().as_raw())
+    {
+        anyhow::bail!("fdbg (pid {parent}), which started this demo server, is gone");
     }
     Ok(())
 }

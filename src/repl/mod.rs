@@ -1,5 +1,6 @@
 //! The front end: starts the tracer on its own thread, feeds it commands
-//! (from -e/-x, then the prompt), and prints what comes back.
+//! (the demo's logins first, then -e/-x, then the prompt), and prints what
+//! comes back.
 //!
 //! Threads: the main thread reads commands and prints; the tracer thread
 //! owns ptrace and the model (`handlers::Session`); a signal thread turns
@@ -9,6 +10,7 @@
 
 pub mod breakpoints;
 pub mod command;
+mod demo_script;
 pub mod handlers;
 pub mod prompt;
 pub mod render;
@@ -132,10 +134,17 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
     };
 
     let mut status = None;
-    if let (Target::Demo { logins }, Some(server)) = (&config.target, &demo_server)
-        && config.commands.is_empty()
-    {
-        status = demo::script(&mut front, server, *logins, &waker);
+    if let (Target::Demo { logins }, Some(server)) = (&config.target, &demo_server) {
+        status = demo_script::logins(
+            &mut front,
+            server,
+            *logins,
+            &waker,
+            !config.commands.is_empty(),
+        );
+        if status.is_none() && config.commands.is_empty() {
+            status = demo_script::first_look(&mut front);
+        }
     }
     if status.is_none() {
         for line in &config.commands {
@@ -284,6 +293,17 @@ impl FrontEnd {
             let _ = self.replies.recv();
         }
         128 + libc::SIGPIPE
+    }
+
+    /// Text for the human watching (the demo's narration): on stdout, or on
+    /// stderr under --json, where stdout carries JSON documents only.
+    fn note(&self, text: &str) {
+        if self.json {
+            eprintln!("{text}");
+        } else {
+            // A closed output shows at the next report.
+            let _ = say(text);
+        }
     }
 
     fn send(&mut self, command: Command) -> Option<i32> {

@@ -518,3 +518,35 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0")
         .port()
 }
+
+/// Where `program` is (a path, or a name searched in PATH and the sbin
+/// directories), for a test that needs a program from the Debian package
+/// `package`. When it is absent: under CI=true (where .ci/run installs
+/// every package) the test fails; elsewhere this says `skipped: ...` on
+/// stderr, past the test harness's capture so that `cargo test` shows it,
+/// and returns None, and the test returns.
+pub fn required_program(program: &str, package: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(program);
+    let found = if program.contains('/') {
+        path.is_file().then(|| path.to_path_buf())
+    } else {
+        let dirs = std::env::var("PATH").unwrap_or_default();
+        dirs.split(':')
+            .chain(["/usr/sbin", "/sbin"])
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| std::path::Path::new(dir).join(program))
+            .find(|candidate| candidate.is_file())
+    };
+    if found.is_some() {
+        return found;
+    }
+    let name = path
+        .file_name()
+        .map_or(program.into(), |n| n.to_string_lossy());
+    let missing = format!("{name} not installed (apt-get install {package})");
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("{missing}: under CI=true this test requires it");
+    }
+    let _ = writeln!(std::io::stderr(), "skipped: {missing}");
+    None
+}

@@ -5,7 +5,6 @@
 //! inspected process never traced or stopped.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,11 +276,7 @@ impl NetNs {
             eprintln!("skipped: `ip netns add` needs root");
             return None;
         }
-        let ip = Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists();
-        assert!(
-            ip || Command::new("ip").arg("-V").output().is_ok(),
-            "this test needs `ip` (apt-get install iproute2)"
-        );
+        crate::harness::required_program("ip", "iproute2")?;
         let name = format!("fdbgtest-{}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name])).assert_success();
         let ns = NetNs(name);
