@@ -108,6 +108,23 @@ pub fn threads(pid: Pid) -> io::Result<Vec<i32>> {
     Ok(tids)
 }
 
+/// The child processes of `pid` (of any of its threads), sorted.
+pub fn children(pid: Pid) -> Vec<Pid> {
+    let mut children: Vec<Pid> = threads(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<Pid>>()
+        })
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    children
+}
+
 /// The fields of /proc/TID/status that fdbg uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskStatus {

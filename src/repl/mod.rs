@@ -61,7 +61,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
     };
     let (request_tx, request_rx) = mpsc::channel::<Request>();
     let (reply_tx, reply_rx) = mpsc::channel::<Reply>();
-    let (started_tx, started_rx) = mpsc::channel::<Result<String, String>>();
+    let (started_tx, started_rx) = mpsc::channel::<Result<(String, Vec<String>), String>>();
 
     let target = match (&config.target, &demo_server) {
         (Target::Demo { .. }, Some(server)) => Target::Attach(server.pid()),
@@ -87,7 +87,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
                     return;
                 }
             };
-            let _ = started_tx.send(Ok(banner(&tracer)));
+            let _ = started_tx.send(Ok((banner(&tracer), tracer.warnings.clone())));
             serve(Session::new(tracer), request_rx, reply_tx);
         })?;
 
@@ -114,8 +114,8 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
             }
         })?;
 
-    let banner = match started_rx.recv() {
-        Ok(Ok(banner)) => banner,
+    let (banner, warnings) = match started_rx.recv() {
+        Ok(Ok(started)) => started,
         Ok(Err(e)) => {
             let _ = tracer_thread.join();
             anyhow::bail!(e)
@@ -125,6 +125,9 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
     if !config.json {
         // A closed output shows at the first report.
         let _ = say(&banner);
+    }
+    for warning in warnings {
+        eprintln!("fdbg: {warning}");
     }
     let mut front = FrontEnd {
         requests: request_tx,
@@ -210,14 +213,43 @@ fn banner(tracer: &Tracer) -> String {
     let name = crate::procfs::status(pid)
         .map(|s| s.name)
         .unwrap_or_else(|| "?".into());
-    let threads = tracer.threads().len();
+    let threads = tracer.threads().iter().filter(|(_, p)| *p == pid).count();
     let fds = tracer.model.open_count(pid);
     match tracer.mode {
-        crate::tracer::Mode::Attach => format!(
-            "Attached to process {pid} ({}): {threads} thread{}, {fds} open fds. It is stopped; 'continue' resumes it.",
-            render::escape(&name),
-            if threads == 1 { "" } else { "s" }
-        ),
+        crate::tracer::Mode::Attach => {
+            let mut text = format!(
+                "Attached to process {pid} ({}): {threads} thread{}, {fds} open fds.",
+                render::escape(&name),
+                if threads == 1 { "" } else { "s" }
+            );
+            let children: std::collections::BTreeSet<_> = tracer
+                .threads()
+                .into_iter()
+                .map(|(_, p)| p)
+                .filter(|&p| p != pid)
+                .collect();
+            if tracer.follow_forks {
+                if !children.is_empty() {
+                    let list: Vec<String> = children.iter().map(|c| c.to_string()).collect();
+                    text.push_str(&format!(
+                        " Its child process{} {} {} traced too.",
+                        if children.len() == 1 { "" } else { "es" },
+                        list.join(", "),
+                        if children.len() == 1 { "is" } else { "are" }
+                    ));
+                }
+            } else {
+                let untraced = crate::procfs::children(pid).len();
+                if untraced > 0 {
+                    text.push_str(&format!(
+                        " Its {untraced} child process{} not traced (--follow-forks traces them).",
+                        if untraced == 1 { " is" } else { "es are" }
+                    ));
+                }
+            }
+            text.push_str(" It is stopped; 'continue' resumes it.");
+            text
+        }
         crate::tracer::Mode::Run => {
             format!(
                 "Started process {pid} ({}), stopped at its first instruction; 'continue' runs it.",

@@ -147,6 +147,9 @@ pub struct Tracer {
     /// The sockets of each process that ended, by fd, as they were at its
     /// exit (the socket tables are gone with it).
     pub exit_sockets: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
+    /// Things the user should know about how the session started (a child
+    /// that could not be traced, a slower mechanism and why).
+    pub warnings: Vec<String>,
     threads: HashMap<Tid, Thread>,
     /// Threads that ended, or children that were let go, before their
     /// creator's clone event was seen: the event, when it comes, must not
@@ -187,6 +190,7 @@ impl Tracer {
             detached: false,
             symbolizer: Symbolizer::new(),
             exit_sockets: HashMap::new(),
+            warnings: Vec::new(),
             threads: HashMap::new(),
             ended_unannounced: BTreeSet::new(),
             unwinders: HashMap::new(),

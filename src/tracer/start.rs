@@ -56,14 +56,7 @@ impl Tracer {
             });
         }
         if status.tracer_pid != 0 {
-            // TracerPid names the tracing thread: report its process.
-            let tracer = procfs::status(status.tracer_pid)
-                .map(|s| s.tgid)
-                .unwrap_or(status.tracer_pid);
-            let name = procfs::status(tracer)
-                .map(|s| crate::escape::escape(&s.name).into_owned())
-                .unwrap_or_else(|| "?".into());
-            return Err(StartError::AlreadyTraced { pid, tracer, name });
+            return Err(already_traced(pid, status.tracer_pid));
         }
         if procfs::threads(pid)
             .unwrap_or_default()
@@ -74,25 +67,72 @@ impl Tracer {
         }
         let mut tracer = Tracer::new(Mode::Attach, pid, opts, waker)?;
         let options = ptrace::options(opts.follow_forks, false, false);
-        // Seize every thread; repeat until a listing shows no new thread
-        // (threads created meanwhile by seized threads are auto-attached).
+        tracer.seize_process(pid, options, &status)?;
+        if tracer.threads.is_empty() {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        // With --follow-forks, the children that exist already are traced
+        // too (a server's workers), each with its own table; one that cannot
+        // be traced is said, not fatal.
+        let mut children = Vec::new();
+        if opts.follow_forks {
+            let mut parents = vec![pid];
+            while let Some(parent) = parents.pop() {
+                for child in procfs::children(parent) {
+                    let Some(child_status) = procfs::status(child) else {
+                        continue;
+                    };
+                    match tracer.seize_process(child, options, &child_status) {
+                        Ok(()) => {
+                            children.push(child);
+                            parents.push(child);
+                        }
+                        Err(e) => tracer.warnings.push(format!("child {e}")),
+                    }
+                }
+            }
+        }
+        tracer.stop_all();
+        if tracer.main_end.is_some() {
+            return Err(StartError::NoSuchProcess { pid });
+        }
+        for pid in std::iter::once(pid).chain(children) {
+            if tracer.threads.values().any(|t| t.pid == pid) {
+                let fds = procfs::list_fds(pid, None).unwrap_or_default();
+                tracer.model.add_process(pid, fds);
+            }
+        }
+        Ok(tracer)
+    }
+
+    /// Seize every thread of `pid`; repeat until a listing shows no new
+    /// thread (threads created meanwhile by seized threads are
+    /// auto-attached). On an error, the threads seized so far are let go
+    /// when the tracer drops (for the main process) or stay traced as part
+    /// of the session (a child whose other threads could not be seized is
+    /// unlikely: they share their credentials).
+    fn seize_process(
+        &mut self,
+        pid: Pid,
+        options: libc::c_int,
+        status: &procfs::TaskStatus,
+    ) -> Result<(), StartError> {
         loop {
             let tids = procfs::threads(pid).map_err(|_| StartError::NoSuchProcess { pid })?;
             // A zombie thread (a leader that called pthread_exit while
             // others run on) cannot be seized and runs no more code.
             let new: Vec<Tid> = tids
                 .into_iter()
-                .filter(|t| !tracer.threads.contains_key(t))
+                .filter(|t| !self.threads.contains_key(t))
                 .filter(|&t| !matches!(procfs::thread_state(pid, t), Some('Z' | 'X')))
                 .collect();
             if new.is_empty() {
-                break;
+                return Ok(());
             }
             for tid in new {
                 match ptrace::seize(tid, options) {
                     Ok(()) => {
-                        tracer
-                            .threads
+                        self.threads
                             .insert(tid, Thread::new(pid, ThreadState::Running));
                     }
                     Err(TraceError::Gone) => continue,
@@ -106,30 +146,21 @@ impl Tracer {
                             Some(s) if s.tracer_pid == nix::unistd::gettid().as_raw() => {
                                 let mut thread = Thread::new(pid, ThreadState::Running);
                                 thread.announced = false;
-                                tracer.threads.insert(tid, thread);
+                                self.threads.insert(tid, thread);
                             }
                             // Exiting or gone: it runs no more code.
                             None => continue,
                             Some(s) if matches!(s.state, 'Z' | 'X') => continue,
-                            // Give up whole: the threads seized so far are
-                            // let go when `tracer` drops.
-                            Some(_) => return Err(permission_error(pid, &status)),
+                            Some(s) if s.tracer_pid != 0 => {
+                                return Err(already_traced(pid, s.tracer_pid));
+                            }
+                            Some(_) => return Err(permission_error(pid, status)),
                         }
                     }
                     Err(source) => return Err(StartError::Attach { pid, source }),
                 }
             }
         }
-        if tracer.threads.is_empty() {
-            return Err(StartError::NoSuchProcess { pid });
-        }
-        tracer.stop_all();
-        if tracer.main_end.is_some() {
-            return Err(StartError::NoSuchProcess { pid });
-        }
-        let fds = procfs::list_fds(pid, None).unwrap_or_default();
-        tracer.model.add_process(pid, fds);
-        Ok(tracer)
     }
 
     /// Start `program` with a seccomp filter so that only fd syscalls stop,
@@ -205,6 +236,17 @@ impl Tracer {
         tracer.model.add_process(child, fds);
         Ok(tracer)
     }
+}
+
+/// `pid` is traced by thread `tracer_tid`: name its process.
+fn already_traced(pid: Pid, tracer_tid: Pid) -> StartError {
+    let tracer = procfs::status(tracer_tid)
+        .map(|s| s.tgid)
+        .unwrap_or(tracer_tid);
+    let name = procfs::status(tracer)
+        .map(|s| crate::escape::escape(&s.name).into_owned())
+        .unwrap_or_else(|| "?".into());
+    StartError::AlreadyTraced { pid, tracer, name }
 }
 
 fn permission_error(pid: Pid, status: &procfs::TaskStatus) -> StartError {

@@ -1,13 +1,17 @@
-//! Attach to a process whose threads come and go all the time: every
-//! `continue DURATION` returns, the counts add up exactly, and the process
-//! runs on untraced after each detach.
+//! Attach to processes whose threads and children exist and change:
+//! threads that come and go all the time (every `continue DURATION`
+//! returns, the counts add up exactly, the process runs on untraced after
+//! each detach), and the workers a pre-forking server made before attach.
 
 use serial_test::serial;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::harness::{
-    FdbgOutput, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fdbg_batch, num,
+    FdbgOutput, Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fd_numbers,
+    fdbg_batch, num, num_set,
 };
-use crate::testprogs::{ChildGuard, testprog};
+use crate::testprogs::{ChildGuard, open_fds, testprog};
 
 /// How many attach-continue-detach cycles one run makes: each is a fresh
 /// chance for a thread's exit to be seen before its creator's clone event.
@@ -103,4 +107,82 @@ fn attach_to_a_thread_churn_returns_every_time_with_exact_counts() {
     }
     // The main thread still joins its workers: a new round completes.
     output.wait_for("round");
+}
+
+/// A pre-forking server attached with --follow-forks: the workers that
+/// existed before attach are traced too, each with its own table; without
+/// the option the banner says they are not traced.
+#[test]
+#[serial]
+fn attach_follow_forks_traces_the_children_that_exist_already() {
+    let _watchdog = Watchdog::new("prefork", TEST_LIMIT);
+    let mut server = ChildGuard::spawn(std::process::Command::new(testprog("prefork")).arg("2"));
+    let pid = server.pid();
+    let mut output = server.output();
+    let workers: BTreeSet<i32> = (0..2)
+        .map(|_| output.wait_for("child").num("pid") as i32)
+        .collect();
+    output.wait_for("workers");
+
+    let plain = fdbg_batch(["attach", &pid.to_string(), "--batch", "-e", "threads"]);
+    plain.assert_success();
+    assert!(
+        plain
+            .stdout
+            .contains("Its 2 child processes are not traced (--follow-forks traces them)"),
+        "{plain}"
+    );
+
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--follow-forks"]);
+    let banner = fdbg.wait_attached();
+    let listed: Vec<String> = workers.iter().map(|w| w.to_string()).collect();
+    assert!(
+        banner.contains(&format!(
+            "child processes {} are traced too",
+            listed.join(", ")
+        )),
+        "{fdbg}"
+    );
+    // One byte per worker: each leaks one fd while traced.
+    server.write_bytes(b"ab");
+    fdbg.send("continue");
+    let leaked: BTreeMap<i32, i32> = (0..2)
+        .map(|_| {
+            let line = output.wait_for("leak");
+            (line.num("pid") as i32, line.fd())
+        })
+        .collect();
+    assert_eq!(leaked.keys().copied().collect::<BTreeSet<_>>(), workers);
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_line("the stop after the interrupt", |l| l.contains("nterrupt"));
+    fdbg.send("leaks --json");
+    let leaks: Vec<serde_json::Value> = (0..3).map(|_| fdbg.wait_doc(Shape::Leaks)).collect();
+    fdbg.send("fds --json");
+    let fds: Vec<serde_json::Value> = (0..3).map(|_| fdbg.wait_doc(Shape::Fds)).collect();
+    for worker in &workers {
+        let of = |docs: &[serde_json::Value]| {
+            docs.iter()
+                .find(|d| num(d, "pid") == *worker as i64)
+                .cloned()
+                .unwrap_or_else(|| panic!("no report for worker {worker}\n{fdbg}"))
+        };
+        let leaks = of(&leaks);
+        assert_eq!(num(&leaks, "total"), 1, "worker {worker}\n{fdbg}");
+        assert_eq!(
+            num_set(&leaks["sites"][0]["fds"]),
+            BTreeSet::from([leaked[worker]]),
+            "worker {worker}\n{fdbg}"
+        );
+        assert_eq!(
+            fd_numbers(&of(&fds)),
+            open_fds(*worker).into_keys().collect::<BTreeSet<_>>(),
+            "fds of worker {worker} vs /proc\n{fdbg}"
+        );
+    }
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert_untraced_and_running(pid, &fdbg);
+    for worker in &workers {
+        assert_untraced_and_running(*worker, &fdbg);
+    }
 }

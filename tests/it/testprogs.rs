@@ -169,6 +169,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "prefork",
+        sources: &["prefork.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "idle_threads",
         sources: &["idle_threads.c"],
         flags: DEBUG,
@@ -459,6 +465,15 @@ impl ChildGuard {
         let stdin = self.0.stdin.as_mut().expect("stdin piped");
         stdin
             .write_all(b"\n")
+            .expect("writing to a test program's stdin");
+    }
+
+    /// Writes raw bytes on its stdin.
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.0.stdin.as_mut().expect("stdin piped");
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
             .expect("writing to a test program's stdin");
     }
 
