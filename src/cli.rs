@@ -81,6 +81,18 @@ pub struct SessionArgs {
     /// Same as `break count N`: stop when the open-fd count exceeds N
     #[arg(short = 'b', long = "break-count", value_name = "N")]
     pub break_count: Option<u32>,
+    /// Where fd events come from under attach: perf (a SIGTRAP after each fd
+    /// syscall, the default where the kernel allows it) or ptrace
+    /// (PTRACE_SYSCALL, 2 stops per syscall, like strace attached); run uses
+    /// its seccomp filter
+    #[arg(long, value_enum, value_name = "MECH", env = "FDBG_EVENTS")]
+    pub events: Option<EventsArg>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventsArg {
+    Perf,
+    Ptrace,
 }
 
 /// What to trace.
@@ -100,6 +112,7 @@ pub struct Config {
     pub batch: bool,
     pub json: bool,
     pub follow_forks: bool,
+    pub events: crate::tracer::EventsChoice,
 }
 
 pub enum Parsed {
@@ -130,6 +143,11 @@ pub fn parse() -> anyhow::Result<Parsed> {
         batch: session.batch,
         json: session.json,
         follow_forks: session.follow_forks,
+        events: match session.events {
+            None => crate::tracer::EventsChoice::Auto,
+            Some(EventsArg::Perf) => crate::tracer::EventsChoice::Perf,
+            Some(EventsArg::Ptrace) => crate::tracer::EventsChoice::Ptrace,
+        },
     }))
 }
 

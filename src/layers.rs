@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Leaves: shared words, escaping, machine layouts. Import nothing of fdbg's.
     &["vocab", "escape", "arch"],
-    // The only callers of ptrace(2), waitpid(2) and the /proc readers.
-    &["ptrace", "procfs"],
+    // The only callers of ptrace(2), waitpid(2) and perf_event_open(2); the
+    // /proc readers.
+    &["ptrace", "perf", "procfs"],
     // Pure decoding and interning; objects mapped in a process; sockets.
     &["syscalls", "stacks", "modules", "net"],
     // The fd model over decoded syscalls; unwinding and symbols over modules.
@@ -213,7 +214,7 @@ fn pure_layers_name_only_their_base_do_no_io_and_forbid_unsafe() {
     );
 }
 
-/// `unsafe` lives only in `ptrace/` and `arch/` (test fixtures in
+/// `unsafe` lives only in `ptrace/`, `perf.rs` and `arch/` (test fixtures in
 /// `tests.rs` files may use it too, with the same SAFETY comments).
 #[test]
 fn unsafe_code_only_in_ptrace_and_arch() {
@@ -221,7 +222,7 @@ fn unsafe_code_only_in_ptrace_and_arch() {
     for file in rust_files(&src()) {
         let rel = relative(&file);
         let module = top_module(&rel);
-        if matches!(module.as_str(), "ptrace" | "arch" | "layers")
+        if matches!(module.as_str(), "ptrace" | "perf" | "arch" | "layers")
             || rel.file_name().is_some_and(|name| name == "tests.rs")
         {
             continue;
@@ -236,7 +237,7 @@ fn unsafe_code_only_in_ptrace_and_arch() {
     }
     assert!(
         wrong.is_empty(),
-        "unsafe outside ptrace/ and arch/:\n{}",
+        "unsafe outside ptrace/, perf.rs and arch/:\n{}",
         wrong.join("\n")
     );
 }

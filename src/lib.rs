@@ -25,6 +25,8 @@
 //! - `net`: socket inode → endpoint, in the process's network namespace
 //! - `ptrace`: the only caller of ptrace(2) and waitpid(2); the seccomp
 //!   filter, `run`'s child, pidfds
+//! - `perf`: perf events on the syscall tracepoints: a SIGTRAP after each
+//!   fd syscall, the kernel's count of them
 //! - `procfs`: /proc readers: fds, threads, status
 //! - `arch`: x86_64 register layouts and the seccomp audit arch
 //! - `vocab`: words every layer shares: `FdKind`, `Pid`, `ProcFd`,
@@ -39,6 +41,7 @@ pub mod fdtable;
 pub mod inspect;
 pub mod modules;
 pub mod net;
+pub mod perf;
 pub mod procfs;
 pub mod ptrace;
 pub mod repl;

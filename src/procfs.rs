@@ -125,6 +125,44 @@ pub fn children(pid: Pid) -> Vec<Pid> {
     children
 }
 
+/// What a process does with a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    Default,
+    Ignored,
+    /// The process has a handler for it.
+    Caught,
+}
+
+/// The disposition of signal `sig` in process `pid` (SigIgn, SigCgt).
+pub fn disposition(pid: Pid, sig: i32) -> Option<Disposition> {
+    let status = procfs::process::Process::new(pid).ok()?.status().ok()?;
+    let bit = 1u64 << (sig - 1);
+    Some(if status.sigcgt & bit != 0 {
+        Disposition::Caught
+    } else if status.sigign & bit != 0 {
+        Disposition::Ignored
+    } else {
+        Disposition::Default
+    })
+}
+
+/// The address of a `syscall` instruction (0f 05) in the vDSO of `pid`,
+/// for running a syscall inside the process.
+pub fn vdso_syscall_instruction(pid: Pid) -> Option<u64> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    let mut code = vec![0u8; (end - start) as usize];
+    let file = fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut code, start).ok()?;
+    code.windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|at| start + at as u64)
+}
+
 /// The fields of /proc/TID/status that fdbg uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskStatus {

@@ -232,7 +232,50 @@ fn open_onto_a_believed_open_fd_drops_the_stale_one() {
     let seq = model.record(PID, PID, &openat(3), None);
     assert_eq!(model.open_fd(PID, 3).unwrap().origin, Origin::Created(seq));
     assert!(model.event(seq).unwrap().closed.is_empty());
+    // The stale holder may still see its close come (another thread's,
+    // seen late); a report, with every event in, drops it.
+    assert_eq!(model.counters().dropped, 0);
+    let listed: Vec<ProcFd> = (0..4)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/null"))
+        .collect();
+    model.reconcile(PID, &listed);
     assert_eq!(model.counters().dropped, 1);
+    assert_eq!(model.open_fd(PID, 3).unwrap().origin, Origin::Created(seq));
+}
+
+/// Events seen only after their syscall returned (perf SIGTRAPs): thread
+/// A closes 5 and thread B's socket() gets 5, but B's stop is waited for
+/// first. A's close, seen next, closes A's fd, not B's.
+#[test]
+fn a_close_seen_after_the_reuse_of_its_number_closes_the_displaced_fd() {
+    let mut model = model_with_std();
+    let (pid, a, b) = (PID, PID, PID + 1);
+    model.record(pid, a, &openat(5), None);
+    let new = model.record(pid, b, &socket(5), None);
+    model.record(pid, a, &close(5), None);
+    let open = model.open_fd(pid, 5).expect("B's socket stays open");
+    assert_eq!(open.origin, Origin::Created(new));
+    let listed: Vec<ProcFd> = (0..3)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
+        .chain([proc_fd(5, FdKind::Socket, "socket:[9]")])
+        .collect();
+    model.reconcile(pid, &listed);
+    assert_eq!(model.counters().dropped, 0);
+    assert_eq!(model.counters().adopted, 0);
+
+    // B closes its socket before A's close is seen: each close takes its own.
+    let mut model = model_with_std();
+    model.record(pid, a, &openat(5), None);
+    model.record(pid, b, &socket(5), None);
+    model.record(pid, b, &close(5), None);
+    model.record(pid, a, &close(5), None);
+    assert_eq!(fds(&model, pid), vec![0, 1, 2]);
+    let listed: Vec<ProcFd> = (0..3)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
+        .collect();
+    model.reconcile(pid, &listed);
+    assert_eq!(model.counters().dropped, 0);
+    assert_eq!(model.diff(pid, 0).closed_from_before, Vec::<i32>::new());
 }
 
 #[test]
@@ -603,6 +646,31 @@ fn a_close_stopped_at_its_entry_is_not_adopted_by_a_report() {
     assert_eq!(model.counters().dropped, 0);
     model.record(pid, a, &close(5), None);
     assert_eq!(fds(&model, pid), vec![0, 1, 2]);
+}
+
+/// Three holders of one number before any of the first two closes is
+/// seen: A's fd closed, B's made and closed, C's made. A's and B's closes,
+/// seen last, close the two displaced ones; C's fd stays.
+#[test]
+fn closes_seen_late_take_every_displaced_holder_in_turn() {
+    let mut model = model_with_std();
+    let (pid, a, b, c) = (PID, PID, PID + 1, PID + 2);
+    model.record(pid, a, &openat(5), None);
+    model.record(pid, b, &socket(5), None);
+    let newest = model.record(pid, c, &socket(5), None);
+    model.record(pid, a, &close(5), None);
+    model.record(pid, b, &close(5), None);
+    assert_eq!(
+        model.open_fd(pid, 5).map(|open| open.origin),
+        Some(Origin::Created(newest))
+    );
+    let listed: Vec<ProcFd> = (0..3)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
+        .chain([proc_fd(5, FdKind::Socket, "socket:[9]")])
+        .collect();
+    model.reconcile(pid, &listed);
+    assert_eq!(model.counters().dropped, 0);
+    assert_eq!(model.counters().adopted, 0);
 }
 
 fn annotate(name: &'static str, result: i64, fd: i32, note: &str, args: &str) -> Decoded {

@@ -371,6 +371,26 @@ impl ProcessMemory {
     }
 }
 
+impl ProcessMemory {
+    /// Write `bytes` at `addr` (all or an error).
+    pub fn write(&self, addr: u64, bytes: &[u8]) -> io::Result<()> {
+        use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len: bytes.len(),
+        }];
+        let n = process_vm_writev(
+            nix::unistd::Pid::from_raw(self.pid),
+            &[io::IoSlice::new(bytes)],
+            &remote,
+        )?;
+        if n != bytes.len() {
+            return Err(io::Error::other("short write to the tracee's memory"));
+        }
+        Ok(())
+    }
+}
+
 impl crate::vocab::TraceeMemory for ProcessMemory {
     fn read_bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         self.read(addr, len).filter(|b| b.len() == len)
@@ -396,4 +416,108 @@ impl crate::vocab::TraceeMemory for ProcessMemory {
         out.truncate(max);
         Some(out)
     }
+}
+
+pub mod inject;
+
+/// The fields of a signal's siginfo that fdbg reads: its number, its
+/// `si_code`, and the `si_perf_data` a perf event's SIGTRAP carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalInfo {
+    pub signo: i32,
+    pub code: i32,
+    pub perf_data: u64,
+}
+
+/// The kernel's siginfo (128 bytes) as far as fdbg reads it: the common
+/// header, then `_sigfault`'s address and its `_perf` member.
+#[repr(C)]
+struct RawSigInfo {
+    signo: i32,
+    errno: i32,
+    code: i32,
+    pad: i32,
+    addr: u64,
+    perf_data: u64,
+    perf_type: u32,
+    perf_flags: u32,
+    rest: [u8; 88],
+}
+
+impl RawSigInfo {
+    fn zeroed() -> RawSigInfo {
+        RawSigInfo {
+            signo: 0,
+            errno: 0,
+            code: 0,
+            pad: 0,
+            addr: 0,
+            perf_data: 0,
+            perf_type: 0,
+            perf_flags: 0,
+            rest: [0; 88],
+        }
+    }
+
+    fn info(&self) -> SignalInfo {
+        SignalInfo {
+            signo: self.signo,
+            code: self.code,
+            perf_data: self.perf_data,
+        }
+    }
+}
+
+/// The siginfo of the signal a thread is stopped for (signal-delivery-stop).
+pub fn signal_info(tid: Tid) -> Result<SignalInfo> {
+    let mut raw = RawSigInfo::zeroed();
+    // SAFETY: `raw` is 128 bytes, the size of the kernel's siginfo, which
+    // PTRACE_GETSIGINFO writes in full.
+    let ret = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, tid, 0, &mut raw as *mut RawSigInfo) };
+    check("PTRACE_GETSIGINFO", ret)?;
+    Ok(raw.info())
+}
+
+/// The signals queued for this thread alone (not its process), oldest
+/// first, at most 8: PTRACE_PEEKSIGINFO on the private queue.
+pub fn pending_signals(tid: Tid) -> Result<Vec<SignalInfo>> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const MAX: usize = 8;
+    let args = PeekArgs {
+        off: 0,
+        flags: 0,
+        nr: MAX as i32,
+    };
+    let mut raw: Vec<RawSigInfo> = (0..MAX).map(|_| RawSigInfo::zeroed()).collect();
+    // SAFETY: `args` is the kernel's ptrace_peeksiginfo_args; `raw` has
+    // room for `nr` siginfos, which is all the kernel writes.
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_PEEKSIGINFO,
+            tid,
+            &args as *const PeekArgs,
+            raw.as_mut_ptr(),
+        )
+    };
+    let n = check("PTRACE_PEEKSIGINFO", ret)? as usize;
+    Ok(raw[..n.min(MAX)].iter().map(RawSigInfo::info).collect())
+}
+
+/// Set the general-purpose registers of a stopped thread (PTRACE_SETREGS).
+pub fn set_registers(tid: Tid, regs: &libc::user_regs_struct) -> Result<()> {
+    // SAFETY: `regs` is a complete user_regs_struct the kernel only reads.
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGS,
+            tid,
+            0,
+            regs as *const libc::user_regs_struct,
+        )
+    };
+    check("PTRACE_SETREGS", ret).map(drop)
 }

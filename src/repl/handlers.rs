@@ -684,6 +684,9 @@ impl Session {
             } else {
                 0.0
             },
+            mechanism: self.tracer.mechanism,
+            kernel_fd_syscalls: self.tracer.kernel_fd_syscalls(),
+            missed: self.tracer.missed(),
         }
     }
 

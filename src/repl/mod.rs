@@ -70,6 +70,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
     let options = TraceOptions {
         follow_forks: config.follow_forks,
         own_process_group: !config.batch,
+        events: config.events,
     };
     let tracer_waker = waker.clone();
     let tracer_thread = std::thread::Builder::new()

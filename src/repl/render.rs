@@ -320,6 +320,19 @@ fn diff_text(report: &DiffReport) -> String {
     out.trim_end().to_string()
 }
 
+/// The event source and, where the kernel counts fd syscalls, how many
+/// fdbg saw of them.
+fn mechanism_text(s: &StatsReport) -> String {
+    let name = s.mechanism.as_str();
+    match s.kernel_fd_syscalls {
+        Some(counted) => format!(
+            "{name}; the kernel counted {counted} fd syscalls (all traced processes), {} missed",
+            s.missed
+        ),
+        None => name.to_string(),
+    }
+}
+
 fn stats_text(s: &StatsReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "process {}: {} open fds", s.pid, s.open_fds);
@@ -354,6 +367,7 @@ fn stats_text(s: &StatsReport) -> String {
             s.stops_all_processes
         );
     }
+    let _ = writeln!(out, "events from: {}", mechanism_text(s));
     let _ = write!(
         out,
         "model checks against /proc: {} adopted (untracked), {} dropped",

@@ -130,6 +130,13 @@ pub struct StatsReport {
     pub bad_close_events: Vec<EventReport>,
     pub events_per_sec: f64,
     pub stops_per_event: f64,
+    /// Where the events come from.
+    pub mechanism: crate::tracer::Mechanism,
+    /// The kernel's own count of fd syscalls, where it counts them (perf):
+    /// the whole session's, every traced process included.
+    pub kernel_fd_syscalls: Option<u64>,
+    /// Fd syscalls the kernel counted that fdbg did not see.
+    pub missed: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -29,9 +29,11 @@ use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, SyscallEntry};
 use crate::unwind::{Unwinder, copy_stack};
 
+mod perf_source;
 mod start;
 mod waker;
 
+pub use perf_source::Fallback;
 pub use start::StartError;
 pub use waker::{WAKE_INTERRUPT, Waker};
 
@@ -43,6 +45,38 @@ const STACK_COPY: usize = 32 * 1024;
 pub enum Mode {
     Attach,
     Run,
+}
+
+/// Where fd events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mechanism {
+    /// A perf event's synchronous SIGTRAP after each fd syscall (attach).
+    PerfSigtrap,
+    /// Syscall-enter and syscall-exit stops of every syscall (attach).
+    PtraceSyscall,
+    /// A seccomp filter that stops only the fd syscalls (run).
+    Seccomp,
+}
+
+impl Mechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::PerfSigtrap => "perf-sigtrap",
+            Mechanism::PtraceSyscall => "ptrace-syscall",
+            Mechanism::Seccomp => "seccomp",
+        }
+    }
+}
+
+/// The event source the user asked for (`--events`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventsChoice {
+    /// perf where the kernel allows it, else PTRACE_SYSCALL, saying why.
+    #[default]
+    Auto,
+    Perf,
+    Ptrace,
 }
 
 /// Why `resume_until` returned.
@@ -89,6 +123,8 @@ struct Thread {
     /// for a thread first seen through its own stop: ptrace does not order
     /// a new thread's stops after its creator's event.
     announced: bool,
+    /// The stop it is in (or was last in).
+    last_stop: Option<Stop>,
 }
 
 impl Thread {
@@ -102,6 +138,7 @@ impl Thread {
             group_stopped: false,
             detach_at_stop: false,
             announced: true,
+            last_stop: None,
         }
     }
 }
@@ -124,10 +161,16 @@ pub struct TraceOptions {
     /// program may read the terminal like any foreground program (in a
     /// background group it would stop with SIGTTIN).
     pub own_process_group: bool,
+    pub events: EventsChoice,
 }
 
 pub struct Tracer {
     pub mode: Mode,
+    pub mechanism: Mechanism,
+    perf: Option<perf_source::PerfSource>,
+    /// The kernel's count and fdbg's SIGTRAPs when the perf events were
+    /// closed (detach), for `stats` afterwards.
+    retired_source: Option<(u64, u64)>,
     pub main_pid: Pid,
     pub follow_forks: bool,
     pub model: Model,
@@ -180,6 +223,12 @@ impl Tracer {
             sigchld_fd().map_err(|e| StartError::Setup(format!("signalfd for SIGCHLD: {e}")))?;
         Ok(Tracer {
             mode,
+            mechanism: match mode {
+                Mode::Attach => Mechanism::PtraceSyscall,
+                Mode::Run => Mechanism::Seccomp,
+            },
+            perf: None,
+            retired_source: None,
             main_pid,
             follow_forks: opts.follow_forks,
             model: Model::new(),
@@ -333,6 +382,7 @@ impl Tracer {
                 Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
                     self.complete_close_in_flight(tid);
+                    self.take_queued_trap(tid);
                 }
                 Waited::Woken(WAKE_INTERRUPT) | Waited::Timeout => {}
                 Waited::Woken(sig) => {
@@ -384,6 +434,7 @@ impl Tracer {
             (Resume::Listen, ThreadState::Running)
         } else {
             let how = match self.mode {
+                Mode::Attach if self.perf.is_some() => Resume::Cont,
                 Mode::Attach => Resume::Syscall,
                 Mode::Run if thread.entry.is_some() => Resume::Syscall,
                 Mode::Run => Resume::Cont,
@@ -432,6 +483,7 @@ impl Tracer {
         }
         if let Some(t) = self.threads.get_mut(&tid) {
             t.state = ThreadState::Stopped;
+            t.last_stop = Some(stop);
             self.cost_by_pid.entry(t.pid).or_default().0 += 1;
         }
         match stop {
@@ -475,6 +527,11 @@ impl Tracer {
             } => self.exit_stop(tid),
             Stop::Event { .. } => {}
             Stop::Signal(sig) => {
+                if sig == libc::SIGTRAP
+                    && let Some(event) = self.perf_stop(tid)
+                {
+                    return event;
+                }
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.signal = sig;
                 }
@@ -495,6 +552,7 @@ impl Tracer {
             } else if let Some(parent) = parent {
                 // A new child process starts with a copy of its parent's table.
                 self.model.fork(parent, pid);
+                self.perf_forked(parent, pid);
             } else {
                 let fds = procfs::list_fds(pid, None).unwrap_or_default();
                 self.model.add_process(pid, fds);
@@ -598,6 +656,7 @@ impl Tracer {
             u.reset();
         }
         self.symbolizer.exec(pid);
+        self.rearm_after_exec(pid, tid);
         Some(self.model.exec(pid, tid))
     }
 
@@ -640,6 +699,7 @@ impl Tracer {
             // The leader's status comes last: the process is gone.
             self.threads.retain(|_, t| t.pid != thread.pid);
             self.unwinders.remove(&thread.pid);
+            self.perf_process_ended(thread.pid);
             self.model.exited(thread.pid, end);
             if thread.pid == self.main_pid {
                 self.main_end = Some(end);
@@ -661,6 +721,27 @@ impl Tracer {
         listed
     }
 
+    /// The kernel's count of fd syscalls in the traced processes, where
+    /// perf events are the source (else `None`).
+    pub fn kernel_fd_syscalls(&self) -> Option<u64> {
+        match (&self.perf, self.retired_source) {
+            (Some(source), _) => Some(source.kernel_count()),
+            (None, Some((count, _))) => Some(count),
+            (None, None) => None,
+        }
+    }
+
+    /// Fd syscalls the kernel counted that fdbg never saw (0 where the
+    /// kernel does not count).
+    pub fn missed(&self) -> u64 {
+        let seen = match (&self.perf, self.retired_source) {
+            (Some(source), _) => source.traps_seen,
+            (None, Some((_, seen))) => seen,
+            (None, None) => return 0,
+        };
+        self.kernel_fd_syscalls().unwrap_or(0).saturating_sub(seen)
+    }
+
     /// Let every thread go, untraced and running (attach), delivering any
     /// signal it was stopped for. The model stays for queries.
     pub fn detach(&mut self) {
@@ -669,6 +750,7 @@ impl Tracer {
             return;
         }
         self.stop_all();
+        self.disarm_perf();
         // stop_all may have seen new threads; they are stopped too. Threads
         // on their way out (resumed after PTRACE_EVENT_EXIT) cannot be
         // detached: they stay ours until reaped, and their process's parent

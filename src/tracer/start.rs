@@ -7,7 +7,7 @@ use std::ffi::CString;
 use nix::sys::signal::Signal;
 use thiserror::Error;
 
-use super::{Mode, Thread, ThreadState, TraceOptions, Tracer, Waker};
+use super::{EventsChoice, Mode, Thread, ThreadState, TraceOptions, Tracer, Waker};
 use crate::fdtable::Pid;
 use crate::procfs;
 use crate::ptrace::{self, Resume, Stop, Tid, TraceError, seccomp, spawn};
@@ -31,6 +31,8 @@ pub enum StartError {
         #[source]
         source: TraceError,
     },
+    #[error("cannot use perf events (--events perf): {0}")]
+    Perf(String),
     #[error("cannot set up tracing: {0}")]
     Setup(String),
     #[error("cannot run {program:?}: {why}")]
@@ -101,6 +103,16 @@ impl Tracer {
                 let fds = procfs::list_fds(pid, None).unwrap_or_default();
                 tracer.model.add_process(pid, fds);
             }
+        }
+        if opts.events != EventsChoice::Ptrace
+            && let Err(why) = tracer.arm_perf()
+        {
+            if opts.events == EventsChoice::Perf {
+                return Err(StartError::Perf(why.to_string()));
+            }
+            tracer.warnings.push(format!(
+                "fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
+            ));
         }
         Ok(tracer)
     }

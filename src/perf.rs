@@ -1,0 +1,175 @@
+//! perf events as the source of fd events while attached: a kernel
+//! tracepoint at the exit of the fd syscalls, with `sigtrap`, so that the
+//! thread that made one gets a synchronous SIGTRAP (`si_code` TRAP_PERF) on
+//! its way back to user space, which ptrace reports as a signal-delivery
+//! stop. Syscalls outside the filter cost the process nothing.
+//!
+//! The kernel owns every event: closing its fd removes it from the process,
+//! and `remove_on_exec` (which `sigtrap` requires) drops it at an exec, after
+//! which the tracer arms the new program. Nothing here stays in the process.
+//!
+//! The bindings are perf-event-open-sys's; the tracepoint ids come from
+//! tracefs, mounted here when it is absent and fdbg may mount it.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use perf_event_open_sys as sys;
+use thiserror::Error;
+
+/// `si_code` of a SIGTRAP sent by a perf event.
+pub const TRAP_PERF: i32 = 6;
+
+/// Why perf events cannot be the event source here.
+#[derive(Debug, Error)]
+pub enum PerfError {
+    #[error(
+        "perf events are refused (kernel.perf_event_paranoid is {paranoid}); run fdbg as root or with CAP_PERFMON, or `sysctl kernel.perf_event_paranoid=1`"
+    )]
+    Refused { paranoid: String },
+    #[error(
+        "no tracefs to read syscall tracepoint ids from (mount it: `mount -t tracefs nodev /sys/kernel/tracing`, as root)"
+    )]
+    NoTracefs,
+    #[error("this kernel has no synchronous SIGTRAP on perf events (needs Linux 5.13 or later)")]
+    NoSigtrap,
+    #[error("perf_event_open on thread {tid}: {source}")]
+    Open {
+        tid: i32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set the tracepoint filter: {0}")]
+    Filter(io::Error),
+}
+
+/// The tracefs mount: found, or mounted at /sys/kernel/tracing when fdbg
+/// may mount (root).
+pub fn tracefs() -> Result<PathBuf, PerfError> {
+    let candidates = [
+        Path::new("/sys/kernel/tracing"),
+        Path::new("/sys/kernel/debug/tracing"),
+    ];
+    for root in candidates {
+        if root.join("events").is_dir() {
+            return Ok(root.to_path_buf());
+        }
+    }
+    let root = candidates[0];
+    let mounted = nix::mount::mount(
+        Some("nodev"),
+        root,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+    if mounted.is_ok() && root.join("events").is_dir() {
+        return Ok(root.to_path_buf());
+    }
+    Err(PerfError::NoTracefs)
+}
+
+/// The id of tracepoint `group:name` (e.g. `raw_syscalls:sys_exit`).
+pub fn tracepoint_id(tracefs: &Path, group: &str, name: &str) -> Result<u64, PerfError> {
+    let path = tracefs.join("events").join(group).join(name).join("id");
+    fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or(PerfError::NoTracefs)
+}
+
+/// An ftrace filter on `raw_syscalls:sys_exit` that passes these syscalls.
+pub fn syscall_filter(numbers: &[u64]) -> String {
+    numbers
+        .iter()
+        .map(|nr| format!("id == {nr}"))
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
+
+/// A tracepoint event on one thread (and, inherited, on the threads it
+/// creates) that sends it a SIGTRAP carrying `sig_data` at every hit.
+pub struct SyscallTrap {
+    fd: OwnedFd,
+}
+
+impl SyscallTrap {
+    /// Arm tracepoint `id`, filtered by `filter`, on thread `tid`.
+    /// `inherit_processes`: child processes inherit it too (fork
+    /// following); threads always do.
+    pub fn open(
+        tid: i32,
+        id: u64,
+        filter: &str,
+        inherit_processes: bool,
+        sig_data: u64,
+    ) -> Result<SyscallTrap, PerfError> {
+        let mut attr = sys::bindings::perf_event_attr {
+            type_: sys::bindings::PERF_TYPE_TRACEPOINT,
+            size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+            config: id,
+            ..Default::default()
+        };
+        attr.__bindgen_anon_1.sample_period = 1;
+        attr.set_disabled(1);
+        attr.set_inherit(1);
+        attr.set_inherit_thread(u64::from(!inherit_processes));
+        attr.set_remove_on_exec(1);
+        attr.set_sigtrap(1);
+        attr.sig_data = sig_data;
+        // SAFETY: `attr` is a fully initialised perf_event_attr of the size
+        // it declares; the kernel only reads it. No group, no flags.
+        let fd = unsafe {
+            sys::perf_event_open(
+                &mut attr,
+                tid,
+                -1,
+                -1,
+                sys::bindings::PERF_FLAG_FD_CLOEXEC as _,
+            )
+        };
+        if fd < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::EACCES | libc::EPERM) => PerfError::Refused {
+                    paranoid: fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_else(|_| "?".into()),
+                },
+                // sigtrap/remove_on_exec unknown: an older kernel (E2BIG
+                // for a larger attr, EINVAL for the new bits).
+                Some(libc::EINVAL | libc::E2BIG) => PerfError::NoSigtrap,
+                _ => PerfError::Open { tid, source: err },
+            });
+        }
+        // SAFETY: perf_event_open returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let filter = std::ffi::CString::new(filter).expect("a filter has no NUL");
+        // SAFETY: the fd is a perf event; the filter is a NUL-terminated
+        // string the kernel copies.
+        if unsafe { sys::ioctls::SET_FILTER(fd.as_raw_fd(), filter.as_ptr() as *mut _) } != 0 {
+            return Err(PerfError::Filter(io::Error::last_os_error()));
+        }
+        // SAFETY: the fd is a perf event; ENABLE takes no pointer.
+        if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 {
+            return Err(PerfError::Open {
+                tid,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(SyscallTrap { fd })
+    }
+
+    /// How many times the tracepoint fired in the thread and in every
+    /// thread (or process) that inherited the event: the kernel's own count
+    /// of the fd syscalls made.
+    pub fn count(&self) -> u64 {
+        let mut value = [0u8; 8];
+        match nix::unistd::read(&self.fd, &mut value) {
+            Ok(8) => u64::from_ne_bytes(value),
+            _ => 0,
+        }
+    }
+}

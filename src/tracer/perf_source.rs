@@ -1,0 +1,311 @@
+//! The perf SIGTRAP event source of an attach: arming it (tracepoint,
+//! filter, one event per thread, SIGTRAP ignored by the process for the
+//! session), taking its stops, re-arming after an exec, and disarming it so
+//! that the process is as it was.
+//!
+//! Why SIGTRAP is ignored during the session: a SIGTRAP the kernel has
+//! already queued when fdbg dies is delivered to a process no longer traced,
+//! and SIGTRAP's default action kills it. Ignored, it is dropped. A traced
+//! thread still reports an ignored signal to its tracer, so fdbg sees every
+//! one. A process with a SIGTRAP handler of its own keeps it: fdbg uses
+//! PTRACE_SYSCALL there.
+
+use std::collections::BTreeSet;
+
+use super::{Mechanism, ThreadState, Tracer};
+use crate::fdtable::{Pid, Seq};
+use crate::perf::{self, PerfError, SyscallTrap};
+use crate::procfs::{self, Disposition};
+use crate::ptrace::{self, ProcessMemory, Stop, Tid};
+use crate::syscalls::{self, SyscallEntry};
+
+/// `si_perf_data` of fdbg's SIGTRAPs: tells them from the process's own.
+pub const SIG_DATA: u64 = 0x6664_6267_0000_0001;
+
+const SIG_IGN: u64 = 1;
+const SIG_DFL: u64 = 0;
+
+/// The armed perf events and what the session changed in the processes.
+pub(super) struct PerfSource {
+    tracepoint: u64,
+    filter: String,
+    follow_forks: bool,
+    /// One event per thread that existed at attach, and one per exec'd
+    /// program, by process; threads (and, following forks, children)
+    /// created later inherit them.
+    traps: Vec<(Pid, SyscallTrap)>,
+    /// The counts of events closed already.
+    retired: u64,
+    /// fdbg's SIGTRAPs taken (restarted syscalls included): what the
+    /// kernel's count is compared with.
+    pub(super) traps_seen: u64,
+    /// Processes whose SIGTRAP fdbg set to ignored, to restore at detach.
+    ignoring: BTreeSet<Pid>,
+}
+
+impl PerfSource {
+    fn retire(&mut self, pid: Pid) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.traps)
+            .into_iter()
+            .partition(|(p, _)| *p == pid);
+        self.retired += gone.iter().map(|(_, trap)| trap.count()).sum::<u64>();
+        self.traps = kept;
+    }
+
+    /// The kernel's count of fd syscalls in every traced process.
+    pub(super) fn kernel_count(&self) -> u64 {
+        self.retired + self.traps.iter().map(|(_, t)| t.count()).sum::<u64>()
+    }
+}
+
+/// Why an attach takes its events with PTRACE_SYSCALL.
+#[derive(Debug)]
+pub enum Fallback {
+    Perf(PerfError),
+    /// The process handles SIGTRAP itself.
+    OwnHandler(Pid),
+    /// Running a syscall in the process failed.
+    Inject(String),
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fallback::Perf(e) => write!(f, "{e}"),
+            Fallback::OwnHandler(pid) => write!(
+                f,
+                "process {pid} has its own SIGTRAP handler, which fdbg leaves alone"
+            ),
+            Fallback::Inject(why) => write!(f, "cannot make the process ignore SIGTRAP: {why}"),
+        }
+    }
+}
+
+impl Tracer {
+    /// Make perf SIGTRAPs the event source of this (stopped) session.
+    pub(super) fn arm_perf(&mut self) -> Result<(), Fallback> {
+        let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        let mut to_ignore = Vec::new();
+        for &pid in &pids {
+            match procfs::disposition(pid, libc::SIGTRAP) {
+                Some(Disposition::Caught) => return Err(Fallback::OwnHandler(pid)),
+                Some(Disposition::Default) => to_ignore.push(pid),
+                _ => {}
+            }
+        }
+        let tracefs = perf::tracefs().map_err(Fallback::Perf)?;
+        let tracepoint =
+            perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit").map_err(Fallback::Perf)?;
+        let numbers: Vec<u64> = syscalls::traced_syscalls()
+            .iter()
+            .copied()
+            .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
+            .collect();
+        let mut source = PerfSource {
+            tracepoint,
+            filter: perf::syscall_filter(&numbers),
+            follow_forks: self.follow_forks,
+            traps: Vec::new(),
+            retired: 0,
+            traps_seen: 0,
+            ignoring: BTreeSet::new(),
+        };
+        let threads: Vec<(Tid, Pid)> = self.threads();
+        for (tid, pid) in threads {
+            let trap = SyscallTrap::open(
+                tid,
+                source.tracepoint,
+                &source.filter,
+                source.follow_forks,
+                SIG_DATA,
+            )
+            .map_err(Fallback::Perf)?;
+            source.traps.push((pid, trap));
+        }
+        for pid in to_ignore {
+            if let Err(why) = self.set_sigtrap(pid, SIG_IGN) {
+                // Undo what was done: nothing of the session stays.
+                for &done in &source.ignoring {
+                    let _ = self.set_sigtrap(done, SIG_DFL);
+                }
+                return Err(Fallback::Inject(why));
+            }
+            source.ignoring.insert(pid);
+        }
+        self.perf = Some(source);
+        self.mechanism = Mechanism::PerfSigtrap;
+        Ok(())
+    }
+
+    /// Set SIGTRAP's handler in stopped process `pid` to `handler`
+    /// (SIG_IGN or SIG_DFL) by running rt_sigaction in one of its threads.
+    fn set_sigtrap(&mut self, pid: Pid, handler: u64) -> Result<(), String> {
+        let insn =
+            procfs::vdso_syscall_instruction(pid).ok_or("no syscall instruction in its vDSO")?;
+        // A thread in an interrupt stop (or at one of fdbg's SIGTRAPs),
+        // with no signal of its own to deliver.
+        let tid = self
+            .threads
+            .iter()
+            .filter(|(_, t)| {
+                t.pid == pid
+                    && t.state == ThreadState::Stopped
+                    && t.signal == 0
+                    && !t.exiting
+                    && matches!(
+                        t.last_stop,
+                        Some(Stop::Event {
+                            event: ptrace::EVENT_STOP,
+                            ..
+                        }) | Some(Stop::Signal(libc::SIGTRAP))
+                    )
+            })
+            .map(|(&tid, _)| tid)
+            .min()
+            .ok_or("no thread of it is in a stop where a syscall can run")?;
+        let regs = ptrace::registers(tid).map_err(|e| e.to_string())?;
+        // struct sigaction as the kernel takes it: handler, flags,
+        // restorer, mask; below the red zone of the thread's stack.
+        let at = (regs.rsp - 1024) & !15;
+        let mut act = Vec::with_capacity(32);
+        for word in [handler, 0, 0, 0] {
+            act.extend_from_slice(&word.to_ne_bytes());
+        }
+        ProcessMemory { pid: tid }
+            .write(at, &act)
+            .map_err(|e| format!("writing its stack: {e}"))?;
+        let args = [libc::SIGTRAP as u64, at, 0, 8, 0, 0];
+        let result = ptrace::inject::syscall(pid, tid, insn, libc::SYS_rt_sigaction as u64, args)
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.last_stop = Some(Stop::Event {
+                event: ptrace::EVENT_STOP,
+                signal: libc::SIGTRAP,
+            });
+        }
+        if result != 0 {
+            return Err(format!("rt_sigaction returned {result}"));
+        }
+        Ok(())
+    }
+
+    /// A SIGTRAP stop: fdbg's (an fd syscall just returned; its number,
+    /// arguments and result are in the registers) or the process's own.
+    /// Returns `None` for the process's own, which is delivered unchanged.
+    pub(super) fn perf_stop(&mut self, tid: Tid) -> Option<Option<Seq>> {
+        let source = self.perf.as_mut()?;
+        let info = ptrace::signal_info(tid).ok()?;
+        if info.code != perf::TRAP_PERF || info.perf_data != SIG_DATA {
+            return None;
+        }
+        source.traps_seen += 1;
+        let Ok(regs) = ptrace::registers(tid) else {
+            return Some(None);
+        };
+        self.syscalls_seen += 1;
+        let pid = self.threads.get(&tid)?.pid;
+        self.cost_by_pid.entry(pid).or_default().1 += 1;
+        let result = regs.rax as i64;
+        if syscalls::is_restart(result) {
+            return Some(None);
+        }
+        let entry = SyscallEntry {
+            nr: regs.orig_rax,
+            args: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
+        };
+        Some(self.complete(tid, &entry, result))
+    }
+
+    /// A thread stopped by an interrupt may have one of fdbg's SIGTRAPs
+    /// queued (its fd syscall returned just before): let it report it, so
+    /// that a stopped process's model has every event the kernel made.
+    pub(super) fn take_queued_trap(&mut self, tid: Tid) {
+        if self.perf.is_none() {
+            return;
+        }
+        let Some(thread) = self.threads.get(&tid) else {
+            return;
+        };
+        let interrupted = matches!(
+            thread.last_stop,
+            Some(Stop::Event {
+                event: ptrace::EVENT_STOP,
+                ..
+            })
+        );
+        if thread.state != ThreadState::Stopped || !interrupted || thread.group_stopped {
+            return;
+        }
+        let queued = ptrace::pending_signals(tid).is_ok_and(|signals| {
+            signals.iter().any(|s| {
+                s.signo == libc::SIGTRAP && s.code == perf::TRAP_PERF && s.perf_data == SIG_DATA
+            })
+        });
+        if queued {
+            self.resume_thread(tid);
+        }
+    }
+
+    /// After an exec, the kernel removed the program's events
+    /// (`remove_on_exec`): arm the new program.
+    pub(super) fn rearm_after_exec(&mut self, pid: Pid, tid: Tid) {
+        let Some(source) = self.perf.as_mut() else {
+            return;
+        };
+        source.retire(pid);
+        match SyscallTrap::open(
+            tid,
+            source.tracepoint,
+            &source.filter,
+            source.follow_forks,
+            SIG_DATA,
+        ) {
+            Ok(trap) => source.traps.push((pid, trap)),
+            Err(e) => self.warnings.push(format!(
+                "process {pid} exec'd and its fd events cannot be armed again: {e}"
+            )),
+        }
+    }
+
+    /// A followed child starts with its parent's events and dispositions.
+    pub(super) fn perf_forked(&mut self, parent: Pid, child: Pid) {
+        if let Some(source) = self.perf.as_mut()
+            && source.ignoring.contains(&parent)
+        {
+            source.ignoring.insert(child);
+        }
+    }
+
+    /// A process ended: its events count no more.
+    pub(super) fn perf_process_ended(&mut self, pid: Pid) {
+        if let Some(source) = self.perf.as_mut() {
+            source.retire(pid);
+            source.ignoring.remove(&pid);
+        }
+    }
+
+    /// Close every event and give each process its SIGTRAP disposition
+    /// back; every thread is stopped, with no SIGTRAP of fdbg's queued.
+    pub(super) fn disarm_perf(&mut self) {
+        let Some(mut source) = self.perf.take() else {
+            return;
+        };
+        let pids: Vec<Pid> = source.traps.iter().map(|(p, _)| *p).collect();
+        for pid in pids {
+            source.retire(pid);
+        }
+        // Kept for `stats` after the detach.
+        self.retired_source = Some((source.retired, source.traps_seen));
+        for pid in std::mem::take(&mut source.ignoring) {
+            let still_ignored =
+                procfs::disposition(pid, libc::SIGTRAP) == Some(Disposition::Ignored);
+            let traced = self.threads.values().any(|t| t.pid == pid);
+            if still_ignored
+                && traced
+                && let Err(why) = self.set_sigtrap(pid, SIG_DFL)
+            {
+                eprintln!("fdbg: process {pid}: cannot restore SIGTRAP's default action: {why}");
+            }
+        }
+    }
+}
