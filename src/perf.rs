@@ -45,6 +45,32 @@ pub enum PerfError {
     Filter(io::Error),
 }
 
+/// Whether this process may open kernel tracepoint events: root,
+/// CAP_PERFMON or CAP_SYS_ADMIN, or `perf_event_paranoid` at 1 or below.
+/// Asked first, so that an unprivileged user hears the reason that
+/// matters, not that tracefs is unreadable.
+pub fn permitted() -> Result<(), PerfError> {
+    let paranoid = fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    if nix::unistd::geteuid().is_root() || paranoid.parse::<i32>().is_ok_and(|p| p <= 1) {
+        return Ok(());
+    }
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    let effective = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(0);
+    if effective & (1 << CAP_PERFMON | 1 << CAP_SYS_ADMIN) != 0 {
+        return Ok(());
+    }
+    Err(PerfError::Refused { paranoid })
+}
+
 /// The tracefs mount: found, or mounted at /sys/kernel/tracing when fdbg
 /// may mount (root).
 pub fn tracefs() -> Result<PathBuf, PerfError> {

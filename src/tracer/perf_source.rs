@@ -93,6 +93,7 @@ impl Tracer {
                 _ => {}
             }
         }
+        perf::permitted().map_err(Fallback::Perf)?;
         let tracefs = perf::tracefs().map_err(Fallback::Perf)?;
         let tracepoint =
             perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit").map_err(Fallback::Perf)?;

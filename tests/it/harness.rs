@@ -26,7 +26,12 @@ use crate::testprogs::{Expect, TIMEOUT, expect_lines, next_line_where};
 
 /// The fdbg binary under test.
 pub fn fdbg() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fdbg"))
+    Command::new(fdbg_path())
+}
+
+/// Where the fdbg binary under test is.
+pub fn fdbg_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_fdbg"))
 }
 
 /// The prompt fdbg prints (without a newline) before reading a line.

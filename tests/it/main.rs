@@ -9,6 +9,7 @@ mod harness;
 mod input;
 mod login;
 mod memcached;
+mod perf;
 mod readme;
 mod repl;
 mod run_reports;

@@ -175,6 +175,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "own_sigtrap",
+        sources: &["own_sigtrap.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "idle_threads",
         sources: &["idle_threads.c"],
         flags: DEBUG,
@@ -466,6 +472,11 @@ impl ChildGuard {
         stdin
             .write_all(b"\n")
             .expect("writing to a test program's stdin");
+    }
+
+    /// Closes its stdin (EOF for a program reading it).
+    pub fn close_stdin(&mut self) {
+        self.0.stdin = None;
     }
 
     /// Writes raw bytes on its stdin.

@@ -1,0 +1,306 @@
+//! attach with perf events as the event source (`--events perf`): one stop
+//! per fd event and none for other syscalls; the exact model under thread
+//! churn; SIGTRAP ignored only during the session; a process with its own
+//! SIGTRAP handler left alone (PTRACE_SYSCALL there); a process that
+//! survives every SIGKILL of fdbg; and the one-line fallback where perf is
+//! refused.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serial_test::serial;
+
+use crate::harness::{
+    Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fd_numbers, fdbg_batch,
+    num, num_set, poll_until, state, status_field, tracer_pid,
+};
+use crate::testprogs::{ChildGuard, Expect, testprog};
+
+/// The SIGTRAP bit of a /proc/PID/status signal mask (SigIgn, SigCgt).
+fn sigtrap_bit(pid: i32, field: &str) -> bool {
+    let mask = status_field(pid, field).expect("a live process");
+    u64::from_str_radix(&mask, 16).expect("a hex mask") & (1 << (libc::SIGTRAP - 1)) != 0
+}
+
+/// `threads` of `pid` not in a ptrace- or job-control stop, untraced.
+fn every_thread_runs_untraced(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(|t| t.ok()).all(|task| {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+                .unwrap_or_default()
+        };
+        field("TracerPid:") == "0" && !field("State:").starts_with(['t', 'T'])
+    })
+}
+
+#[test]
+#[serial]
+fn perf_attach_stops_once_per_fd_event_and_never_for_other_syscalls() {
+    let _watchdog = Watchdog::new("perf_nonfd_loop", TEST_LIMIT);
+    let mut program =
+        ChildGuard::spawn(Command::new(testprog("nonfd_loop")).args(["--wait", "100000"]));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("ready");
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    program.send_line();
+    fdbg.send("continue");
+    fdbg.wait_line("the exit", |l| l.contains("exited"));
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let done = output.wait_for("done");
+    assert_eq!(done.num("syscalls"), 100_000);
+
+    assert_eq!(stats["mechanism"], "perf-sigtrap", "{fdbg}");
+    // The program's open and close, and nothing of the 100,000 getppid.
+    assert_eq!(num(&stats, "total_events"), 2, "{fdbg}");
+    assert_eq!(num(&stats, "syscalls_seen"), 2, "{fdbg}");
+    assert_eq!(num(&stats, "kernel_fd_syscalls"), 2, "{fdbg}");
+    assert_eq!(num(&stats, "missed"), 0, "{fdbg}");
+    // One stop per fd event; the others: the interrupt that stopped it at
+    // attach and the exit's last look.
+    assert!(
+        num(&stats, "stops") <= 2 + 2,
+        "more than one stop per fd event\n{fdbg}"
+    );
+}
+
+#[test]
+#[serial]
+fn perf_attach_keeps_the_exact_model_while_threads_reuse_numbers() {
+    let _watchdog = Watchdog::new("perf_threads", TEST_LIMIT);
+    let mut program =
+        ChildGuard::spawn(Command::new(testprog("threads")).args(["--wait", "4", "1000", "2"]));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("ready");
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    program.send_line();
+    fdbg.send("continue");
+    fdbg.wait_line("the exit", |l| l.contains("exited"));
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let leaked: Vec<Expect> = (0..8).map(|_| output.wait_for("leak")).collect();
+    output.wait_for("done");
+
+    assert_eq!(stats["mechanism"], "perf-sigtrap", "{fdbg}");
+    assert_eq!(num(&stats, "adopted"), 0, "{fdbg}");
+    assert_eq!(num(&stats, "dropped"), 0, "{fdbg}");
+    assert_eq!(num(&stats, "missed"), 0, "{fdbg}");
+    assert_eq!(num(&stats, "bad_closes"), 0, "{fdbg}");
+    // 4 threads × 1000 iterations × (open, socket, 2 closes), and the leaks.
+    assert_eq!(num(&stats, "total_events"), 4 * 1000 * 4 + 8, "{fdbg}");
+    let fds: BTreeSet<i32> = leaks["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .flat_map(|site| num_set(&site["fds"]))
+        .collect();
+    assert_eq!(fds, leaked.iter().map(Expect::fd).collect(), "{fdbg}");
+    assert_eq!(num(&leaks, "total"), 8, "{fdbg}");
+}
+
+#[test]
+#[serial]
+fn perf_attach_ignores_sigtrap_only_while_attached() {
+    let _watchdog = Watchdog::new("perf_sigtrap_disposition", TEST_LIMIT);
+    let mut churn = ChildGuard::spawn(Command::new(testprog("thread_churn")).arg("4"));
+    let pid = churn.pid();
+    // Kept to the end: its reader keeps the program's stdout open.
+    let mut output = churn.output();
+    output.wait_for("start");
+    let before = status_field(pid, "SigIgn").expect("SigIgn");
+    assert!(!sigtrap_bit(pid, "SigIgn"), "SIGTRAP ignored before attach");
+
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    assert!(
+        sigtrap_bit(pid, "SigIgn"),
+        "SIGTRAP ignored while attached\n{fdbg}"
+    );
+    fdbg.send("continue 200ms");
+    fdbg.wait_line("the stop", |l| l.contains("Time is up"));
+    fdbg.send("detach");
+    fdbg.wait_line("the detach", |l| l.contains("detached"));
+    assert_eq!(
+        status_field(pid, "SigIgn").as_deref(),
+        Some(before.as_str()),
+        "SigIgn after detach\n{fdbg}"
+    );
+    assert_untraced_and_running(pid, &fdbg);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+}
+
+#[test]
+#[serial]
+fn a_process_with_its_own_sigtrap_handler_keeps_it_and_is_traced_with_ptrace() {
+    let _watchdog = Watchdog::new("own_sigtrap", TEST_LIMIT);
+    let mut program = ChildGuard::spawn(&mut Command::new(testprog("own_sigtrap")));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("start");
+    assert!(sigtrap_bit(pid, "SigCgt"));
+
+    // The default choice falls back, saying why, in one line.
+    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    fdbg.wait_attached();
+    program.write_bytes(b"ab");
+    fdbg.send("continue");
+    let traps: Vec<Expect> = (0..2).map(|_| output.wait_for("trap")).collect();
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+
+    assert_eq!(
+        traps[1].num("n"),
+        2,
+        "the handler ran for each raise\n{fdbg}"
+    );
+    assert_eq!(stats["mechanism"], "ptrace-syscall", "{fdbg}");
+    assert_eq!(num(&leaks, "total"), 2, "{fdbg}");
+    let said: Vec<String> = fdbg
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("SIGTRAP"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(said.len(), 1, "{fdbg}");
+    assert!(
+        said[0].starts_with("fdbg: ") && said[0].contains("has its own SIGTRAP handler"),
+        "{fdbg}"
+    );
+    assert!(sigtrap_bit(pid, "SigCgt"), "the handler stays\n{fdbg}");
+    assert_untraced_and_running(pid, &fdbg);
+
+    // Forced, perf is refused with the reason.
+    let forced = fdbg_batch(["attach", &pid.to_string(), "--events", "perf", "--batch"]);
+    assert_eq!(forced.status.code(), Some(1), "{forced}");
+    assert!(
+        forced.stderr.contains("has its own SIGTRAP handler"),
+        "{forced}"
+    );
+    assert_untraced_and_running(pid, &forced);
+}
+
+/// How many times fdbg is SIGKILLed while fd events stream.
+const KILLS: usize = 200;
+
+#[test]
+#[serial]
+fn a_process_survives_every_sigkill_of_fdbg_while_events_stream() {
+    let _watchdog = Watchdog::new("perf_sigkill", TEST_LIMIT);
+    let mut churn = ChildGuard::spawn(Command::new(testprog("thread_churn")).arg("4"));
+    let pid = churn.pid();
+    // Kept to the end: its reader keeps the program's stdout open.
+    let mut output = churn.output();
+    output.wait_for("start");
+    for kill in 0..KILLS {
+        if let Ok(Some(status)) = churn.0.try_wait() {
+            panic!("the process ended ({status}) before kill {kill}");
+        }
+        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+        fdbg.wait_attached();
+        fdbg.send("continue");
+        // Resumed: the threads run (and their fd events stop them) again.
+        poll_until(
+            "the process to run under fdbg",
+            || tracer_pid(pid).is_some_and(|t| t != 0) && state(pid).is_some_and(|s| s != 't'),
+            || format!("kill {kill}\n{fdbg}"),
+        );
+        fdbg.signal(libc::SIGKILL);
+        fdbg.wait_exit();
+        poll_until(
+            "every thread to run on, untraced",
+            || every_thread_runs_untraced(pid),
+            || format!("kill {kill}: state {:?}\n{fdbg}", state(pid)),
+        );
+    }
+    // Alive, and its threads still make fd events.
+    let out = fdbg_batch([
+        "attach",
+        &pid.to_string(),
+        "--batch",
+        "--json",
+        "-e",
+        "continue 200ms",
+        "-e",
+        "stats",
+    ]);
+    out.assert_success();
+    assert!(num(out.first(Shape::Stats), "total_events") > 0, "{out}");
+    assert_untraced_and_running(pid, &out);
+}
+
+#[test]
+#[serial]
+fn where_perf_is_refused_attach_falls_back_and_says_why_in_one_line() {
+    let _watchdog = Watchdog::new("perf_refused", TEST_LIMIT);
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if paranoid != "2" {
+        eprintln!("skipped: kernel.perf_event_paranoid is {paranoid}, not 2");
+        return;
+    }
+    // Both as `nobody`: a user without CAP_PERFMON, tracing its own process.
+    let as_nobody = |program: &std::path::Path| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program);
+        command
+    };
+    let mut program = ChildGuard::spawn(as_nobody(&testprog("thread_churn")).arg("2"));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("start");
+    let mut fdbg = as_nobody(&crate::harness::fdbg_path());
+    fdbg.args([
+        "attach",
+        &pid.to_string(),
+        "--batch",
+        "--json",
+        "-e",
+        "continue 100ms",
+        "-e",
+        "stats",
+        "-e",
+        "fds",
+    ]);
+    let out = crate::harness::run_to_end(&mut fdbg);
+    out.assert_success();
+    let said: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(said.len(), 1, "{out}");
+    assert!(
+        said[0].starts_with("fdbg: ")
+            && said[0].contains("perf_event_paranoid is 2")
+            && said[0].contains("CAP_PERFMON"),
+        "{out}"
+    );
+    let stats = out.first(Shape::Stats);
+    assert_eq!(stats["mechanism"], "ptrace-syscall", "{out}");
+    assert!(num(stats, "total_events") > 0, "{out}");
+    assert!(!fd_numbers(out.first(Shape::Fds)).is_empty(), "{out}");
+    assert_untraced_and_running(pid, &out);
+}
