@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stacks::{StackId, StackTable};
 
-pub use queries::{Diff, UNTRACKED};
+pub use queries::{BEFORE_ATTACH, Diff, INHERITED, UNTRACKED};
 
 /// A process id (thread-group id): the key of an fd table.
 pub type Pid = i32;
@@ -147,7 +147,9 @@ pub struct ProcFd {
 /// Where an open fd came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Open when fdbg attached (read from /proc).
+    /// Open when tracing began (read from /proc): at attach, or, for a
+    /// program fdbg started, inherited from fdbg's parent. Reports name it
+    /// by the session's mode.
     BeforeAttach,
     /// Created by the event with this sequence number.
     Created(Seq),
