@@ -73,6 +73,8 @@ struct Run {
 /// Runs `cmd` to its end; its peak RSS from wait4. Its stdout is read in
 /// small chunks and not kept: the bench's own memory must stay small, as a
 /// child's `ru_maxrss` counts what it shared with its parent before exec.
+// The child is reaped by wait4 (std's wait gives no rusage), not by `Child`.
+#[allow(clippy::zombie_processes)]
 fn measure(cmd: &mut Command, wanted: &str) -> Run {
     let mut child = cmd
         .stdin(Stdio::null())
