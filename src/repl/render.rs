@@ -280,14 +280,17 @@ fn site_text(out: &mut String, site: &SiteReport) {
         .as_deref()
         .map(|t| format!(", {}", escape(t)))
         .unwrap_or_default();
+    // Fds open before tracing began (seq 0) were made by no recorded event.
+    let events = match (site.first_seq, site.last_seq) {
+        (0, 0) => String::new(),
+        (first, last) => format!(", events #{first}..#{last}"),
+    };
     let _ = writeln!(
         out,
-        "{} ({}{target}) from {}, events #{}..#{}: fds {}",
+        "{} ({}{target}) from {}{events}: fds {}",
         count(site.count, "fd"),
         site.kind.as_str(),
         site.syscall,
-        site.first_seq,
-        site.last_seq,
         fd_list(&site.fds)
     );
     let _ = writeln!(out, "{}", site_frames_text(&site.frames));
@@ -693,6 +696,18 @@ mod tests {
             "a blank line between sites: {leaks_text}"
         );
         let sockets_text = written(&sockets);
+        let mut before_attach = one_socket(FdOrigin::BeforeAttach);
+        before_attach.invisible_sites[0].syscall = "before attach";
+        (
+            before_attach.invisible_sites[0].first_seq,
+            before_attach.invisible_sites[0].last_seq,
+        ) = (0, 0);
+        let before_attach = written(&Report::Sockets(before_attach));
+        assert!(
+            before_attach
+                .contains("\n1 fd (socket, udp 0.0.0.0:0 unconnected) from before attach: fds 3\n"),
+            "no event range for fds no event made: {before_attach}"
+        );
         assert!(
             sockets_text.contains(" UNCONNECTED  before attach\n\nsockets netstat cannot see, by creating site:\n\n1 fd"),
             "{sockets_text}"
