@@ -43,7 +43,7 @@ const PURE: &[(&str, &[&str])] = &[
     ("fdtable", &["fdtable", "vocab", "stacks", "syscalls"]),
     (
         "repl/render.rs",
-        &["escape", "repl::report", "symbolize::Frame"],
+        &["escape", "vocab", "repl::report", "symbolize::Frame"],
     ),
 ];
 

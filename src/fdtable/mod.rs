@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::stacks::{StackId, StackTable};
 
 pub use crate::vocab::{FdKind, Pid, ProcFd};
-pub use queries::{Diff, UNTRACKED};
+pub use queries::{BEFORE_ATTACH, Diff, INHERITED, UNTRACKED};
 
 /// Event sequence number, from 1, in the order fdbg saw the events.
 pub type Seq = u64;
@@ -36,7 +36,9 @@ pub type Seq = u64;
 /// Where an open fd came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Open when fdbg attached (read from /proc).
+    /// Open when tracing began (read from /proc): at attach, or, for a
+    /// program fdbg started, inherited from fdbg's parent. Reports name it
+    /// by the session's mode.
     BeforeAttach,
     /// Created by the event with this sequence number.
     Created(Seq),

@@ -19,6 +19,12 @@ pub struct Diff {
 /// The syscall name `leaks` gives fds adopted from /proc.
 pub const UNTRACKED: &str = "untracked";
 
+/// The syscall name a site of fds open at attach is given (`sites`).
+pub const BEFORE_ATTACH: &str = "before attach";
+
+/// The syscall name a site of fds a started program inherited is given.
+pub const INHERITED: &str = "inherited";
+
 impl Model {
     pub fn process(&self, pid: Pid) -> Option<&Process> {
         self.processes.get(&pid).map(|state| &state.info)
@@ -68,19 +74,34 @@ impl Model {
     }
 
     /// Fds of `pid` still open that came into being after event `since`
-    /// (see `Origin::is_after`), grouped by (creating stack, syscall); fds
-    /// adopted from /proc group under syscall "untracked". Groups of at
-    /// least `min` fds, biggest first, then oldest first.
+    /// (see `Origin::is_after`), grouped as `sites` groups them; groups of
+    /// at least `min` fds.
     pub fn leaks(&self, pid: Pid, since: Seq, min: usize) -> Vec<LeakSite> {
+        let after = self
+            .open_fds(pid)
+            .into_iter()
+            .filter(|open| open.origin.is_after(since));
+        // No fd open before tracing is after anything: the name is unused.
+        let sites = self.sites(after, BEFORE_ATTACH);
+        sites.into_iter().filter(|site| site.count >= min).collect()
+    }
+
+    /// `fds` grouped by (creating stack, syscall), biggest group first, then
+    /// oldest first. Fds adopted from /proc group under syscall
+    /// "untracked"; fds open when tracing began under `initial` ("before
+    /// attach", or "inherited" for a program fdbg started), with seq 0.
+    /// Each site's fds keep the order of `fds`.
+    pub fn sites<'a>(
+        &self,
+        fds: impl IntoIterator<Item = &'a OpenFd>,
+        initial: &'static str,
+    ) -> Vec<LeakSite> {
         let mut groups: HashMap<(Option<StackId>, &'static str), LeakSite> = HashMap::new();
-        for open in self.open_fds(pid) {
-            if !open.origin.is_after(since) {
-                continue;
-            }
+        for open in fds {
             let (syscall, seq) = match open.origin {
                 Origin::Created(seq) => (self.event(seq).map_or(UNTRACKED, |e| e.syscall), seq),
                 Origin::Untracked(seq) => (UNTRACKED, seq),
-                Origin::BeforeAttach => continue,
+                Origin::BeforeAttach => (initial, 0),
             };
             let site = groups
                 .entry((open.stack, syscall))
@@ -101,11 +122,7 @@ impl Model {
             }
             site.last_seq = site.last_seq.max(seq);
         }
-        let mut sites: Vec<LeakSite> = groups
-            .into_values()
-            .filter(|site| site.count >= min)
-            .collect();
-        // fds arrive sorted (open_fds is by fd), so each site's list is too.
+        let mut sites: Vec<LeakSite> = groups.into_values().collect();
         sites.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)

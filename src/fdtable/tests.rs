@@ -464,6 +464,53 @@ fn leaks_grouping_order_min_and_since() {
     assert!(model.leaks(PID + 1, 0, 1).is_empty());
 }
 
+/// `sites` groups any fds (the `sockets` report's invisible ones) as
+/// `leaks` does, fds from before tracing under the name it is given.
+#[test]
+fn sites_group_any_fds_like_leaks_with_the_initial_name() {
+    let mut model = model_with_std();
+    let a = stack(&mut model, 1);
+    model.record(PID, PID, &socket(3), a); // 1
+    model.record(PID, PID, &socket(4), a); // 2
+    let mut actual: Vec<ProcFd> = (0..3)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
+        .collect();
+    actual.push(proc_fd(3, FdKind::Socket, "socket:[1]"));
+    actual.push(proc_fd(4, FdKind::Socket, "socket:[2]"));
+    actual.push(proc_fd(9, FdKind::Socket, "socket:[3]"));
+    model.reconcile(PID, &actual);
+
+    let all = model.open_fds(PID);
+    let shape = |sites: Vec<LeakSite>| -> Vec<(&'static str, Vec<i32>, Seq, Seq)> {
+        sites
+            .into_iter()
+            .map(|s| (s.syscall, s.fds, s.first_seq, s.last_seq))
+            .collect()
+    };
+    assert_eq!(
+        shape(model.sites(all.iter().copied(), INHERITED)),
+        [
+            ("inherited", vec![0, 1, 2], 0, 0),
+            ("socket", vec![3, 4], 1, 2),
+            ("untracked", vec![9], 2, 2),
+        ]
+    );
+    let sockets: Vec<&OpenFd> = all
+        .iter()
+        .copied()
+        .filter(|f| f.kind == FdKind::Socket)
+        .collect();
+    assert_eq!(
+        shape(model.sites(sockets, BEFORE_ATTACH)),
+        [("socket", vec![3, 4], 1, 2), ("untracked", vec![9], 2, 2)]
+    );
+    // leaks is sites over the fds created since the moment.
+    assert_eq!(
+        shape(model.leaks(PID, 0, 1)),
+        [("socket", vec![3, 4], 1, 2), ("untracked", vec![9], 2, 2)]
+    );
+}
+
 #[test]
 fn history_across_reuse_of_an_fd_number() {
     let mut model = model_with_std();

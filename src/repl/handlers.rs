@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use crate::net::{self, SocketInfo};
 
-use crate::fdtable::{Event, LeakSite, Origin, Pid, ProcessEnd, Seq};
+use crate::fdtable::{self, Event, FdKind, LeakSite, Origin, Pid, ProcessEnd, Seq};
 use crate::repl::breakpoints::{Breakpoints, Condition};
 use crate::repl::command::{self, Command};
 use crate::repl::report::*;
 use crate::stacks::StackId;
-use crate::symbolize::Frame;
 use crate::tracer::{Halt, Mode, Tracer};
 
 /// What the front end should do after a command.
@@ -35,9 +34,13 @@ pub struct Session {
     pub breakpoints: Breakpoints,
     /// Socket endpoints read during the current command.
     socket_cache: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
-    /// Stacks shown during the current command (a leak site's stack is
-    /// every one of its fds' stack).
-    frames_cache: HashMap<(Pid, StackId), (Vec<Frame>, Option<String>)>,
+    /// Stacks shown during the current command, symbolized once and shared
+    /// by every entry they created (a leak site's stack is every one of its
+    /// fds' stack).
+    frames_cache: HashMap<(Pid, StackId), (Frames, Option<String>)>,
+    /// The sockets of each process as they were at `detach`: the last
+    /// resolved look, answered from after it.
+    sockets_at_detach: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
     /// What /proc listed for the model check of the current command.
     listed: HashMap<Pid, Vec<crate::fdtable::ProcFd>>,
 }
@@ -54,6 +57,7 @@ impl Session {
             socket_cache: HashMap::new(),
             listed: HashMap::new(),
             frames_cache: HashMap::new(),
+            sockets_at_detach: HashMap::new(),
         }
     }
 
@@ -207,6 +211,7 @@ impl Session {
                     return Err("already detached".into());
                 }
                 self.check_model();
+                self.keep_socket_targets();
                 self.tracer.detach();
                 self.stopped_at = None;
                 vec![Report::message(format!(
@@ -347,7 +352,7 @@ impl Session {
             }
         }
         let mut stop = StopReport {
-            stop: "",
+            stop: StopKind::Interrupt,
             breakpoint: None,
             event: None,
             exit_code: None,
@@ -359,9 +364,13 @@ impl Session {
                 stop.stop = match hit {
                     Some((id, catch)) => {
                         stop.breakpoint = Some(id);
-                        if catch { "catch" } else { "breakpoint" }
+                        if catch {
+                            StopKind::Catch
+                        } else {
+                            StopKind::Breakpoint
+                        }
                     }
-                    None => "step",
+                    None => StopKind::Step,
                 };
                 self.stopped_at = Some(seq);
                 stop.event = self
@@ -371,14 +380,14 @@ impl Session {
                     .cloned()
                     .map(|e| self.event_report(&e));
             }
-            Halt::Interrupt => stop.stop = "interrupt",
-            Halt::Timeout => stop.stop = "timeout",
+            Halt::Interrupt => stop.stop = StopKind::Interrupt,
+            Halt::Timeout => stop.stop = StopKind::Timeout,
             Halt::Shutdown(sig) => {
-                stop.stop = "interrupt";
+                stop.stop = StopKind::Interrupt;
                 self.shutdown = Some(sig);
             }
             Halt::Exited(end) => {
-                stop.stop = "exited";
+                stop.stop = StopKind::Exited;
                 match end {
                     crate::fdtable::ProcessEnd::Exited(code) => stop.exit_code = Some(code),
                     crate::fdtable::ProcessEnd::Killed(sig) => stop.signal = Some(sig),
@@ -390,16 +399,16 @@ impl Session {
     }
 
     /// The frames of a recorded stack, and why it ends early if it does.
-    pub fn frames(&mut self, pid: Pid, stack: Option<StackId>) -> (Vec<Frame>, Option<String>) {
+    pub fn frames(&mut self, pid: Pid, stack: Option<StackId>) -> (Frames, Option<String>) {
         let Some(id) = stack else {
-            return (Vec::new(), None);
+            return (Frames::from([]), None);
         };
         if let Some(shown) = self.frames_cache.get(&(pid, id)) {
             return shown.clone();
         }
         let stack = self.tracer.model.stacks.get(id);
         let shown = (
-            self.tracer.symbolizer.frames(pid, stack),
+            Frames::from(self.tracer.symbolizer.frames(pid, stack)),
             stack.truncated.clone(),
         );
         self.frames_cache.insert((pid, id), shown.clone());
@@ -414,7 +423,7 @@ impl Session {
             if open.origin != Origin::Created(event.seq) {
                 return None;
             }
-            if open.kind == crate::fdtable::FdKind::Socket {
+            if open.kind == FdKind::Socket {
                 let sockets = self.cached_sockets(event.pid);
                 if let Some(info) = sockets.get(&fd) {
                     return Some(net::target_text(info));
@@ -450,10 +459,13 @@ impl Session {
     }
 
     /// The endpoints of the sockets of `pid` now, or as they were at its
-    /// exit. Empty after detach: the model no longer follows the process.
+    /// exit or at the detach (the model no longer follows the process).
     fn sockets_of(&self, pid: Pid) -> BTreeMap<i32, SocketInfo> {
         if let Some(at_exit) = self.tracer.exit_sockets.get(&pid) {
             return at_exit.clone();
+        }
+        if let Some(at_detach) = self.sockets_at_detach.get(&pid) {
+            return at_detach.clone();
         }
         if self.tracer.detached || self.exited(pid) {
             return BTreeMap::new();
@@ -464,6 +476,46 @@ impl Session {
                 pid,
                 &crate::procfs::list_fds(pid, None).unwrap_or_default(),
             ),
+        }
+    }
+
+    /// Before a detach: resolve the sockets of every live process one last
+    /// time, and keep the text as each fd's target in the model (and the
+    /// endpoints for `sockets`), so that reports after the detach describe
+    /// them as before it (`udp 0.0.0.0:0 unconnected`, not `socket:[…]`).
+    fn keep_socket_targets(&mut self) {
+        let live: Vec<Pid> = self
+            .tracer
+            .model
+            .processes()
+            .filter(|p| p.end.is_none())
+            .map(|p| p.pid)
+            .collect();
+        for pid in live {
+            let sockets = self.sockets_of(pid);
+            for (&fd, info) in &sockets {
+                self.tracer
+                    .model
+                    .set_target(pid, fd, FdKind::Socket, net::target_text(info));
+            }
+            self.sockets_at_detach.insert(pid, sockets);
+        }
+    }
+
+    /// What the reports call fds open when tracing began.
+    fn initial_origin(&self) -> FdOrigin {
+        match self.tracer.mode {
+            Mode::Attach => FdOrigin::BeforeAttach,
+            Mode::Run => FdOrigin::Inherited,
+        }
+    }
+
+    /// An fd's origin as reports name it, and its creating event.
+    fn origin(&self, origin: Origin) -> (FdOrigin, Option<Seq>) {
+        match origin {
+            Origin::BeforeAttach => (self.initial_origin(), None),
+            Origin::Created(seq) => (FdOrigin::Created, Some(seq)),
+            Origin::Untracked(_) => (FdOrigin::Untracked, None),
         }
     }
 
@@ -502,36 +554,26 @@ impl Session {
         let infos = self.sockets_of(pid);
         let mut sockets = Vec::new();
         let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
-        // Invisible sockets grouped by creating stack, in the order of their
-        // first creation.
-        let mut invisible: BTreeMap<(Option<StackId>, &'static str), LeakSite> = BTreeMap::new();
+        // Sockets netstat cannot see, as the model has them, for grouping.
+        let mut invisible: Vec<fdtable::OpenFd> = Vec::new();
         for (&fd, info) in &infos {
             let open = self.tracer.model.open_fd(pid, fd).cloned();
-            let seq = match open.as_ref().map(|o| o.origin) {
-                Some(Origin::Created(seq)) => Some(seq),
-                _ => None,
+            let (origin, seq) = match open.as_ref() {
+                Some(open) => self.origin(open.origin),
+                None => (self.initial_origin(), None),
             };
             let stack = open.as_ref().and_then(|o| o.stack);
             *by_state.entry(info.state.clone()).or_default() += 1;
             if !info.netstat_visible {
-                let syscall = seq
-                    .and_then(|s| self.tracer.model.event(s))
-                    .map_or("before attach", |e| e.syscall);
-                let site = invisible
-                    .entry((stack, syscall))
-                    .or_insert_with(|| LeakSite {
-                        count: 0,
-                        syscall,
-                        kind: crate::fdtable::FdKind::Socket,
-                        fds: Vec::new(),
-                        first_seq: seq.unwrap_or(0),
-                        last_seq: 0,
-                        stack,
-                    });
-                site.count += 1;
-                site.fds.push(fd);
-                site.first_seq = site.first_seq.min(seq.unwrap_or(0));
-                site.last_seq = site.last_seq.max(seq.unwrap_or(0));
+                invisible.push(open.unwrap_or(fdtable::OpenFd {
+                    fd,
+                    kind: FdKind::Socket,
+                    target: None,
+                    cloexec: false,
+                    origin: Origin::BeforeAttach,
+                    stack: None,
+                    notes: Vec::new(),
+                }));
             }
             let (frames, _) = self.frames(pid, stack);
             sockets.push(SocketEntry {
@@ -543,11 +585,14 @@ impl Session {
                 state: info.state.clone(),
                 netstat_visible: info.netstat_visible,
                 seq,
+                origin,
                 frames,
             });
         }
-        let mut sites: Vec<LeakSite> = invisible.into_values().collect();
-        sites.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seq.cmp(&b.first_seq)));
+        let sites = self
+            .tracer
+            .model
+            .sites(&invisible, self.initial_site_name());
         let invisible_sites = sites
             .iter()
             .map(|s| self.site_report(pid, s, &infos))
@@ -564,6 +609,14 @@ impl Session {
         }
     }
 
+    /// The "syscall" of a site of fds open when tracing began.
+    fn initial_site_name(&self) -> &'static str {
+        match self.tracer.mode {
+            Mode::Attach => fdtable::BEFORE_ATTACH,
+            Mode::Run => fdtable::INHERITED,
+        }
+    }
+
     fn exited(&self, pid: Pid) -> bool {
         self.tracer
             .model
@@ -571,26 +624,29 @@ impl Session {
             .is_some_and(|p| p.end.is_some())
     }
 
-    fn fds(&mut self, pid: Pid, kind: Option<crate::fdtable::FdKind>) -> FdsReport {
-        let open: Vec<_> = self
+    fn fds(&mut self, pid: Pid, kind: Option<FdKind>) -> FdsReport {
+        let wanted = |f: &&fdtable::OpenFd| kind.is_none_or(|k| f.kind == k);
+        // Symbolize each creating stack once; every entry shares its frames.
+        let stacks: std::collections::BTreeSet<StackId> = self
             .tracer
             .model
             .open_fds(pid)
             .into_iter()
-            .cloned()
+            .filter(wanted)
+            .filter_map(|f| f.stack)
             .collect();
-        let open_fds = open.len();
+        let mut frames: HashMap<StackId, Frames> = HashMap::new();
+        for id in stacks {
+            frames.insert(id, self.frames(pid, Some(id)).0);
+        }
         let sockets = self.sockets_of(pid);
+        let open = self.tracer.model.open_fds(pid);
+        let open_fds = open.len();
         let fds = open
             .into_iter()
-            .filter(|f| kind.is_none_or(|k| f.kind == k))
+            .filter(wanted)
             .map(|f| {
-                let (seq, origin) = match f.origin {
-                    Origin::BeforeAttach => (None, "before attach"),
-                    Origin::Created(seq) => (Some(seq), "created"),
-                    Origin::Untracked(_) => (None, "untracked"),
-                };
-                let (frames, _) = self.frames(pid, f.stack);
+                let (origin, seq) = self.origin(f.origin);
                 FdEntry {
                     fd: f.fd,
                     kind: f.kind,
@@ -599,7 +655,10 @@ impl Session {
                     origin,
                     cloexec: f.cloexec,
                     notes: f.notes.clone(),
-                    frames,
+                    frames: f
+                        .stack
+                        .and_then(|id| frames.get(&id).cloned())
+                        .unwrap_or_else(|| Frames::from([])),
                 }
             })
             .collect();

@@ -197,6 +197,14 @@ pub fn say(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// One report on stdout, written as it is rendered (a report of 50,000
+/// fds is never held whole as text). Errors as for `say`.
+fn show(report: &Report, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    render::write(&mut out, report, json)?;
+    out.flush()
+}
+
 /// fdbg was told to end by a signal: detach (or kill), then exit at once.
 fn shutdown(session: &mut Session, sig: i32) -> ! {
     session.tracer.finish();
@@ -291,12 +299,7 @@ impl FrontEnd {
         match self.replies.recv() {
             Ok(Ok((reports, next))) => {
                 for report in &reports {
-                    let text = if json {
-                        render::json(report)
-                    } else {
-                        render::text(report)
-                    };
-                    if say(&text).is_err() {
+                    if show(report, json).is_err() {
                         return Some(self.output_closed(next));
                     }
                 }

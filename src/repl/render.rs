@@ -1,5 +1,7 @@
 //! Report data → what the user reads: text for people, one JSON document
-//! per report for scripts. No I/O: returns strings.
+//! per report for scripts. No I/O of its own: returns strings, or writes to
+//! the writer it is given row by row (`write`), so that a report of 50,000
+//! fds is never held whole as text.
 //!
 //! Everything that came from the traced process (paths, socket names,
 //! thread names, argument strings) is escaped in text, so the process
@@ -9,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::io;
 
 pub use crate::escape::escape;
 use crate::repl::report::*;
@@ -18,6 +21,50 @@ use crate::symbolize::Frame;
 pub fn json(report: &Report) -> String {
     serde_json::to_string(report)
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode report: {e}\"}}"))
+}
+
+/// Write `report` to `out` as `json` or `text` gives it, and a newline,
+/// row by row: the big reports (`fds`, `leaks`, `sockets`, JSON) are never
+/// built whole. Errors are the writer's (EPIPE when the reader is gone).
+pub fn write(out: &mut dyn io::Write, report: &Report, as_json: bool) -> io::Result<()> {
+    if as_json {
+        serde_json::to_writer(&mut *out, report)?;
+        return out.write_all(b"\n");
+    }
+    // The streamed reports end with their newline.
+    match report {
+        Report::Fds(fds) => write_fds(out, fds),
+        Report::Leaks(leaks) => write_leaks(out, leaks),
+        Report::Sockets(sockets) => write_sockets(out, sockets),
+        other => {
+            out.write_all(text(other).as_bytes())?;
+            out.write_all(b"\n")
+        }
+    }
+}
+
+/// `n` and a noun, the noun plural unless `n` is 1: `1 socket`, `2 sockets`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// The text of one of the reports `write` streams, without the newline.
+fn streamed_text(
+    report: &Report,
+    write_report: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+) -> String {
+    let mut out = Vec::new();
+    if let Err(e) = write_report(&mut out) {
+        // Writing to a Vec cannot fail.
+        return format!("cannot render report: {e} ({report:?})");
+    }
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    text.truncate(text.trim_end().len());
+    text
 }
 
 /// `escape`, line by line: fdbg's own messages (help) span lines.
@@ -32,15 +79,15 @@ pub fn text(report: &Report) -> String {
     match report {
         Report::Stop(stop) => stop_text(stop),
         Report::Event(event) => event_text(event),
-        Report::Fds(fds) => fds_text(fds),
-        Report::Leaks(leaks) => leaks_text(leaks),
+        Report::Fds(fds) => streamed_text(report, |out| write_fds(out, fds)),
+        Report::Leaks(leaks) => streamed_text(report, |out| write_leaks(out, leaks)),
         Report::Diff(diff) => diff_text(diff),
         Report::Stats(stats) => stats_text(stats),
         Report::History(history) => history_text(history),
         Report::Threads(threads) => threads_text(threads),
         Report::Backtrace(bt) => frames_text(&bt.event.frames, bt.event.stack_truncated.as_deref()),
         Report::Breakpoints(b) => breakpoints_text(b),
-        Report::Sockets(s) => sockets_text(s),
+        Report::Sockets(s) => streamed_text(report, |out| write_sockets(out, s)),
         Report::Message(m) => escape_keeping_lines(&m.message),
     }
 }
@@ -139,25 +186,23 @@ fn event_text(event: &EventReport) -> String {
 }
 
 fn stop_text(stop: &StopReport) -> String {
-    match stop.stop {
-        "exited" => match (stop.exit_code, stop.signal) {
-            (Some(code), _) => format!("Process {} exited with code {code}.", stop.pid),
-            (_, Some(sig)) => format!("Process {} was killed by signal {sig}.", stop.pid),
-            _ => format!("Process {} exited.", stop.pid),
-        },
-        "interrupt" => "Interrupted; all threads stopped.".into(),
-        "timeout" => "Time is up; all threads stopped.".into(),
-        kind => {
-            let head = match (kind, stop.breakpoint) {
-                ("breakpoint", Some(id)) => format!("Breakpoint {id}, "),
-                ("catch", Some(id)) => format!("Catchpoint {id}, "),
-                _ => String::new(),
+    let head = match (stop.stop, stop.breakpoint) {
+        (StopKind::Exited, _) => {
+            return match (stop.exit_code, stop.signal) {
+                (Some(code), _) => format!("Process {} exited with code {code}.", stop.pid),
+                (_, Some(sig)) => format!("Process {} was killed by signal {sig}.", stop.pid),
+                _ => format!("Process {} exited.", stop.pid),
             };
-            match &stop.event {
-                Some(event) => format!("{head}{}", event_text(event)),
-                None => format!("{head}stopped"),
-            }
         }
+        (StopKind::Interrupt, _) => return "Interrupted; all threads stopped.".into(),
+        (StopKind::Timeout, _) => return "Time is up; all threads stopped.".into(),
+        (StopKind::Breakpoint, Some(id)) => format!("Breakpoint {id}, "),
+        (StopKind::Catch, Some(id)) => format!("Catchpoint {id}, "),
+        (StopKind::Breakpoint | StopKind::Catch | StopKind::Step, _) => String::new(),
+    };
+    match &stop.event {
+        Some(event) => format!("{head}{}", event_text(event)),
+        None => format!("{head}stopped"),
     }
 }
 
@@ -177,15 +222,16 @@ fn first_frame(frames: &[Frame]) -> String {
         .unwrap_or_else(|| "(no stack)".into())
 }
 
-fn fds_text(report: &FdsReport) -> String {
-    let mut out = String::new();
+/// `fds` as text, one row at a time, ending with a newline.
+fn write_fds(out: &mut dyn io::Write, report: &FdsReport) -> io::Result<()> {
     let when = if report.exited { " at exit" } else { "" };
-    let _ = writeln!(
+    writeln!(
         out,
-        "process {}: {} open fds{when}",
-        report.pid, report.open_fds
-    );
-    let _ = writeln!(out, "{:>6}  {:<9} {:<40} CREATED", "FD", "KIND", "TARGET");
+        "process {}: {}{when}",
+        report.pid,
+        count(report.open_fds, "open fd")
+    )?;
+    writeln!(out, "{:>6}  {:<9} {:<40} CREATED", "FD", "KIND", "TARGET")?;
     for fd in &report.fds {
         let mut target = fd
             .target
@@ -198,35 +244,37 @@ fn fds_text(report: &FdsReport) -> String {
         }
         let created = match fd.seq {
             Some(seq) => format!("#{seq} {}", first_frame(&fd.frames)),
-            None => fd.origin.to_string(),
+            None => fd.origin.as_str().to_string(),
         };
-        let _ = writeln!(
+        writeln!(
             out,
             "{:>6}  {:<9} {:<40} {}",
             fd.fd,
             fd.kind.as_str(),
             target,
             created
-        );
+        )?;
     }
-    out.trim_end().to_string()
+    Ok(())
 }
 
 fn site_text(out: &mut String, site: &SiteReport) {
-    let plural = if site.count == 1 { "" } else { "s" };
     let target = site
         .target
         .as_deref()
         .map(|t| format!(", {}", escape(t)))
         .unwrap_or_default();
+    // Fds open before tracing began (seq 0) were made by no recorded event.
+    let events = match (site.first_seq, site.last_seq) {
+        (0, 0) => String::new(),
+        (first, last) => format!(", events #{first}..#{last}"),
+    };
     let _ = writeln!(
         out,
-        "{} fd{plural} ({}{target}) from {}, events #{}..#{}: fds {}",
-        site.count,
+        "{} ({}{target}) from {}{events}: fds {}",
+        count(site.count, "fd"),
         site.kind.as_str(),
         site.syscall,
-        site.first_seq,
-        site.last_seq,
         fd_list(&site.fds)
     );
     let _ = writeln!(out, "{}", site_frames_text(&site.frames));
@@ -251,10 +299,7 @@ fn site_frames_text(frames: &[Frame]) -> String {
     let inside = frames.len() - own.len();
     let mut more = Vec::new();
     if hidden > 0 {
-        more.push(format!(
-            "{hidden} outer frame{}",
-            if hidden == 1 { "" } else { "s" }
-        ));
+        more.push(count(hidden, "outer frame"));
     }
     if inside > 0 {
         more.push(format!("{inside} inside the library call"));
@@ -265,36 +310,41 @@ fn site_frames_text(frames: &[Frame]) -> String {
     out.trim_end_matches('\n').to_string()
 }
 
-fn leaks_text(report: &LeaksReport) -> String {
-    let mut out = String::new();
+/// `leaks` as text, one site at a time, ending with a newline.
+fn write_leaks(out: &mut dyn io::Write, report: &LeaksReport) -> io::Result<()> {
     let since = if report.since == "attach" || report.since == "start" {
         format!("since {}", report.since)
     } else {
         format!("since {}", escape(&report.since))
     };
     let at = if report.exited { " at exit" } else { "" };
+    let open_fds = count(report.open_fds, "open fd");
     if report.total == 0 {
-        let _ = write!(
+        return writeln!(
             out,
-            "process {}: no fds created {since} are still open{at} ({} open fds)",
-            report.pid, report.open_fds
+            "process {}: no fds created {since} are still open{at} ({open_fds})",
+            report.pid
         );
-        return out;
     }
-    let sites = report.sites.len();
-    let _ = writeln!(
+    writeln!(
         out,
-        "process {}: {} fds created {since} still open{at}, from {sites} site{} ({} open fds)\n",
+        "process {}: {} created {since} still open{at}, from {} ({open_fds})",
         report.pid,
-        report.total,
-        if sites == 1 { "" } else { "s" },
-        report.open_fds
-    );
+        count(report.total, "fd"),
+        count(report.sites.len(), "site"),
+    )?;
     for site in &report.sites {
-        site_text(&mut out, site);
-        out.push('\n');
+        out.write_all(b"\n")?;
+        write_site(out, site)?;
     }
-    out.trim_end().to_string()
+    Ok(())
+}
+
+/// One site as `site_text` gives it.
+fn write_site(out: &mut dyn io::Write, site: &SiteReport) -> io::Result<()> {
+    let mut text = String::new();
+    site_text(&mut text, site);
+    out.write_all(text.as_bytes())
 }
 
 fn diff_text(report: &DiffReport) -> String {
@@ -335,7 +385,7 @@ fn mechanism_text(s: &StatsReport) -> String {
 
 fn stats_text(s: &StatsReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "process {}: {} open fds", s.pid, s.open_fds);
+    let _ = writeln!(out, "process {}: {}", s.pid, count(s.open_fds, "open fd"));
     let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(
         out,
@@ -381,9 +431,9 @@ fn history_text(h: &HistoryReport) -> String {
         return format!("process {}: no events on fd {} since attach", h.pid, h.fd);
     }
     let mut out = format!(
-        "process {}: {} events on fd {}\n",
+        "process {}: {} on fd {}\n",
         h.pid,
-        h.events.len(),
+        count(h.events.len(), "event"),
         h.fd
     );
     for event in &h.events {
@@ -407,39 +457,39 @@ fn threads_text(t: &ThreadsReport) -> String {
     out.trim_end().to_string()
 }
 
-fn sockets_text(report: &SocketsReport) -> String {
-    let mut out = String::new();
+/// `sockets` as text, one row at a time, ending with a newline.
+fn write_sockets(out: &mut dyn io::Write, report: &SocketsReport) -> io::Result<()> {
     let at = if report.exited { " at exit" } else { "" };
     if report.sockets.is_empty() {
-        return format!("process {}: no sockets{at}", report.pid);
+        return writeln!(out, "process {}: no sockets{at}", report.pid);
     }
-    let states: Vec<String> = report
-        .by_state
-        .iter()
-        .map(|(s, n)| format!("{s} {n}"))
-        .collect();
-    let _ = writeln!(
+    writeln!(
         out,
-        "process {}: {} sockets{at}: {} visible to netstat, {} invisible (never bound or connected)",
+        "process {}: {}{at}: {} visible to netstat, {} invisible (never bound or connected)",
         report.pid,
-        report.sockets.len(),
+        count(report.sockets.len(), "socket"),
         report.netstat_visible,
         report.netstat_invisible
-    );
-    if !states.is_empty() {
-        let _ = writeln!(out, "by state: {}", states.join(", "));
+    )?;
+    if !report.by_state.is_empty() {
+        let states: Vec<String> = report
+            .by_state
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        writeln!(out, "by state: {}", states.join(", "))?;
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "{:>6}  {:<7} {:<24} {:<24} {:<12} CREATED",
         "FD", "PROTO", "LOCAL", "REMOTE", "STATE"
-    );
+    )?;
     for s in &report.sockets {
         let created = match s.seq {
             Some(seq) => format!("#{seq} {}", first_frame(&s.frames)),
-            None => "before attach".into(),
+            None => s.origin.as_str().to_string(),
         };
-        let _ = writeln!(
+        writeln!(
             out,
             "{:>6}  {:<7} {:<24} {:<24} {:<12} {}",
             s.fd,
@@ -448,16 +498,16 @@ fn sockets_text(report: &SocketsReport) -> String {
             escape(s.remote.as_deref().unwrap_or("-")),
             s.state,
             created
-        );
+        )?;
     }
     if !report.invisible_sites.is_empty() {
-        let _ = writeln!(out, "\nsockets netstat cannot see, by creating site:\n");
+        writeln!(out, "\nsockets netstat cannot see, by creating site:")?;
         for site in &report.invisible_sites {
-            site_text(&mut out, site);
-            out.push('\n');
+            out.write_all(b"\n")?;
+            write_site(out, site)?;
         }
     }
-    out.trim_end().to_string()
+    Ok(())
 }
 
 fn breakpoints_text(report: &BreakpointsReport) -> String {
@@ -489,7 +539,222 @@ fn breakpoints_text(report: &BreakpointsReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    use crate::vocab::FdKind;
+
+    fn one_fd(origin: FdOrigin, seq: Option<u64>) -> FdEntry {
+        FdEntry {
+            fd: 0,
+            kind: FdKind::File,
+            target: Some("/dev/pts/0".into()),
+            seq,
+            origin,
+            cloexec: false,
+            notes: Vec::new(),
+            frames: Frames::from([]),
+        }
+    }
+
+    fn one_socket(origin: FdOrigin) -> SocketsReport {
+        SocketsReport {
+            pid: 7,
+            exited: false,
+            sockets: vec![SocketEntry {
+                fd: 3,
+                proto: "udp",
+                sock_type: Some("dgram"),
+                local: None,
+                remote: None,
+                state: "UNCONNECTED".into(),
+                netstat_visible: false,
+                seq: None,
+                origin,
+                frames: Frames::from([]),
+            }],
+            by_state: BTreeMap::from([("UNCONNECTED".to_string(), 1)]),
+            netstat_visible: 0,
+            netstat_invisible: 1,
+            invisible_sites: vec![SiteReport {
+                count: 1,
+                target: Some("udp 0.0.0.0:0 unconnected".into()),
+                syscall: "socket",
+                kind: FdKind::Socket,
+                fds: vec![3],
+                first_seq: 4,
+                last_seq: 4,
+                frames: Frames::from([]),
+            }],
+        }
+    }
+
+    /// What `write` puts out for `report` as text.
+    fn written(report: &Report) -> String {
+        let mut out = Vec::new();
+        write(&mut out, report, false).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn counts_of_one_are_singular() {
+        let sockets = Report::Sockets(one_socket(FdOrigin::Created));
+        let sockets_text = text(&sockets);
+        assert!(
+            sockets_text.starts_with("process 7: 1 socket: 0 visible to netstat, 1 invisible"),
+            "{sockets_text}"
+        );
+        assert!(sockets_text.contains("\n1 fd (socket, udp 0.0.0.0:0 unconnected) from socket"));
+        let fds = Report::Fds(FdsReport {
+            pid: 7,
+            exited: false,
+            open_fds: 1,
+            fds: vec![one_fd(FdOrigin::Inherited, None)],
+        });
+        assert!(
+            text(&fds).starts_with("process 7: 1 open fd\n"),
+            "{}",
+            text(&fds)
+        );
+        let leaks = Report::Leaks(LeaksReport {
+            pid: 7,
+            exited: true,
+            since: "start".into(),
+            open_fds: 1,
+            total: 1,
+            sites: one_socket(FdOrigin::Created).invisible_sites,
+        });
+        assert!(
+            text(&leaks).starts_with(
+                "process 7: 1 fd created since start still open at exit, from 1 site (1 open fd)\n"
+            ),
+            "{}",
+            text(&leaks)
+        );
+        let history = Report::History(HistoryReport {
+            pid: 7,
+            fd: 3,
+            events: vec![],
+        });
+        assert!(text(&history).contains("no events"));
+        assert_eq!(count(0, "event"), "0 events");
+        assert_eq!(count(1, "event"), "1 event");
+        assert_eq!(count(2, "socket"), "2 sockets");
+    }
+
+    /// Text streamed row by row is the text, and a newline; JSON is one line.
+    #[test]
+    fn written_reports_are_their_text_or_json_and_a_newline() {
+        let fds = Report::Fds(FdsReport {
+            pid: 7,
+            exited: false,
+            open_fds: 2,
+            fds: vec![
+                one_fd(FdOrigin::Inherited, None),
+                one_fd(FdOrigin::Created, Some(3)),
+            ],
+        });
+        let leaks = Report::Leaks(LeaksReport {
+            pid: 7,
+            exited: false,
+            since: "attach".into(),
+            open_fds: 2,
+            total: 2,
+            sites: [
+                one_socket(FdOrigin::Created).invisible_sites,
+                one_socket(FdOrigin::Created).invisible_sites,
+            ]
+            .concat(),
+        });
+        let empty = Report::Leaks(LeaksReport {
+            pid: 7,
+            exited: false,
+            since: "attach".into(),
+            open_fds: 2,
+            total: 0,
+            sites: vec![],
+        });
+        let sockets = Report::Sockets(one_socket(FdOrigin::BeforeAttach));
+        for report in [&fds, &leaks, &empty, &sockets, &Report::message("hello")] {
+            let text = written(report);
+            assert!(text.ends_with('\n') && !text.ends_with("\n\n"), "{text:?}");
+            assert!(!text.trim_end().ends_with(' '), "{text:?}");
+            let mut json = Vec::new();
+            write(&mut json, report, true).unwrap();
+            assert_eq!(String::from_utf8(json).unwrap(), self::json(report) + "\n");
+        }
+        let leaks_text = written(&leaks);
+        assert!(
+            leaks_text.contains("still open, from 2 sites (2 open fds)\n\n1 fd (socket"),
+            "{leaks_text}"
+        );
+        assert!(
+            leaks_text.contains("(no stack recorded)\n\n1 fd (socket"),
+            "a blank line between sites: {leaks_text}"
+        );
+        let sockets_text = written(&sockets);
+        let mut before_attach = one_socket(FdOrigin::BeforeAttach);
+        before_attach.invisible_sites[0].syscall = "before attach";
+        (
+            before_attach.invisible_sites[0].first_seq,
+            before_attach.invisible_sites[0].last_seq,
+        ) = (0, 0);
+        let before_attach = written(&Report::Sockets(before_attach));
+        assert!(
+            before_attach
+                .contains("\n1 fd (socket, udp 0.0.0.0:0 unconnected) from before attach: fds 3\n"),
+            "no event range for fds no event made: {before_attach}"
+        );
+        assert!(
+            sockets_text.contains(" UNCONNECTED  before attach\n\nsockets netstat cannot see, by creating site:\n\n1 fd"),
+            "{sockets_text}"
+        );
+        let fds_text = written(&fds);
+        assert!(fds_text.contains(" inherited\n"), "{fds_text}");
+    }
+
+    /// Stop and origin kinds are enums; their JSON names are the strings
+    /// scripts match.
+    #[test]
+    fn stop_and_origin_kinds_keep_their_json_names() {
+        let stops = [
+            (StopKind::Breakpoint, "breakpoint"),
+            (StopKind::Catch, "catch"),
+            (StopKind::Step, "step"),
+            (StopKind::Interrupt, "interrupt"),
+            (StopKind::Timeout, "timeout"),
+            (StopKind::Exited, "exited"),
+        ];
+        for (kind, name) in stops {
+            let stop = Report::Stop(StopReport {
+                stop: kind,
+                breakpoint: None,
+                event: None,
+                exit_code: None,
+                signal: None,
+                pid: 7,
+            });
+            assert_eq!(
+                json(&stop),
+                format!(
+                    r#"{{"stop":"{name}","breakpoint":null,"event":null,"exit_code":null,"pid":7}}"#
+                )
+            );
+        }
+        let origins = [
+            (FdOrigin::BeforeAttach, "before attach"),
+            (FdOrigin::Inherited, "inherited"),
+            (FdOrigin::Created, "created"),
+            (FdOrigin::Untracked, "untracked"),
+        ];
+        for (origin, name) in origins {
+            assert_eq!(origin.as_str(), name);
+            let entry = serde_json::to_value(one_fd(origin, None)).unwrap();
+            assert_eq!(entry["origin"], name);
+            assert_eq!(entry["frames"], serde_json::json!([]));
+        }
+    }
 
     #[test]
     fn frames_without_names_show_module_and_offset() {

@@ -4,11 +4,16 @@
 //! `handlers`, on the tracer's thread; shown by the front end.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::fdtable::{FdKind, Pid, Seq};
 use crate::symbolize::Frame;
+
+/// A symbolized stack, shared: every report entry from one creating stack
+/// holds the same frames (50,000 fds from one site, one list of frames).
+pub type Frames = Arc<[Frame]>;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct EventReport {
@@ -28,16 +33,61 @@ pub struct EventReport {
     /// What the created fd is now (`udp 0.0.0.0:0 unconnected`, a path),
     /// while it is still the fd this event created.
     pub target: Option<String>,
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
     /// Why the stack ends early, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack_truncated: Option<String>,
 }
 
+/// Why `continue` or `step` came back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopKind {
+    /// A breakpoint matched an event.
+    Breakpoint,
+    /// A catchpoint matched an event.
+    Catch,
+    /// `step` saw its events.
+    Step,
+    /// Ctrl-C, or a signal that ends the session.
+    Interrupt,
+    /// `continue DURATION` ran out.
+    Timeout,
+    /// The process is gone.
+    Exited,
+}
+
+/// Where an open fd came from, as reports name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdOrigin {
+    /// Open when fdbg attached.
+    #[serde(rename = "before attach")]
+    BeforeAttach,
+    /// Open when the program fdbg started began: passed by fdbg's parent
+    /// (stdin, stdout, stderr and whatever else it left open).
+    Inherited,
+    /// Created by a recorded event (its `seq`).
+    Created,
+    /// Found in /proc but never seen created (e.g. made through io_uring).
+    Untracked,
+}
+
+impl FdOrigin {
+    /// The text reports show (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FdOrigin::BeforeAttach => "before attach",
+            FdOrigin::Inherited => "inherited",
+            FdOrigin::Created => "created",
+            FdOrigin::Untracked => "untracked",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StopReport {
-    /// "breakpoint" | "catch" | "step" | "interrupt" | "timeout" | "exited" | "detached"
-    pub stop: &'static str,
+    pub stop: StopKind,
     pub breakpoint: Option<u32>,
     pub event: Option<EventReport>,
     pub exit_code: Option<i32>,
@@ -52,15 +102,15 @@ pub struct FdEntry {
     pub fd: i32,
     pub kind: FdKind,
     pub target: Option<String>,
-    /// The creating event; null for fds open before attach or untracked.
+    /// The creating event; null for fds open before attach, inherited or
+    /// untracked.
     pub seq: Option<Seq>,
-    /// "before attach" | "created" | "untracked"
-    pub origin: &'static str,
+    pub origin: FdOrigin,
     pub cloexec: bool,
     /// Where a socket was bound, connected or accepted from, oldest first:
     /// `["bind 0.0.0.0:8125", "listen backlog 128"]`.
     pub notes: Vec<String>,
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -82,7 +132,7 @@ pub struct SiteReport {
     pub fds: Vec<i32>,
     pub first_seq: Seq,
     pub last_seq: Seq,
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -178,9 +228,11 @@ pub struct SocketEntry {
     /// UNCONNECTED (in no table: never bound or connected).
     pub state: String,
     pub netstat_visible: bool,
-    /// The creating event; null for sockets open before attach.
+    /// The creating event; null for sockets open before attach, inherited
+    /// or untracked.
     pub seq: Option<Seq>,
-    pub frames: Vec<Frame>,
+    pub origin: FdOrigin,
+    pub frames: Frames,
 }
 
 #[derive(Clone, Debug, Serialize)]

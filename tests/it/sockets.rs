@@ -4,7 +4,7 @@
 //! its own network namespace resolved from that namespace, and the
 //! inspected process never traced or stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,8 @@ use fdbg::net::{self, SocketTable, UNCONNECTED};
 use serde_json::Value;
 use serial_test::serial;
 
+use crate::harness::{Interactive, Shape, TEST_LIMIT, Watchdog, num_set};
+use crate::login::Server;
 use crate::testprogs::{ChildGuard, Expect, all, open_fds, run, testprog};
 
 const FDBG: &str = env!("CARGO_BIN_EXE_fdbg");
@@ -401,4 +403,74 @@ fn sockets_command_groups_the_invisible_login_leaks_at_statsd_init() {
     site_fds.sort();
     assert_eq!(site_fds, leaked);
     assert_eq!(report["by_state"][UNCONNECTED], N);
+}
+
+/// The `sockets` document among fdbg's next lines.
+fn wait_sockets_doc(fdbg: &mut Interactive) -> Value {
+    let line = fdbg.wait_line("sockets document", |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|d| d.get("invisible_sites").is_some())
+    });
+    serde_json::from_str(&line).unwrap()
+}
+
+/// `detach` keeps what the sockets were last resolved to: after it, `leaks`,
+/// `fds` and `sockets` describe the leaked UDP socket of a login as before
+/// it (`udp 0.0.0.0:0 unconnected`), not as `socket:[INODE]`.
+#[test]
+#[serial]
+fn after_detach_sockets_keep_their_resolved_description() {
+    let _watchdog = Watchdog::new("detach_socket_targets", TEST_LIMIT);
+    let mut server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = server.attach();
+    fdbg.send("continue --json");
+    server.logins(1);
+    let leak = server.output.wait_for("leak");
+    server.output.wait_for("close");
+    fdbg.signal(libc::SIGINT);
+    assert_eq!(fdbg.wait_doc(Shape::Stop)["stop"], "interrupt", "{fdbg}");
+
+    let reports = |fdbg: &mut Interactive| {
+        fdbg.send("leaks --json");
+        let leaks = fdbg.wait_doc(Shape::Leaks);
+        fdbg.send("fds --json");
+        let fds = fdbg.wait_doc(Shape::Fds);
+        fdbg.send("sockets --json");
+        let sockets = wait_sockets_doc(fdbg);
+        let site = leaks["sites"][0].clone();
+        let entry = fds["fds"]
+            .as_array()
+            .expect("fds")
+            .iter()
+            .find(|e| e["fd"] == leak.fd())
+            .cloned()
+            .unwrap_or_else(|| panic!("fd {} not in fds: {fds}", leak.fd()));
+        (site, entry, sockets)
+    };
+    let (site, entry, sockets) = reports(&mut fdbg);
+    fdbg.send("detach");
+    fdbg.wait_prefix(&format!("detached from process {pid}"));
+    let (site_after, entry_after, sockets_after) = reports(&mut fdbg);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    server.logins(1);
+
+    let target = site["target"].as_str().expect("site target").to_string();
+    assert!(
+        !target.starts_with("socket:["),
+        "resolved while traced: {target}\n{fdbg}"
+    );
+    assert_eq!(num_set(&site["fds"]), BTreeSet::from([leak.fd()]), "{fdbg}");
+    assert_eq!(site_after["target"], target, "leaks after detach\n{fdbg}");
+    assert_eq!(entry["target"], target, "{fdbg}");
+    assert_eq!(entry_after["target"], target, "fds after detach\n{fdbg}");
+    assert_eq!(sockets_after["sockets"], sockets["sockets"], "{fdbg}");
+    assert_eq!(
+        sockets_after["invisible_sites"], sockets["invisible_sites"],
+        "{fdbg}"
+    );
+    assert!(
+        !fdbg.stderr().contains("fdbg:"),
+        "no command failed\n{fdbg}"
+    );
 }

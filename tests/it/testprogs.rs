@@ -186,6 +186,13 @@ const PROGRAMS: &[Program] = &[
         flags: DEBUG,
         build: Build::C,
     },
+    // Reports over tens of thousands of fds (tests/it/run_reports.rs).
+    Program {
+        name: "many_fds",
+        sources: &["many_fds.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
     // Socket annotations (tests/it/annotations.rs).
     Program {
         name: "connector",
