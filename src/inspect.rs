@@ -286,8 +286,12 @@ fn verdict(c: &Counts) -> (Case, String) {
             String::new()
         };
         format!(
-            "case 2, sockets invisible to netstat: {} of {} sockets{udp} were never bound or connected, a likely leak of never-connected sockets; `fdbg attach {}` shows the code that creates them",
-            c.invisible, c.sockets, c.pid
+            "case 2, sockets invisible to netstat: {} of {} socket{}{udp} {} never bound or connected, a likely leak of never-connected sockets; `fdbg attach {}` shows the code that creates them",
+            c.invisible,
+            c.sockets,
+            if c.sockets == 1 { "" } else { "s" },
+            if c.invisible == 1 { "was" } else { "were" },
+            c.pid
         )
     };
     match (invisible_case, pile) {

@@ -227,9 +227,10 @@ fn banner(tracer: &Tracer) -> String {
     match tracer.mode {
         crate::tracer::Mode::Attach => {
             let mut text = format!(
-                "Attached to process {pid} ({}): {threads} thread{}, {fds} open fds.",
+                "Attached to process {pid} ({}): {}, {}.",
                 render::escape(&name),
-                if threads == 1 { "" } else { "s" }
+                render::count(threads, "thread"),
+                render::count(fds, "open fd")
             );
             let children: std::collections::BTreeSet<_> = tracer
                 .threads()
@@ -256,6 +257,12 @@ fn banner(tracer: &Tracer) -> String {
                     ));
                 }
             }
+            text.push_str(match tracer.mechanism {
+                crate::tracer::Mechanism::PerfSigtrap => {
+                    " Fd events: perf-sigtrap (one stop per fd syscall, none for others)."
+                }
+                _ => " Fd events: ptrace-syscall (two stops per syscall).",
+            });
             text.push_str(" It is stopped; 'continue' resumes it.");
             text
         }
