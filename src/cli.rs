@@ -81,16 +81,19 @@ pub struct SessionArgs {
     /// Same as `break count N`: stop when the open-fd count exceeds N
     #[arg(short = 'b', long = "break-count", value_name = "N")]
     pub break_count: Option<u32>,
-    /// Where fd events come from under attach: perf (a SIGTRAP after each fd
-    /// syscall, the default where the kernel allows it) or ptrace
-    /// (PTRACE_SYSCALL, 2 stops per syscall, like strace attached); run uses
-    /// its seccomp filter
+    /// Where fd events come from: perf (a SIGTRAP after each fd syscall only;
+    /// attach's default where the kernel allows it) or ptrace (attach:
+    /// PTRACE_SYSCALL, 2 stops per syscall, like strace attached; run: its
+    /// seccomp filter, the default, 2 stops per fd event)
     #[arg(long, value_enum, value_name = "MECH", env = "FDBG_EVENTS")]
     pub events: Option<EventsArg>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventsArg {
+    /// perf under attach where the kernel allows it, saying why not
+    /// otherwise; the seccomp filter under run
+    Auto,
     Perf,
     Ptrace,
 }
@@ -144,7 +147,7 @@ pub fn parse() -> anyhow::Result<Parsed> {
         json: session.json,
         follow_forks: session.follow_forks,
         events: match session.events {
-            None => crate::tracer::EventsChoice::Auto,
+            None | Some(EventsArg::Auto) => crate::tracer::EventsChoice::Auto,
             Some(EventsArg::Perf) => crate::tracer::EventsChoice::Perf,
             Some(EventsArg::Ptrace) => crate::tracer::EventsChoice::Ptrace,
         },

@@ -115,6 +115,14 @@ pub fn syscall_filter(numbers: &[u64]) -> String {
         .join(" || ")
 }
 
+/// Whether a SIGTRAP event on tracepoint `id` with `filter` can be opened
+/// here: one is opened on the calling thread, disabled (it never fires),
+/// and closed.
+pub fn probe(id: u64, filter: &str) -> Result<(), PerfError> {
+    let tid = nix::unistd::gettid().as_raw();
+    SyscallTrap::create(tid, id, filter, false, 0).map(drop)
+}
+
 /// A tracepoint event on one thread (and, inherited, on the threads it
 /// creates) that sends it a SIGTRAP carrying `sig_data` at every hit.
 pub struct SyscallTrap {
@@ -126,6 +134,25 @@ impl SyscallTrap {
     /// `inherit_processes`: child processes inherit it too (fork
     /// following); threads always do.
     pub fn open(
+        tid: i32,
+        id: u64,
+        filter: &str,
+        inherit_processes: bool,
+        sig_data: u64,
+    ) -> Result<SyscallTrap, PerfError> {
+        let trap = SyscallTrap::create(tid, id, filter, inherit_processes, sig_data)?;
+        // SAFETY: the fd is a perf event; ENABLE takes no pointer.
+        if unsafe { sys::ioctls::ENABLE(trap.fd.as_raw_fd(), 0) } != 0 {
+            return Err(PerfError::Open {
+                tid,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(trap)
+    }
+
+    /// The event, filtered, still disabled.
+    fn create(
         tid: i32,
         id: u64,
         filter: &str,
@@ -177,13 +204,6 @@ impl SyscallTrap {
         // string the kernel copies.
         if unsafe { sys::ioctls::SET_FILTER(fd.as_raw_fd(), filter.as_ptr() as *mut _) } != 0 {
             return Err(PerfError::Filter(io::Error::last_os_error()));
-        }
-        // SAFETY: the fd is a perf event; ENABLE takes no pointer.
-        if unsafe { sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } != 0 {
-            return Err(PerfError::Open {
-                tid,
-                source: io::Error::last_os_error(),
-            });
         }
         Ok(SyscallTrap { fd })
     }

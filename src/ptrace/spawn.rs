@@ -45,7 +45,13 @@ pub fn spawn_stopped(
                 None,
             );
             let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
-            let errno = match seccomp::install(filter) {
+            // No filter: fd events come from perf events armed at the exec.
+            let installed = if filter.is_empty() {
+                Ok(())
+            } else {
+                seccomp::install(filter)
+            };
+            let errno = match installed {
                 Ok(()) => {
                     // SAFETY: path and argv are NUL-terminated C strings and
                     // argv_ptrs ends with a null pointer; environ is the process's.

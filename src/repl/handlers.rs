@@ -202,9 +202,11 @@ impl Session {
             }
             Command::Threads => vec![Report::Threads(self.threads())],
             Command::Detach => {
-                if self.tracer.mode == Mode::Run {
-                    return Err("detach is refused under run: the program's seccomp filter would make every fd \
-                                syscall fail with ENOSYS once no tracer is attached; use quit to end it"
+                if self.tracer.mechanism == crate::tracer::Mechanism::Seccomp {
+                    return Err("detach is refused here: the program's seccomp filter would make every fd \
+                                syscall fail with ENOSYS once no tracer is attached; use quit to end it \
+                                (a program started with perf events, the default where the kernel allows \
+                                them, can be detached)"
                         .into());
                 }
                 if self.tracer.detached {

@@ -433,11 +433,12 @@ impl Tracer {
         let (how, state) = if thread.group_stopped {
             (Resume::Listen, ThreadState::Running)
         } else {
-            let how = match self.mode {
-                Mode::Attach if self.perf.is_some() => Resume::Cont,
-                Mode::Attach => Resume::Syscall,
-                Mode::Run if thread.entry.is_some() => Resume::Syscall,
-                Mode::Run => Resume::Cont,
+            let how = match self.mechanism {
+                Mechanism::PerfSigtrap => Resume::Cont,
+                Mechanism::PtraceSyscall => Resume::Syscall,
+                // To the syscall's exit, where its result is.
+                Mechanism::Seccomp if thread.entry.is_some() => Resume::Syscall,
+                Mechanism::Seccomp => Resume::Cont,
             };
             (how, ThreadState::Running)
         };

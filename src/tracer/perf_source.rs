@@ -81,30 +81,38 @@ impl std::fmt::Display for Fallback {
     }
 }
 
+/// The tracepoint at the exit of every syscall and the filter that keeps
+/// the fd syscalls (execve's effect comes from the exec stop instead).
+pub(super) fn syscall_tracepoint() -> Result<(u64, String), PerfError> {
+    perf::permitted()?;
+    let tracefs = perf::tracefs()?;
+    let tracepoint = perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit")?;
+    let numbers: Vec<u64> = syscalls::traced_syscalls()
+        .iter()
+        .copied()
+        .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
+        .collect();
+    Ok((tracepoint, perf::syscall_filter(&numbers)))
+}
+
 impl Tracer {
     /// Make perf SIGTRAPs the event source of this (stopped) session.
-    pub(super) fn arm_perf(&mut self) -> Result<(), Fallback> {
+    /// `protect`: have each process ignore SIGTRAP for the session (attach;
+    /// a process fdbg started dies with fdbg anyway).
+    pub(super) fn arm_perf(&mut self, protect: bool) -> Result<(), Fallback> {
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         let mut to_ignore = Vec::new();
-        for &pid in &pids {
+        for &pid in pids.iter().filter(|_| protect) {
             match procfs::disposition(pid, libc::SIGTRAP) {
                 Some(Disposition::Caught) => return Err(Fallback::OwnHandler(pid)),
                 Some(Disposition::Default) => to_ignore.push(pid),
                 _ => {}
             }
         }
-        perf::permitted().map_err(Fallback::Perf)?;
-        let tracefs = perf::tracefs().map_err(Fallback::Perf)?;
-        let tracepoint =
-            perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit").map_err(Fallback::Perf)?;
-        let numbers: Vec<u64> = syscalls::traced_syscalls()
-            .iter()
-            .copied()
-            .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
-            .collect();
+        let (tracepoint, filter) = syscall_tracepoint().map_err(Fallback::Perf)?;
         let mut source = PerfSource {
             tracepoint,
-            filter: perf::syscall_filter(&numbers),
+            filter,
             follow_forks: self.follow_forks,
             traps: Vec::new(),
             retired: 0,
@@ -141,8 +149,6 @@ impl Tracer {
     /// Set SIGTRAP's handler in stopped process `pid` to `handler`
     /// (SIG_IGN or SIG_DFL) by running rt_sigaction in one of its threads.
     fn set_sigtrap(&mut self, pid: Pid, handler: u64) -> Result<(), String> {
-        let insn =
-            procfs::vdso_syscall_instruction(pid).ok_or("no syscall instruction in its vDSO")?;
         // A thread in an interrupt stop (or at one of fdbg's SIGTRAPs),
         // with no signal of its own to deliver.
         let tid = self
@@ -164,6 +170,9 @@ impl Tracer {
             .map(|(&tid, _)| tid)
             .min()
             .ok_or("no thread of it is in a stop where a syscall can run")?;
+        // Through the thread: a leader that exited has no maps.
+        let insn =
+            procfs::vdso_syscall_instruction(tid).ok_or("no syscall instruction in its vDSO")?;
         let regs = ptrace::registers(tid).map_err(|e| e.to_string())?;
         // struct sigaction as the kernel takes it: handler, flags,
         // restorer, mask; below the red zone of the thread's stack.

@@ -105,7 +105,7 @@ impl Tracer {
             }
         }
         if opts.events != EventsChoice::Ptrace
-            && let Err(why) = tracer.arm_perf()
+            && let Err(why) = tracer.arm_perf(true)
         {
             if opts.events == EventsChoice::Perf {
                 return Err(StartError::Perf(why.to_string()));
@@ -195,7 +195,22 @@ impl Tracer {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .map_err(|_| run_error("an argument has a NUL byte".into()))?;
-        let filter = seccomp::filter(syscalls::traced_syscalls(), syscalls::FCNTL_TRACED_CMDS);
+        // The seccomp filter (two stops per fd event, and the cheapest
+        // filter on the other syscalls: the benchmark's choice), or perf
+        // events armed at the exec when asked for (one stop per fd event,
+        // and the program can be detached).
+        let use_perf = opts.events == EventsChoice::Perf;
+        if use_perf
+            && let Err(why) = super::perf_source::syscall_tracepoint()
+                .and_then(|(id, filter)| crate::perf::probe(id, &filter))
+        {
+            return Err(StartError::Perf(why.to_string()));
+        }
+        let filter = if use_perf {
+            Vec::new()
+        } else {
+            seccomp::filter(syscalls::traced_syscalls(), syscalls::FCNTL_TRACED_CMDS)
+        };
         let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter, opts.own_process_group)
             .map_err(|e| run_error(e.to_string()))?;
         let child = spawned.pid;
@@ -206,7 +221,7 @@ impl Tracer {
                 return Err(e);
             }
         };
-        let options = ptrace::options(true, true, true);
+        let options = ptrace::options(true, !use_perf, true);
         if let Err(e) = ptrace::seize(child, options) {
             spawn::kill_and_reap(child);
             return Err(run_error(format!("cannot trace the new process: {e}")));
@@ -246,6 +261,13 @@ impl Tracer {
         }
         let fds = procfs::list_fds(child, None).unwrap_or_default();
         tracer.model.add_process(child, fds);
+        if use_perf && let Err(why) = tracer.arm_perf(false) {
+            // Without its filter, the program is traced at every syscall.
+            tracer.mechanism = super::Mechanism::PtraceSyscall;
+            tracer.warnings.push(format!(
+                "fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
+            ));
+        }
         Ok(tracer)
     }
 }

@@ -35,7 +35,14 @@ fn attached_server() -> (Server, i32, Interactive) {
 /// `fdbg run -- ARGS` up to its banner, and the pid of the program it
 /// started.
 fn run_started(args: &[&OsStr]) -> (Interactive, i32) {
-    let mut argv: Vec<&OsStr> = vec!["run".as_ref(), "--".as_ref()];
+    run_started_with(&[], args)
+}
+
+/// `run_started` with options before the `--`.
+fn run_started_with(options: &[&str], args: &[&OsStr]) -> (Interactive, i32) {
+    let mut argv: Vec<&OsStr> = vec!["run".as_ref()];
+    argv.extend(options.iter().map(|o| OsStr::new(*o)));
+    argv.push("--".as_ref());
     argv.extend_from_slice(args);
     let mut fdbg = Interactive::start(argv);
     let banner = fdbg.wait_prefix("Started process ");
@@ -363,6 +370,31 @@ fn detach_under_attach_lets_the_process_go_and_keeps_the_recorded_data() {
     );
 }
 
+/// A program started with perf events carries no seccomp filter: it can be
+/// detached, and runs on untraced to its normal end.
+#[test]
+#[serial]
+fn run_with_perf_events_can_detach_and_the_program_finishes_untraced() {
+    let _watchdog = Watchdog::new("detach_run_perf", TEST_LIMIT);
+    let churn = testprog("thread_churn");
+    let (mut fdbg, pid) = run_started_with(
+        &["--events", "perf"],
+        &[churn.as_os_str(), "2".as_ref(), "300".as_ref()],
+    );
+    let stats = ask(&mut fdbg, "stats --json", Shape::Stats);
+    assert_eq!(stats["mechanism"], "perf-sigtrap", "{fdbg}");
+    command(&mut fdbg, "detach", "detached from");
+    assert_eq!(
+        crate::harness::tracer_pid(pid),
+        Some(0),
+        "untraced after detach\n{fdbg}"
+    );
+    fdbg.wait_line("the program's own end", |l| {
+        l.starts_with("EXPECT done rounds=300")
+    });
+    quit(&mut fdbg);
+}
+
 /// `detach` under run is refused with one line saying why, and the
 /// program stays traced: fdbg still records its leaks to the end.
 #[test]
@@ -370,7 +402,8 @@ fn detach_under_attach_lets_the_process_go_and_keeps_the_recorded_data() {
 fn detach_under_run_is_refused_and_tracing_goes_on() {
     let _watchdog = Watchdog::new("detach_run", TEST_LIMIT);
     let leak3 = testprog("leak3");
-    let (mut fdbg, pid) = run_started(&[leak3.as_os_str()]);
+    // The seccomp filter's way (the default of run).
+    let (mut fdbg, pid) = run_started_with(&["--events", "ptrace"], &[leak3.as_os_str()]);
 
     fdbg.send("detach");
     // The refusal goes to stderr; `stats` on stdout answers after it.

@@ -157,7 +157,7 @@ fn a_process_with_its_own_sigtrap_handler_keeps_it_and_is_traced_with_ptrace() {
     assert!(sigtrap_bit(pid, "SigCgt"));
 
     // The default choice falls back, saying why, in one line.
-    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "auto"]);
     fdbg.wait_attached();
     program.write_bytes(b"ab");
     fdbg.send("continue");
@@ -279,6 +279,8 @@ fn where_perf_is_refused_attach_falls_back_and_says_why_in_one_line() {
     fdbg.args([
         "attach",
         &pid.to_string(),
+        "--events",
+        "auto",
         "--batch",
         "--json",
         "-e",
