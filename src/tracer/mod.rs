@@ -421,9 +421,11 @@ impl Tracer {
             return;
         }
         if thread.detach_at_stop {
-            // A child process fdbg does not follow: let it go untraced.
-            let signal = thread.signal;
-            if !thread.announced {
+            // A child process fdbg does not follow: let it go untraced,
+            // without the session's ignored SIGTRAP.
+            let (signal, announced) = (thread.signal, thread.announced);
+            self.restore_child_sigtrap(tid);
+            if !announced {
                 self.ended_unannounced.insert(tid);
             }
             self.threads.remove(&tid);

@@ -286,6 +286,23 @@ impl Tracer {
         }
     }
 
+    /// A child process about to be let go (not followed) inherited the
+    /// session's ignored SIGTRAP from its parent: give it the default back.
+    pub(super) fn restore_child_sigtrap(&mut self, child: Tid) {
+        let Some(source) = self.perf.as_ref() else {
+            return;
+        };
+        let from_session = procfs::status(child).is_some_and(|s| source.ignoring.contains(&s.ppid));
+        if from_session
+            && procfs::disposition(child, libc::SIGTRAP) == Some(Disposition::Ignored)
+            && let Err(why) = self.set_sigtrap(child, SIG_DFL)
+        {
+            self.warnings.push(format!(
+                "child process {child}: cannot restore SIGTRAP's default action: {why}"
+            ));
+        }
+    }
+
     /// A process ended: its events count no more.
     pub(super) fn perf_process_ended(&mut self, pid: Pid) {
         if let Some(source) = self.perf.as_mut() {

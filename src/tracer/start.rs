@@ -68,7 +68,9 @@ impl Tracer {
             return Err(StartError::NoSuchProcess { pid });
         }
         let mut tracer = Tracer::new(Mode::Attach, pid, opts, waker)?;
-        let options = ptrace::options(opts.follow_forks, false, false);
+        // Fork events always: a child not followed is let go at its first
+        // stop, after fdbg has undone what it inherited of the session.
+        let options = ptrace::options(true, false, false);
         tracer.seize_process(pid, options, &status)?;
         if tracer.threads.is_empty() {
             return Err(StartError::NoSuchProcess { pid });

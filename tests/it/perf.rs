@@ -306,3 +306,46 @@ fn where_perf_is_refused_attach_falls_back_and_says_why_in_one_line() {
     assert!(!fd_numbers(out.first(Shape::Fds)).is_empty(), "{out}");
     assert_untraced_and_running(pid, &out);
 }
+
+/// An exec removes the program's perf events (the kernel's
+/// `remove_on_exec`): fdbg arms the new program, whose fd events are seen
+/// as before. A child forked meanwhile, not followed, does not inherit the
+/// session's ignored SIGTRAP.
+#[test]
+#[serial]
+fn perf_attach_follows_an_exec_and_leaves_children_sigtrap_alone() {
+    let _watchdog = Watchdog::new("perf_exec", TEST_LIMIT);
+    let mut program = ChildGuard::spawn(&mut Command::new(testprog("reexec")));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("start");
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    program.write_bytes(b"oeof");
+    fdbg.send("continue");
+    let first = output.wait_for("leak");
+    output.wait_for("start");
+    let second = output.wait_for("leak");
+    let child = output.wait_for("child");
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+
+    assert_eq!(stats["mechanism"], "perf-sigtrap", "{fdbg}");
+    let leaked: BTreeSet<i32> = leaks["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .flat_map(|site| num_set(&site["fds"]))
+        .collect();
+    assert_eq!(leaked, BTreeSet::from([first.fd(), second.fd()]), "{fdbg}");
+    assert_eq!(num(&stats, "missed"), 0, "{fdbg}");
+    assert_eq!(child.num("sigtrap_ignored"), 0, "{fdbg}");
+    assert!(!sigtrap_bit(pid, "SigIgn"), "restored at detach\n{fdbg}");
+    assert_untraced_and_running(pid, &fdbg);
+}

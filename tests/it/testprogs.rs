@@ -181,6 +181,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "reexec",
+        sources: &["reexec.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "idle_threads",
         sources: &["idle_threads.c"],
         flags: DEBUG,
