@@ -24,7 +24,9 @@
 //! reaped; the servers run from a temporary directory removed at the end.
 //!
 //! Knobs (environment): `FDBG_BENCH_SECS` (default 5): how long each load
-//! runs; `FDBG_BENCH_CLIENTS` (default 4): memcached client threads.
+//! runs; `FDBG_BENCH_CLIENTS` (default 4): memcached client threads;
+//! `FDBG_BENCH_ROUNDS` (default 3): runs per mode, the modes taking turns;
+//! each row is the median run; `FDBG_BENCH_ONLY` (nginx or memcached).
 
 mod common;
 
@@ -44,34 +46,50 @@ use common::{
 /// How long a server may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much longer fdbg's `continue` lasts than the load.
-const CONTINUE_MARGIN: u64 = 2;
+const CONTINUE_MARGIN: u64 = 1;
 
 fn main() {
-    let secs = env_number("FDBG_BENCH_SECS", 5).max(1);
-    let clients = env_number("FDBG_BENCH_CLIENTS", 4).max(1) as usize;
+    let mut knobs = Knobs {
+        secs: env_number("FDBG_BENCH_SECS", 5).max(1),
+        clients: env_number("FDBG_BENCH_CLIENTS", 4).max(1) as usize,
+        rounds: env_number("FDBG_BENCH_ROUNDS", 3).max(1) as usize,
+        strace: false,
+    };
     let fdbg = fdbg_binary();
     let started = Instant::now();
     println!("machine: {}", machine_line());
-    let strace = strace_installed();
-    if !strace {
+    knobs.strace = strace_installed();
+    if !knobs.strace {
         println!("strace not installed: its rows are skipped");
     }
     let tmp = TempDir::new();
 
+    let only = std::env::var("FDBG_BENCH_ONLY").unwrap_or_default();
+    let (want_nginx, want_memcached) = (only != "memcached", only != "nginx");
     match (program_path("nginx"), program_path("wrk")) {
-        (Some(nginx), Some(wrk)) => nginx_bench(&fdbg, &nginx, &wrk, &tmp.0, secs, strace),
+        _ if !want_nginx => println!("nginx bench skipped: FDBG_BENCH_ONLY={only}"),
+        (Some(nginx), Some(wrk)) => nginx_bench(&fdbg, &nginx, &wrk, &tmp.0, &knobs),
         (nginx, _) => println!(
             "nginx bench skipped: {} not installed (apt-get install nginx wrk)",
             if nginx.is_none() { "nginx" } else { "wrk" }
         ),
     }
     match program_path("memcached") {
-        Some(memcached) => memcached_bench(&fdbg, &memcached, secs, clients, strace),
+        _ if !want_memcached => println!("memcached bench skipped: FDBG_BENCH_ONLY={only}"),
+        Some(memcached) => memcached_bench(&fdbg, &memcached, &knobs),
         None => {
             println!("memcached bench skipped: memcached not installed (apt-get install memcached)")
         }
     }
     println!("bench time: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The environment's knobs.
+struct Knobs {
+    secs: u64,
+    clients: usize,
+    rounds: usize,
+    strace: bool,
 }
 
 /// A temporary directory, removed on drop.
@@ -167,6 +185,10 @@ enum Tracing {
     Untraced,
     Fdbg(&'static str),
     Strace,
+    /// The server untraced while fdbg (perf) is attached to an idle
+    /// `sleep`: what perf's syscall tracepoint costs everyone (the kernel
+    /// runs it at every syscall exit of every process while it is armed).
+    FdbgElsewhere,
 }
 
 impl Tracing {
@@ -176,6 +198,7 @@ impl Tracing {
             Tracing::Fdbg("perf") => "fdbg attach (perf)",
             Tracing::Fdbg(_) => "fdbg attach --events ptrace",
             Tracing::Strace => "strace -f -p",
+            Tracing::FdbgElsewhere => "untraced, fdbg (perf) on sleep",
         }
     }
 }
@@ -249,6 +272,20 @@ fn traced_run(
                 )),
             }
         }
+        Tracing::FdbgElsewhere => {
+            let mut sleep = Command::new("sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start sleep");
+            let outcome = traced_run(fdbg, sleep.id(), Tracing::Fdbg("perf"), secs, load);
+            kill_and_reap(&mut sleep);
+            Outcome {
+                stats: None,
+                fds_check: None,
+                ..outcome
+            }
+        }
         Tracing::Strace => {
             let mut tracer = Command::new("strace")
                 .args(["-f", "-p", &pid.to_string(), "-o", "/dev/null"])
@@ -282,8 +319,13 @@ fn traced_run(
 struct Row {
     load: String,
     tracing: Tracing,
+    /// The median run, and the slowest and fastest run's requests/s.
     outcome: Outcome,
+    min: f64,
+    max: f64,
     ratio: f64,
+    /// The untraced median requests/s.
+    base: f64,
 }
 
 fn print_rows(title: &str, rows: &[Row]) {
@@ -291,41 +333,56 @@ fn print_rows(title: &str, rows: &[Row]) {
     println!("{title}");
     println!();
     println!(
-        "| {:<22} | {:<27} | {:>10} | {:>11} | {:>12} | {:>16} | {:>14} | {:>6} |",
+        "| {:<19} | {:<30} | {:>10} | {:>13} | {:>11} | {:>9} | {:>9} | {:>6} | {:>9} | {:>11} |",
         "load",
         "mode",
         "requests/s",
+        "min–max",
         "vs untraced",
         "fd events",
-        "kernel fd sysc.",
-        "stops / req.",
-        "missed"
+        "kernel",
+        "missed",
+        "stops/req",
+        "µs/stop (+)"
     );
     println!(
-        "|{:-<24}|{:-<29}|{:->11}:|{:->12}:|{:->13}:|{:->17}:|{:->15}:|{:->7}:|",
-        "", "", "", "", "", "", "", ""
+        "|{:-<21}|{:-<32}|{:->11}:|{:->14}:|{:->12}:|{:->10}:|{:->10}:|{:->7}:|{:->10}:|{:->12}:|",
+        "", "", "", "", "", "", "", "", "", ""
     );
     for row in rows {
         let o = &row.outcome;
-        let (events, kernel, per_req, missed) = match &o.stats {
-            Some(s) => (
-                s.total_events.to_string(),
-                s.kernel_fd_syscalls.map_or("-".into(), |n| n.to_string()),
-                format!("{:.2}", s.stops as f64 / o.requests.max(1) as f64),
-                s.missed.to_string(),
-            ),
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        let (events, kernel, missed, per_req, per_stop) = match &o.stats {
+            Some(s) => {
+                let per_req = s.stops as f64 / o.requests.max(1) as f64;
+                // The time a request took beyond untraced, spread over its stops.
+                let added = (1.0 / o.rate - 1.0 / row.base) * 1e6;
+                let per_stop = if per_req >= 0.1 {
+                    format!("{:.1}", added / per_req)
+                } else {
+                    "-".into()
+                };
+                (
+                    s.total_events.to_string(),
+                    s.kernel_fd_syscalls.map_or("-".into(), |n| n.to_string()),
+                    s.missed.to_string(),
+                    format!("{per_req:.2}"),
+                    per_stop,
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {:<22} | {:<27} | {:>10.0} | {:>11} | {:>12} | {:>16} | {:>14} | {:>6} |",
+            "| {:<19} | {:<30} | {:>10.0} | {:>13} | {:>11} | {:>9} | {:>9} | {:>6} | {:>9} | {:>11} |",
             row.load,
             row.tracing.name(),
             o.rate,
+            format!("{:.0}–{:.0}", row.min, row.max),
             format!("{:.2}x", row.ratio),
             events,
             kernel,
+            missed,
             per_req,
-            missed
+            per_stop
         );
     }
     for row in rows {
@@ -357,6 +414,47 @@ fn print_rows(title: &str, rows: &[Row]) {
     }
 }
 
+/// Runs every mode `rounds` times, the modes taking turns round after
+/// round (so that other load on the machine lands on all alike); each
+/// mode's row is its median run by requests/s.
+fn measure(
+    load: &str,
+    modes: &[Tracing],
+    rounds: usize,
+    run: &mut dyn FnMut(Tracing) -> Outcome,
+) -> Vec<Row> {
+    let mut samples: Vec<Vec<Outcome>> = modes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, &tracing) in modes.iter().enumerate() {
+            samples[i].push(run(tracing));
+        }
+    }
+    let mut rows: Vec<Row> = modes
+        .iter()
+        .zip(samples)
+        .map(|(&tracing, mut outcomes)| {
+            outcomes.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+            let (min, max) = (outcomes[0].rate, outcomes[outcomes.len() - 1].rate);
+            let outcome = outcomes.swap_remove(outcomes.len() / 2);
+            Row {
+                load: load.to_string(),
+                tracing,
+                outcome,
+                min,
+                max,
+                ratio: 1.0,
+                base: 0.0,
+            }
+        })
+        .collect();
+    let base = rows[0].outcome.rate;
+    for row in &mut rows {
+        row.ratio = row.outcome.rate / base;
+        row.base = base;
+    }
+    rows
+}
+
 fn modes(strace: bool) -> Vec<Tracing> {
     let mut modes = vec![
         Tracing::Untraced,
@@ -369,7 +467,13 @@ fn modes(strace: bool) -> Vec<Tracing> {
     modes
 }
 
-fn nginx_bench(fdbg: &Path, nginx: &Path, wrk: &Path, tmp: &Path, secs: u64, strace: bool) {
+fn nginx_bench(fdbg: &Path, nginx: &Path, wrk: &Path, tmp: &Path, knobs: &Knobs) {
+    let &Knobs {
+        secs,
+        rounds,
+        strace,
+        ..
+    } = knobs;
     let dir = tmp.join("nginx");
     std::fs::create_dir_all(&dir).expect("create nginx dir");
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
@@ -424,22 +528,16 @@ fn nginx_bench(fdbg: &Path, nginx: &Path, wrk: &Path, tmp: &Path, secs: u64, str
     let url = format!("http://127.0.0.1:{port}/index.html");
     let mut rows = Vec::new();
     for (load, close) in [("keepalive", false), ("Connection: close", true)] {
-        let mut base = 0.0;
-        for tracing in modes(strace) {
-            let mut run = || wrk_run(wrk, &url, secs, close);
-            let outcome = traced_run(fdbg, worker, tracing, secs, &mut run);
-            if tracing == Tracing::Untraced {
-                base = outcome.rate;
-            }
-            rows.push(Row {
-                load: load.to_string(),
-                tracing,
-                ratio: outcome.rate / base,
-                outcome,
-            });
-        }
+        let mut run = |tracing| {
+            let mut load = || wrk_run(wrk, &url, secs, close);
+            traced_run(fdbg, worker, tracing, secs, &mut load)
+        };
+        rows.extend(measure(load, &modes(strace), rounds, &mut run));
     }
-    print_rows("nginx (1 worker, static file), wrk -t2 -c16:", &rows);
+    print_rows(
+        &format!("nginx (1 worker, static file), wrk -t2 -c16 -d{secs}s, median of {rounds}:"),
+        &rows,
+    );
 }
 
 /// The child processes of `pid`.
@@ -474,7 +572,13 @@ fn wrk_run(wrk: &Path, url: &str, secs: u64, close: bool) -> (u64, f64) {
     (requests, rate)
 }
 
-fn memcached_bench(fdbg: &Path, memcached: &Path, secs: u64, clients: usize, strace: bool) {
+fn memcached_bench(fdbg: &Path, memcached: &Path, knobs: &Knobs) {
+    let &Knobs {
+        secs,
+        clients,
+        rounds,
+        strace,
+    } = knobs;
     let port = free_port();
     let server = Command::new(memcached)
         .args([
@@ -503,23 +607,17 @@ fn memcached_bench(fdbg: &Path, memcached: &Path, secs: u64, clients: usize, str
     println!(
         "memcached -t 2: pid {pid}, port {port}; {clients} clients × 1 kept-alive connection, set+get, {secs} s per row"
     );
-    let mut rows = Vec::new();
-    let mut base = 0.0;
-    for tracing in modes(strace) {
-        let mut run = || memcached_load(port, clients, secs);
-        let outcome = traced_run(fdbg, pid, tracing, secs, &mut run);
-        if tracing == Tracing::Untraced {
-            base = outcome.rate;
-        }
-        rows.push(Row {
-            load: "set/get, kept alive".into(),
-            tracing,
-            ratio: outcome.rate / base,
-            outcome,
-        });
-    }
+    let mut run = |tracing| {
+        let mut load = || memcached_load(port, clients, secs);
+        traced_run(fdbg, pid, tracing, secs, &mut load)
+    };
+    let mut modes = modes(strace);
+    modes.insert(1, Tracing::FdbgElsewhere);
+    let rows = measure("set/get, kept alive", &modes, rounds, &mut run);
     print_rows(
-        &format!("memcached -t 2, {clients} client connections (no fd syscall per request):"),
+        &format!(
+            "memcached -t 2, {clients} client connections (no fd syscall per request), {secs} s, median of {rounds}:"
+        ),
         &rows,
     );
 }

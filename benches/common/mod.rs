@@ -228,10 +228,14 @@ pub fn machine_line() -> String {
                 })
         })
         .unwrap_or_else(|| "unknown cpu".into());
+    // Other work on the machine moves the seconds (not the stop counts).
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     format!(
-        "CPUs online {}, usable by this run {usable}; Linux {}; {model}",
+        "CPUs online {}, usable by this run {usable}; Linux {}; {model}; load average {}",
         online.trim(),
-        kernel.trim()
+        kernel.trim(),
+        load.join(" ")
     )
 }
 
