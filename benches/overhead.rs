@@ -2,11 +2,14 @@
 //!
 //! Runs `testprogs/bench.c` (per iteration: 8 syscalls that touch no fd
 //! table entry and one open+close, i.e. 2 fd events) untraced, under
-//! `fdbg run`, under `fdbg attach`, and under strace when it is installed,
+//! `fdbg run`, under `fdbg attach --events perf` and `--events ptrace`, and
+//! under strace when it is installed,
 //! each RUNS times (the modes take turns, round after round), and prints the
 //! median wall time and the spread, the slowdown against
 //! untraced, and fdbg's ptrace stops per fd event and per other syscall
-//! (from its `stats` report; stops do not depend on the machine, seconds do).
+//! (from its `stats` report; stops do not depend on the machine, seconds do),
+//! and under perf the kernel's own count of fd syscalls and how many fdbg
+//! missed.
 //!
 //! The fdbg binary: Cargo builds the package's binaries before its benches
 //! (same profile, so `target/release/fdbg`) and passes the path as
@@ -19,18 +22,20 @@
 //! Every process started here is waited for; on a failure the bench panics
 //! after killing what it started.
 
-use std::fs::File;
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-use serde_json::Value;
+use common::{
+    Stats, env_number, fdbg_binary, kill_and_reap, machine_line, parse_stats, strace_installed,
+    wait_running,
+};
 
 const DEFAULT_ITER: u64 = 4000;
 const DEFAULT_RUNS: usize = 5;
-/// How long fdbg may take to attach before the bench gives up.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
     // `cargo bench` passes `--bench`; the harness takes no other arguments.
@@ -59,7 +64,12 @@ fn main() {
             .arg(&bench);
             run_plain(&mut cmd, iter)
         }),
-        Mode::new("fdbg attach", || run_attached(&fdbg, &bench, iter)),
+        Mode::new("fdbg attach --events perf", || {
+            run_attached(&fdbg, &bench, iter, "perf")
+        }),
+        Mode::new("fdbg attach --events ptrace", || {
+            run_attached(&fdbg, &bench, iter, "ptrace")
+        }),
     ];
     if strace_installed() {
         modes.push(Mode::new("strace -f --seccomp-bpf (fd syscalls)", || {
@@ -124,14 +134,6 @@ struct Counts {
     other_syscalls: u64,
 }
 
-/// From fdbg's `stats` JSON document.
-#[derive(Clone)]
-struct Stats {
-    stops: u64,
-    syscalls_seen: u64,
-    total_events: u64,
-}
-
 struct Row {
     mode: &'static str,
     /// The median run's seconds, and the fastest and slowest run's.
@@ -190,9 +192,9 @@ fn run_plain(cmd: &mut Command, iter: u64) -> Sample {
     }
 }
 
-/// `bench --wait ITER`, attached by `fdbg attach` while blocked on stdin;
-/// timed from the line that releases it to its exit.
-fn run_attached(fdbg: &Path, bench: &Path, iter: u64) -> Sample {
+/// `bench --wait ITER`, attached by `fdbg attach --events EVENTS` while
+/// blocked on stdin; timed from the line that releases it to its exit.
+fn run_attached(fdbg: &Path, bench: &Path, iter: u64, events: &str) -> Sample {
     let mut target = Command::new(bench)
         .args(["--wait", &iter.to_string()])
         .stdin(Stdio::piped())
@@ -206,17 +208,21 @@ fn run_attached(fdbg: &Path, bench: &Path, iter: u64) -> Sample {
     let pid = target.id();
 
     let mut tracer = Command::new(fdbg)
-        .args(["attach", &pid.to_string(), "--batch", "--json"])
-        .args(["-e", "continue", "-e", "stats"])
+        .args(["attach", &pid.to_string(), "--events", events, "--batch"])
+        .args(["-e", "continue", "-e", "stats --json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start fdbg attach");
-    // With --json there is no banner: fdbg is attached once the kernel names it the tracer.
-    if !wait_for_tracer(pid, tracer.id()) {
+    let mut tracer_out = BufReader::new(tracer.stdout.take().expect("piped stdout"));
+    // The banner comes once fdbg has attached and set up its event source;
+    // `continue` runs next, and bench leaves its ptrace-stop.
+    let mut banner = String::new();
+    let _ = tracer_out.read_line(&mut banner);
+    if !banner.starts_with("Attached to process") || !wait_running(pid) {
         kill_and_reap(&mut target);
         kill_and_reap(&mut tracer);
-        panic!("fdbg did not attach to {pid} within {ATTACH_TIMEOUT:?}");
+        panic!("fdbg attach --events {events} {pid} did not attach and continue: {banner:?}");
     }
 
     let mut stdin = target.stdin.take().expect("piped stdin");
@@ -231,10 +237,7 @@ fn run_attached(fdbg: &Path, bench: &Path, iter: u64) -> Sample {
         .read_to_string(&mut out)
         .expect("read bench stdout");
     let mut report = String::new();
-    tracer
-        .stdout
-        .take()
-        .expect("piped stdout")
+    tracer_out
         .read_to_string(&mut report)
         .expect("read fdbg stdout");
     let tracer_status = tracer.wait().expect("wait fdbg");
@@ -253,30 +256,6 @@ fn run_attached(fdbg: &Path, bench: &Path, iter: u64) -> Sample {
     }
 }
 
-/// Polls /proc/PID/status until its TracerPid is a thread of `tracer`: the
-/// kernel names the tracing thread (fdbg's tracer thread), not the process.
-/// (A bench may poll; fdbg itself may not.)
-fn wait_for_tracer(pid: u32, tracer: u32) -> bool {
-    let deadline = Instant::now() + ATTACH_TIMEOUT;
-    while Instant::now() < deadline {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let traced_by = status
-            .lines()
-            .find_map(|l| l.strip_prefix("TracerPid:"))
-            .map_or("0", str::trim);
-        if traced_by != "0" && Path::new(&format!("/proc/{tracer}/task/{traced_by}")).exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
-
-fn kill_and_reap(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 fn parse_counts(out: &str) -> Option<Counts> {
     let line = out.lines().find(|l| l.starts_with("EXPECT done "))?;
     let field = |key: &str| -> Option<u64> {
@@ -289,31 +268,6 @@ fn parse_counts(out: &str) -> Option<Counts> {
         fd_events: field("fd_events")?,
         other_syscalls: field("other_syscalls")?,
     })
-}
-
-/// The `stats` document among fdbg's NDJSON lines (the program's own output
-/// shares stdout under `run`).
-fn parse_stats(out: &str) -> Option<Stats> {
-    out.lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|doc| doc.get("stops").is_some())
-        .map(|doc| {
-            let number = |key: &str| doc.get(key).and_then(Value::as_u64).unwrap_or(0);
-            let total_events = match doc.get("total_events").and_then(Value::as_u64) {
-                Some(n) => n,
-                None => doc
-                    .get("events")
-                    .and_then(Value::as_object)
-                    .map(|m| m.values().filter_map(Value::as_u64).sum())
-                    .unwrap_or(0),
-            };
-            Stats {
-                stops: number("stops"),
-                syscalls_seen: number("syscalls_seen"),
-                total_events,
-            }
-        })
 }
 
 fn print_table(rows: &[Row]) {
@@ -340,7 +294,10 @@ fn print_table(rows: &[Row]) {
                 // fdbg's event count includes the loader's and bench's own setup opens.
                 let fd_events = s.total_events.max(1);
                 let per_fd = s.stops as f64 / fd_events as f64;
-                let other = (s.stops as f64 - 2.0 * fd_events as f64).max(0.0)
+                // What the fd syscalls cost by themselves is the mechanism's
+                // own count each; the rest is charged to the other syscalls.
+                let other = (s.stops as f64 - (s.stops_per_fd_syscall() * fd_events) as f64)
+                    .max(0.0)
                     / row.counts.other_syscalls.max(1) as f64;
                 (
                     s.stops.to_string(),
@@ -357,26 +314,16 @@ fn print_table(rows: &[Row]) {
     }
     for row in rows {
         if let Some(s) = &row.stats {
+            let kernel = match s.kernel_fd_syscalls {
+                Some(n) => format!("; the kernel counted {n} fd syscalls, {} missed", s.missed),
+                None => String::new(),
+            };
             println!(
-                "{}: {} syscalls decoded, {} fd events (bench made {} in its loop)",
-                row.mode, s.syscalls_seen, s.total_events, row.counts.fd_events
+                "{}: events from {}, {} syscalls decoded, {} fd events (bench made {} in its loop){kernel}",
+                row.mode, s.mechanism, s.syscalls_seen, s.total_events, row.counts.fd_events
             );
         }
     }
-}
-
-/// The fdbg binary this bench measures.
-fn fdbg_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FDBG_BIN") {
-        return PathBuf::from(path);
-    }
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_fdbg"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release` or set FDBG_BIN",
-        path.display()
-    );
-    path
 }
 
 /// Compiles testprogs/bench.c with gcc -O2 into the target directory.
@@ -391,51 +338,4 @@ fn build_bench_program() -> PathBuf {
         .unwrap_or_else(|e| panic!("cannot run gcc (needed to build {}): {e}", source.display()));
     assert!(status.success(), "gcc failed on {}", source.display());
     out
-}
-
-fn strace_installed() -> bool {
-    Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn machine_line() -> String {
-    // Usable CPUs honour the affinity mask (`taskset -c 0 cargo bench ...`).
-    let usable = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let model = File::open("/proc/cpuinfo")
-        .ok()
-        .and_then(|f| {
-            BufReader::new(f)
-                .lines()
-                .map_while(Result::ok)
-                .find_map(|l| {
-                    Some(
-                        l.strip_prefix("model name")?
-                            .split_once(':')?
-                            .1
-                            .trim()
-                            .to_string(),
-                    )
-                })
-        })
-        .unwrap_or_else(|| "unknown cpu".into());
-    format!(
-        "CPUs online {}, usable by this run {usable}; Linux {}; {model}",
-        online.trim(),
-        kernel.trim()
-    )
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
 }
