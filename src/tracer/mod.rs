@@ -794,6 +794,17 @@ impl Tracer {
             return;
         }
         self.stop_all();
+        // Children not followed, caught at their first stop: let go below,
+        // without the session's ignored SIGTRAP.
+        let unfollowed: Vec<Tid> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.detach_at_stop)
+            .map(|(&tid, _)| tid)
+            .collect();
+        for child in unfollowed {
+            self.restore_child_sigtrap(child);
+        }
         self.disarm_perf();
         // stop_all may have seen new threads; they are stopped too. Threads
         // on their way out (resumed after PTRACE_EVENT_EXIT) cannot be

@@ -149,26 +149,38 @@ impl Tracer {
     /// Set SIGTRAP's handler in stopped process `pid` to `handler`
     /// (SIG_IGN or SIG_DFL) by running rt_sigaction in one of its threads.
     fn set_sigtrap(&mut self, pid: Pid, handler: u64) -> Result<(), String> {
+        let ready = |t: &super::Thread| {
+            t.signal == 0
+                && matches!(
+                    t.last_stop,
+                    Some(Stop::Event {
+                        event: ptrace::EVENT_STOP,
+                        ..
+                    }) | Some(Stop::Signal(libc::SIGTRAP))
+                )
+        };
+        let stopped: Vec<Tid> = {
+            let mut tids: Vec<Tid> = self
+                .threads
+                .iter()
+                .filter(|(_, t)| t.pid == pid && t.state == ThreadState::Stopped && !t.exiting)
+                .map(|(&tid, _)| tid)
+                .collect();
+            tids.sort_unstable();
+            tids
+        };
         // A thread in an interrupt stop (or at one of fdbg's SIGTRAPs),
-        // with no signal of its own to deliver.
-        let tid = self
-            .threads
+        // with no signal of its own to deliver; else one brought there.
+        let tid = stopped
             .iter()
-            .filter(|(_, t)| {
-                t.pid == pid
-                    && t.state == ThreadState::Stopped
-                    && t.signal == 0
-                    && !t.exiting
-                    && matches!(
-                        t.last_stop,
-                        Some(Stop::Event {
-                            event: ptrace::EVENT_STOP,
-                            ..
-                        }) | Some(Stop::Signal(libc::SIGTRAP))
-                    )
+            .copied()
+            .find(|tid| self.threads.get(tid).is_some_and(ready))
+            .or_else(|| {
+                stopped
+                    .iter()
+                    .copied()
+                    .find(|&tid| self.settle_for_syscall(tid))
             })
-            .map(|(&tid, _)| tid)
-            .min()
             .ok_or("no thread of it is in a stop where a syscall can run")?;
         // Through the thread: a leader that exited has no maps.
         let insn =
@@ -197,6 +209,39 @@ impl Tracer {
             return Err(format!("rt_sigaction returned {result}"));
         }
         Ok(())
+    }
+
+    /// Bring stopped thread `tid` from another stop (inside fork, exec,
+    /// clone; at a signal to deliver) to an interrupt stop, where a syscall
+    /// can be run: interrupt it and let it go on; the stops on the way are
+    /// handled as any (events recorded, signals delivered). False if it
+    /// ended or never got there.
+    fn settle_for_syscall(&mut self, tid: Tid) -> bool {
+        if ptrace::interrupt(tid).is_err() {
+            return false;
+        }
+        for _ in 0..16 {
+            let signal = self
+                .threads
+                .get_mut(&tid)
+                .map_or(0, |t| std::mem::take(&mut t.signal));
+            if ptrace::resume(tid, ptrace::Resume::Cont, signal).is_err() {
+                return false;
+            }
+            let Ok(Some((_, stop))) = ptrace::wait_for(tid, false) else {
+                return false;
+            };
+            self.handle(tid, stop);
+            match stop {
+                Stop::Event {
+                    event: ptrace::EVENT_STOP,
+                    ..
+                } => return self.threads.get(&tid).is_some_and(|t| t.signal == 0),
+                _ if stop.is_end() => return false,
+                _ => {}
+            }
+        }
+        false
     }
 
     /// A SIGTRAP stop: fdbg's (an fd syscall just returned; its number,
