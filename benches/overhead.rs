@@ -56,10 +56,20 @@ fn main() {
     // load on the machine lands on every mode alike rather than on one.
     let mut modes: Vec<Mode> = vec![
         Mode::new("untraced", || run_plain(&mut Command::new(&bench), iter)),
-        Mode::new("fdbg run", || {
+        Mode::new("fdbg run (seccomp)", || {
             let mut cmd = Command::new(&fdbg);
             cmd.args([
-                "run", "--batch", "--json", "-e", "continue", "-e", "stats", "--",
+                "run", "--events", "ptrace", "--batch", "--json", "-e", "continue", "-e", "stats",
+                "--",
+            ])
+            .arg(&bench);
+            run_plain(&mut cmd, iter)
+        }),
+        Mode::new("fdbg run --events perf", || {
+            let mut cmd = Command::new(&fdbg);
+            cmd.args([
+                "run", "--events", "perf", "--batch", "--json", "-e", "continue", "-e", "stats",
+                "--",
             ])
             .arg(&bench);
             run_plain(&mut cmd, iter)
