@@ -82,17 +82,16 @@ pub struct SessionArgs {
     #[arg(short = 'b', long = "break-count", value_name = "N")]
     pub break_count: Option<u32>,
     /// Where fd events come from: perf (a SIGTRAP after each fd syscall only;
-    /// attach's default where the kernel allows it) or ptrace (attach:
-    /// PTRACE_SYSCALL, 2 stops per syscall, like strace attached; run: its
-    /// seccomp filter, the default, 2 stops per fd event)
+    /// the default where the kernel allows it) or ptrace (attach:
+    /// PTRACE_SYSCALL, 2 stops per syscall, like strace attached; run: a
+    /// seccomp filter, 2 stops per fd event)
     #[arg(long, value_enum, value_name = "MECH", env = "FDBG_EVENTS")]
     pub events: Option<EventsArg>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventsArg {
-    /// perf under attach where the kernel allows it, saying why not
-    /// otherwise; the seccomp filter under run
+    /// perf where the kernel allows it, else ptrace, saying why
     Auto,
     Perf,
     Ptrace,
