@@ -39,24 +39,50 @@ fn every_thread_runs_untraced(pid: i32) -> bool {
     })
 }
 
-#[test]
-#[serial]
-fn perf_attach_stops_once_per_fd_event_and_never_for_other_syscalls() {
-    let _watchdog = Watchdog::new("perf_nonfd_loop", TEST_LIMIT);
-    let mut program =
-        ChildGuard::spawn(Command::new(testprog("nonfd_loop")).args(["--wait", "100000"]));
-    let pid = program.pid();
-    let mut output = program.output();
+/// A `--wait` test program attached with perf events, run to its end.
+struct RunToItsEnd {
+    fdbg: Interactive,
+    output: crate::testprogs::OutputStream,
+    leaks: serde_json::Value,
+    stats: serde_json::Value,
+}
+
+/// Start `program ARGS` (with `--wait`), attach with `--events perf`, let it
+/// go, continue to its exit, and take `leaks` and `stats`.
+fn attach_and_run_to_its_end(program: &str, args: &[&str]) -> RunToItsEnd {
+    let mut started = ChildGuard::spawn(Command::new(testprog(program)).arg("--wait").args(args));
+    let pid = started.pid();
+    let mut output = started.output();
     output.wait_for("ready");
     let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
     fdbg.wait_attached();
-    program.send_line();
+    started.send_line();
     fdbg.send("continue");
     fdbg.wait_line("the exit", |l| l.contains("exited"));
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
     fdbg.send("stats --json");
     let stats = fdbg.wait_doc(Shape::Stats);
     fdbg.send("quit");
     assert!(fdbg.wait_exit().success(), "{fdbg}");
+    RunToItsEnd {
+        fdbg,
+        output,
+        leaks,
+        stats,
+    }
+}
+
+#[test]
+#[serial]
+fn perf_attach_stops_once_per_fd_event_and_never_for_other_syscalls() {
+    let _watchdog = Watchdog::new("perf_nonfd_loop", TEST_LIMIT);
+    let RunToItsEnd {
+        fdbg,
+        mut output,
+        stats,
+        ..
+    } = attach_and_run_to_its_end("nonfd_loop", &["100000"]);
     let done = output.wait_for("done");
     assert_eq!(done.num("syscalls"), 100_000);
 
@@ -78,22 +104,12 @@ fn perf_attach_stops_once_per_fd_event_and_never_for_other_syscalls() {
 #[serial]
 fn perf_attach_keeps_the_exact_model_while_threads_reuse_numbers() {
     let _watchdog = Watchdog::new("perf_threads", TEST_LIMIT);
-    let mut program =
-        ChildGuard::spawn(Command::new(testprog("threads")).args(["--wait", "4", "1000", "2"]));
-    let pid = program.pid();
-    let mut output = program.output();
-    output.wait_for("ready");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
-    program.send_line();
-    fdbg.send("continue");
-    fdbg.wait_line("the exit", |l| l.contains("exited"));
-    fdbg.send("leaks --json");
-    let leaks = fdbg.wait_doc(Shape::Leaks);
-    fdbg.send("stats --json");
-    let stats = fdbg.wait_doc(Shape::Stats);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let RunToItsEnd {
+        fdbg,
+        mut output,
+        leaks,
+        stats,
+    } = attach_and_run_to_its_end("threads", &["4", "1000", "2"]);
     let leaked: Vec<Expect> = (0..8).map(|_| output.wait_for("leak")).collect();
     output.wait_for("done");
 
