@@ -185,4 +185,10 @@ fn attach_follow_forks_traces_the_children_that_exist_already() {
     for worker in &workers {
         assert_untraced_and_running(*worker, &fdbg);
     }
+    // The workers first, by pid: their parent reaps them and then ends.
+    for worker in &workers {
+        // SAFETY: kill(2) reads no memory; the workers are this test's.
+        unsafe { libc::kill(*worker, libc::SIGKILL) };
+    }
+    assert!(server.wait_exit().success());
 }
