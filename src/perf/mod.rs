@@ -126,11 +126,36 @@ fn set_filter(fd: &OwnedFd, filter: &str) -> Result<(), PerfError> {
 /// Asked first, so that an unprivileged user hears the reason that
 /// matters, not that tracefs is unreadable.
 pub fn permitted() -> Result<(), PerfError> {
-    let paranoid = fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    if nix::unistd::geteuid().is_root() || paranoid.parse::<i32>().is_ok_and(|p| p <= 1) {
+    if privileged(1) {
         return Ok(());
+    }
+    Err(PerfError::Refused {
+        paranoid: paranoid(),
+    })
+}
+
+/// Whether this process may sample tracepoints with their raw data
+/// (PERF_SAMPLE_RAW, which [`SyscallSampler`] needs): root, CAP_PERFMON or
+/// CAP_SYS_ADMIN, or `perf_event_paranoid` at -1. The raw syscall
+/// tracepoints are not among those the kernel lets anyone sample raw.
+pub fn raw_samples_permitted() -> Result<(), PerfError> {
+    if privileged(-1) {
+        return Ok(());
+    }
+    Err(PerfError::RawRefused {
+        paranoid: paranoid(),
+    })
+}
+
+/// Root, CAP_PERFMON or CAP_SYS_ADMIN, or `perf_event_paranoid` at
+/// `paranoid` or below.
+fn privileged(paranoid_at_most: i32) -> bool {
+    if nix::unistd::geteuid().is_root()
+        || paranoid()
+            .parse::<i32>()
+            .is_ok_and(|p| p <= paranoid_at_most)
+    {
+        return true;
     }
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
@@ -141,10 +166,7 @@ pub fn permitted() -> Result<(), PerfError> {
             u64::from_str_radix(hex.trim(), 16).ok()
         })
         .unwrap_or(0);
-    if effective & (1 << CAP_PERFMON | 1 << CAP_SYS_ADMIN) != 0 {
-        return Ok(());
-    }
-    Err(PerfError::Refused { paranoid })
+    effective & (1 << CAP_PERFMON | 1 << CAP_SYS_ADMIN) != 0
 }
 
 /// The tracefs mount: found, or mounted at /sys/kernel/tracing when fdbg

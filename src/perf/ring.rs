@@ -241,6 +241,8 @@ unsafe impl Send for SyscallSampler {}
 
 impl SyscallSampler {
     /// Open, map and enable the events: samples start with the next hit.
+    /// Ask [`super::raw_samples_permitted`] first for the reason that
+    /// matters to an unprivileged user.
     pub fn open(
         tracefs: &Path,
         config: &SamplerConfig,

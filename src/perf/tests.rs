@@ -101,7 +101,9 @@ fn sampler_or_skip(
     config: &SamplerConfig,
     tracepoints: &[TracepointSpec],
 ) -> Option<SyscallSampler> {
-    let opened = tracefs().and_then(|root| SyscallSampler::open(&root, config, tracepoints));
+    let opened = raw_samples_permitted()
+        .and_then(|()| tracefs())
+        .and_then(|root| SyscallSampler::open(&root, config, tracepoints));
     match opened {
         Ok(sampler) => Some(sampler),
         Err(
@@ -414,4 +416,41 @@ fn throughput() {
             sampler.coverage()
         );
     }
+}
+
+/// `drain` returns a round's samples at the next drain, once nothing older
+/// can still be unseen on another ring; `drain_all` returns everything.
+#[test]
+fn drain_holds_back_the_newest_round_until_the_next_drain() {
+    let (phase_tx, phase_rx) = mpsc::channel::<()>();
+    let (next_tx, next_rx) = mpsc::channel::<()>();
+    let w = worker(move || {
+        close_loop(3);
+        phase_tx.send(()).unwrap();
+        next_rx.recv().unwrap();
+        close_loop(2);
+    });
+    let config = SamplerConfig {
+        tid: w.tid,
+        inherit_processes: false,
+        data_pages_log2: 2,
+        stack_bytes: 0,
+        wakeup_bytes: None,
+    };
+    let Some(mut sampler) =
+        sampler_or_skip(&config, &[spec("sys_exit", &[libc::SYS_close], false)])
+    else {
+        return;
+    };
+    w.go.send(()).unwrap();
+    phase_rx.recv().unwrap();
+    assert_eq!(sampler.drain().len(), 0, "the first round is held back");
+    let first = sampler.drain();
+    assert_eq!(first.len(), 3);
+    next_tx.send(()).unwrap();
+    w.handle.join().unwrap().unwrap();
+    let second = sampler.drain_all();
+    assert_eq!(second.len(), 2);
+    assert!(first.last().unwrap().time < second[0].time);
+    assert_eq!(sampler.stats().late, 0);
 }
