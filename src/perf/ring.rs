@@ -13,7 +13,8 @@
 //! event, [`SyscallSampler::coverage`]) tells whether anything is missing.
 //! The kernel writes the PERF_RECORD_LOST of a full ring only with the next
 //! record that fits, so a loss not yet followed by another sample shows
-//! only in the coverage. A tracepoint with `sample_period` 1 is not
+//! only in the coverage (per ring: a record on another CPU's ring does not
+//! carry it). A tracepoint with `sample_period` 1 is not
 //! throttled by `kernel.perf_event_max_sample_rate` (the kernel asks to
 //! throttle only from a second overflow in one hit); THROTTLE records are
 //! counted all the same.

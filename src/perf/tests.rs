@@ -313,7 +313,11 @@ fn a_full_ring_loses_samples_and_says_how_many() {
             unsafe { libc::close(-1) };
         }
     };
+    // One CPU: the loss of a ring is reported with the next record on that
+    // ring, not on another CPU's.
+    let cpu = cpus()[0];
     let w = worker(move || {
+        pin(cpu);
         closes(60);
         phase_tx.send(()).unwrap();
         next_rx.recv().unwrap();
