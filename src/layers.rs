@@ -214,7 +214,7 @@ fn pure_layers_name_only_their_base_do_no_io_and_forbid_unsafe() {
     );
 }
 
-/// `unsafe` lives only in `ptrace/`, `perf.rs` and `arch/` (test fixtures in
+/// `unsafe` lives only in `ptrace/`, `perf/` and `arch/` (test fixtures in
 /// `tests.rs` files may use it too, with the same SAFETY comments).
 #[test]
 fn unsafe_code_only_in_ptrace_and_arch() {
@@ -237,7 +237,7 @@ fn unsafe_code_only_in_ptrace_and_arch() {
     }
     assert!(
         wrong.is_empty(),
-        "unsafe outside ptrace/, perf.rs and arch/:\n{}",
+        "unsafe outside ptrace/, perf/ and arch/:\n{}",
         wrong.join("\n")
     );
 }

@@ -10,6 +10,20 @@
 //!
 //! The bindings are perf-event-open-sys's; the tracepoint ids come from
 //! tracefs, mounted here when it is absent and fdbg may mount it.
+//!
+//! [`ring`] is the other way to take fd events: samples in ring buffers,
+//! decoded later, with no stop at all.
+
+pub mod format;
+pub mod record;
+pub mod ring;
+
+#[cfg(test)]
+mod tests;
+
+pub use format::SyscallRecord;
+pub use record::{Sample, UserRegs};
+pub use ring::{Coverage, RingStats, SamplerConfig, SyscallSampler, TracepointSpec};
 
 use std::fs;
 use std::io;
@@ -43,6 +57,68 @@ pub enum PerfError {
     },
     #[error("cannot set the tracepoint filter: {0}")]
     Filter(io::Error),
+    #[error(
+        "raw tracepoint samples are refused (kernel.perf_event_paranoid is {paranoid}); run fdbg as root or with CAP_PERFMON, or `sysctl kernel.perf_event_paranoid=-1`"
+    )]
+    RawRefused { paranoid: String },
+    #[error(
+        "tracepoint {0} is not a raw syscall tracepoint (no `id` with `ret` or `args` in its format)"
+    )]
+    Format(String),
+    #[error("cannot set up a perf ring buffer: {0}")]
+    Ring(#[source] io::Error),
+}
+
+fn paranoid() -> String {
+    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Open a sampling event on thread `tid`, on `cpu` (-1: any), close-on-exec.
+fn open_event(
+    mut attr: sys::bindings::perf_event_attr,
+    tid: i32,
+    cpu: i32,
+) -> Result<OwnedFd, PerfError> {
+    // SAFETY: `attr` is a fully initialised perf_event_attr of the size it
+    // declares; the kernel only reads it. No group.
+    let fd = unsafe {
+        sys::perf_event_open(
+            &mut attr,
+            tid,
+            cpu,
+            -1,
+            sys::bindings::PERF_FLAG_FD_CLOEXEC as _,
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => PerfError::RawRefused {
+                paranoid: paranoid(),
+            },
+            _ => PerfError::Open { tid, source: err },
+        });
+    }
+    // SAFETY: perf_event_open returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Set the ftrace filter of tracepoint event `fd`.
+fn set_filter(fd: &OwnedFd, filter: &str) -> Result<(), PerfError> {
+    let filter = std::ffi::CString::new(filter).map_err(|_| {
+        PerfError::Filter(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a filter has no NUL",
+        ))
+    })?;
+    // SAFETY: the fd is a perf event; the filter is a NUL-terminated string
+    // the kernel copies.
+    if unsafe { sys::ioctls::SET_FILTER(fd.as_raw_fd(), filter.as_ptr() as *mut _) } != 0 {
+        return Err(PerfError::Filter(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Whether this process may open kernel tracepoint events: root,
@@ -50,11 +126,36 @@ pub enum PerfError {
 /// Asked first, so that an unprivileged user hears the reason that
 /// matters, not that tracefs is unreadable.
 pub fn permitted() -> Result<(), PerfError> {
-    let paranoid = fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    if nix::unistd::geteuid().is_root() || paranoid.parse::<i32>().is_ok_and(|p| p <= 1) {
+    if privileged(1) {
         return Ok(());
+    }
+    Err(PerfError::Refused {
+        paranoid: paranoid(),
+    })
+}
+
+/// Whether this process may sample tracepoints with their raw data
+/// (PERF_SAMPLE_RAW, which [`SyscallSampler`] needs): root, CAP_PERFMON or
+/// CAP_SYS_ADMIN, or `perf_event_paranoid` at -1. The raw syscall
+/// tracepoints are not among those the kernel lets anyone sample raw.
+pub fn raw_samples_permitted() -> Result<(), PerfError> {
+    if privileged(-1) {
+        return Ok(());
+    }
+    Err(PerfError::RawRefused {
+        paranoid: paranoid(),
+    })
+}
+
+/// Root, CAP_PERFMON or CAP_SYS_ADMIN, or `perf_event_paranoid` at
+/// `paranoid` or below.
+fn privileged(paranoid_at_most: i32) -> bool {
+    if nix::unistd::geteuid().is_root()
+        || paranoid()
+            .parse::<i32>()
+            .is_ok_and(|p| p <= paranoid_at_most)
+    {
+        return true;
     }
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
@@ -65,10 +166,7 @@ pub fn permitted() -> Result<(), PerfError> {
             u64::from_str_radix(hex.trim(), 16).ok()
         })
         .unwrap_or(0);
-    if effective & (1 << CAP_PERFMON | 1 << CAP_SYS_ADMIN) != 0 {
-        return Ok(());
-    }
-    Err(PerfError::Refused { paranoid })
+    effective & (1 << CAP_PERFMON | 1 << CAP_SYS_ADMIN) != 0
 }
 
 /// The tracefs mount: found, or mounted at /sys/kernel/tracing when fdbg
