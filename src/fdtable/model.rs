@@ -348,9 +348,16 @@ impl Model {
             kind: FdKind::Other,
             effects: Vec::new(),
         };
-        // Closes in flight in the threads the exec ended did close their fds.
+        // Closes in flight in the threads the exec ended did close their
+        // fds; a holder still displaced lost its close with them.
         if let Some(state) = self.processes.get_mut(&pid) {
             state.closing.clear();
+            let stale: u64 = std::mem::take(&mut state.displaced)
+                .values()
+                .map(|holders| holders.len() as u64)
+                .sum();
+            state.info.counters.dropped += stale;
+            self.counters.dropped += stale;
         }
         // Sweep first so that `record` sees the closes as its own.
         let closing: Vec<i32> = self

@@ -47,7 +47,9 @@ pub enum PerfError {
         "no tracefs to read syscall tracepoint ids from (mount it: `mount -t tracefs nodev /sys/kernel/tracing`, as root)"
     )]
     NoTracefs,
-    #[error("this kernel has no synchronous SIGTRAP on perf events (needs Linux 5.13 or later)")]
+    #[error(
+        "this kernel's perf SIGTRAP is unsafe for a process that ignores or blocks it (needs Linux 5.18 or later)"
+    )]
     NoSigtrap,
     #[error("perf_event_open on thread {tid}: {source}")]
     Open {
@@ -167,6 +169,25 @@ fn privileged(paranoid_at_most: i32) -> bool {
         })
         .unwrap_or(0);
     effective & (1 << CAP_PERFMON | 1 << CAP_SYS_ADMIN) != 0
+}
+
+/// Whether this kernel sends perf SIGTRAPs as fdbg needs them: from Linux
+/// 5.18 a SIGTRAP that the process ignores or blocks stays ignored or
+/// blocked; before, the kernel forced it (reset to the default action,
+/// unblocked), which would undo the session's protection.
+pub fn sigtrap_supported() -> Result<(), PerfError> {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version >= (5, 18) {
+        Ok(())
+    } else {
+        Err(PerfError::NoSigtrap)
+    }
 }
 
 /// The tracefs mount: found, or mounted at /sys/kernel/tracing when fdbg

@@ -9,8 +9,9 @@
 //! restored. A syscall the thread was in the middle of is restarted by the
 //! kernel itself: the thread is interrupted once more after the restore,
 //! so that its way back to user space passes the kernel's restart code with
-//! the original registers. Signals that arrive meanwhile are queued again
-//! afterwards (tgkill), never lost.
+//! the original registers. Every signal is blocked in the thread meanwhile
+//! (its mask is restored after), so none is taken from the queues; a stop
+//! signal that comes anyway is queued again afterwards (tgkill).
 
 use super::{Result, Resume, Stop, Tid, TraceError, registers, resume, set_registers, wait_for};
 
@@ -19,6 +20,8 @@ use super::{Result, Resume, Stop, Tid, TraceError, registers, resume, set_regist
 /// negative errno on failure). The thread ends stopped as it was.
 pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result<i64> {
     let saved = registers(tid)?;
+    let saved_mask = super::signal_mask(tid)?;
+    super::set_signal_mask(tid, u64::MAX)?;
     let mut call = saved;
     call.rip = insn;
     call.rax = nr;
@@ -41,6 +44,7 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
     };
     // Back to where it was, through the kernel's exit path (restarts).
     set_registers(tid, &saved)?;
+    super::set_signal_mask(tid, saved_mask)?;
     super::interrupt(tid)?;
     resume(tid, Resume::Cont, 0)?;
     loop {

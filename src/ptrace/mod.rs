@@ -508,6 +508,37 @@ pub fn pending_signals(tid: Tid) -> Result<Vec<SignalInfo>> {
     Ok(raw[..n.min(MAX)].iter().map(RawSigInfo::info).collect())
 }
 
+/// The blocked-signal mask of a stopped thread (PTRACE_GETSIGMASK).
+pub fn signal_mask(tid: Tid) -> Result<u64> {
+    let mut mask: u64 = 0;
+    // SAFETY: the kernel writes 8 bytes (the size passed as addr) into `mask`.
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETSIGMASK,
+            tid,
+            std::mem::size_of::<u64>(),
+            &mut mask as *mut u64,
+        )
+    };
+    check("PTRACE_GETSIGMASK", ret)?;
+    Ok(mask)
+}
+
+/// Set the blocked-signal mask of a stopped thread (PTRACE_SETSIGMASK;
+/// the kernel never blocks SIGKILL and SIGSTOP).
+pub fn set_signal_mask(tid: Tid, mask: u64) -> Result<()> {
+    // SAFETY: the kernel reads 8 bytes (the size passed as addr) from `mask`.
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETSIGMASK,
+            tid,
+            std::mem::size_of::<u64>(),
+            &mask as *const u64,
+        )
+    };
+    check("PTRACE_SETSIGMASK", ret).map(drop)
+}
+
 /// Set the general-purpose registers of a stopped thread (PTRACE_SETREGS).
 pub fn set_registers(tid: Tid, regs: &libc::user_regs_struct) -> Result<()> {
     // SAFETY: `regs` is a complete user_regs_struct the kernel only reads.

@@ -23,6 +23,7 @@ use crate::syscalls::{self, SyscallEntry};
 pub const SIG_DATA: u64 = 0x6664_6267_0000_0001;
 
 const SIG_IGN: u64 = 1;
+const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
 const SIG_DFL: u64 = 0;
 
 /// The armed perf events and what the session changed in the processes.
@@ -66,6 +67,10 @@ pub enum Fallback {
     OwnHandler(Pid),
     /// Running a syscall in the process failed.
     Inject(String),
+    /// A thread blocks SIGTRAP.
+    Blocked(Tid),
+    /// The process runs 32-bit code.
+    NotX86_64(Pid),
 }
 
 impl std::fmt::Display for Fallback {
@@ -77,6 +82,16 @@ impl std::fmt::Display for Fallback {
                 "process {pid} has its own SIGTRAP handler, which fdbg leaves alone"
             ),
             Fallback::Inject(why) => write!(f, "cannot make the process ignore SIGTRAP: {why}"),
+            Fallback::Blocked(tid) => write!(
+                f,
+                "thread {tid} blocks SIGTRAP, so it would not report its fd events"
+            ),
+            Fallback::NotX86_64(pid) => {
+                write!(
+                    f,
+                    "process {pid} runs 32-bit code, whose syscalls are numbered otherwise"
+                )
+            }
         }
     }
 }
@@ -85,6 +100,7 @@ impl std::fmt::Display for Fallback {
 /// the fd syscalls (execve's effect comes from the exec stop instead).
 pub(super) fn syscall_tracepoint() -> Result<(u64, String), PerfError> {
     perf::permitted()?;
+    perf::sigtrap_supported()?;
     let tracefs = perf::tracefs()?;
     let tracepoint = perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit")?;
     let numbers: Vec<u64> = syscalls::traced_syscalls()
@@ -99,8 +115,38 @@ impl Tracer {
     /// Make perf SIGTRAPs the event source of this (stopped) session.
     /// `protect`: have each process ignore SIGTRAP for the session (attach;
     /// a process fdbg started dies with fdbg anyway).
-    pub(super) fn arm_perf(&mut self, protect: bool) -> Result<(), Fallback> {
+    pub(super) fn arm_perf(&mut self, protect: bool, forced: bool) -> Result<(), Fallback> {
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        for (tid, pid) in self.threads() {
+            // 32-bit code numbers its syscalls otherwise.
+            if ptrace::registers(tid).is_ok_and(|r| r.cs != 0x33) {
+                return Err(Fallback::NotX86_64(pid));
+            }
+        }
+        // A process whose every thread blocks SIGTRAP (signals taken with
+        // sigwait or a signalfd) would report its events late or never,
+        // and could take fdbg's SIGTRAPs as its own. One thread blocking
+        // for a moment (glibc does while it creates a thread) only delays
+        // that thread's events; `stats` counts what is missed.
+        for &pid in &pids {
+            let blocking: Vec<Tid> = self
+                .threads()
+                .into_iter()
+                .filter(|&(_, p)| p == pid)
+                .map(|(tid, _)| tid)
+                .filter(|&tid| ptrace::signal_mask(tid).is_ok_and(|m| m & SIGTRAP_BIT != 0))
+                .collect();
+            let threads = self.threads.values().filter(|t| t.pid == pid).count();
+            if !blocking.is_empty() && blocking.len() == threads {
+                if !forced {
+                    return Err(Fallback::Blocked(blocking[0]));
+                }
+                self.warnings.push(format!(
+                    "thread {} blocks SIGTRAP: its fd events come late or are missed (stats counts them)",
+                    blocking[0]
+                ));
+            }
+        }
         let mut to_ignore = Vec::new();
         for &pid in pids.iter().filter(|_| protect) {
             match procfs::disposition(pid, libc::SIGTRAP) {
@@ -187,18 +233,26 @@ impl Tracer {
             procfs::vdso_syscall_instruction(tid).ok_or("no syscall instruction in its vDSO")?;
         let regs = ptrace::registers(tid).map_err(|e| e.to_string())?;
         // struct sigaction as the kernel takes it: handler, flags,
-        // restorer, mask; below the red zone of the thread's stack.
-        let at = (regs.rsp - 1024) & !15;
+        // restorer, mask; just below the red zone, where a signal frame
+        // would go, and put back after.
+        let at = (regs.rsp - 128 - 32) & !15;
         let mut act = Vec::with_capacity(32);
         for word in [handler, 0, 0, 0] {
             act.extend_from_slice(&word.to_ne_bytes());
         }
-        ProcessMemory { pid: tid }
+        let memory = ProcessMemory { pid: tid };
+        let before = memory
+            .read(at, act.len())
+            .filter(|b| b.len() == act.len())
+            .ok_or("cannot read its stack")?;
+        memory
             .write(at, &act)
             .map_err(|e| format!("writing its stack: {e}"))?;
         let args = [libc::SIGTRAP as u64, at, 0, 8, 0, 0];
         let result = ptrace::inject::syscall(pid, tid, insn, libc::SYS_rt_sigaction as u64, args)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
+        let _ = memory.write(at, &before);
+        let result = result?;
         if let Some(t) = self.threads.get_mut(&tid) {
             t.last_stop = Some(Stop::Event {
                 event: ptrace::EVENT_STOP,
@@ -253,10 +307,15 @@ impl Tracer {
         if info.code != perf::TRAP_PERF || info.perf_data != SIG_DATA {
             return None;
         }
-        source.traps_seen += 1;
         let Ok(regs) = ptrace::registers(tid) else {
             return Some(None);
         };
+        // A SIGTRAP held back (blocked) and delivered later stops at
+        // another syscall: not an event fdbg can name, so it counts as missed.
+        if !syscalls::is_fd_syscall(regs.orig_rax) {
+            return Some(None);
+        }
+        source.traps_seen += 1;
         self.syscalls_seen += 1;
         let pid = self.threads.get(&tid)?.pid;
         self.cost_by_pid.entry(pid).or_default().1 += 1;
@@ -289,6 +348,11 @@ impl Tracer {
             })
         );
         if thread.state != ThreadState::Stopped || !interrupted || thread.group_stopped {
+            return;
+        }
+        // A thread that blocks SIGTRAP would not stop for it: leave it (the
+        // trap is discarded at detach).
+        if ptrace::signal_mask(tid).is_ok_and(|m| m & SIGTRAP_BIT != 0) {
             return;
         }
         let queued = ptrace::pending_signals(tid).is_ok_and(|signals| {
@@ -372,10 +436,17 @@ impl Tracer {
             let still_ignored =
                 procfs::disposition(pid, libc::SIGTRAP) == Some(Disposition::Ignored);
             let traced = self.threads.values().any(|t| t.pid == pid);
-            if still_ignored
-                && traced
-                && let Err(why) = self.set_sigtrap(pid, SIG_DFL)
-            {
+            if !(still_ignored && traced) {
+                continue;
+            }
+            // Setting SIG_IGN again discards every SIGTRAP still pending
+            // in any thread (a group-stopped one, one that blocks it), which
+            // the default action would make fatal; the events are closed,
+            // so no new one comes.
+            let restored = self
+                .set_sigtrap(pid, SIG_IGN)
+                .and_then(|()| self.set_sigtrap(pid, SIG_DFL));
+            if let Err(why) = restored {
                 eprintln!("fdbg: process {pid}: cannot restore SIGTRAP's default action: {why}");
             }
         }

@@ -107,7 +107,7 @@ impl Tracer {
             }
         }
         if opts.events != EventsChoice::Ptrace
-            && let Err(why) = tracer.arm_perf(true)
+            && let Err(why) = tracer.arm_perf(true, opts.events == EventsChoice::Perf)
         {
             if opts.events == EventsChoice::Perf {
                 return Err(StartError::Perf(why.to_string()));
@@ -276,7 +276,7 @@ impl Tracer {
         }
         let fds = procfs::list_fds(child, None).unwrap_or_default();
         tracer.model.add_process(child, fds);
-        if use_perf && let Err(why) = tracer.arm_perf(false) {
+        if use_perf && let Err(why) = tracer.arm_perf(false, opts.events == EventsChoice::Perf) {
             // Without its filter, the program is traced at every syscall.
             tracer.mechanism = super::Mechanism::PtraceSyscall;
             tracer.warnings.push(format!(

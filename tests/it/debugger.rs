@@ -402,12 +402,17 @@ fn run_with_perf_events_can_detach_and_the_program_finishes_untraced() {
 fn detach_under_run_is_refused_and_tracing_goes_on() {
     let _watchdog = Watchdog::new("detach_run", TEST_LIMIT);
     let leak3 = testprog("leak3");
-    // The seccomp filter's way (the default of run).
+    // With the seccomp filter (run's fallback where perf is refused).
     let (mut fdbg, pid) = run_started_with(&["--events", "ptrace"], &[leak3.as_os_str()]);
 
     fdbg.send("detach");
-    // The refusal goes to stderr; `stats` on stdout answers after it.
+    // The refusal goes to stderr, read on its own pipe: wait for it.
     ask(&mut fdbg, "stats --json", Shape::Stats);
+    crate::harness::poll_until(
+        "the refusal on stderr",
+        || fdbg.stderr().contains('\n'),
+        || fdbg.to_string(),
+    );
     let stderr = fdbg.stderr();
     let refusal: Vec<&str> = stderr.lines().collect();
     assert_eq!(refusal.len(), 1, "one line\n{fdbg}");

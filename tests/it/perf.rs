@@ -367,3 +367,81 @@ fn perf_attach_follows_an_exec_and_leaves_children_sigtrap_alone() {
     assert!(!sigtrap_bit(pid, "SigIgn"), "restored at detach\n{fdbg}");
     assert_untraced_and_running(pid, &fdbg);
 }
+
+/// A thread that blocks SIGTRAP would never report fdbg's SIGTRAPs (and
+/// would take them through sigwait): attach uses PTRACE_SYSCALL for it and
+/// says why.
+#[test]
+#[serial]
+fn a_process_that_blocks_sigtrap_is_traced_with_ptrace() {
+    let _watchdog = Watchdog::new("blocks_sigtrap", TEST_LIMIT);
+    let mut program = ChildGuard::spawn(&mut Command::new(testprog("blocks_signals")));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("start");
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "auto"]);
+    fdbg.wait_attached();
+    program.write_bytes(b"o");
+    fdbg.send("continue");
+    let leak = output.wait_for("leak");
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert_eq!(stats["mechanism"], "ptrace-syscall", "{fdbg}");
+    assert_eq!(
+        num_set(&leaks["sites"][0]["fds"]),
+        BTreeSet::from([leak.fd()]),
+        "{fdbg}"
+    );
+    assert!(
+        fdbg.stderr().contains("blocks SIGTRAP"),
+        "the reason is said\n{fdbg}"
+    );
+    assert_untraced_and_running(pid, &fdbg);
+}
+
+/// A job-control stop during the session can catch a thread between its fd
+/// syscall and the SIGTRAP that reports it; detach must discard that trap,
+/// or SIGCONT would deliver it with its default (fatal) action.
+#[test]
+#[serial]
+fn a_process_stopped_by_sigstop_while_attached_survives_detach_and_sigcont() {
+    let _watchdog = Watchdog::new("perf_sigstop", TEST_LIMIT);
+    let mut churn = ChildGuard::spawn(Command::new(testprog("thread_churn")).arg("4"));
+    let pid = churn.pid();
+    let mut output = churn.output();
+    output.wait_for("start");
+    for cycle in 0..10 {
+        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+        fdbg.wait_attached();
+        fdbg.send("continue");
+        poll_until(
+            "the process to run under fdbg",
+            || state(pid).is_some_and(|s| s != 't'),
+            || fdbg.to_string(),
+        );
+        // SAFETY: kill(2) reads no memory; the process is this test's.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        fdbg.signal(libc::SIGINT);
+        fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
+        fdbg.send("detach");
+        fdbg.wait_line("the detach", |l| l.contains("detached"));
+        fdbg.send("quit");
+        assert!(fdbg.wait_exit().success(), "{fdbg}");
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        poll_until(
+            "every thread to run on, untraced",
+            || every_thread_runs_untraced(pid),
+            || format!("cycle {cycle}: state {:?}\n{fdbg}", state(pid)),
+        );
+        if let Ok(Some(status)) = churn.0.try_wait() {
+            panic!("cycle {cycle}: the process ended ({status})\n{fdbg}");
+        }
+    }
+}

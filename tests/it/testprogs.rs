@@ -187,6 +187,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "blocks_signals",
+        sources: &["blocks_signals.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "idle_threads",
         sources: &["idle_threads.c"],
         flags: DEBUG,
