@@ -82,16 +82,17 @@ pub struct SessionArgs {
     #[arg(short = 'b', long = "break-count", value_name = "N")]
     pub break_count: Option<u32>,
     /// Where fd events come from: perf (a SIGTRAP after each fd syscall only;
-    /// the default where the kernel allows it) or ptrace (attach:
+    /// attach's default where the kernel allows it) or ptrace (attach:
     /// PTRACE_SYSCALL, 2 stops per syscall, like strace attached; run: a
-    /// seccomp filter, 2 stops per fd event)
+    /// seccomp filter, 2 stops per fd event, run's default)
     #[arg(long, value_enum, value_name = "MECH", env = "FDBG_EVENTS")]
     pub events: Option<EventsArg>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventsArg {
-    /// perf where the kernel allows it, else ptrace, saying why
+    /// attach: perf where the kernel allows it, else ptrace, saying why;
+    /// run: the seccomp filter
     Auto,
     Perf,
     Ptrace,
