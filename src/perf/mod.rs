@@ -77,12 +77,9 @@ fn paranoid() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Open a sampling event on thread `tid`, on `cpu` (-1: any), close-on-exec.
-fn open_event(
-    mut attr: sys::bindings::perf_event_attr,
-    tid: i32,
-    cpu: i32,
-) -> Result<OwnedFd, PerfError> {
+/// Open a perf event on thread `tid`, on `cpu` (-1: any), close-on-exec;
+/// the caller names what a refusal means for it.
+fn open_event(mut attr: sys::bindings::perf_event_attr, tid: i32, cpu: i32) -> io::Result<OwnedFd> {
     // SAFETY: `attr` is a fully initialised perf_event_attr of the size it
     // declares; the kernel only reads it. No group.
     let fd = unsafe {
@@ -95,16 +92,15 @@ fn open_event(
         )
     };
     if fd < 0 {
-        let err = io::Error::last_os_error();
-        return Err(match err.raw_os_error() {
-            Some(libc::EACCES | libc::EPERM) => PerfError::RawRefused {
-                paranoid: paranoid(),
-            },
-            _ => PerfError::Open { tid, source: err },
-        });
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: perf_event_open returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether perf_event_open failed for want of privilege.
+fn refused(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM))
 }
 
 /// Set the ftrace filter of tracepoint event `fd`.
@@ -291,39 +287,16 @@ impl SyscallTrap {
         attr.set_remove_on_exec(1);
         attr.set_sigtrap(1);
         attr.sig_data = sig_data;
-        // SAFETY: `attr` is a fully initialised perf_event_attr of the size
-        // it declares; the kernel only reads it. No group, no flags.
-        let fd = unsafe {
-            sys::perf_event_open(
-                &mut attr,
-                tid,
-                -1,
-                -1,
-                sys::bindings::PERF_FLAG_FD_CLOEXEC as _,
-            )
-        };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::EACCES | libc::EPERM) => PerfError::Refused {
-                    paranoid: fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_else(|_| "?".into()),
-                },
-                // sigtrap/remove_on_exec unknown: an older kernel (E2BIG
-                // for a larger attr, EINVAL for the new bits).
-                Some(libc::EINVAL | libc::E2BIG) => PerfError::NoSigtrap,
-                _ => PerfError::Open { tid, source: err },
-            });
-        }
-        // SAFETY: perf_event_open returned a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let filter = std::ffi::CString::new(filter).expect("a filter has no NUL");
-        // SAFETY: the fd is a perf event; the filter is a NUL-terminated
-        // string the kernel copies.
-        if unsafe { sys::ioctls::SET_FILTER(fd.as_raw_fd(), filter.as_ptr() as *mut _) } != 0 {
-            return Err(PerfError::Filter(io::Error::last_os_error()));
-        }
+        let fd = open_event(attr, tid, -1).map_err(|err| match err.raw_os_error() {
+            _ if refused(&err) => PerfError::Refused {
+                paranoid: paranoid(),
+            },
+            // sigtrap/remove_on_exec unknown: an older kernel (E2BIG for a
+            // larger attr, EINVAL for the new bits).
+            Some(libc::EINVAL | libc::E2BIG) => PerfError::NoSigtrap,
+            _ => PerfError::Open { tid, source: err },
+        })?;
+        set_filter(&fd, filter)?;
         Ok(SyscallTrap { fd })
     }
 

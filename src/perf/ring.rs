@@ -280,7 +280,18 @@ impl SyscallSampler {
         for cpu in online_cpus()? {
             for (index, (spec, (id, _))) in tracepoints.iter().zip(&ids_and_layouts).enumerate() {
                 let attr = sample_attr(*id, spec.copy_stack, config, wakeup);
-                let fd = super::open_event(attr, config.tid, cpu as i32)?;
+                let fd = super::open_event(attr, config.tid, cpu as i32).map_err(|err| {
+                    if super::refused(&err) {
+                        PerfError::RawRefused {
+                            paranoid: super::paranoid(),
+                        }
+                    } else {
+                        PerfError::Open {
+                            tid: config.tid,
+                            source: err,
+                        }
+                    }
+                })?;
                 super::set_filter(&fd, &spec.filter)?;
                 let mut sample_id = 0u64;
                 // SAFETY: the fd is a perf event; ID writes one u64 to the

@@ -10,8 +10,9 @@
 //! kernel itself: the thread is interrupted once more after the restore,
 //! so that its way back to user space passes the kernel's restart code with
 //! the original registers. Every signal is blocked in the thread meanwhile
-//! (its mask is restored after), so none is taken from the queues; a stop
-//! signal that comes anyway is queued again afterwards (tgkill).
+//! (its mask is restored at the end), so none is taken from the queues; a
+//! stop signal, which cannot be blocked, is queued again afterwards
+//! (tgkill).
 
 use super::{Result, Resume, Stop, Tid, TraceError, registers, resume, set_registers, wait_for};
 
@@ -35,36 +36,30 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
     call.r9 = args[5];
     set_registers(tid, &call)?;
     let mut deferred = Vec::new();
-    let ran = run_to_syscall_stop(tid, &mut deferred)
-        .and_then(|()| run_to_syscall_stop(tid, &mut deferred))
-        .and_then(|()| registers(tid));
-    let result = match ran {
-        Ok(after) => Ok(after.rax as i64),
-        Err(e) => Err(e),
-    };
-    // Back to where it was, through the kernel's exit path (restarts).
+    let is_syscall_stop = |stop: &Stop| *stop == Stop::Syscall;
+    let result = run_until(tid, Resume::Syscall, is_syscall_stop, &mut deferred)
+        .and_then(|()| run_until(tid, Resume::Syscall, is_syscall_stop, &mut deferred))
+        .and_then(|()| registers(tid))
+        .map(|after| after.rax as i64);
+    // Back to where it was, through the kernel's exit path (restarts), to
+    // an interrupt stop, where its own mask is given back.
     set_registers(tid, &saved)?;
-    super::set_signal_mask(tid, saved_mask)?;
     super::interrupt(tid)?;
-    resume(tid, Resume::Cont, 0)?;
-    loop {
-        match wait_for(tid, false) {
-            Ok(Some((
-                _,
+    run_until(
+        tid,
+        Resume::Cont,
+        |stop| {
+            matches!(
+                stop,
                 Stop::Event {
                     event: super::EVENT_STOP,
                     ..
-                },
-            ))) => break,
-            Ok(Some((_, Stop::Signal(sig)))) => {
-                deferred.push(sig);
-                resume(tid, Resume::Cont, 0)?;
-            }
-            Ok(Some((_, stop))) if stop.is_end() => return Err(TraceError::Gone),
-            Ok(Some(_)) => resume(tid, Resume::Cont, 0)?,
-            _ => return Err(TraceError::Gone),
-        }
-    }
+                }
+            )
+        },
+        &mut deferred,
+    )?;
+    super::set_signal_mask(tid, saved_mask)?;
     for sig in deferred {
         // SAFETY: tgkill(2) reads no memory of ours.
         unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
@@ -72,19 +67,25 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
     result
 }
 
-/// Resume `tid` with PTRACE_SYSCALL until its next syscall stop. Signals
-/// on the way are kept for later; other stops are passed.
-fn run_to_syscall_stop(tid: Tid, deferred: &mut Vec<i32>) -> Result<()> {
-    resume(tid, Resume::Syscall, 0)?;
+/// Resume `tid` the way `how` says until it reports a stop `wanted`
+/// accepts. Signals on the way (only the unblockable stop signal can come:
+/// every other is blocked) are kept for later; other stops are passed.
+fn run_until(
+    tid: Tid,
+    how: Resume,
+    wanted: impl Fn(&Stop) -> bool,
+    deferred: &mut Vec<i32>,
+) -> Result<()> {
+    resume(tid, how, 0)?;
     loop {
         match wait_for(tid, false) {
-            Ok(Some((_, Stop::Syscall))) => return Ok(()),
+            Ok(Some((_, stop))) if wanted(&stop) => return Ok(()),
             Ok(Some((_, Stop::Signal(sig)))) => {
                 deferred.push(sig);
-                resume(tid, Resume::Syscall, 0)?;
+                resume(tid, how, 0)?;
             }
             Ok(Some((_, stop))) if stop.is_end() => return Err(TraceError::Gone),
-            Ok(Some(_)) => resume(tid, Resume::Syscall, 0)?,
+            Ok(Some(_)) => resume(tid, how, 0)?,
             _ => return Err(TraceError::Gone),
         }
     }

@@ -171,9 +171,6 @@ pub struct Tracer {
     pub mode: Mode,
     pub mechanism: Mechanism,
     perf: Option<perf_source::PerfSource>,
-    /// The kernel's count and fdbg's SIGTRAPs when the perf events were
-    /// closed (detach), for `stats` afterwards.
-    retired_source: Option<(u64, u64)>,
     pub main_pid: Pid,
     pub follow_forks: bool,
     pub model: Model,
@@ -231,7 +228,6 @@ impl Tracer {
                 Mode::Run => Mechanism::Seccomp,
             },
             perf: None,
-            retired_source: None,
             main_pid,
             follow_forks: opts.follow_forks,
             model: Model::new(),
@@ -344,9 +340,11 @@ impl Tracer {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Waited::Timeout;
         }
-        match self.waker.take() {
-            0 => {}
-            request => return Waited::Woken(request),
+        if self.waker.requested() {
+            match self.waker.take() {
+                0 => {}
+                request => return Waited::Woken(request),
+            }
         }
         let spin_until = Instant::now() + WAIT_SPIN;
         loop {
@@ -357,28 +355,17 @@ impl Tracer {
                 Err(_) => return Waited::NoTracees,
             }
             let now = Instant::now();
-            if now >= spin_until || deadline.is_some_and(|d| now >= d) {
-                break;
+            if deadline.is_some_and(|d| now >= d) {
+                return Waited::Timeout;
             }
-            let _ = nix::sched::sched_yield();
-        }
-        loop {
-            match ptrace::wait_any(true) {
-                Ok(Some((tid, stop))) => return Waited::Status(tid, stop),
-                Ok(None) => {}
-                // ECHILD: nothing left to trace.
-                Err(_) => return Waited::NoTracees,
+            if now < spin_until {
+                let _ = nix::sched::sched_yield();
+                continue;
             }
             let timeout = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Waited::Timeout;
-                    }
-                    PollTimeout::try_from(left)
-                        .unwrap_or(PollTimeout::MAX)
-                        .max(PollTimeout::from(1u8))
-                }
+                Some(d) => PollTimeout::try_from(d.saturating_duration_since(now))
+                    .unwrap_or(PollTimeout::MAX)
+                    .max(PollTimeout::from(1u8)),
                 None => PollTimeout::NONE,
             };
             let mut fds = [
@@ -626,21 +613,28 @@ impl Tracer {
                 if syscalls::is_restart(result) {
                     return None;
                 }
-                self.complete(tid, &entry, result)
+                self.complete(tid, &entry, result, None)
             }
             _ => None,
         }
     }
 
-    /// A completed fd syscall: decode, capture the stack, record.
-    fn complete(&mut self, tid: Tid, entry: &SyscallEntry, result: i64) -> Option<Seq> {
+    /// A completed fd syscall: decode, capture the stack, record. `regs`:
+    /// the thread's registers where the stop already read them.
+    fn complete(
+        &mut self,
+        tid: Tid,
+        entry: &SyscallEntry,
+        result: i64,
+        regs: Option<arch::StackRegs>,
+    ) -> Option<Seq> {
         let pid = self.threads.get(&tid)?.pid;
         let memory = ProcessMemory { pid: tid };
         let mut decoded = syscalls::decode(entry, result, &memory)?;
         let stack = if decoded.effects.is_empty() {
             None
         } else {
-            self.capture_stack(tid, pid)
+            self.capture_stack(tid, pid, regs)
         };
         // Kinds the syscall cannot tell (received fds, pidfd_getfd): ask /proc.
         for effect in &mut decoded.effects {
@@ -657,8 +651,16 @@ impl Tracer {
         Some(self.model.record(pid, tid, &decoded, stack))
     }
 
-    fn capture_stack(&mut self, tid: Tid, pid: Pid) -> Option<StackId> {
-        let regs = arch::StackRegs::from_user_regs(&ptrace::registers(tid).ok()?);
+    fn capture_stack(
+        &mut self,
+        tid: Tid,
+        pid: Pid,
+        regs: Option<arch::StackRegs>,
+    ) -> Option<StackId> {
+        let regs = match regs {
+            Some(regs) => regs,
+            None => arch::StackRegs::from_user_regs(&ptrace::registers(tid).ok()?),
+        };
         let bytes = copy_stack(tid, regs.sp, STACK_COPY);
         let unwinder = self
             .unwinders
@@ -768,22 +770,15 @@ impl Tracer {
     /// The kernel's count of fd syscalls in the traced processes, where
     /// perf events are the source (else `None`).
     pub fn kernel_fd_syscalls(&self) -> Option<u64> {
-        match (&self.perf, self.retired_source) {
-            (Some(source), _) => Some(source.kernel_count()),
-            (None, Some((count, _))) => Some(count),
-            (None, None) => None,
-        }
+        self.perf.as_ref().map(|source| source.kernel_count())
     }
 
     /// Fd syscalls the kernel counted that fdbg never saw (0 where the
     /// kernel does not count).
     pub fn missed(&self) -> u64 {
-        let seen = match (&self.perf, self.retired_source) {
-            (Some(source), _) => source.traps_seen,
-            (None, Some((_, seen))) => seen,
-            (None, None) => return 0,
-        };
-        self.kernel_fd_syscalls().unwrap_or(0).saturating_sub(seen)
+        self.perf.as_ref().map_or(0, |source| {
+            source.kernel_count().saturating_sub(source.traps_seen)
+        })
     }
 
     /// Let every thread go, untraced and running (attach), delivering any

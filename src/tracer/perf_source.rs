@@ -10,7 +10,7 @@
 //! one. A process with a SIGTRAP handler of its own keeps it: fdbg uses
 //! PTRACE_SYSCALL there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Mechanism, ThreadState, Tracer};
 use crate::fdtable::{Pid, Seq};
@@ -22,11 +22,12 @@ use crate::syscalls::{self, SyscallEntry};
 /// `si_perf_data` of fdbg's SIGTRAPs: tells them from the process's own.
 pub const SIG_DATA: u64 = 0x6664_6267_0000_0001;
 
+const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
 const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
-const SIG_DFL: u64 = 0;
 
-/// The armed perf events and what the session changed in the processes.
+/// The armed perf events and what the session changed in the processes;
+/// after the detach, what the events counted (`stats` still shows it).
 pub(super) struct PerfSource {
     tracepoint: u64,
     filter: String,
@@ -45,10 +46,12 @@ pub(super) struct PerfSource {
 }
 
 impl PerfSource {
-    fn retire(&mut self, pid: Pid) {
+    /// Close the events of the processes `which` accepts, keeping their
+    /// counts.
+    fn retire(&mut self, which: impl Fn(Pid) -> bool) {
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.traps)
             .into_iter()
-            .partition(|(p, _)| *p == pid);
+            .partition(|&(pid, _)| which(pid));
         self.retired += gone.iter().map(|(_, trap)| trap.count()).sum::<u64>();
         self.traps = kept;
     }
@@ -117,35 +120,32 @@ impl Tracer {
     /// a process fdbg started dies with fdbg anyway).
     pub(super) fn arm_perf(&mut self, protect: bool, forced: bool) -> Result<(), Fallback> {
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        // A process whose every thread blocks SIGTRAP (signals taken with
+        // sigwait or a signalfd) would report its events late or never,
+        // and could take fdbg's SIGTRAPs as its own. One thread blocking
+        // for a moment (glibc does while it creates a thread) only delays
+        // that thread's events; `stats` counts what is missed. By process:
+        // a thread that does not block SIGTRAP (Ok) or, while none is
+        // found, one that does (Err).
+        let mut unblocked: BTreeMap<Pid, Result<Tid, Tid>> = BTreeMap::new();
         for (tid, pid) in self.threads() {
             // 32-bit code numbers its syscalls otherwise.
             if ptrace::registers(tid).is_ok_and(|r| r.cs != 0x33) {
                 return Err(Fallback::NotX86_64(pid));
             }
-        }
-        // A process whose every thread blocks SIGTRAP (signals taken with
-        // sigwait or a signalfd) would report its events late or never,
-        // and could take fdbg's SIGTRAPs as its own. One thread blocking
-        // for a moment (glibc does while it creates a thread) only delays
-        // that thread's events; `stats` counts what is missed.
-        for &pid in &pids {
-            let blocking: Vec<Tid> = self
-                .threads()
-                .into_iter()
-                .filter(|&(_, p)| p == pid)
-                .map(|(tid, _)| tid)
-                .filter(|&tid| ptrace::signal_mask(tid).is_ok_and(|m| m & SIGTRAP_BIT != 0))
-                .collect();
-            let threads = self.threads.values().filter(|t| t.pid == pid).count();
-            if !blocking.is_empty() && blocking.len() == threads {
-                if !forced {
-                    return Err(Fallback::Blocked(blocking[0]));
-                }
-                self.warnings.push(format!(
-                    "thread {} blocks SIGTRAP: its fd events come late or are missed (stats counts them)",
-                    blocking[0]
-                ));
+            let blocks = ptrace::signal_mask(tid).is_ok_and(|m| m & SIGTRAP_BIT != 0);
+            let seen = unblocked.entry(pid).or_insert(Err(tid));
+            if !blocks {
+                *seen = Ok(tid);
             }
+        }
+        for blocking in unblocked.into_values().filter_map(Result::err) {
+            if !forced {
+                return Err(Fallback::Blocked(blocking));
+            }
+            self.warnings.push(format!(
+                "thread {blocking} blocks SIGTRAP: its fd events come late or are missed (stats counts them)"
+            ));
         }
         let mut to_ignore = Vec::new();
         for &pid in pids.iter().filter(|_| protect) {
@@ -327,7 +327,8 @@ impl Tracer {
             nr: regs.orig_rax,
             args: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
         };
-        Some(self.complete(tid, &entry, result))
+        let stack_regs = crate::arch::StackRegs::from_user_regs(&regs);
+        Some(self.complete(tid, &entry, result, Some(stack_regs)))
     }
 
     /// A thread stopped by an interrupt may have one of fdbg's SIGTRAPs
@@ -371,7 +372,7 @@ impl Tracer {
         let Some(source) = self.perf.as_mut() else {
             return;
         };
-        source.retire(pid);
+        source.retire(|p| p == pid);
         match SyscallTrap::open(
             tid,
             source.tracepoint,
@@ -415,7 +416,7 @@ impl Tracer {
     /// A process ended: its events count no more.
     pub(super) fn perf_process_ended(&mut self, pid: Pid) {
         if let Some(source) = self.perf.as_mut() {
-            source.retire(pid);
+            source.retire(|p| p == pid);
             source.ignoring.remove(&pid);
         }
     }
@@ -423,15 +424,10 @@ impl Tracer {
     /// Close every event and give each process its SIGTRAP disposition
     /// back; every thread is stopped, with no SIGTRAP of fdbg's queued.
     pub(super) fn disarm_perf(&mut self) {
-        let Some(mut source) = self.perf.take() else {
+        let Some(source) = self.perf.as_mut() else {
             return;
         };
-        let pids: Vec<Pid> = source.traps.iter().map(|(p, _)| *p).collect();
-        for pid in pids {
-            source.retire(pid);
-        }
-        // Kept for `stats` after the detach.
-        self.retired_source = Some((source.retired, source.traps_seen));
+        source.retire(|_| true);
         for pid in std::mem::take(&mut source.ignoring) {
             let still_ignored =
                 procfs::disposition(pid, libc::SIGTRAP) == Some(Disposition::Ignored);

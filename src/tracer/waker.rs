@@ -45,6 +45,11 @@ impl Waker {
                 .compare_exchange(WAKE_INTERRUPT, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 
+    /// Whether a request waits (no syscall: the tracer asks at every stop).
+    pub(super) fn requested(&self) -> bool {
+        self.request.load(std::sync::atomic::Ordering::SeqCst) != 0
+    }
+
     pub(super) fn take(&self) -> i32 {
         let _ = self.fd.read();
         self.request.swap(0, std::sync::atomic::Ordering::SeqCst)
