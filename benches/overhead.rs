@@ -25,13 +25,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::{
-    Stats, env_number, fdbg_binary, kill_and_reap, machine_line, parse_stats, strace_installed,
-    wait_running,
+    Stats, build_testprog, env_number, fdbg_binary, kill_and_reap, machine_line, parse_stats,
+    strace_installed, wait_running,
 };
 
 const DEFAULT_ITER: u64 = 4000;
@@ -42,7 +42,7 @@ fn main() {
     let iter = env_number("FDBG_BENCH_ITER", DEFAULT_ITER);
     let runs = env_number("FDBG_BENCH_RUNS", DEFAULT_RUNS as u64).max(1) as usize;
     let fdbg = fdbg_binary();
-    let bench = build_bench_program();
+    let bench = build_testprog("bench.c", "bench-overhead", &["-O2"]);
     let started = Instant::now();
 
     println!("machine: {}", machine_line());
@@ -334,18 +334,4 @@ fn print_table(rows: &[Row]) {
             );
         }
     }
-}
-
-/// Compiles testprogs/bench.c with gcc -O2 into the target directory.
-fn build_bench_program() -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testprogs/bench.c");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-overhead");
-    let status = Command::new("gcc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run gcc (needed to build {}): {e}", source.display()));
-    assert!(status.success(), "gcc failed on {}", source.display());
-    out
 }

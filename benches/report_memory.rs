@@ -14,20 +14,20 @@
 //!
 //! Every process started here is waited for.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+
+use common::{build_testprog, env_number, fdbg_binary};
 
 const DEFAULT_FDS: u64 = 50_000;
 
 fn main() {
-    let fds = std::env::var("FDBG_BENCH_FDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_FDS);
+    let fds = env_number("FDBG_BENCH_FDS", DEFAULT_FDS);
     let fdbg = fdbg_binary();
-    let program = build_program();
+    let program = build_testprog("many_fds.c", "bench-many-fds", &["-g", "-O0"]);
     println!(
         "workload: many_fds {fds} (one call site; RLIMIT_NOFILE hard limit {})",
         nofile_hard_limit()
@@ -125,31 +125,4 @@ fn nofile_hard_limit() -> String {
             Some(line.split_whitespace().nth(4)?.to_string())
         })
         .unwrap_or_else(|| "?".into())
-}
-
-fn fdbg_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FDBG_BIN") {
-        return PathBuf::from(path);
-    }
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_fdbg"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release` or set FDBG_BIN",
-        path.display()
-    );
-    path
-}
-
-/// Compiles testprogs/many_fds.c with gcc into the target directory.
-fn build_program() -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testprogs/many_fds.c");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-many-fds");
-    let status = Command::new("gcc")
-        .args(["-g", "-O0", "-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run gcc (needed to build {}): {e}", source.display()));
-    assert!(status.success(), "gcc failed on {}", source.display());
-    out
 }

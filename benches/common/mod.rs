@@ -1,4 +1,5 @@
-//! What the benches share: finding the fdbg binary, describing the machine,
+//! What the benches share: finding the fdbg binary, building a C program of
+//! testprogs/, describing the machine,
 //! reading fdbg's `stats --json`, and waiting (by polling /proc: a bench may
 //! poll, fdbg itself may not) until a traced process runs again.
 
@@ -183,6 +184,24 @@ pub fn fdbg_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Compile `testprogs/SOURCE` with gcc and `flags` into the target
+/// directory as `out`; the path of the program.
+pub fn build_testprog(source: &str, out: &str, flags: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testprogs")
+        .join(source);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(out);
+    let status = Command::new("gcc")
+        .args(flags)
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run gcc (needed to build {}): {e}", source.display()));
+    assert!(status.success(), "gcc failed on {}", source.display());
+    out
 }
 
 /// The full path of an installed program (PATH, then /usr/sbin, /sbin).

@@ -73,6 +73,33 @@ fn attach_and_run_to_its_end(program: &str, args: &[&str]) -> RunToItsEnd {
     }
 }
 
+/// Start `program` (no arguments), wait for its start line, and attach
+/// fdbg to it with `--events EVENTS`.
+fn attach_to_new(
+    program: &str,
+    events: &str,
+) -> (ChildGuard, crate::testprogs::OutputStream, Interactive) {
+    let mut started = ChildGuard::spawn(&mut Command::new(testprog(program)));
+    let mut output = started.output();
+    output.wait_for("start");
+    let mut fdbg = Interactive::start(["attach", &started.pid().to_string(), "--events", events]);
+    fdbg.wait_attached();
+    (started, output, fdbg)
+}
+
+/// Interrupt a `continue`, take `leaks` and `stats`, and quit.
+fn interrupt_report_and_quit(fdbg: &mut Interactive) -> (serde_json::Value, serde_json::Value) {
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    (leaks, stats)
+}
+
 #[test]
 #[serial]
 fn perf_attach_stops_once_per_fd_event_and_never_for_other_syscalls() {
@@ -168,26 +195,14 @@ fn perf_attach_ignores_sigtrap_only_while_attached() {
 #[serial]
 fn a_process_with_its_own_sigtrap_handler_keeps_it_and_is_traced_with_ptrace() {
     let _watchdog = Watchdog::new("own_sigtrap", TEST_LIMIT);
-    let mut program = ChildGuard::spawn(&mut Command::new(testprog("own_sigtrap")));
-    let pid = program.pid();
-    let mut output = program.output();
-    output.wait_for("start");
-    assert!(sigtrap_bit(pid, "SigCgt"));
-
     // The default choice falls back, saying why, in one line.
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "auto"]);
-    fdbg.wait_attached();
+    let (mut program, mut output, mut fdbg) = attach_to_new("own_sigtrap", "auto");
+    let pid = program.pid();
+    assert!(sigtrap_bit(pid, "SigCgt"));
     program.write_bytes(b"ab");
     fdbg.send("continue");
     let traps: Vec<Expect> = (0..2).map(|_| output.wait_for("trap")).collect();
-    fdbg.signal(libc::SIGINT);
-    fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
-    fdbg.send("leaks --json");
-    let leaks = fdbg.wait_doc(Shape::Leaks);
-    fdbg.send("stats --json");
-    let stats = fdbg.wait_doc(Shape::Stats);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let (leaks, stats) = interrupt_report_and_quit(&mut fdbg);
 
     assert_eq!(
         traps[1].num("n"),
@@ -333,26 +348,15 @@ fn where_perf_is_refused_attach_falls_back_and_says_why_in_one_line() {
 #[serial]
 fn perf_attach_follows_an_exec_and_leaves_children_sigtrap_alone() {
     let _watchdog = Watchdog::new("perf_exec", TEST_LIMIT);
-    let mut program = ChildGuard::spawn(&mut Command::new(testprog("reexec")));
+    let (mut program, mut output, mut fdbg) = attach_to_new("reexec", "perf");
     let pid = program.pid();
-    let mut output = program.output();
-    output.wait_for("start");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
     program.write_bytes(b"oeof");
     fdbg.send("continue");
     let first = output.wait_for("leak");
     output.wait_for("start");
     let second = output.wait_for("leak");
     let child = output.wait_for("child");
-    fdbg.signal(libc::SIGINT);
-    fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
-    fdbg.send("leaks --json");
-    let leaks = fdbg.wait_doc(Shape::Leaks);
-    fdbg.send("stats --json");
-    let stats = fdbg.wait_doc(Shape::Stats);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let (leaks, stats) = interrupt_report_and_quit(&mut fdbg);
 
     assert_eq!(stats["mechanism"], "perf-sigtrap", "{fdbg}");
     let leaked: BTreeSet<i32> = leaks["sites"]
@@ -375,23 +379,12 @@ fn perf_attach_follows_an_exec_and_leaves_children_sigtrap_alone() {
 #[serial]
 fn a_process_that_blocks_sigtrap_is_traced_with_ptrace() {
     let _watchdog = Watchdog::new("blocks_sigtrap", TEST_LIMIT);
-    let mut program = ChildGuard::spawn(&mut Command::new(testprog("blocks_signals")));
+    let (mut program, mut output, mut fdbg) = attach_to_new("blocks_signals", "auto");
     let pid = program.pid();
-    let mut output = program.output();
-    output.wait_for("start");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "auto"]);
-    fdbg.wait_attached();
     program.write_bytes(b"o");
     fdbg.send("continue");
     let leak = output.wait_for("leak");
-    fdbg.signal(libc::SIGINT);
-    fdbg.wait_line("the interrupt", |l| l.contains("nterrupt"));
-    fdbg.send("leaks --json");
-    let leaks = fdbg.wait_doc(Shape::Leaks);
-    fdbg.send("stats --json");
-    let stats = fdbg.wait_doc(Shape::Stats);
-    fdbg.send("quit");
-    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let (leaks, stats) = interrupt_report_and_quit(&mut fdbg);
     assert_eq!(stats["mechanism"], "ptrace-syscall", "{fdbg}");
     assert_eq!(
         num_set(&leaks["sites"][0]["fds"]),
