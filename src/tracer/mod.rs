@@ -128,6 +128,9 @@ struct Thread {
     announced: bool,
     /// The stop it is in (or was last in).
     last_stop: Option<Stop>,
+    /// In an rt_sigprocmask that may unblock SIGTRAP, while perf waits
+    /// for that.
+    masking: bool,
 }
 
 impl Thread {
@@ -142,6 +145,7 @@ impl Thread {
             detach_at_stop: false,
             announced: true,
             last_stop: None,
+            masking: false,
         }
     }
 }
@@ -193,6 +197,12 @@ pub struct Tracer {
     /// Things the user should know about how the session started (a child
     /// that could not be traced, a slower mechanism and why).
     pub warnings: Vec<String>,
+    /// Perf SIGTRAPs were refused only because every thread blocked
+    /// SIGTRAP (glibc does for a moment in pthread_create and at a
+    /// thread's exit): the first rt_sigprocmask that unblocks it hands the
+    /// session over to perf.
+    perf_waits_for_unblock: bool,
+    perf_unblocked: bool,
     threads: HashMap<Tid, Thread>,
     /// Threads that ended, or children that were let go, before their
     /// creator's clone event was seen: the event, when it comes, must not
@@ -239,6 +249,8 @@ impl Tracer {
             symbolizer: Symbolizer::new(),
             exit_sockets: HashMap::new(),
             warnings: Vec::new(),
+            perf_waits_for_unblock: false,
+            perf_unblocked: false,
             threads: HashMap::new(),
             ended_unannounced: BTreeSet::new(),
             unwinders: HashMap::new(),
@@ -300,7 +312,11 @@ impl Tracer {
                     {
                         return Halt::Event(seq);
                     }
-                    self.resume_thread(tid);
+                    if self.perf_unblocked {
+                        self.take_over_with_perf(tid);
+                    } else {
+                        self.resume_thread(tid);
+                    }
                     if main_was_live && let Some(end) = self.main_end {
                         return Halt::Exited(end);
                     }
@@ -599,6 +615,8 @@ impl Tracer {
                 self.syscalls_seen += 1;
                 let thread = self.threads.get_mut(&tid)?;
                 self.cost_by_pid.entry(thread.pid).or_default().1 += 1;
+                thread.masking =
+                    self.perf_waits_for_unblock && nr == libc::SYS_rt_sigprocmask as u64;
                 if syscalls::is_fd_syscall(nr) {
                     thread.entry = Some(SyscallEntry { nr, args });
                     if nr == libc::SYS_close as u64 {
@@ -609,6 +627,10 @@ impl Tracer {
                 None
             }
             Ok(SyscallStop::Exit { result }) => {
+                let thread = self.threads.get_mut(&tid)?;
+                if std::mem::take(&mut thread.masking) && self.perf_waits_for_unblock {
+                    self.perf_unblocked = !perf_source::blocks_sigtrap(tid);
+                }
                 let entry = self.threads.get_mut(&tid)?.entry.take()?;
                 if syscalls::is_restart(result) {
                     return None;

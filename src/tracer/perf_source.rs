@@ -87,7 +87,7 @@ impl std::fmt::Display for Fallback {
             Fallback::Inject(why) => write!(f, "cannot make the process ignore SIGTRAP: {why}"),
             Fallback::Blocked(tid) => write!(
                 f,
-                "thread {tid} blocks SIGTRAP, so it would not report its fd events"
+                "thread {tid} blocks SIGTRAP, so it would not report its fd events (perf takes over when a thread unblocks it)"
             ),
             Fallback::NotX86_64(pid) => {
                 write!(
@@ -114,11 +114,52 @@ pub(super) fn syscall_tracepoint() -> Result<(u64, String), PerfError> {
     Ok((tracepoint, perf::syscall_filter(&numbers)))
 }
 
+/// Whether stopped thread `tid` blocks SIGTRAP.
+pub(super) fn blocks_sigtrap(tid: Tid) -> bool {
+    ptrace::signal_mask(tid).is_ok_and(|m| m & SIGTRAP_BIT != 0)
+}
+
 impl Tracer {
+    /// Arm perf at attach; where only the threads' masks stand in the way,
+    /// take the events with PTRACE_SYSCALL until a thread unblocks SIGTRAP.
+    pub(super) fn arm_perf_at_attach(&mut self, forced: bool) -> Result<(), Fallback> {
+        let armed = self.arm_perf(true, forced);
+        self.perf_waits_for_unblock = matches!(armed, Err(Fallback::Blocked(_)));
+        armed
+    }
+
+    /// Thread `tid`, stopped at the exit of an rt_sigprocmask, unblocked
+    /// SIGTRAP: stop everything, arm perf and resume. The thread goes to
+    /// an interrupt stop first, where the arming can run its syscalls.
+    pub(super) fn take_over_with_perf(&mut self, tid: Tid) {
+        self.perf_unblocked = false;
+        self.settle_for_syscall(tid);
+        self.stop_all();
+        match self.arm_perf(true, false) {
+            Ok(()) => {
+                self.perf_waits_for_unblock = false;
+                // Syscalls stopped at their entry return through perf.
+                for thread in self.threads.values_mut() {
+                    thread.entry = None;
+                    thread.masking = false;
+                }
+            }
+            Err(Fallback::Blocked(_)) => {}
+            Err(_) => self.perf_waits_for_unblock = false,
+        }
+        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+        for tid in tids {
+            self.resume_thread(tid);
+        }
+    }
+
     /// Make perf SIGTRAPs the event source of this (stopped) session.
     /// `protect`: have each process ignore SIGTRAP for the session (attach;
     /// a process fdbg started dies with fdbg anyway).
     pub(super) fn arm_perf(&mut self, protect: bool, forced: bool) -> Result<(), Fallback> {
+        // What the kernel allows first: it holds for the whole session,
+        // where a thread's mask can change at its next syscall.
+        let (tracepoint, filter) = syscall_tracepoint().map_err(Fallback::Perf)?;
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         // A process whose every thread blocks SIGTRAP (signals taken with
         // sigwait or a signalfd) would report its events late or never,
@@ -133,7 +174,7 @@ impl Tracer {
             if ptrace::registers(tid).is_ok_and(|r| r.cs != 0x33) {
                 return Err(Fallback::NotX86_64(pid));
             }
-            let blocks = ptrace::signal_mask(tid).is_ok_and(|m| m & SIGTRAP_BIT != 0);
+            let blocks = blocks_sigtrap(tid);
             let seen = unblocked.entry(pid).or_insert(Err(tid));
             if !blocks {
                 *seen = Ok(tid);
@@ -155,7 +196,6 @@ impl Tracer {
                 _ => {}
             }
         }
-        let (tracepoint, filter) = syscall_tracepoint().map_err(Fallback::Perf)?;
         let mut source = PerfSource {
             tracepoint,
             filter,
@@ -353,7 +393,7 @@ impl Tracer {
         }
         // A thread that blocks SIGTRAP would not stop for it: leave it (the
         // trap is discarded at detach).
-        if ptrace::signal_mask(tid).is_ok_and(|m| m & SIGTRAP_BIT != 0) {
+        if blocks_sigtrap(tid) {
             return;
         }
         let queued = ptrace::pending_signals(tid).is_ok_and(|signals| {

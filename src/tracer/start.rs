@@ -107,7 +107,7 @@ impl Tracer {
             }
         }
         if opts.events != EventsChoice::Ptrace
-            && let Err(why) = tracer.arm_perf(true, opts.events == EventsChoice::Perf)
+            && let Err(why) = tracer.arm_perf_at_attach(opts.events == EventsChoice::Perf)
         {
             if opts.events == EventsChoice::Perf {
                 return Err(StartError::Perf(why.to_string()));

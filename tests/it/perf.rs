@@ -398,6 +398,50 @@ fn a_process_that_blocks_sigtrap_is_traced_with_ptrace() {
     assert_untraced_and_running(pid, &fdbg);
 }
 
+/// glibc blocks every signal for a moment while it creates a thread and
+/// while a thread exits: a process caught there by the attach is traced
+/// with PTRACE_SYSCALL only until the mask comes back, then with perf. A
+/// single worker at a time makes that moment most of the process's life.
+#[test]
+#[serial]
+fn a_thread_that_blocks_sigtrap_for_a_moment_gets_perf_when_it_unblocks() {
+    let _watchdog = Watchdog::new("blocks_for_a_moment", TEST_LIMIT);
+    let mut churn = ChildGuard::spawn(Command::new(testprog("thread_churn")).arg("1"));
+    let pid = churn.pid();
+    // Kept: the program writes a line every 100 rounds.
+    let mut output = churn.output();
+    output.wait_for("start");
+    for attempt in 0..15 {
+        let out = fdbg_batch([
+            "attach",
+            &pid.to_string(),
+            "--batch",
+            "--json",
+            "-e",
+            "continue 100ms",
+            "-e",
+            "stats",
+        ]);
+        out.assert_success();
+        let stats = out.first(Shape::Stats);
+        assert_eq!(
+            stats["mechanism"], "perf-sigtrap",
+            "attach {attempt}\n{out}"
+        );
+        let count = |syscall: &str| stats["events"][syscall].as_i64().unwrap_or(0);
+        assert!(count("socket") > 0, "attach {attempt}\n{out}");
+        // Each worker: socket, pipe2, three closes; a worker caught between
+        // two of them by the attach or the detach accounts for the rest.
+        assert!(
+            (count("close") - 3 * count("socket")).abs() <= 6,
+            "attach {attempt}\n{out}"
+        );
+        assert_eq!(num(stats, "adopted"), 0, "attach {attempt}\n{out}");
+        assert_eq!(num(stats, "dropped"), 0, "attach {attempt}\n{out}");
+        assert_untraced_and_running(pid, &out);
+    }
+}
+
 /// A job-control stop during the session can catch a thread between its fd
 /// syscall and the SIGTRAP that reports it; detach must discard that trap,
 /// or SIGCONT would deliver it with its default (fatal) action.
