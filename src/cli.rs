@@ -81,10 +81,11 @@ pub struct SessionArgs {
     /// Same as `break count N`: stop when the open-fd count exceeds N
     #[arg(short = 'b', long = "break-count", value_name = "N")]
     pub break_count: Option<u32>,
-    /// Where fd events come from: perf (a SIGTRAP after each fd syscall only;
-    /// attach's default where the kernel allows it) or ptrace (attach:
-    /// PTRACE_SYSCALL, 2 stops per syscall, like strace attached; run: a
-    /// seccomp filter, 2 stops per fd event, run's default)
+    /// Where fd events come from: perf (attach: samples in the kernel's ring
+    /// buffers, no stop, while no breakpoint needs one, else a SIGTRAP
+    /// after each fd syscall only), sigtrap (that SIGTRAP always) or ptrace
+    /// (attach: PTRACE_SYSCALL, 2 stops per syscall, like strace attached;
+    /// run: a seccomp filter, 2 stops per fd event, run's default)
     #[arg(long, value_enum, value_name = "MECH", env = "FDBG_EVENTS")]
     pub events: Option<EventsArg>,
 }
@@ -95,6 +96,7 @@ pub enum EventsArg {
     /// run: the seccomp filter
     Auto,
     Perf,
+    Sigtrap,
     Ptrace,
 }
 
@@ -149,6 +151,7 @@ pub fn parse() -> anyhow::Result<Parsed> {
         events: match session.events {
             None | Some(EventsArg::Auto) => crate::tracer::EventsChoice::Auto,
             Some(EventsArg::Perf) => crate::tracer::EventsChoice::Perf,
+            Some(EventsArg::Sigtrap) => crate::tracer::EventsChoice::Sigtrap,
             Some(EventsArg::Ptrace) => crate::tracer::EventsChoice::Ptrace,
         },
     }))

@@ -103,13 +103,27 @@ impl Unwinder {
     /// return addresses (the symbolizer looks them up at `addr - 1`) — and,
     /// if the walk ended before the outermost frame, why.
     pub fn unwind(&mut self, regs: &StackRegs, stack: &[u8]) -> Stack {
+        self.unwind_beyond(regs, stack, None)
+    }
+
+    /// As `unwind`, and where the walk needs stack words above the copy,
+    /// read them from thread `live`'s memory now: a copy taken at a
+    /// syscall the thread has since returned from is exact, and its outer
+    /// frames (the callers that are still running) usually still are.
+    pub fn unwind_beyond(&mut self, regs: &StackRegs, stack: &[u8], live: Option<i32>) -> Stack {
         let sp = regs.sp;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
-            let bytes = stack
-                .get(offset..offset.checked_add(8).ok_or(())?)
-                .ok_or(())?;
-            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+            let end = offset.checked_add(8).ok_or(())?;
+            let bytes = match (stack.get(offset..end), live) {
+                (Some(bytes), _) => bytes.to_vec(),
+                (None, Some(tid)) if offset >= stack.len() => crate::ptrace::ProcessMemory { pid: tid }
+                    .read(addr, 8)
+                    .filter(|b| b.len() == 8)
+                    .ok_or(())?,
+                _ => return Err(()),
+            };
+            Ok(u64::from_le_bytes(bytes[..8].try_into().map_err(|_| ())?))
         };
         let mut framehop_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
         let mut frame = FrameAddress::from_instruction_pointer(regs.ip);

@@ -66,8 +66,8 @@ pub struct TracepointSpec {
 /// How a sampler is opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SamplerConfig {
-    /// The thread watched; the threads it creates later are watched too.
-    pub tid: i32,
+    /// The threads watched; the threads they create later are watched too.
+    pub tids: Vec<i32>,
     /// Child processes it creates later are watched too.
     pub inherit_processes: bool,
     /// Each CPU's ring has 2^n data pages.
@@ -277,19 +277,23 @@ impl SyscallSampler {
             stats: RingStats::default(),
             scratch: Vec::new(),
         };
+        let mut opens = Vec::new();
         for cpu in online_cpus()? {
-            for (index, (spec, (id, _))) in tracepoints.iter().zip(&ids_and_layouts).enumerate() {
+            for &tid in &config.tids {
+                opens.extend((0..tracepoints.len()).map(|index| (cpu, tid, index)));
+            }
+        }
+        for (cpu, tid, index) in opens {
+            let (spec, (id, _)) = (&tracepoints[index], &ids_and_layouts[index]);
+            {
                 let attr = sample_attr(*id, spec.copy_stack, config, wakeup);
-                let fd = super::open_event(attr, config.tid, cpu as i32).map_err(|err| {
+                let fd = super::open_event(attr, tid, cpu as i32).map_err(|err| {
                     if super::refused(&err) {
                         PerfError::RawRefused {
                             paranoid: super::paranoid(),
                         }
                     } else {
-                        PerfError::Open {
-                            tid: config.tid,
-                            source: err,
-                        }
+                        PerfError::Open { tid, source: err }
                     }
                 })?;
                 super::set_filter(&fd, &spec.filter)?;
@@ -326,13 +330,29 @@ impl SyscallSampler {
                 copy_stack: spec.copy_stack,
             });
         }
-        for event in &sampler.events {
-            // SAFETY: the fd is a perf event; ENABLE takes no pointer.
-            if unsafe { sys::ioctls::ENABLE(event.fd.as_raw_fd(), 0) } != 0 {
+        sampler.set_enabled(true)?;
+        Ok(sampler)
+    }
+
+    /// Start or stop sampling, in the watched threads and every thread
+    /// that inherited the events.
+    pub fn set_enabled(&self, enabled: bool) -> Result<(), PerfError> {
+        for event in &self.events {
+            let fd = event.fd.as_raw_fd();
+            // SAFETY: the fd is a perf event; ENABLE and DISABLE take no
+            // pointer.
+            let done = unsafe {
+                if enabled {
+                    sys::ioctls::ENABLE(fd, 0)
+                } else {
+                    sys::ioctls::DISABLE(fd, 0)
+                }
+            };
+            if done != 0 {
                 return Err(PerfError::Ring(io::Error::last_os_error()));
             }
         }
-        Ok(sampler)
+        Ok(())
     }
 
     /// One fd per CPU ring, readable (POLLIN) once `wakeup_bytes` are in it

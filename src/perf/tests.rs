@@ -198,7 +198,7 @@ fn samples_are_exactly_the_fd_syscalls_of_a_thread_and_its_new_threads_in_order(
         want
     });
     let config = SamplerConfig {
-        tid: w.tid,
+        tids: vec![w.tid],
         inherit_processes: false,
         data_pages_log2: 4,
         stack_bytes: 8192,
@@ -324,7 +324,7 @@ fn a_full_ring_loses_samples_and_says_how_many() {
         closes(1);
     });
     let config = SamplerConfig {
-        tid: w.tid,
+        tids: vec![w.tid],
         inherit_processes: false,
         data_pages_log2: 0,
         stack_bytes: 0,
@@ -382,7 +382,7 @@ fn throughput() {
     for stack_bytes in [0, 8192] {
         let w = worker(|| close_loop(CALLS));
         let config = SamplerConfig {
-            tid: w.tid,
+            tids: vec![w.tid],
             inherit_processes: false,
             data_pages_log2: 8,
             stack_bytes,
@@ -435,7 +435,7 @@ fn drain_holds_back_the_newest_round_until_the_next_drain() {
         close_loop(2);
     });
     let config = SamplerConfig {
-        tid: w.tid,
+        tids: vec![w.tid],
         inherit_processes: false,
         data_pages_log2: 2,
         stack_bytes: 0,

@@ -112,6 +112,21 @@ impl Breakpoints {
         Ok(())
     }
 
+    /// What the enabled breakpoints need of the event source: nothing,
+    /// a stop at every fd event, or (only counts) stops near the smallest
+    /// count.
+    pub fn need(&self) -> crate::tracer::Need {
+        use crate::tracer::Need;
+        let mut counts = Vec::new();
+        for bp in self.list.iter().filter(|b| b.enabled) {
+            match bp.condition {
+                Condition::Count { count } => counts.push(count),
+                _ => return Need::Stops,
+            }
+        }
+        counts.into_iter().min().map_or(Need::Observe, Need::StopsNear)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.iter().all(|b| !b.enabled)
     }

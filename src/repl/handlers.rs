@@ -318,6 +318,14 @@ impl Session {
                 "process {main} is not running any more; its records stay for queries"
             ));
         }
+        let need = if steps.is_some() {
+            crate::tracer::Need::Stops
+        } else {
+            self.breakpoints.need()
+        };
+        if let Some(line) = self.tracer.set_need(need) {
+            eprintln!("fdbg: {line}");
+        }
         let follow = self.tracer.follow_forks;
         let mut seen: Vec<Seq> = Vec::new();
         let mut hit: Option<(u32, bool)> = None;
@@ -340,6 +348,9 @@ impl Session {
                 steps.is_some_and(|n| seen.len() >= n)
             });
         self.running += started.elapsed();
+        for line in self.tracer.notices.drain(..) {
+            eprintln!("fdbg: {line}");
+        }
         self.stopped_at = None;
         let mut reports = Vec::new();
         if steps.is_some() {

@@ -258,6 +258,9 @@ fn banner(tracer: &Tracer) -> String {
                 }
             }
             text.push_str(match tracer.mechanism {
+                crate::tracer::Mechanism::PerfObserve => {
+                    " Fd events: perf-observe (no stop while no breakpoint needs one; then one per fd syscall)."
+                }
                 crate::tracer::Mechanism::PerfSigtrap => {
                     " Fd events: perf-sigtrap (one stop per fd syscall, none for others)."
                 }

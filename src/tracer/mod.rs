@@ -29,10 +29,12 @@ use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, SyscallEntry};
 use crate::unwind::{Unwinder, copy_stack};
 
+mod observe;
 mod perf_source;
 mod start;
 mod waker;
 
+pub use observe::Need;
 pub use perf_source::Fallback;
 pub use start::StartError;
 pub use waker::{WAKE_INTERRUPT, Waker};
@@ -42,6 +44,9 @@ const STACK_COPY: usize = 32 * 1024;
 
 /// How long `next_status` polls waitpid before it sleeps.
 const WAIT_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// How often, at least, an observing session drains its rings (ms).
+const OBSERVE_POLL_MS: u8 = 10;
 
 /// Whether the tracee was attached to or started by fdbg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +65,9 @@ pub enum Mechanism {
     PtraceSyscall,
     /// A seccomp filter that stops only the fd syscalls (run).
     Seccomp,
+    /// Perf samples of the fd syscalls in ring buffers, no stop (attach,
+    /// while nothing needs one).
+    PerfObserve,
 }
 
 impl Mechanism {
@@ -68,6 +76,7 @@ impl Mechanism {
             Mechanism::PerfSigtrap => "perf-sigtrap",
             Mechanism::PtraceSyscall => "ptrace-syscall",
             Mechanism::Seccomp => "seccomp",
+            Mechanism::PerfObserve => "perf-observe",
         }
     }
 }
@@ -78,7 +87,11 @@ pub enum EventsChoice {
     /// perf where the kernel allows it, else PTRACE_SYSCALL, saying why.
     #[default]
     Auto,
+    /// Perf or an error: observing while nothing needs a stop, a SIGTRAP
+    /// per fd event while something does.
     Perf,
+    /// A perf SIGTRAP (one stop) at every fd event, observing never.
+    Sigtrap,
     Ptrace,
 }
 
@@ -157,6 +170,8 @@ enum Waited {
     Woken(i32),
     Timeout,
     NoTracees,
+    /// A perf ring has samples to take.
+    Samples,
 }
 
 /// Options common to attach and run.
@@ -197,12 +212,17 @@ pub struct Tracer {
     /// Things the user should know about how the session started (a child
     /// that could not be traced, a slower mechanism and why).
     pub warnings: Vec<String>,
+    /// Lines for the user from the last `resume_until`.
+    pub notices: Vec<String>,
     /// Perf SIGTRAPs were refused only because every thread blocked
     /// SIGTRAP (glibc does for a moment in pthread_create and at a
     /// thread's exit): the first rt_sigprocmask that unblocks it hands the
     /// session over to perf.
     perf_waits_for_unblock: bool,
     perf_unblocked: bool,
+    observer: Option<observe::Observer>,
+    /// What the current `continue` needs (`set_need`).
+    need: Need,
     threads: HashMap<Tid, Thread>,
     /// Threads that ended, or children that were let go, before their
     /// creator's clone event was seen: the event, when it comes, must not
@@ -249,8 +269,11 @@ impl Tracer {
             symbolizer: Symbolizer::new(),
             exit_sockets: HashMap::new(),
             warnings: Vec::new(),
+            notices: Vec::new(),
             perf_waits_for_unblock: false,
             perf_unblocked: false,
+            observer: None,
+            need: Need::Stops,
             threads: HashMap::new(),
             ended_unannounced: BTreeSet::new(),
             unwinders: HashMap::new(),
@@ -321,11 +344,33 @@ impl Tracer {
                         return Halt::Exited(end);
                     }
                 }
+                Waited::Samples => {
+                    let recorded = self.take_samples(false);
+                    let hit = recorded
+                        .into_iter()
+                        .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
+                    if let Some(seq) = hit {
+                        return Halt::Event(seq);
+                    }
+                    if !self.observe_suffices() {
+                        // A `break count` within reach: stop at every event.
+                        self.stop_all();
+                        let need = self.need;
+                        if let Some(line) = self.set_need(need) {
+                            self.notices.push(line);
+                        }
+                        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+                        for tid in tids {
+                            self.resume_thread(tid);
+                        }
+                    }
+                }
                 Waited::Woken(WAKE_INTERRUPT) => return Halt::Interrupt,
                 Waited::Woken(sig) => return Halt::Shutdown(sig),
                 Waited::Timeout => return Halt::Timeout,
                 Waited::NoTracees => {
                     self.threads.clear();
+                    self.take_samples(true);
                     return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
                 }
             }
@@ -384,20 +429,53 @@ impl Tracer {
                     .max(PollTimeout::from(1u8)),
                 None => PollTimeout::NONE,
             };
-            let mut fds = [
+            let rings = self.observer_fds();
+            // Observing, the rings are drained at least this often, so
+            // that pointer arguments read from memory are read soon after
+            // the call (and a ring whose own thread is gone still drains).
+            let timeout = if rings.is_empty() {
+                timeout
+            } else if timeout == PollTimeout::NONE {
+                PollTimeout::from(OBSERVE_POLL_MS)
+            } else {
+                timeout.min(PollTimeout::from(OBSERVE_POLL_MS))
+            };
+            let mut fds = vec![
                 PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.waker.fd.as_fd(), PollFlags::POLLIN),
             ];
-            let _ = poll(&mut fds, timeout);
+            fds.extend(
+                rings
+                    .iter()
+                    .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+            );
+            let polled = poll(&mut fds, timeout);
             let woken = fds[1]
                 .revents()
                 .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            let mut samples = !rings.is_empty() && polled == Ok(0);
+            let mut hung = Vec::new();
+            for (&(ring, _), fd) in rings.iter().zip(&fds[2..]) {
+                let revents = fd.revents().unwrap_or(PollFlags::empty());
+                samples |= revents.contains(PollFlags::POLLIN);
+                if revents.contains(PollFlags::POLLHUP) {
+                    hung.push(ring);
+                }
+            }
+            drop(fds);
+            drop(rings);
+            for ring in hung {
+                self.observer_hung(ring);
+            }
             while let Ok(Some(_)) = self.sigchld.read_signal() {}
             if woken {
                 match self.waker.take() {
                     0 => {}
                     request => return Waited::Woken(request),
                 }
+            }
+            if samples {
+                return Waited::Samples;
             }
         }
     }
@@ -428,7 +506,7 @@ impl Tracer {
                     self.complete_close_in_flight(tid);
                     self.take_queued_trap(tid);
                 }
-                Waited::Woken(WAKE_INTERRUPT) | Waited::Timeout => {}
+                Waited::Woken(WAKE_INTERRUPT) | Waited::Timeout | Waited::Samples => {}
                 Waited::Woken(sig) => {
                     self.waker.wake(sig);
                     break;
@@ -438,6 +516,11 @@ impl Tracer {
                     break;
                 }
             }
+        }
+        // Every thread is stopped: every sample of theirs is in the rings.
+        self.take_samples(true);
+        if self.observer_lost_more() {
+            self.reconcile();
         }
     }
 
@@ -480,7 +563,7 @@ impl Tracer {
             (Resume::Listen, ThreadState::Running)
         } else {
             let how = match self.mechanism {
-                Mechanism::PerfSigtrap => Resume::Cont,
+                Mechanism::PerfSigtrap | Mechanism::PerfObserve => Resume::Cont,
                 Mechanism::PtraceSyscall => Resume::Syscall,
                 // To the syscall's exit, where its result is.
                 Mechanism::Seccomp if thread.entry.is_some() => Resume::Syscall,
@@ -532,6 +615,16 @@ impl Tracer {
             t.state = ThreadState::Stopped;
             t.last_stop = Some(stop);
             self.cost_by_pid.entry(t.pid).or_default().0 += 1;
+        }
+        if self.mechanism == Mechanism::PerfObserve
+            && let Stop::Event { event, .. } = stop
+            && event != ptrace::EVENT_STOP
+        {
+            // Fork, clone, exec and exit act on the fd table as it is:
+            // the samples before them first. An exec or an exit leaves no
+            // other thread of the process running.
+            let all = event == ptrace::EVENT_EXEC || event == ptrace::EVENT_EXIT;
+            self.take_samples(all);
         }
         match stop {
             Stop::Syscall
@@ -652,12 +745,23 @@ impl Tracer {
     ) -> Option<Seq> {
         let pid = self.threads.get(&tid)?.pid;
         let memory = ProcessMemory { pid: tid };
-        let mut decoded = syscalls::decode(entry, result, &memory)?;
+        let decoded = syscalls::decode(entry, result, &memory)?;
         let stack = if decoded.effects.is_empty() {
             None
         } else {
             self.capture_stack(tid, pid, regs)
         };
+        Some(self.record_decoded(pid, tid, decoded, stack))
+    }
+
+    /// Record a decoded fd syscall of thread `tid` in process `pid`.
+    fn record_decoded(
+        &mut self,
+        pid: Pid,
+        tid: Tid,
+        mut decoded: syscalls::Decoded,
+        stack: Option<StackId>,
+    ) -> Seq {
         // Kinds the syscall cannot tell (received fds, pidfd_getfd): ask /proc.
         for effect in &mut decoded.effects {
             if let Effect::Open {
@@ -670,7 +774,7 @@ impl Tracer {
                 *target = Some(link);
             }
         }
-        Some(self.model.record(pid, tid, &decoded, stack))
+        self.model.record(pid, tid, &decoded, stack)
     }
 
     fn capture_stack(
@@ -684,12 +788,24 @@ impl Tracer {
             None => arch::StackRegs::from_user_regs(&ptrace::registers(tid).ok()?),
         };
         let bytes = copy_stack(tid, regs.sp, STACK_COPY);
+        self.stack_from_copy(pid, tid, &regs, &bytes)
+    }
+
+    /// Unwind a copy of thread `tid`'s stack taken at `regs.sp`; words
+    /// above the copy are read from the thread now.
+    fn stack_from_copy(
+        &mut self,
+        pid: Pid,
+        tid: Tid,
+        regs: &arch::StackRegs,
+        bytes: &[u8],
+    ) -> Option<StackId> {
         let unwinder = self
             .unwinders
             .entry(pid)
             .or_insert_with(|| Unwinder::new(pid));
         let reads = unwinder.maps_reads();
-        let mut stack: Stack = unwinder.unwind(&regs, &bytes);
+        let mut stack: Stack = unwinder.unwind_beyond(regs, bytes, Some(tid));
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the
             // object is unmapped (dlclose) by then.
@@ -792,15 +908,31 @@ impl Tracer {
     /// The kernel's count of fd syscalls in the traced processes, where
     /// perf events are the source (else `None`).
     pub fn kernel_fd_syscalls(&self) -> Option<u64> {
-        self.perf.as_ref().map(|source| source.kernel_count())
+        let traps = self.perf.as_ref().map(|source| source.kernel_count());
+        let samples = self.observer.as_ref().map(|o| o.coverage().0);
+        match (traps, samples) {
+            (None, None) => None,
+            (t, s) => Some(t.unwrap_or(0) + s.unwrap_or(0)),
+        }
+    }
+
+    /// The fd syscalls the kernel counted while observing, and the samples
+    /// of them fdbg decoded.
+    pub fn observed(&self) -> Option<(u64, u64)> {
+        self.observer.as_ref().map(|o| o.coverage())
     }
 
     /// Fd syscalls the kernel counted that fdbg never saw (0 where the
     /// kernel does not count).
     pub fn missed(&self) -> u64 {
-        self.perf.as_ref().map_or(0, |source| {
+        let traps = self.perf.as_ref().map_or(0, |source| {
             source.kernel_count().saturating_sub(source.traps_seen)
-        })
+        });
+        let samples = self.observer.as_ref().map_or(0, |o| {
+            let (kernel, sampled) = o.coverage();
+            kernel.saturating_sub(sampled)
+        });
+        traps + samples
     }
 
     /// Let every thread go, untraced and running (attach), delivering any
@@ -823,6 +955,7 @@ impl Tracer {
             self.restore_child_sigtrap(child);
         }
         self.disarm_perf();
+        self.close_observer();
         // stop_all may have seen new threads; they are stopped too. Threads
         // on their way out (resumed after PTRACE_EVENT_EXIT) cannot be
         // detached: they stay ours until reaped, and their process's parent

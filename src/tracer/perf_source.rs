@@ -196,13 +196,18 @@ impl Tracer {
                 _ => {}
             }
         }
+        // Armed again (after observing): the counts go on.
+        let (retired, traps_seen) = self
+            .perf
+            .as_ref()
+            .map_or((0, 0), |p| (p.kernel_count(), p.traps_seen));
         let mut source = PerfSource {
             tracepoint,
             filter,
             follow_forks: self.follow_forks,
             traps: Vec::new(),
-            retired: 0,
-            traps_seen: 0,
+            retired,
+            traps_seen,
             ignoring: BTreeSet::new(),
         };
         let threads: Vec<(Tid, Pid)> = self.threads();

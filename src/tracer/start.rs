@@ -31,7 +31,7 @@ pub enum StartError {
         #[source]
         source: TraceError,
     },
-    #[error("cannot use perf events (--events perf): {0}")]
+    #[error("cannot use perf events (--events perf or sigtrap): {0}")]
     Perf(String),
     #[error("cannot set up tracing: {0}")]
     Setup(String),
@@ -106,15 +106,35 @@ impl Tracer {
                 tracer.model.add_process(pid, fds);
             }
         }
-        if opts.events != EventsChoice::Ptrace
-            && let Err(why) = tracer.arm_perf_at_attach(opts.events == EventsChoice::Perf)
-        {
-            if opts.events == EventsChoice::Perf {
+        // Observing where the kernel allows it (stops come only when a
+        // breakpoint needs them: `set_need`), else a SIGTRAP per fd event,
+        // else PTRACE_SYSCALL; each fallback says why.
+        let observe = match opts.events {
+            EventsChoice::Auto | EventsChoice::Perf => tracer.open_observer().err(),
+            EventsChoice::Sigtrap | EventsChoice::Ptrace => None,
+        };
+        let sigtrap = match (opts.events, &observe) {
+            (EventsChoice::Ptrace, _) => None,
+            (EventsChoice::Sigtrap, _) | (_, Some(_)) => Some(tracer.arm_perf_at_attach(
+                matches!(opts.events, EventsChoice::Sigtrap | EventsChoice::Perf),
+            )),
+            _ => None,
+        };
+        match (sigtrap, observe) {
+            (Some(Err(why)), _) if opts.events != EventsChoice::Auto => {
                 return Err(StartError::Perf(why.to_string()));
             }
-            tracer.warnings.push(format!(
+            (Some(Err(why)), _) => tracer.warnings.push(format!(
                 "fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
-            ));
+            )),
+            (Some(Ok(())), Some(why)) if opts.events == EventsChoice::Perf => {
+                tracer.disarm_perf();
+                return Err(StartError::Perf(why.to_string()));
+            }
+            (Some(Ok(())), Some(why)) => tracer.warnings.push(format!(
+                "the process stops once per fd event (perf SIGTRAP); observing without stops needs ring buffers: {why}"
+            )),
+            _ => {}
         }
         Ok(tracer)
     }
@@ -203,7 +223,7 @@ impl Tracer {
         // for about the same time per fd event (one stop instead of two).
         // perf events when asked for: one stop per fd event, and the
         // program can be detached.
-        let use_perf = opts.events == EventsChoice::Perf;
+        let use_perf = matches!(opts.events, EventsChoice::Perf | EventsChoice::Sigtrap);
         if use_perf
             && let Err(why) = super::perf_source::syscall_tracepoint()
                 .and_then(|(id, filter)| crate::perf::probe(id, &filter))
@@ -265,7 +285,7 @@ impl Tracer {
         }
         let fds = procfs::list_fds(child, None).unwrap_or_default();
         tracer.model.add_process(child, fds);
-        if use_perf && let Err(why) = tracer.arm_perf(false, opts.events == EventsChoice::Perf) {
+        if use_perf && let Err(why) = tracer.arm_perf(false, true) {
             // Without its filter, the program is traced at every syscall.
             tracer.mechanism = super::Mechanism::PtraceSyscall;
             tracer.warnings.push(format!(

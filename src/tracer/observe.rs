@@ -1,0 +1,398 @@
+//! The observing event source of an attach: while nothing needs the
+//! process stopped at an fd event (no breakpoint, catchpoint or step), the
+//! kernel writes every fd syscall into perf ring buffers and the process
+//! never stops for one. Each sample carries the thread, the time, the user
+//! registers (arguments, result, IP, SP) and, where a stack is shown, a
+//! copy of the user stack; they become the same model events as stops
+//! give, unwound from the copy.
+//!
+//! Four sampled tracepoints:
+//! - the exit of every fd syscall but close and close_range, with the
+//!   stack (the creations, whose stacks are the sites);
+//! - the exit of a close or close_range that succeeded, without a stack;
+//! - the exit of one that failed (a bad close shows where it was), with it;
+//! - the entry of close, without a stack: the fd leaves the table during
+//!   the syscall, so another thread can get its number back before the
+//!   close returns; the entry puts the close first, as a stop at the entry
+//!   does under PTRACE_SYSCALL.
+//!
+//! Pointer arguments (openat's path, pipe2's array, accept's address) are
+//! read from the stack copy where they lie in it, else from the process's
+//! memory when the sample is decoded: after the call, so a buffer reused
+//! since can give a wrong path (the fd's /proc link is the truth, and
+//! `fds` shows it).
+//!
+//! Nothing is lost without a word: the kernel's count of each tracepoint's
+//! hits is compared with the samples decoded (`stats` shows the coverage),
+//! PERF_RECORD_LOST and throttling are counted, and a process whose
+//! samples were lost is reconciled against /proc at the next report.
+
+use crate::fdtable::{Pid, Seq};
+use crate::perf::{
+    self, PerfError, Sample, SamplerConfig, SyscallRecord, SyscallSampler, TracepointSpec,
+};
+use crate::ptrace::{ProcessMemory, Tid};
+use crate::syscalls::{self, SyscallEntry};
+use crate::vocab::TraceeMemory;
+
+use super::{Mechanism, Tracer};
+
+/// The user stack bytes each creation's sample copies: enough for the
+/// frames near the syscall; the outer ones are read from the process
+/// (see `Unwinder::unwind_beyond`).
+const STACK_SAMPLE: u32 = 8 * 1024;
+
+/// Each CPU's ring: 2^10 pages (4 MiB).
+const RING_PAGES_LOG2: u32 = 10;
+
+/// The tracepoints, in the order of `tracepoints()`.
+const EXITS: usize = 0;
+const CLOSE_EXITS: usize = 1;
+const BAD_CLOSE_EXITS: usize = 2;
+const CLOSE_ENTRIES: usize = 3;
+
+fn tracepoints() -> Vec<TracepointSpec> {
+    let closes = [libc::SYS_close as u64, libc::SYS_close_range as u64];
+    let others: Vec<u64> = syscalls::traced_syscalls()
+        .iter()
+        .copied()
+        .filter(|nr| !closes.contains(nr))
+        .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
+        .collect();
+    let close_filter = perf::syscall_filter(&closes);
+    let spec = |name: &str, filter: String, copy_stack: bool| TracepointSpec {
+        group: "raw_syscalls".into(),
+        name: name.into(),
+        filter,
+        copy_stack,
+    };
+    vec![
+        spec("sys_exit", perf::syscall_filter(&others), true),
+        spec("sys_exit", format!("({close_filter}) && ret >= 0"), false),
+        spec("sys_exit", format!("({close_filter}) && ret < 0"), true),
+        spec(
+            "sys_enter",
+            perf::syscall_filter(&[libc::SYS_close as u64]),
+            false,
+        ),
+    ]
+}
+
+/// The samplers of a session and what they have given.
+pub(super) struct Observer {
+    /// None once closed (detach); `closed_coverage` keeps its figures.
+    sampler: Option<SyscallSampler>,
+    closed_coverage: (u64, u64),
+    closed_lost: u64,
+    pub(super) enabled: bool,
+    /// Ring fds that hung up (their thread is gone): not polled again.
+    hung: Vec<bool>,
+    /// The most fd events one drain gave: how far the count can move
+    /// between two looks (`break count` arms stops that far ahead).
+    pub(super) largest_batch: usize,
+    /// Samples lost (PERF_RECORD_LOST) or missing from the kernel's count
+    /// at the last reconcile.
+    pub(super) lost_reconciled: u64,
+}
+
+impl Observer {
+    /// Open samplers on every thread of the session (stopped), enabled.
+    pub(super) fn open(tids: Vec<Tid>, follow_forks: bool) -> Result<Observer, PerfError> {
+        perf::raw_samples_permitted()?;
+        let tracefs = perf::tracefs()?;
+        raise_fd_limit();
+        let config = SamplerConfig {
+            tids,
+            inherit_processes: follow_forks,
+            data_pages_log2: RING_PAGES_LOG2,
+            stack_bytes: STACK_SAMPLE,
+            wakeup_bytes: None,
+        };
+        let sampler = SyscallSampler::open(&tracefs, &config, &tracepoints())?;
+        let rings = sampler.poll_fds().len();
+        Ok(Observer {
+            sampler: Some(sampler),
+            closed_coverage: (0, 0),
+            closed_lost: 0,
+            enabled: true,
+            hung: vec![false; rings],
+            largest_batch: 0,
+            lost_reconciled: 0,
+        })
+    }
+
+    /// The fd syscalls the kernel counted (every exit tracepoint) and the
+    /// samples of them decoded.
+    pub(super) fn coverage(&self) -> (u64, u64) {
+        let Some(sampler) = self.sampler.as_ref() else {
+            return self.closed_coverage;
+        };
+        sampler
+            .coverage()
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != CLOSE_ENTRIES)
+            .fold((0, 0), |(k, s), (_, c)| (k + c.kernel, s + c.sampled))
+    }
+
+    /// Samples the kernel said it dropped or throttled.
+    pub(super) fn lost(&self) -> u64 {
+        self.sampler.as_ref().map_or(self.closed_lost, |sampler| {
+            let stats = sampler.stats();
+            stats.lost + stats.throttles
+        })
+    }
+
+    fn set_enabled(&mut self, enabled: bool) -> bool {
+        let done = self
+            .sampler
+            .as_ref()
+            .is_some_and(|s| s.set_enabled(enabled).is_ok());
+        if done {
+            self.enabled = enabled;
+        }
+        done
+    }
+}
+
+/// Each thread has its events on each CPU: allow fdbg as many fds as the
+/// hard limit does.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// A sample's view of the process's memory: the stack copy where the
+/// range lies in it, else the memory as it is now.
+struct SampledMemory<'a> {
+    sp: u64,
+    stack: &'a [u8],
+    live: ProcessMemory,
+}
+
+impl SampledMemory<'_> {
+    fn in_copy(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(addr.checked_sub(self.sp)?).ok()?;
+        self.stack.get(start..start.checked_add(len)?)
+    }
+}
+
+impl TraceeMemory for SampledMemory<'_> {
+    fn read_bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        match self.in_copy(addr, len) {
+            Some(bytes) => Some(bytes.to_vec()),
+            None => self.live.read_bytes(addr, len),
+        }
+    }
+
+    fn read_cstr(&self, addr: u64, max: usize) -> Option<Vec<u8>> {
+        if let Some(start) = addr
+            .checked_sub(self.sp)
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|&o| o < self.stack.len())
+        {
+            let rest = &self.stack[start..];
+            if let Some(nul) = rest.iter().take(max + 1).position(|&b| b == 0) {
+                return Some(rest[..nul].to_vec());
+            }
+        }
+        self.live.read_cstr(addr, max)
+    }
+}
+
+/// What the front end needs of the next `continue`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing stops at an fd event: observe.
+    Observe,
+    /// A breakpoint, catchpoint or step stops at fd events.
+    Stops,
+    /// Only `break count N` (the smallest N): observe until a process's
+    /// open-fd count comes within reach of N, then stop at every event.
+    StopsNear(u32),
+}
+
+impl Tracer {
+    /// Observe with ring buffers where the kernel allows it (attach).
+    pub(super) fn open_observer(&mut self) -> Result<(), PerfError> {
+        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+        let observer = Observer::open(tids, self.follow_forks)?;
+        self.observer = Some(observer);
+        self.mechanism = Mechanism::PerfObserve;
+        Ok(())
+    }
+
+    /// Choose the event source for what the next `continue` needs; every
+    /// thread is stopped. Returns a line for the user when the source
+    /// changed for a reason worth saying.
+    pub fn set_need(&mut self, need: Need) -> Option<String> {
+        self.need = need;
+        if self.observer.is_none() || self.detached {
+            return None;
+        }
+        let observe = self.observe_suffices();
+        let observing = self.mechanism == Mechanism::PerfObserve;
+        if observe && !observing {
+            // Every thread is stopped: no event falls between the two.
+            if self.observer.as_mut().is_some_and(|o| o.set_enabled(true)) {
+                self.disarm_perf();
+                self.mechanism = Mechanism::PerfObserve;
+            }
+            None
+        } else if !observe && observing {
+            self.stop_observing();
+            match self.arm_perf_at_attach(false) {
+                Ok(()) => None,
+                Err(why) => {
+                    self.mechanism = Mechanism::PtraceSyscall;
+                    Some(format!(
+                        "fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
+                    ))
+                }
+            }
+        } else {
+            None
+        }
+    }
+
+    /// Whether the need can be met without stops now.
+    pub(super) fn observe_suffices(&self) -> bool {
+        match self.need {
+            Need::Observe => true,
+            Need::Stops => false,
+            Need::StopsNear(n) => {
+                let margin = self
+                    .observer
+                    .as_ref()
+                    .map_or(0, |o| 2 * o.largest_batch + 64);
+                let highest = self
+                    .model
+                    .processes()
+                    .map(|p| self.model.open_count(p.pid))
+                    .max()
+                    .unwrap_or(0);
+                highest + margin < n as usize
+            }
+        }
+    }
+
+    /// Disable the samplers, with every thread stopped and their samples
+    /// taken.
+    fn stop_observing(&mut self) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer.set_enabled(false);
+        }
+    }
+
+    /// Poll fds of the rings to wait on (none when not observing).
+    pub(super) fn observer_fds(&self) -> Vec<(usize, std::os::fd::BorrowedFd<'_>)> {
+        match self.observer.as_ref() {
+            Some(Observer {
+                sampler: Some(sampler),
+                enabled: true,
+                hung,
+                ..
+            }) => sampler
+                .poll_fds()
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !hung[*i])
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(super) fn observer_hung(&mut self, ring: usize) {
+        if let Some(slot) = self.observer.as_mut().and_then(|o| o.hung.get_mut(ring)) {
+            *slot = true;
+        }
+    }
+
+    /// Decode the samples in the rings into events. `all`: every thread is
+    /// stopped (or gone), so none can be missing yet; else the newest wait
+    /// for the next drain. Returns the events recorded, in order.
+    pub(super) fn take_samples(&mut self, all: bool) -> Vec<Seq> {
+        let Some(sampler) = self.observer.as_mut().and_then(|o| o.sampler.as_mut()) else {
+            return Vec::new();
+        };
+        let samples = if all {
+            sampler.drain_all()
+        } else {
+            sampler.drain()
+        };
+        let mut recorded = Vec::new();
+        for sample in samples {
+            if let Some(seq) = self.record_sample(sample) {
+                recorded.push(seq);
+            }
+        }
+        if let Some(observer) = self.observer.as_mut() {
+            observer.largest_batch = observer.largest_batch.max(recorded.len());
+        }
+        recorded
+    }
+
+    fn record_sample(&mut self, sample: Sample) -> Option<Seq> {
+        let (pid, tid) = (sample.pid as Pid, sample.tid as Tid);
+        match sample.syscall {
+            SyscallRecord::Enter { args, .. } => {
+                if sample.tracepoint == CLOSE_ENTRIES {
+                    self.model.closing(pid, tid, args[0] as i32);
+                }
+                None
+            }
+            SyscallRecord::Exit { nr, ret } => {
+                self.syscalls_seen += 1;
+                self.cost_by_pid.entry(pid).or_default().1 += 1;
+                if syscalls::is_restart(ret) {
+                    return None;
+                }
+                let regs = sample.regs?;
+                let entry = SyscallEntry {
+                    nr: nr as u64,
+                    args: [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9],
+                };
+                let memory = SampledMemory {
+                    sp: regs.sp,
+                    stack: &sample.stack,
+                    live: ProcessMemory { pid: tid },
+                };
+                let decoded = syscalls::decode(&entry, ret, &memory)?;
+                let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {
+                    None
+                } else {
+                    self.stack_from_copy(pid, tid, &regs.stack_regs(), &sample.stack)
+                };
+                debug_assert!(sample.tracepoint != BAD_CLOSE_EXITS || ret < 0);
+                debug_assert!(sample.tracepoint != CLOSE_EXITS || ret >= 0);
+                debug_assert!(sample.tracepoint != EXITS || nr != libc::SYS_close);
+                Some(self.record_decoded(pid, tid, decoded, stack))
+            }
+        }
+    }
+
+    /// Whether samples were lost since the last look: the caller
+    /// reconciles the model against /proc.
+    pub(super) fn observer_lost_more(&mut self) -> bool {
+        let Some(observer) = self.observer.as_mut() else {
+            return false;
+        };
+        let (kernel, sampled) = observer.coverage();
+        let missing = kernel.saturating_sub(sampled).max(observer.lost());
+        let more = missing > observer.lost_reconciled;
+        observer.lost_reconciled = missing;
+        more
+    }
+
+    /// Close the samplers (detach): the kernel removes every event.
+    pub(super) fn close_observer(&mut self) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer.set_enabled(false);
+            observer.closed_coverage = observer.coverage();
+            observer.closed_lost = observer.lost();
+            observer.sampler = None;
+        }
+    }
+}
