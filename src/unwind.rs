@@ -103,24 +103,35 @@ impl Unwinder {
     /// return addresses (the symbolizer looks them up at `addr - 1`) — and,
     /// if the walk ended before the outermost frame, why.
     pub fn unwind(&mut self, regs: &StackRegs, stack: &[u8]) -> Stack {
-        self.unwind_beyond(regs, stack, None)
+        self.unwind_beyond(regs, stack, None).0
     }
 
     /// As `unwind`, and where the walk needs stack words above the copy,
     /// read them from thread `live`'s memory now: a copy taken at a
     /// syscall the thread has since returned from is exact, and its outer
-    /// frames (the callers that are still running) usually still are.
-    pub fn unwind_beyond(&mut self, regs: &StackRegs, stack: &[u8], live: Option<i32>) -> Stack {
+    /// frames (the callers that are still running) usually still are; a
+    /// return address into one of them may not be. Also says whether the
+    /// walk read beyond the copy.
+    pub fn unwind_beyond(
+        &mut self,
+        regs: &StackRegs,
+        stack: &[u8],
+        live: Option<i32>,
+    ) -> (Stack, bool) {
         let sp = regs.sp;
+        let beyond = std::cell::Cell::new(false);
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
             let end = offset.checked_add(8).ok_or(())?;
             let bytes = match (stack.get(offset..end), live) {
                 (Some(bytes), _) => bytes.to_vec(),
-                (None, Some(tid)) if offset >= stack.len() => crate::ptrace::ProcessMemory { pid: tid }
-                    .read(addr, 8)
-                    .filter(|b| b.len() == 8)
-                    .ok_or(())?,
+                (None, Some(tid)) if offset >= stack.len() => {
+                    beyond.set(true);
+                    crate::ptrace::ProcessMemory { pid: tid }
+                        .read(addr, 8)
+                        .filter(|b| b.len() == 8)
+                        .ok_or(())?
+                }
                 _ => return Err(()),
             };
             Ok(u64::from_le_bytes(bytes[..8].try_into().map_err(|_| ())?))
@@ -158,11 +169,12 @@ impl Unwinder {
             }
             frame = caller;
         };
-        Stack {
+        let stack = Stack {
             addresses,
             truncated,
             generation: 0,
-        }
+        };
+        (stack, beyond.get())
     }
 
     /// The process exec'ed: forget all modules and parsed objects (a path

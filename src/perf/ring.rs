@@ -53,14 +53,16 @@ use super::record::{self, RawSample, Sample};
 use super::{PerfError, tracepoint_id};
 
 /// A tracepoint to sample: `group:name` (a raw syscall tracepoint), the
-/// ftrace filter that chooses its hits, and whether each sample carries a
-/// copy of the user stack.
+/// ftrace filter that chooses its hits, and how many bytes of the user
+/// stack each sample copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TracepointSpec {
     pub group: String,
     pub name: String,
     pub filter: String,
-    pub copy_stack: bool,
+    /// 0: no copy; else a multiple of 8, at most 65528 minus the rest of
+    /// the sample.
+    pub stack_bytes: u32,
 }
 
 /// How a sampler is opened.
@@ -72,9 +74,6 @@ pub struct SamplerConfig {
     pub inherit_processes: bool,
     /// Each CPU's ring has 2^n data pages.
     pub data_pages_log2: u32,
-    /// The user stack bytes copied per sample, for the tracepoints that copy
-    /// it: a multiple of 8, at most 65528 minus the rest of the sample.
-    pub stack_bytes: u32,
     /// poll(2) reports a ring readable once this many bytes are in it;
     /// None: a quarter of the ring.
     pub wakeup_bytes: Option<u32>,
@@ -229,6 +228,8 @@ pub struct SyscallSampler {
     pending: Vec<Sample>,
     /// The newest sample time of the previous drain.
     horizon: u64,
+    /// The newest sample time pulled since.
+    pulled: u64,
     /// The newest sample time returned.
     returned: u64,
     sampled: Vec<u64>,
@@ -272,6 +273,7 @@ impl SyscallSampler {
             ids: HashMap::new(),
             pending: Vec::new(),
             horizon: 0,
+            pulled: 0,
             returned: 0,
             sampled: vec![0; tracepoints.len()],
             stats: RingStats::default(),
@@ -286,7 +288,7 @@ impl SyscallSampler {
         for (cpu, tid, index) in opens {
             let (spec, (id, _)) = (&tracepoints[index], &ids_and_layouts[index]);
             {
-                let attr = sample_attr(*id, spec.copy_stack, config, wakeup);
+                let attr = sample_attr(*id, spec.stack_bytes, config, wakeup);
                 let fd = super::open_event(attr, tid, cpu as i32).map_err(|err| {
                     if super::refused(&err) {
                         PerfError::RawRefused {
@@ -327,7 +329,7 @@ impl SyscallSampler {
         for (spec, (_, layout)) in tracepoints.iter().zip(ids_and_layouts) {
             sampler.tracepoints.push(Tracepoint {
                 layout,
-                copy_stack: spec.copy_stack,
+                copy_stack: spec.stack_bytes > 0,
             });
         }
         sampler.set_enabled(true)?;
@@ -368,16 +370,24 @@ impl SyscallSampler {
     /// of the previous drain; newer ones wait for the next drain (see the
     /// module doc).
     pub fn drain(&mut self) -> Vec<Sample> {
-        let newest = self.read_rings();
+        let newest = self.read_rings().max(std::mem::take(&mut self.pulled));
         let released = self.release(self.horizon);
         self.horizon = self.horizon.max(newest);
         released
     }
 
+    /// Copy what the rings hold into the sampler's own memory, returning
+    /// nothing: room for the kernel while the caller is still busy with
+    /// the samples of the last drain. The next drain returns them.
+    pub fn pull(&mut self) {
+        let newest = self.read_rings();
+        self.pulled = self.pulled.max(newest);
+    }
+
     /// Every sample in the rings and held back, in time order: for when no
     /// watched thread can be inside a syscall (all stopped, or exited).
     pub fn drain_all(&mut self) -> Vec<Sample> {
-        let newest = self.read_rings();
+        let newest = self.read_rings().max(std::mem::take(&mut self.pulled));
         self.horizon = self.horizon.max(newest);
         self.release(u64::MAX)
     }
@@ -519,7 +529,7 @@ impl SyscallSampler {
 /// A tracepoint event sampling every hit into a ring, disabled.
 fn sample_attr(
     id: u64,
-    copy_stack: bool,
+    stack_bytes: u32,
     config: &SamplerConfig,
     wakeup_bytes: u32,
 ) -> sys::bindings::perf_event_attr {
@@ -537,9 +547,9 @@ fn sample_attr(
         clockid: libc::CLOCK_MONOTONIC,
         ..Default::default()
     };
-    if copy_stack {
+    if stack_bytes > 0 {
         attr.sample_type |= b::PERF_SAMPLE_STACK_USER as u64;
-        attr.sample_stack_user = config.stack_bytes;
+        attr.sample_stack_user = stack_bytes;
     }
     attr.__bindgen_anon_1.sample_period = 1;
     attr.__bindgen_anon_2.wakeup_watermark = wakeup_bytes;

@@ -116,13 +116,13 @@ fn sampler_or_skip(
     }
 }
 
-fn spec(name: &str, numbers: &[i64], copy_stack: bool) -> TracepointSpec {
+fn spec(name: &str, numbers: &[i64], stack_bytes: u32) -> TracepointSpec {
     let numbers: Vec<u64> = numbers.iter().map(|&n| n as u64).collect();
     TracepointSpec {
         group: "raw_syscalls".into(),
         name: name.into(),
         filter: syscall_filter(&numbers),
-        copy_stack,
+        stack_bytes,
     }
 }
 
@@ -201,12 +201,11 @@ fn samples_are_exactly_the_fd_syscalls_of_a_thread_and_its_new_threads_in_order(
         tids: vec![w.tid],
         inherit_processes: false,
         data_pages_log2: 4,
-        stack_bytes: 8192,
         wakeup_bytes: None,
     };
     let tracepoints = [
-        spec("sys_exit", FD_SYSCALLS, true),
-        spec("sys_enter", &[libc::SYS_close], false),
+        spec("sys_exit", FD_SYSCALLS, 8192),
+        spec("sys_enter", &[libc::SYS_close], 0),
     ];
     let Some(mut sampler) = sampler_or_skip(&config, &tracepoints) else {
         return;
@@ -327,11 +326,9 @@ fn a_full_ring_loses_samples_and_says_how_many() {
         tids: vec![w.tid],
         inherit_processes: false,
         data_pages_log2: 0,
-        stack_bytes: 0,
         wakeup_bytes: None,
     };
-    let Some(mut sampler) =
-        sampler_or_skip(&config, &[spec("sys_exit", &[libc::SYS_close], false)])
+    let Some(mut sampler) = sampler_or_skip(&config, &[spec("sys_exit", &[libc::SYS_close], 0)])
     else {
         return;
     };
@@ -385,10 +382,9 @@ fn throughput() {
             tids: vec![w.tid],
             inherit_processes: false,
             data_pages_log2: 8,
-            stack_bytes,
             wakeup_bytes: None,
         };
-        let tracepoint = spec("sys_exit", &[libc::SYS_close], stack_bytes > 0);
+        let tracepoint = spec("sys_exit", &[libc::SYS_close], stack_bytes);
         let Some(mut sampler) = sampler_or_skip(&config, &[tracepoint]) else {
             return;
         };
@@ -438,11 +434,9 @@ fn drain_holds_back_the_newest_round_until_the_next_drain() {
         tids: vec![w.tid],
         inherit_processes: false,
         data_pages_log2: 2,
-        stack_bytes: 0,
         wakeup_bytes: None,
     };
-    let Some(mut sampler) =
-        sampler_or_skip(&config, &[spec("sys_exit", &[libc::SYS_close], false)])
+    let Some(mut sampler) = sampler_or_skip(&config, &[spec("sys_exit", &[libc::SYS_close], 0)])
     else {
         return;
     };

@@ -124,7 +124,10 @@ impl Breakpoints {
                 _ => return Need::Stops,
             }
         }
-        counts.into_iter().min().map_or(Need::Observe, Need::StopsNear)
+        counts
+            .into_iter()
+            .min()
+            .map_or(Need::Observe, Need::StopsNear)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -352,12 +352,19 @@ impl Tracer {
                     if let Some(seq) = hit {
                         return Halt::Event(seq);
                     }
-                    if !self.observe_suffices() {
-                        // A `break count` within reach: stop at every event.
+                    let grow = self.observer.as_ref().is_some_and(|o| o.wants_more_stack());
+                    let near = !self.observe_suffices();
+                    if grow || near {
                         self.stop_all();
-                        let need = self.need;
-                        if let Some(line) = self.set_need(need) {
-                            self.notices.push(line);
+                        if grow {
+                            self.grow_stack_copies();
+                        }
+                        if near {
+                            // A `break count` within reach: stop at every event.
+                            let need = self.need;
+                            if let Some(line) = self.set_need(need) {
+                                self.notices.push(line);
+                            }
                         }
                         let tids: Vec<Tid> = self.threads.keys().copied().collect();
                         for tid in tids {
@@ -788,31 +795,32 @@ impl Tracer {
             None => arch::StackRegs::from_user_regs(&ptrace::registers(tid).ok()?),
         };
         let bytes = copy_stack(tid, regs.sp, STACK_COPY);
-        self.stack_from_copy(pid, tid, &regs, &bytes)
+        Some(self.stack_from_copy(pid, tid, &regs, &bytes).0)
     }
 
     /// Unwind a copy of thread `tid`'s stack taken at `regs.sp`; words
     /// above the copy are read from the thread now.
+    /// Also says whether the walk read beyond the copy.
     fn stack_from_copy(
         &mut self,
         pid: Pid,
         tid: Tid,
         regs: &arch::StackRegs,
         bytes: &[u8],
-    ) -> Option<StackId> {
+    ) -> (StackId, bool) {
         let unwinder = self
             .unwinders
             .entry(pid)
             .or_insert_with(|| Unwinder::new(pid));
         let reads = unwinder.maps_reads();
-        let mut stack: Stack = unwinder.unwind_beyond(regs, bytes, Some(tid));
+        let (mut stack, beyond): (Stack, bool) = unwinder.unwind_beyond(regs, bytes, Some(tid));
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the
             // object is unmapped (dlclose) by then.
             self.symbolizer.note_mappings(pid, &unwinder.mappings());
         }
         stack.generation = self.symbolizer.generation(pid);
-        Some(self.model.stacks.intern(stack))
+        (self.model.stacks.intern(stack), beyond)
     }
 
     fn exec_stop(&mut self, tid: Tid) -> Option<Seq> {

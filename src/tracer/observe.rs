@@ -9,8 +9,8 @@
 //! Four sampled tracepoints:
 //! - the exit of every fd syscall but close and close_range, with the
 //!   stack (the creations, whose stacks are the sites);
-//! - the exit of a close or close_range that succeeded, without a stack;
-//! - the exit of one that failed (a bad close shows where it was), with it;
+//! - the exit of a close or close_range that succeeded, with less of it;
+//! - the exit of one that failed (a bad close), with as much as creations;
 //! - the entry of close, without a stack: the fd leaves the table during
 //!   the syscall, so another thread can get its number back before the
 //!   close returns; the entry puts the close first, as a stop at the entry
@@ -37,13 +37,26 @@ use crate::vocab::TraceeMemory;
 
 use super::{Mechanism, Tracer};
 
-/// The user stack bytes each creation's sample copies: enough for the
-/// frames near the syscall; the outer ones are read from the process
-/// (see `Unwinder::unwind_beyond`).
-const STACK_SAMPLE: u32 = 8 * 1024;
+/// The user stack bytes a sample copies at first: creations, closes, bad
+/// closes. A walk that needs words above the copy reads them from the
+/// process (see `Unwinder::unwind_beyond`), where a return address may
+/// have changed since the call: the copy of that tracepoint then doubles,
+/// up to `STACK_SAMPLE_MAX`, at the next chance (all threads stopped).
+const STACK_SAMPLE: [u32; 3] = [2048, 1024, 2048];
+const STACK_SAMPLE_MAX: u32 = 32 * 1024;
 
-/// Each CPU's ring: 2^10 pages (4 MiB).
-const RING_PAGES_LOG2: u32 = 10;
+/// The memory of all rings together (they are per CPU): 64 MiB, at most
+/// 32 MiB and at least 4 MiB per CPU. A burst of fd syscalls from several
+/// threads writes faster than one tracer decodes (the threads test: 16,000
+/// events, 17 MB, in ~40 ms); the rings hold it until decoded. Halved while
+/// the kernel refuses the lock (`perf_event_mlock_kb` without
+/// CAP_IPC_LOCK).
+const RINGS_BYTES: usize = 64 << 20;
+const RING_PAGES_LOG2_MAX: u32 = 13;
+const RING_PAGES_LOG2_MIN: u32 = 4;
+
+/// While decoding a drain, the rings are emptied every this many samples.
+const PULL_EVERY: usize = 64;
 
 /// The tracepoints, in the order of `tracepoints()`.
 const EXITS: usize = 0;
@@ -51,7 +64,7 @@ const CLOSE_EXITS: usize = 1;
 const BAD_CLOSE_EXITS: usize = 2;
 const CLOSE_ENTRIES: usize = 3;
 
-fn tracepoints() -> Vec<TracepointSpec> {
+fn tracepoints(stack_bytes: [u32; 3]) -> Vec<TracepointSpec> {
     let closes = [libc::SYS_close as u64, libc::SYS_close_range as u64];
     let others: Vec<u64> = syscalls::traced_syscalls()
         .iter()
@@ -60,30 +73,48 @@ fn tracepoints() -> Vec<TracepointSpec> {
         .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
         .collect();
     let close_filter = perf::syscall_filter(&closes);
-    let spec = |name: &str, filter: String, copy_stack: bool| TracepointSpec {
+    let spec = |name: &str, filter: String, stack_bytes: u32| TracepointSpec {
         group: "raw_syscalls".into(),
         name: name.into(),
         filter,
-        copy_stack,
+        stack_bytes,
     };
     vec![
-        spec("sys_exit", perf::syscall_filter(&others), true),
-        spec("sys_exit", format!("({close_filter}) && ret >= 0"), false),
-        spec("sys_exit", format!("({close_filter}) && ret < 0"), true),
+        spec(
+            "sys_exit",
+            perf::syscall_filter(&others),
+            stack_bytes[EXITS],
+        ),
+        spec(
+            "sys_exit",
+            format!("({close_filter}) && ret >= 0"),
+            stack_bytes[CLOSE_EXITS],
+        ),
+        spec(
+            "sys_exit",
+            format!("({close_filter}) && ret < 0"),
+            stack_bytes[BAD_CLOSE_EXITS],
+        ),
         spec(
             "sys_enter",
             perf::syscall_filter(&[libc::SYS_close as u64]),
-            false,
+            0,
         ),
     ]
 }
 
 /// The samplers of a session and what they have given.
 pub(super) struct Observer {
-    /// None once closed (detach); `closed_coverage` keeps its figures.
+    /// None once closed (detach); `closed_coverage` keeps the figures of
+    /// the samplers closed so far.
     sampler: Option<SyscallSampler>,
     closed_coverage: (u64, u64),
     closed_lost: u64,
+    follow_forks: bool,
+    /// The stack bytes each exit tracepoint copies now.
+    stack_bytes: [u32; 3],
+    /// A walk over a copy of this tracepoint read beyond it.
+    short: [bool; 3],
     pub(super) enabled: bool,
     /// Ring fds that hung up (their thread is gone): not polled again.
     hung: Vec<bool>,
@@ -99,21 +130,16 @@ impl Observer {
     /// Open samplers on every thread of the session (stopped), enabled.
     pub(super) fn open(tids: Vec<Tid>, follow_forks: bool) -> Result<Observer, PerfError> {
         perf::raw_samples_permitted()?;
-        let tracefs = perf::tracefs()?;
         raise_fd_limit();
-        let config = SamplerConfig {
-            tids,
-            inherit_processes: follow_forks,
-            data_pages_log2: RING_PAGES_LOG2,
-            stack_bytes: STACK_SAMPLE,
-            wakeup_bytes: None,
-        };
-        let sampler = SyscallSampler::open(&tracefs, &config, &tracepoints())?;
+        let sampler = open_sampler(tids, follow_forks, STACK_SAMPLE)?;
         let rings = sampler.poll_fds().len();
         Ok(Observer {
             sampler: Some(sampler),
             closed_coverage: (0, 0),
             closed_lost: 0,
+            follow_forks,
+            stack_bytes: STACK_SAMPLE,
+            short: [false; 3],
             enabled: true,
             hung: vec![false; rings],
             largest_batch: 0,
@@ -121,6 +147,63 @@ impl Observer {
         })
     }
 
+    /// Whether a tracepoint's copies fell short and can grow.
+    pub(super) fn wants_more_stack(&self) -> bool {
+        (0..3).any(|i| self.short[i] && self.stack_bytes[i] < STACK_SAMPLE_MAX)
+    }
+
+    /// Replace the sampler by one whose short copies are twice as long;
+    /// every thread (`tids`) is stopped and the old sampler drained.
+    fn grow(&mut self, tids: Vec<Tid>) -> Result<(), PerfError> {
+        let mut stack_bytes = self.stack_bytes;
+        for (i, bytes) in stack_bytes.iter_mut().enumerate() {
+            if self.short[i] {
+                *bytes = (*bytes * 2).min(STACK_SAMPLE_MAX);
+            }
+        }
+        let sampler = open_sampler(tids, self.follow_forks, stack_bytes)?;
+        self.closed_lost = self.lost();
+        self.closed_coverage = self.coverage();
+        self.hung = vec![false; sampler.poll_fds().len()];
+        // The old one is closed only now: no moment without events.
+        self.sampler = Some(sampler);
+        self.stack_bytes = stack_bytes;
+        self.short = [false; 3];
+        Ok(())
+    }
+}
+
+/// Samplers on `tids` (and the threads they create) with the stack copies
+/// `stack_bytes`.
+fn open_sampler(
+    tids: Vec<Tid>,
+    follow_forks: bool,
+    stack_bytes: [u32; 3],
+) -> Result<SyscallSampler, PerfError> {
+    let tracefs = perf::tracefs()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_cpu_pages = (RINGS_BYTES / 4096 / cpus).max(1);
+    let mut config = SamplerConfig {
+        tids,
+        inherit_processes: follow_forks,
+        data_pages_log2: per_cpu_pages.ilog2().clamp(10, RING_PAGES_LOG2_MAX),
+        // Early, so that decoding starts long before a ring is full.
+        wakeup_bytes: Some(256 << 10),
+    };
+    loop {
+        match SyscallSampler::open(&tracefs, &config, &tracepoints(stack_bytes)) {
+            Err(PerfError::Ring(e))
+                if e.raw_os_error() == Some(libc::EPERM)
+                    && config.data_pages_log2 > RING_PAGES_LOG2_MIN =>
+            {
+                config.data_pages_log2 -= 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Observer {
     /// The fd syscalls the kernel counted (every exit tracepoint) and the
     /// samples of them decoded.
     pub(super) fn coverage(&self) -> (u64, u64) {
@@ -132,15 +215,18 @@ impl Observer {
             .iter()
             .enumerate()
             .filter(|&(i, _)| i != CLOSE_ENTRIES)
-            .fold((0, 0), |(k, s), (_, c)| (k + c.kernel, s + c.sampled))
+            .fold(self.closed_coverage, |(k, s), (_, c)| {
+                (k + c.kernel, s + c.sampled)
+            })
     }
 
     /// Samples the kernel said it dropped or throttled.
     pub(super) fn lost(&self) -> u64 {
-        self.sampler.as_ref().map_or(self.closed_lost, |sampler| {
-            let stats = sampler.stats();
-            stats.lost + stats.throttles
-        })
+        self.closed_lost
+            + self.sampler.as_ref().map_or(0, |sampler| {
+                let stats = sampler.stats();
+                stats.lost + stats.throttles
+            })
     }
 
     fn set_enabled(&mut self, enabled: bool) -> bool {
@@ -231,6 +317,9 @@ impl Tracer {
         self.need = need;
         if self.observer.is_none() || self.detached {
             return None;
+        }
+        if self.observer.as_ref().is_some_and(|o| o.wants_more_stack()) {
+            self.grow_stack_copies();
         }
         let observe = self.observe_suffices();
         let observing = self.mechanism == Mechanism::PerfObserve;
@@ -323,9 +412,16 @@ impl Tracer {
             sampler.drain()
         };
         let mut recorded = Vec::new();
-        for sample in samples {
+        for (n, sample) in samples.into_iter().enumerate() {
             if let Some(seq) = self.record_sample(sample) {
                 recorded.push(seq);
+            }
+            // Decoding is slower than the kernel's writing: keep the rings
+            // from filling meanwhile.
+            if n % PULL_EVERY == PULL_EVERY - 1
+                && let Some(sampler) = self.observer.as_mut().and_then(|o| o.sampler.as_mut())
+            {
+                sampler.pull();
             }
         }
         if let Some(observer) = self.observer.as_mut() {
@@ -363,13 +459,38 @@ impl Tracer {
                 let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {
                     None
                 } else {
-                    self.stack_from_copy(pid, tid, &regs.stack_regs(), &sample.stack)
+                    let (stack, beyond) =
+                        self.stack_from_copy(pid, tid, &regs.stack_regs(), &sample.stack);
+                    if beyond
+                        && let Some(short) = self
+                            .observer
+                            .as_mut()
+                            .and_then(|o| o.short.get_mut(sample.tracepoint))
+                    {
+                        *short = true;
+                    }
+                    Some(stack)
                 };
                 debug_assert!(sample.tracepoint != BAD_CLOSE_EXITS || ret < 0);
                 debug_assert!(sample.tracepoint != CLOSE_EXITS || ret >= 0);
                 debug_assert!(sample.tracepoint != EXITS || nr != libc::SYS_close);
                 Some(self.record_decoded(pid, tid, decoded, stack))
             }
+        }
+    }
+
+    /// Copies fell short: with every thread stopped (and its samples
+    /// taken), sample with longer ones from now on.
+    pub(super) fn grow_stack_copies(&mut self) {
+        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+        let grown = self.observer.as_mut().map(|o| o.grow(tids));
+        if let Some(Err(why)) = grown {
+            // The old sampler goes on; stop asking.
+            if let Some(o) = self.observer.as_mut() {
+                o.short = [false; 3];
+            }
+            self.notices
+                .push(format!("cannot sample longer stack copies: {why}"));
         }
     }
 

@@ -115,9 +115,10 @@ impl Tracer {
         };
         let sigtrap = match (opts.events, &observe) {
             (EventsChoice::Ptrace, _) => None,
-            (EventsChoice::Sigtrap, _) | (_, Some(_)) => Some(tracer.arm_perf_at_attach(
-                matches!(opts.events, EventsChoice::Sigtrap | EventsChoice::Perf),
-            )),
+            (EventsChoice::Sigtrap, _) | (_, Some(_)) => Some(tracer.arm_perf_at_attach(matches!(
+                opts.events,
+                EventsChoice::Sigtrap | EventsChoice::Perf
+            ))),
             _ => None,
         };
         match (sigtrap, observe) {

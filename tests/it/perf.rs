@@ -47,14 +47,14 @@ struct RunToItsEnd {
     stats: serde_json::Value,
 }
 
-/// Start `program ARGS` (with `--wait`), attach with `--events perf`, let it
-/// go, continue to its exit, and take `leaks` and `stats`.
-fn attach_and_run_to_its_end(program: &str, args: &[&str]) -> RunToItsEnd {
+/// Start `program ARGS` (with `--wait`), attach with `--events EVENTS`, let
+/// it go, continue to its exit, and take `leaks` and `stats`.
+fn attach_and_run_to_its_end(program: &str, args: &[&str], events: &str) -> RunToItsEnd {
     let mut started = ChildGuard::spawn(Command::new(testprog(program)).arg("--wait").args(args));
     let pid = started.pid();
     let mut output = started.output();
     output.wait_for("ready");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", events]);
     fdbg.wait_attached();
     started.send_line();
     fdbg.send("continue");
@@ -109,7 +109,7 @@ fn perf_attach_stops_once_per_fd_event_and_never_for_other_syscalls() {
         mut output,
         stats,
         ..
-    } = attach_and_run_to_its_end("nonfd_loop", &["100000"]);
+    } = attach_and_run_to_its_end("nonfd_loop", &["100000"], "sigtrap");
     let done = output.wait_for("done");
     assert_eq!(done.num("syscalls"), 100_000);
 
@@ -127,20 +127,57 @@ fn perf_attach_stops_once_per_fd_event_and_never_for_other_syscalls() {
     );
 }
 
+/// Observing (nothing armed), the process does not stop for an fd event:
+/// the kernel's samples give the same events.
+#[test]
+#[serial]
+fn observing_attach_stops_for_no_fd_event() {
+    let _watchdog = Watchdog::new("observe_nonfd_loop", TEST_LIMIT);
+    let RunToItsEnd {
+        fdbg,
+        mut output,
+        stats,
+        leaks,
+    } = attach_and_run_to_its_end("nonfd_loop", &["100000"], "perf");
+    let done = output.wait_for("done");
+    assert_eq!(done.num("syscalls"), 100_000);
+
+    assert_eq!(stats["mechanism"], "perf-observe", "{fdbg}");
+    assert_eq!(num(&stats, "total_events"), 2, "{fdbg}");
+    assert_eq!(num(&stats, "kernel_fd_syscalls"), 2, "{fdbg}");
+    assert_eq!(num(&stats, "missed"), 0, "{fdbg}");
+    assert_eq!(num(&leaks, "total"), 0, "{fdbg}");
+    // The interrupt that stopped it at attach and the exit's last look:
+    // none for its fd events.
+    assert!(num(&stats, "stops") <= 2, "a stop for an fd event\n{fdbg}");
+}
+
 #[test]
 #[serial]
 fn perf_attach_keeps_the_exact_model_while_threads_reuse_numbers() {
+    for (events, mechanism) in [("sigtrap", "perf-sigtrap"), ("perf", "perf-observe")] {
+        threads_model_is_exact(events, mechanism);
+    }
+}
+
+fn threads_model_is_exact(events: &str, mechanism: &str) {
     let _watchdog = Watchdog::new("perf_threads", TEST_LIMIT);
     let RunToItsEnd {
         fdbg,
         mut output,
         leaks,
         stats,
-    } = attach_and_run_to_its_end("threads", &["4", "1000", "2"]);
+    } = attach_and_run_to_its_end("threads", &["4", "1000", "2"], events);
     let leaked: Vec<Expect> = (0..8).map(|_| output.wait_for("leak")).collect();
     output.wait_for("done");
 
-    assert_eq!(stats["mechanism"], "perf-sigtrap", "{fdbg}");
+    assert_eq!(stats["mechanism"], mechanism, "{fdbg}");
+    // Coverage: every fd syscall the kernel counted is an event.
+    assert_eq!(
+        num(&stats, "kernel_fd_syscalls"),
+        num(&stats, "total_events"),
+        "{fdbg}"
+    );
     assert_eq!(num(&stats, "adopted"), 0, "{fdbg}");
     assert_eq!(num(&stats, "dropped"), 0, "{fdbg}");
     assert_eq!(num(&stats, "missed"), 0, "{fdbg}");
@@ -171,7 +208,14 @@ fn perf_attach_ignores_sigtrap_only_while_attached() {
     let before = status_field(pid, "SigIgn").expect("SigIgn");
     assert!(!sigtrap_bit(pid, "SigIgn"), "SIGTRAP ignored before attach");
 
+    // Observing changes nothing in the process.
     let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    assert!(!sigtrap_bit(pid, "SigIgn"), "SIGTRAP ignored\n{fdbg}");
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "sigtrap"]);
     fdbg.wait_attached();
     assert!(
         sigtrap_bit(pid, "SigIgn"),
@@ -195,11 +239,13 @@ fn perf_attach_ignores_sigtrap_only_while_attached() {
 #[serial]
 fn a_process_with_its_own_sigtrap_handler_keeps_it_and_is_traced_with_ptrace() {
     let _watchdog = Watchdog::new("own_sigtrap", TEST_LIMIT);
-    // The default choice falls back, saying why, in one line.
+    // The default choice falls back when a breakpoint needs stops, saying
+    // why, in one line.
     let (mut program, mut output, mut fdbg) = attach_to_new("own_sigtrap", "auto");
     let pid = program.pid();
     assert!(sigtrap_bit(pid, "SigCgt"));
     program.write_bytes(b"ab");
+    fdbg.send("break fd 999");
     fdbg.send("continue");
     let traps: Vec<Expect> = (0..2).map(|_| output.wait_for("trap")).collect();
     let (leaks, stats) = interrupt_report_and_quit(&mut fdbg);
@@ -226,7 +272,7 @@ fn a_process_with_its_own_sigtrap_handler_keeps_it_and_is_traced_with_ptrace() {
     assert_untraced_and_running(pid, &fdbg);
 
     // Forced, perf is refused with the reason.
-    let forced = fdbg_batch(["attach", &pid.to_string(), "--events", "perf", "--batch"]);
+    let forced = fdbg_batch(["attach", &pid.to_string(), "--events", "sigtrap", "--batch"]);
     assert_eq!(forced.status.code(), Some(1), "{forced}");
     assert!(
         forced.stderr.contains("has its own SIGTRAP handler"),
@@ -251,7 +297,7 @@ fn a_process_survives_every_sigkill_of_fdbg_while_events_stream() {
         if let Ok(Some(status)) = churn.0.try_wait() {
             panic!("the process ended ({status}) before kill {kill}");
         }
-        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "sigtrap"]);
         fdbg.wait_attached();
         fdbg.send("continue");
         // Resumed: the threads run (and their fd events stop them) again.
@@ -348,7 +394,7 @@ fn where_perf_is_refused_attach_falls_back_and_says_why_in_one_line() {
 #[serial]
 fn perf_attach_follows_an_exec_and_leaves_children_sigtrap_alone() {
     let _watchdog = Watchdog::new("perf_exec", TEST_LIMIT);
-    let (mut program, mut output, mut fdbg) = attach_to_new("reexec", "perf");
+    let (mut program, mut output, mut fdbg) = attach_to_new("reexec", "sigtrap");
     let pid = program.pid();
     program.write_bytes(b"oeof");
     fdbg.send("continue");
@@ -382,6 +428,7 @@ fn a_process_that_blocks_sigtrap_is_traced_with_ptrace() {
     let (mut program, mut output, mut fdbg) = attach_to_new("blocks_signals", "auto");
     let pid = program.pid();
     program.write_bytes(b"o");
+    fdbg.send("break fd 999");
     fdbg.send("continue");
     let leak = output.wait_for("leak");
     let (leaks, stats) = interrupt_report_and_quit(&mut fdbg);
@@ -417,6 +464,8 @@ fn a_thread_that_blocks_sigtrap_for_a_moment_gets_perf_when_it_unblocks() {
             &pid.to_string(),
             "--batch",
             "--json",
+            "-e",
+            "break fd 999",
             "-e",
             "continue 100ms",
             "-e",
@@ -454,7 +503,7 @@ fn a_process_stopped_by_sigstop_while_attached_survives_detach_and_sigcont() {
     let mut output = churn.output();
     output.wait_for("start");
     for cycle in 0..10 {
-        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "sigtrap"]);
         fdbg.wait_attached();
         fdbg.send("continue");
         poll_until(
