@@ -371,6 +371,7 @@ impl Session {
             exit_code: None,
             signal: None,
             pid: main,
+            events_from: self.tracer.mechanism,
         };
         match halt {
             Halt::Event(seq) => {
@@ -759,6 +760,7 @@ impl Session {
             mechanism: self.tracer.mechanism,
             kernel_fd_syscalls: self.tracer.kernel_fd_syscalls(),
             missed: self.tracer.missed(),
+            observed: self.tracer.observed(),
         }
     }
 

@@ -194,8 +194,18 @@ fn stop_text(stop: &StopReport) -> String {
                 _ => format!("Process {} exited.", stop.pid),
             };
         }
-        (StopKind::Interrupt, _) => return "Interrupted; all threads stopped.".into(),
-        (StopKind::Timeout, _) => return "Time is up; all threads stopped.".into(),
+        (StopKind::Interrupt, _) => {
+            return format!(
+                "Interrupted; all threads stopped (fd events: {}).",
+                stop.events_from.as_str()
+            );
+        }
+        (StopKind::Timeout, _) => {
+            return format!(
+                "Time is up; all threads stopped (fd events: {}).",
+                stop.events_from.as_str()
+            );
+        }
         (StopKind::Breakpoint, Some(id)) => format!("Breakpoint {id}, "),
         (StopKind::Catch, Some(id)) => format!("Catchpoint {id}, "),
         (StopKind::Breakpoint | StopKind::Catch | StopKind::Step, _) => String::new(),
@@ -418,6 +428,16 @@ fn stats_text(s: &StatsReport) -> String {
         );
     }
     let _ = writeln!(out, "events from: {}", mechanism_text(s));
+    if let Some(o) = &s.observed {
+        let _ = writeln!(
+            out,
+            "observed without stops: {} of the {} fd syscalls the kernel counted (coverage {:.2}%), {} lost in full rings",
+            o.recorded,
+            o.counted,
+            o.coverage * 100.0,
+            o.lost
+        );
+    }
     let _ = write!(
         out,
         "model checks against /proc: {} adopted (untracked), {} dropped",

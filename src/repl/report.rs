@@ -95,6 +95,8 @@ pub struct StopReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     pub pid: Pid,
+    /// Where fd events came from when it stopped.
+    pub events_from: crate::tracer::Mechanism,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -187,6 +189,9 @@ pub struct StatsReport {
     pub kernel_fd_syscalls: Option<u64>,
     /// Fd syscalls the kernel counted that fdbg did not see.
     pub missed: u64,
+    /// While observing without stops: what the kernel counted and what its
+    /// samples gave (null where fdbg never observed).
+    pub observed: Option<crate::tracer::ObservedFigures>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -34,7 +34,7 @@ mod perf_source;
 mod start;
 mod waker;
 
-pub use observe::Need;
+pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use start::StartError;
 pub use waker::{WAKE_INTERRUPT, Waker};
@@ -926,8 +926,8 @@ impl Tracer {
 
     /// The fd syscalls the kernel counted while observing, and the samples
     /// of them fdbg decoded.
-    pub fn observed(&self) -> Option<(u64, u64)> {
-        self.observer.as_ref().map(|o| o.coverage())
+    pub fn observed(&self) -> Option<ObservedFigures> {
+        self.observer.as_ref().map(|o| o.figures())
     }
 
     /// Fd syscalls the kernel counted that fdbg never saw (0 where the

@@ -147,6 +147,21 @@ impl Observer {
         })
     }
 
+    pub(super) fn figures(&self) -> ObservedFigures {
+        let (counted, recorded) = self.coverage();
+        ObservedFigures {
+            counted,
+            recorded,
+            coverage: if counted == 0 {
+                1.0
+            } else {
+                recorded as f64 / counted as f64
+            },
+            lost: self.lost(),
+            stack_bytes: self.stack_bytes,
+        }
+    }
+
     /// Whether a tracepoint's copies fell short and can grow.
     pub(super) fn wants_more_stack(&self) -> bool {
         (0..3).any(|i| self.short[i] && self.stack_bytes[i] < STACK_SAMPLE_MAX)
@@ -286,6 +301,22 @@ impl TraceeMemory for SampledMemory<'_> {
         }
         self.live.read_cstr(addr, max)
     }
+}
+
+/// What observing has given, for `stats`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ObservedFigures {
+    /// Fd syscalls the kernel counted while observing.
+    pub counted: u64,
+    /// Samples of them decoded.
+    pub recorded: u64,
+    /// recorded / counted (1 when nothing was counted).
+    pub coverage: f64,
+    /// Samples the kernel dropped because a ring was full, or throttled.
+    pub lost: u64,
+    /// The stack bytes each sample copies now: creations, closes, failed
+    /// closes.
+    pub stack_bytes: [u32; 3],
 }
 
 /// What the front end needs of the next `continue`.
