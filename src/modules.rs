@@ -50,6 +50,49 @@ pub struct CodeMapping {
 
 /// Parses the executable, object-backed lines of a `/proc/PID/maps` text.
 /// Lines that do not parse are skipped.
+/// A mapping of a file that the process cannot write: its bytes are the
+/// file's (string literals, tables), readable after the process changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMapping {
+    pub avma: Range<u64>,
+    pub file_offset: u64,
+    pub path: String,
+}
+
+/// The read-only file mappings of a /proc/PID/maps text.
+pub fn parse_readonly_file_maps(text: &str) -> Vec<FileMapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, ' ');
+            let (range, perms, offset) = (fields.next()?, fields.next()?, fields.next()?);
+            let path = fields.nth(2).unwrap_or("").trim_start();
+            if perms.as_bytes().get(1) == Some(&b'w') || !path.starts_with('/') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(FileMapping {
+                avma: u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?,
+                file_offset: u64::from_str_radix(offset, 16).ok()?,
+                path: path.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Read `len` bytes at `addr` from the file a mapping of `maps` covers.
+pub fn read_mapped_file(maps: &[FileMapping], addr: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let map = maps.iter().find(|m| m.avma.contains(&addr))?;
+    let len = len.min(usize::try_from(map.avma.end - addr).ok()?);
+    let file = std::fs::File::open(&map.path).ok()?;
+    let mut buf = vec![0u8; len];
+    let n = file
+        .read_at(&mut buf, map.file_offset + (addr - map.avma.start))
+        .ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 pub fn parse_maps(text: &str) -> Vec<CodeMapping> {
     text.lines().filter_map(parse_maps_line).collect()
 }

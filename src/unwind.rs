@@ -87,6 +87,22 @@ impl Unwinder {
         }
     }
 
+    /// Read the maps and parse every executable object now, not when a walk
+    /// first needs it: a stack sampled before an exec (or an unmap) and
+    /// walked after it still finds the objects it ran in.
+    pub fn preload(&mut self) {
+        self.reread_maps();
+        for index in 0..self.mappings.len() {
+            if self.mappings[index].state == MappingState::Pending {
+                self.mappings[index].state = if self.add_module(index) {
+                    MappingState::Added
+                } else {
+                    MappingState::Unusable
+                };
+            }
+        }
+    }
+
     /// How many times the process's maps were read so far.
     pub fn maps_reads(&self) -> u64 {
         self.maps_reads
@@ -103,38 +119,34 @@ impl Unwinder {
     /// return addresses (the symbolizer looks them up at `addr - 1`) — and,
     /// if the walk ended before the outermost frame, why.
     pub fn unwind(&mut self, regs: &StackRegs, stack: &[u8]) -> Stack {
-        self.unwind_beyond(regs, stack, None).0
+        self.unwind_beyond(regs, stack, &|_| None).0
     }
 
     /// As `unwind`, and where the walk needs stack words above the copy,
-    /// read them from thread `live`'s memory now: a copy taken at a
-    /// syscall the thread has since returned from is exact, and its outer
-    /// frames (the callers that are still running) usually still are; a
-    /// return address into one of them may not be. Also says whether the
-    /// walk read beyond the copy.
+    /// ask `beyond` for them (the thread's memory now, or as it was at an
+    /// earlier stop): a copy taken at a syscall the thread has since
+    /// returned from is exact, and its outer frames (the callers that are
+    /// still running) usually still are; a return address into one of them
+    /// may not be. Also says whether the walk read beyond the copy.
     pub fn unwind_beyond(
         &mut self,
         regs: &StackRegs,
         stack: &[u8],
-        live: Option<i32>,
+        beyond_copy: &dyn Fn(u64) -> Option<u64>,
     ) -> (Stack, bool) {
         let sp = regs.sp;
         let beyond = std::cell::Cell::new(false);
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
             let end = offset.checked_add(8).ok_or(())?;
-            let bytes = match (stack.get(offset..end), live) {
-                (Some(bytes), _) => bytes.to_vec(),
-                (None, Some(tid)) if offset >= stack.len() => {
+            match stack.get(offset..end) {
+                Some(bytes) => Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?)),
+                None if offset >= stack.len() => {
                     beyond.set(true);
-                    crate::ptrace::ProcessMemory { pid: tid }
-                        .read(addr, 8)
-                        .filter(|b| b.len() == 8)
-                        .ok_or(())?
+                    beyond_copy(addr).ok_or(())
                 }
-                _ => return Err(()),
-            };
-            Ok(u64::from_le_bytes(bytes[..8].try_into().map_err(|_| ())?))
+                None => Err(()),
+            }
         };
         let mut framehop_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
         let mut frame = FrameAddress::from_instruction_pointer(regs.ip);

@@ -754,11 +754,12 @@ mod tests {
                 exit_code: None,
                 signal: None,
                 pid: 7,
+                events_from: crate::repl::report::Mechanism::PerfObserve,
             });
             assert_eq!(
                 json(&stop),
                 format!(
-                    r#"{{"stop":"{name}","breakpoint":null,"event":null,"exit_code":null,"pid":7}}"#
+                    r#"{{"stop":"{name}","breakpoint":null,"event":null,"exit_code":null,"pid":7,"events_from":"perf-observe"}}"#
                 )
             );
         }

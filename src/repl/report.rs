@@ -3,6 +3,7 @@
 //! scripts) and rendered to text by `render`. Built by
 //! `handlers`, on the tracer's thread; shown by the front end.
 
+pub use crate::tracer::Mechanism;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

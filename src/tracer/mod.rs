@@ -221,6 +221,14 @@ pub struct Tracer {
     perf_waits_for_unblock: bool,
     perf_unblocked: bool,
     observer: Option<observe::Observer>,
+    /// Observing: each thread's stack (sp, bytes) at the last stop, for
+    /// walks that need more than a sample's copy after the memory changed.
+    stack_snapshots: HashMap<Tid, (u64, Vec<u8>)>,
+    /// The process whose samples are being walked at its exec stop: its
+    /// memory is the new program's.
+    exec_pending: Option<Pid>,
+    /// Observing: each process's read-only file mappings at the last look.
+    file_maps: HashMap<Pid, Vec<crate::modules::FileMapping>>,
     /// What the current `continue` needs (`set_need`).
     need: Need,
     threads: HashMap<Tid, Thread>,
@@ -273,6 +281,9 @@ impl Tracer {
             perf_waits_for_unblock: false,
             perf_unblocked: false,
             observer: None,
+            stack_snapshots: HashMap::new(),
+            exec_pending: None,
+            file_maps: HashMap::new(),
             need: Need::Stops,
             threads: HashMap::new(),
             ended_unannounced: BTreeSet::new(),
@@ -529,6 +540,7 @@ impl Tracer {
         if self.observer_lost_more() {
             self.reconcile();
         }
+        self.snapshot_stacks();
     }
 
     /// A thread that stopped at the entry of close: the model has taken
@@ -631,7 +643,12 @@ impl Tracer {
             // the samples before them first. An exec or an exit leaves no
             // other thread of the process running.
             let all = event == ptrace::EVENT_EXEC || event == ptrace::EVENT_EXIT;
+            if event == ptrace::EVENT_EXEC {
+                // At its exec stop the thread's id is its process's.
+                self.exec_pending = Some(tid);
+            }
             self.take_samples(all);
+            self.exec_pending = None;
         }
         match stop {
             Stop::Syscall
@@ -700,6 +717,7 @@ impl Tracer {
                 // A new child process starts with a copy of its parent's table.
                 self.model.fork(parent, pid);
                 self.perf_forked(parent, pid);
+                self.preload_unwinder(pid);
             } else {
                 let fds = procfs::list_fds(pid, None).unwrap_or_default();
                 self.model.add_process(pid, fds);
@@ -813,7 +831,28 @@ impl Tracer {
             .entry(pid)
             .or_insert_with(|| Unwinder::new(pid));
         let reads = unwinder.maps_reads();
-        let (mut stack, beyond): (Stack, bool) = unwinder.unwind_beyond(regs, bytes, Some(tid));
+        // Above the copy: the thread's memory now, unless the process
+        // exec'd since (then, and when it cannot be read, the stack as it
+        // was at the last stop, whose outer frames are likely the same).
+        let snapshot = self.stack_snapshots.get(&tid);
+        let exec_since = self.exec_pending == Some(pid);
+        let word_at = |bytes: &[u8], start: u64, addr: u64| -> Option<u64> {
+            let offset = usize::try_from(addr.checked_sub(start)?).ok()?;
+            Some(u64::from_le_bytes(
+                bytes.get(offset..offset.checked_add(8)?)?.try_into().ok()?,
+            ))
+        };
+        let beyond_copy = |addr: u64| -> Option<u64> {
+            let from_snapshot = || snapshot.and_then(|(sp, bytes)| word_at(bytes, *sp, addr));
+            if exec_since {
+                return from_snapshot();
+            }
+            ProcessMemory { pid: tid }
+                .read(addr, 8)
+                .and_then(|b| word_at(&b, addr, addr))
+                .or_else(from_snapshot)
+        };
+        let (mut stack, beyond): (Stack, bool) = unwinder.unwind_beyond(regs, bytes, &beyond_copy);
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the
             // object is unmapped (dlclose) by then.
@@ -849,6 +888,7 @@ impl Tracer {
         }
         self.symbolizer.exec(pid);
         self.rearm_after_exec(pid, tid);
+        self.preload_unwinder(pid);
         Some(self.model.exec(pid, tid))
     }
 
@@ -881,6 +921,7 @@ impl Tracer {
     }
 
     fn thread_ended(&mut self, tid: Tid, end: ProcessEnd) {
+        self.stack_snapshots.remove(&tid);
         let Some(thread) = self.threads.remove(&tid) else {
             return;
         };

@@ -27,6 +27,8 @@
 //! PERF_RECORD_LOST and throttling are counted, and a process whose
 //! samples were lost is reconciled against /proc at the next report.
 
+use std::collections::BTreeSet;
+
 use crate::fdtable::{Pid, Seq};
 use crate::perf::{
     self, PerfError, Sample, SamplerConfig, SyscallRecord, SyscallSampler, TracepointSpec,
@@ -42,18 +44,22 @@ use super::{Mechanism, Tracer};
 /// process (see `Unwinder::unwind_beyond`), where a return address may
 /// have changed since the call: the copy of that tracepoint then doubles,
 /// up to `STACK_SAMPLE_MAX`, at the next chance (all threads stopped).
-const STACK_SAMPLE: [u32; 3] = [2048, 1024, 2048];
+const STACK_SAMPLE: [u32; 3] = [4096, 2048, 4096];
 const STACK_SAMPLE_MAX: u32 = 32 * 1024;
 
-/// The memory of all rings together (they are per CPU): 64 MiB, at most
-/// 32 MiB and at least 4 MiB per CPU. A burst of fd syscalls from several
+/// The memory of all rings together (they are per CPU): 128 MiB, at most
+/// 64 MiB and at least 4 MiB per CPU. A burst of fd syscalls from several
 /// threads writes faster than one tracer decodes (the threads test: 16,000
-/// events, 17 MB, in ~40 ms); the rings hold it until decoded. Halved while
+/// events, 54 MB with their stack copies, in ~40 ms, on two CPUs shared with
+/// the four threads); the rings hold it until decoded. Halved while
 /// the kernel refuses the lock (`perf_event_mlock_kb` without
 /// CAP_IPC_LOCK).
-const RINGS_BYTES: usize = 64 << 20;
-const RING_PAGES_LOG2_MAX: u32 = 13;
+const RINGS_BYTES: usize = 128 << 20;
+const RING_PAGES_LOG2_MAX: u32 = 14;
 const RING_PAGES_LOG2_MIN: u32 = 4;
+
+/// The stack bytes kept of each thread at a stop.
+const SNAPSHOT_BYTES: usize = 32 * 1024;
 
 /// While decoding a drain, the rings are emptied every this many samples.
 const PULL_EVERY: usize = 64;
@@ -266,11 +272,24 @@ fn raise_fd_limit() {
 }
 
 /// A sample's view of the process's memory: the stack copy where the
-/// range lies in it, else the memory as it is now.
+/// range lies in it, else the memory as it is now (unless the process
+/// exec'd since), else the file behind a read-only mapping as it was at
+/// the last look (string literals).
 struct SampledMemory<'a> {
     sp: u64,
     stack: &'a [u8],
-    live: ProcessMemory,
+    live: Option<ProcessMemory>,
+    files: &'a [crate::modules::FileMapping],
+}
+
+impl SampledMemory<'_> {
+    fn beyond_copy(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        self.live
+            .as_ref()
+            .and_then(|m| m.read(addr, len))
+            .filter(|b| !b.is_empty())
+            .or_else(|| crate::modules::read_mapped_file(self.files, addr, len))
+    }
 }
 
 impl SampledMemory<'_> {
@@ -284,7 +303,7 @@ impl TraceeMemory for SampledMemory<'_> {
     fn read_bytes(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         match self.in_copy(addr, len) {
             Some(bytes) => Some(bytes.to_vec()),
-            None => self.live.read_bytes(addr, len),
+            None => self.beyond_copy(addr, len).filter(|b| b.len() == len),
         }
     }
 
@@ -299,7 +318,14 @@ impl TraceeMemory for SampledMemory<'_> {
                 return Some(rest[..nul].to_vec());
             }
         }
-        self.live.read_cstr(addr, max)
+        if let Some(live) = &self.live
+            && let Some(text) = live.read_cstr(addr, max)
+        {
+            return Some(text);
+        }
+        let bytes = crate::modules::read_mapped_file(self.files, addr, max + 1)?;
+        let nul = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        Some(bytes[..nul.min(max)].to_vec())
     }
 }
 
@@ -338,7 +364,49 @@ impl Tracer {
         let observer = Observer::open(tids, self.follow_forks)?;
         self.observer = Some(observer);
         self.mechanism = Mechanism::PerfObserve;
+        let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        for pid in pids {
+            self.preload_unwinder(pid);
+        }
+        self.snapshot_stacks();
         Ok(())
+    }
+
+    /// Observing, with every thread stopped: keep each one's stack.
+    pub(super) fn snapshot_stacks(&mut self) {
+        if self.observer.is_none() {
+            return;
+        }
+        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+        self.stack_snapshots.retain(|tid, _| tids.contains(tid));
+        for tid in tids {
+            let Ok(regs) = crate::ptrace::registers(tid) else {
+                continue;
+            };
+            let bytes = crate::unwind::copy_stack(tid, regs.rsp, SNAPSHOT_BYTES);
+            self.stack_snapshots.insert(tid, (regs.rsp, bytes));
+        }
+    }
+
+    /// Observing, samples are walked after the fact, possibly after the
+    /// process exec'd: know its objects before that (see
+    /// `Unwinder::preload`).
+    pub(super) fn preload_unwinder(&mut self, pid: Pid) {
+        if self.mechanism != Mechanism::PerfObserve {
+            return;
+        }
+        let unwinder = self
+            .unwinders
+            .entry(pid)
+            .or_insert_with(|| crate::unwind::Unwinder::new(pid));
+        unwinder.preload();
+        self.symbolizer.note_mappings(pid, &unwinder.mappings());
+        let maps = std::fs::read_to_string(crate::procfs::process_dir(pid).join("maps"));
+        self.file_maps.insert(
+            pid,
+            maps.map(|text| crate::modules::parse_readonly_file_maps(&text))
+                .unwrap_or_default(),
+        );
     }
 
     /// Choose the event source for what the next `continue` needs; every
@@ -481,10 +549,12 @@ impl Tracer {
                     nr: nr as u64,
                     args: [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9],
                 };
+                let no_files = Vec::new();
                 let memory = SampledMemory {
                     sp: regs.sp,
                     stack: &sample.stack,
-                    live: ProcessMemory { pid: tid },
+                    live: (self.exec_pending != Some(pid)).then_some(ProcessMemory { pid: tid }),
+                    files: self.file_maps.get(&pid).unwrap_or(&no_files),
                 };
                 let decoded = syscalls::decode(&entry, ret, &memory)?;
                 let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {

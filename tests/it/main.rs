@@ -9,6 +9,7 @@ mod harness;
 mod input;
 mod login;
 mod memcached;
+mod observe;
 mod perf;
 mod readme;
 mod repl;
