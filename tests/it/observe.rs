@@ -236,7 +236,8 @@ fn login_server_leaks_observed_without_a_stop_per_login() {
     const LOGINS: usize = 30;
     let mut server = Server::start();
     let pid = server.pid();
-    let mut fdbg = server.attach();
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
     fdbg.send("continue");
     server.logins(LOGINS);
     fdbg.signal(libc::SIGINT);
@@ -284,7 +285,8 @@ fn break_count_while_observing_stops_the_process_at_n_plus_1() {
     let pid = server.pid();
     let base = open_fds(pid).len();
     let n = base + 200;
-    let mut fdbg = server.attach();
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
     fdbg.send(&format!("break count {n}"));
     fdbg.send("continue --json");
     let client = server.logins_in_background(LOGINS);

@@ -462,6 +462,8 @@ fn a_thread_that_blocks_sigtrap_for_a_moment_gets_perf_when_it_unblocks() {
         let out = fdbg_batch([
             "attach",
             &pid.to_string(),
+            "--events",
+            "auto",
             "--batch",
             "--json",
             "-e",
