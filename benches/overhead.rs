@@ -2,7 +2,8 @@
 //!
 //! Runs `testprogs/bench.c` (per iteration: 8 syscalls that touch no fd
 //! table entry and one open+close, i.e. 2 fd events) untraced, under
-//! `fdbg run`, under `fdbg attach --events perf` and `--events ptrace`, and
+//! `fdbg run`, under `fdbg attach` (observing: no stop at fd events),
+//! `--events sigtrap` (one stop each) and `--events ptrace`, and
 //! under strace when it is installed,
 //! each RUNS times (the modes take turns, round after round), and prints the
 //! median wall time and the spread, the slowdown against
@@ -17,7 +18,8 @@
 //!
 //! Knobs (environment): `FDBG_BENCH_ITER` (default 4000: a ptrace stop costs
 //! tens of microseconds on small VMs, and the slowest modes must fit the
-//! one-minute budget), `FDBG_BENCH_RUNS` (default 5).
+//! one-minute budget), `FDBG_BENCH_RUNS` (default 5), `FDBG_BENCH_MODES`
+//! (a comma-separated list of name parts: only those modes, and untraced).
 //!
 //! Every process started here is waited for; on a failure the bench panics
 //! after killing what it started.
@@ -74,8 +76,11 @@ fn main() {
             .arg(&bench);
             run_plain(&mut cmd, iter)
         }),
-        Mode::new("fdbg attach --events perf", || {
+        Mode::new("fdbg attach (observing)", || {
             run_attached(&fdbg, &bench, iter, "perf")
+        }),
+        Mode::new("fdbg attach --events sigtrap", || {
+            run_attached(&fdbg, &bench, iter, "sigtrap")
         }),
         Mode::new("fdbg attach --events ptrace", || {
             run_attached(&fdbg, &bench, iter, "ptrace")
@@ -96,6 +101,16 @@ fn main() {
         }));
     } else {
         println!("strace not installed: its rows are skipped");
+    }
+    // FDBG_BENCH_MODES=untraced,observing: only the modes whose names
+    // contain one of these (the first, untraced, always).
+    if let Ok(wanted) = std::env::var("FDBG_BENCH_MODES") {
+        let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+        let mut index = 0;
+        modes.retain(|mode| {
+            index += 1;
+            index == 1 || wanted.iter().any(|w| mode.name.contains(w))
+        });
     }
     for _ in 0..runs {
         for mode in &mut modes {

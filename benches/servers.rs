@@ -8,8 +8,10 @@
 //! - memcached (`-t 2`), `set`/`get` over kept-alive connections from
 //!   client threads in this bench: requests make no fd syscall at all.
 //!
-//! Each is measured untraced, under `fdbg attach PID` (perf events), under
-//! `fdbg attach --events ptrace PID`, and under `strace -f -p PID`: requests
+//! Each is measured untraced, under `fdbg attach PID` (observing: the
+//! kernel's samples, no stop), under `fdbg attach --events sigtrap PID`
+//! (one stop per fd event), under `fdbg attach --events ptrace PID`, and
+//! under `strace -f -p PID`: requests
 //! per second and the ratio to untraced; for fdbg also its stats (fd events
 //! against the kernel's count, missed ones, stops per request) and a check
 //! that its `fds` equals /proc/PID/fd afterwards.
@@ -195,7 +197,8 @@ impl Tracing {
     fn name(self) -> &'static str {
         match self {
             Tracing::Untraced => "untraced",
-            Tracing::Fdbg("perf") => "fdbg attach (perf)",
+            Tracing::Fdbg("perf") => "fdbg attach (observing)",
+            Tracing::Fdbg("sigtrap") => "fdbg attach --events sigtrap",
             Tracing::Fdbg(_) => "fdbg attach --events ptrace",
             Tracing::Strace => "strace -f -p",
             Tracing::FdbgElsewhere => "untraced, fdbg (perf) on sleep",
@@ -459,6 +462,7 @@ fn modes(strace: bool) -> Vec<Tracing> {
     let mut modes = vec![
         Tracing::Untraced,
         Tracing::Fdbg("perf"),
+        Tracing::Fdbg("sigtrap"),
         Tracing::Fdbg("ptrace"),
     ];
     if strace {

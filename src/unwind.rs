@@ -127,24 +127,23 @@ impl Unwinder {
     /// earlier stop): a copy taken at a syscall the thread has since
     /// returned from is exact, and its outer frames (the callers that are
     /// still running) usually still are; a return address into one of them
-    /// may not be. Also says whether the walk read beyond the copy.
+    /// may not be. Also says how many bytes above `regs.sp` the walk read:
+    /// the copy a walk of this stack needs.
     pub fn unwind_beyond(
         &mut self,
         regs: &StackRegs,
         stack: &[u8],
         beyond_copy: &dyn Fn(u64) -> Option<u64>,
-    ) -> (Stack, bool) {
+    ) -> (Stack, usize) {
         let sp = regs.sp;
-        let beyond = std::cell::Cell::new(false);
+        let needed = std::cell::Cell::new(0usize);
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
             let end = offset.checked_add(8).ok_or(())?;
+            needed.set(needed.get().max(end));
             match stack.get(offset..end) {
                 Some(bytes) => Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?)),
-                None if offset >= stack.len() => {
-                    beyond.set(true);
-                    beyond_copy(addr).ok_or(())
-                }
+                None if offset >= stack.len() => beyond_copy(addr).ok_or(()),
                 None => Err(()),
             }
         };
@@ -186,7 +185,7 @@ impl Unwinder {
             truncated,
             generation: 0,
         };
-        (stack, beyond.get())
+        (stack, needed.get())
     }
 
     /// The process exec'ed: forget all modules and parsed objects (a path

@@ -22,7 +22,7 @@ pub struct Stats {
     pub stops: u64,
     pub syscalls_seen: u64,
     pub total_events: u64,
-    /// "perf-sigtrap", "ptrace-syscall" or "seccomp".
+    /// "perf-observe", "perf-sigtrap", "ptrace-syscall" or "seccomp".
     pub mechanism: String,
     /// The kernel's count of fd syscalls (perf only).
     pub kernel_fd_syscalls: Option<u64>,
@@ -31,13 +31,13 @@ pub struct Stats {
 
 impl Stats {
     /// The stops one fd syscall costs by itself under this mechanism:
-    /// perf one (its SIGTRAP), seccomp and PTRACE_SYSCALL two (entry or
-    /// seccomp stop, and exit).
+    /// observing none, perf SIGTRAP one, seccomp and PTRACE_SYSCALL two
+    /// (entry or seccomp stop, and exit).
     pub fn stops_per_fd_syscall(&self) -> u64 {
-        if self.mechanism == "perf-sigtrap" {
-            1
-        } else {
-            2
+        match self.mechanism.as_str() {
+            "perf-observe" => 0,
+            "perf-sigtrap" => 1,
+            _ => 2,
         }
     }
 }

@@ -361,12 +361,21 @@ impl Tracer {
                         .into_iter()
                         .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
                     if let Some(seq) = hit {
+                        self.observed_hit(seq);
                         return Halt::Event(seq);
                     }
                     let grow = self.observer.as_ref().is_some_and(|o| o.wants_more_stack());
                     let near = !self.observe_suffices();
                     if grow || near {
-                        self.stop_all();
+                        // The samples the stop drains are events like any.
+                        let drained = self.stop_all_taking_samples();
+                        let hit = drained
+                            .into_iter()
+                            .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
+                        if let Some(seq) = hit {
+                            self.observed_hit(seq);
+                            return Halt::Event(seq);
+                        }
                         if grow {
                             self.grow_stack_copies();
                         }
@@ -498,6 +507,17 @@ impl Tracer {
         }
     }
 
+    /// A stop asked for at an event that was observed, not stopped at: the
+    /// process ran on; say how far.
+    fn observed_hit(&mut self, seq: Seq) {
+        self.stop_all();
+        let later = self.model.last_seq().saturating_sub(seq);
+        self.notices.push(format!(
+            "event #{seq} was observed, not stopped at (it came within less than the margin fdbg keeps): the process stopped {later} fd event{} later",
+            if later == 1 { "" } else { "s" }
+        ));
+    }
+
     /// Bring every thread into a ptrace-stop (PTRACE_INTERRUPT), handling
     /// the stops that arrive meanwhile without resuming their threads.
     ///
@@ -506,6 +526,12 @@ impl Tracer {
     /// gone: such threads are not waited for. A shutdown asked for meanwhile
     /// ends the wait (and stays asked for).
     pub fn stop_all(&mut self) {
+        self.stop_all_taking_samples();
+    }
+
+    /// `stop_all`, returning the events its last drain of the perf rings
+    /// recorded.
+    fn stop_all_taking_samples(&mut self) -> Vec<Seq> {
         let waits_for = |t: &Thread| t.state != ThreadState::Stopped && !t.exiting;
         let running: Vec<Tid> = self
             .threads
@@ -536,11 +562,14 @@ impl Tracer {
             }
         }
         // Every thread is stopped: every sample of theirs is in the rings.
-        self.take_samples(true);
+        let drained = self.take_samples(true);
         if self.observer_lost_more() {
             self.reconcile();
         }
-        self.snapshot_stacks();
+        if self.observer.is_some() {
+            self.snapshot_stacks();
+        }
+        drained
     }
 
     /// A thread that stopped at the entry of close: the model has taken
@@ -717,7 +746,7 @@ impl Tracer {
                 // A new child process starts with a copy of its parent's table.
                 self.model.fork(parent, pid);
                 self.perf_forked(parent, pid);
-                self.preload_unwinder(pid);
+                self.preload_unwinder(pid, self.observer.is_some());
             } else {
                 let fds = procfs::list_fds(pid, None).unwrap_or_default();
                 self.model.add_process(pid, fds);
@@ -818,14 +847,14 @@ impl Tracer {
 
     /// Unwind a copy of thread `tid`'s stack taken at `regs.sp`; words
     /// above the copy are read from the thread now.
-    /// Also says whether the walk read beyond the copy.
+    /// Also says how many bytes above sp the walk needed.
     fn stack_from_copy(
         &mut self,
         pid: Pid,
         tid: Tid,
         regs: &arch::StackRegs,
         bytes: &[u8],
-    ) -> (StackId, bool) {
+    ) -> (StackId, usize) {
         let unwinder = self
             .unwinders
             .entry(pid)
@@ -852,14 +881,14 @@ impl Tracer {
                 .and_then(|b| word_at(&b, addr, addr))
                 .or_else(from_snapshot)
         };
-        let (mut stack, beyond): (Stack, bool) = unwinder.unwind_beyond(regs, bytes, &beyond_copy);
+        let (mut stack, needed): (Stack, usize) = unwinder.unwind_beyond(regs, bytes, &beyond_copy);
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the
             // object is unmapped (dlclose) by then.
             self.symbolizer.note_mappings(pid, &unwinder.mappings());
         }
         stack.generation = self.symbolizer.generation(pid);
-        (self.model.stacks.intern(stack), beyond)
+        (self.model.stacks.intern(stack), needed)
     }
 
     fn exec_stop(&mut self, tid: Tid) -> Option<Seq> {
@@ -888,7 +917,7 @@ impl Tracer {
         }
         self.symbolizer.exec(pid);
         self.rearm_after_exec(pid, tid);
-        self.preload_unwinder(pid);
+        self.preload_unwinder(pid, self.observer.is_some());
         Some(self.model.exec(pid, tid))
     }
 

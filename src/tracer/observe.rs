@@ -6,15 +6,14 @@
 //! copy of the user stack; they become the same model events as stops
 //! give, unwound from the copy.
 //!
-//! Four sampled tracepoints:
-//! - the exit of every fd syscall but close and close_range, with the
-//!   stack (the creations, whose stacks are the sites);
-//! - the exit of a close or close_range that succeeded, with less of it;
-//! - the exit of one that failed (a bad close), with as much as creations;
-//! - the entry of close, without a stack: the fd leaves the table during
-//!   the syscall, so another thread can get its number back before the
-//!   close returns; the entry puts the close first, as a stop at the entry
-//!   does under PTRACE_SYSCALL.
+//! One sampled tracepoint: the exit of every fd syscall, with a copy of the
+//! top of the stack. A sampled raw syscall tracepoint costs the process at
+//! every syscall, fd or not (measured: ~70 ns a syscall for the exit, as
+//! much again for the entry), so the entry of close is not sampled: a
+//! close frees its number during the syscall, and another thread's
+//! creation of that number can be sampled before the close returns; the
+//! model lets the creation displace the holder and the late close close
+//! it, as under perf SIGTRAPs.
 //!
 //! Pointer arguments (openat's path, pipe2's array, accept's address) are
 //! read from the stack copy where they lie in it, else from the process's
@@ -39,13 +38,24 @@ use crate::vocab::TraceeMemory;
 
 use super::{Mechanism, Tracer};
 
-/// The user stack bytes a sample copies at first: creations, closes, bad
-/// closes. A walk that needs words above the copy reads them from the
-/// process (see `Unwinder::unwind_beyond`), where a return address may
-/// have changed since the call: the copy of that tracepoint then doubles,
-/// up to `STACK_SAMPLE_MAX`, at the next chance (all threads stopped).
-const STACK_SAMPLE: [u32; 3] = [4096, 2048, 4096];
+/// The user stack bytes a sample copies (creations, closes and bad closes
+/// alike): what walking the threads' stacks needed at attach, rounded up to
+/// a power of two, at least `STACK_SAMPLE_MIN` and at most
+/// `STACK_SAMPLE_MAX`. A walk that needs words above the copy reads them
+/// from the process (see `Unwinder::unwind_beyond`), where a return address
+/// may have changed since the call: that tracepoint's copy then grows to
+/// what the walk needed at the next chance (all threads stopped).
+const STACK_SAMPLE_MIN: u32 = 1024;
 const STACK_SAMPLE_MAX: u32 = 32 * 1024;
+
+/// The copy for walks that need `needed` bytes, with room for a frame more.
+fn copy_size(needed: usize) -> u32 {
+    let bytes = u32::try_from(needed + 256).unwrap_or(u32::MAX);
+    bytes
+        .checked_next_power_of_two()
+        .unwrap_or(STACK_SAMPLE_MAX)
+        .clamp(STACK_SAMPLE_MIN, STACK_SAMPLE_MAX)
+}
 
 /// The memory of all rings together (they are per CPU): 128 MiB, at most
 /// 64 MiB and at least 4 MiB per CPU. A burst of fd syscalls from several
@@ -66,47 +76,20 @@ const PULL_EVERY: usize = 64;
 
 /// The tracepoints, in the order of `tracepoints()`.
 const EXITS: usize = 0;
-const CLOSE_EXITS: usize = 1;
-const BAD_CLOSE_EXITS: usize = 2;
-const CLOSE_ENTRIES: usize = 3;
 
-fn tracepoints(stack_bytes: [u32; 3]) -> Vec<TracepointSpec> {
-    let closes = [libc::SYS_close as u64, libc::SYS_close_range as u64];
-    let others: Vec<u64> = syscalls::traced_syscalls()
+fn tracepoints(stack_bytes: u32) -> Vec<TracepointSpec> {
+    let exits: Vec<u64> = syscalls::traced_syscalls()
         .iter()
         .copied()
-        .filter(|nr| !closes.contains(nr))
         .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
         .collect();
-    let close_filter = perf::syscall_filter(&closes);
     let spec = |name: &str, filter: String, stack_bytes: u32| TracepointSpec {
         group: "raw_syscalls".into(),
         name: name.into(),
         filter,
         stack_bytes,
     };
-    vec![
-        spec(
-            "sys_exit",
-            perf::syscall_filter(&others),
-            stack_bytes[EXITS],
-        ),
-        spec(
-            "sys_exit",
-            format!("({close_filter}) && ret >= 0"),
-            stack_bytes[CLOSE_EXITS],
-        ),
-        spec(
-            "sys_exit",
-            format!("({close_filter}) && ret < 0"),
-            stack_bytes[BAD_CLOSE_EXITS],
-        ),
-        spec(
-            "sys_enter",
-            perf::syscall_filter(&[libc::SYS_close as u64]),
-            0,
-        ),
-    ]
+    vec![spec("sys_exit", perf::syscall_filter(&exits), stack_bytes)]
 }
 
 /// The samplers of a session and what they have given.
@@ -118,14 +101,15 @@ pub(super) struct Observer {
     closed_lost: u64,
     follow_forks: bool,
     /// The stack bytes each exit tracepoint copies now.
-    stack_bytes: [u32; 3],
-    /// A walk over a copy of this tracepoint read beyond it.
-    short: [bool; 3],
+    stack_bytes: u32,
+    /// The most stack bytes a walk over a sample's copy needed.
+    wanted: usize,
     pub(super) enabled: bool,
     /// Ring fds that hung up (their thread is gone): not polled again.
     hung: Vec<bool>,
     /// The most fd events one drain gave: how far the count can move
-    /// between two looks (`break count` arms stops that far ahead).
+    /// between two looks (`break count` arms stops four times that, plus
+    /// 256, ahead).
     pub(super) largest_batch: usize,
     /// Samples lost (PERF_RECORD_LOST) or missing from the kernel's count
     /// at the last reconcile.
@@ -134,18 +118,25 @@ pub(super) struct Observer {
 
 impl Observer {
     /// Open samplers on every thread of the session (stopped), enabled.
-    pub(super) fn open(tids: Vec<Tid>, follow_forks: bool) -> Result<Observer, PerfError> {
+    /// `depth`: the most stack bytes a walk of a thread's stack needed at
+    /// attach.
+    pub(super) fn open(
+        tids: Vec<Tid>,
+        follow_forks: bool,
+        depth: usize,
+    ) -> Result<Observer, PerfError> {
         perf::raw_samples_permitted()?;
         raise_fd_limit();
-        let sampler = open_sampler(tids, follow_forks, STACK_SAMPLE)?;
+        let stack_bytes = copy_size(depth);
+        let sampler = open_sampler(tids, follow_forks, stack_bytes)?;
         let rings = sampler.poll_fds().len();
         Ok(Observer {
             sampler: Some(sampler),
             closed_coverage: (0, 0),
             closed_lost: 0,
             follow_forks,
-            stack_bytes: STACK_SAMPLE,
-            short: [false; 3],
+            stack_bytes,
+            wanted: 0,
             enabled: true,
             hung: vec![false; rings],
             largest_batch: 0,
@@ -170,18 +161,13 @@ impl Observer {
 
     /// Whether a tracepoint's copies fell short and can grow.
     pub(super) fn wants_more_stack(&self) -> bool {
-        (0..3).any(|i| self.short[i] && self.stack_bytes[i] < STACK_SAMPLE_MAX)
+        copy_size(self.wanted) > self.stack_bytes
     }
 
     /// Replace the sampler by one whose short copies are twice as long;
     /// every thread (`tids`) is stopped and the old sampler drained.
     fn grow(&mut self, tids: Vec<Tid>) -> Result<(), PerfError> {
-        let mut stack_bytes = self.stack_bytes;
-        for (i, bytes) in stack_bytes.iter_mut().enumerate() {
-            if self.short[i] {
-                *bytes = (*bytes * 2).min(STACK_SAMPLE_MAX);
-            }
-        }
+        let stack_bytes = self.stack_bytes.max(copy_size(self.wanted));
         let sampler = open_sampler(tids, self.follow_forks, stack_bytes)?;
         self.closed_lost = self.lost();
         self.closed_coverage = self.coverage();
@@ -189,7 +175,6 @@ impl Observer {
         // The old one is closed only now: no moment without events.
         self.sampler = Some(sampler);
         self.stack_bytes = stack_bytes;
-        self.short = [false; 3];
         Ok(())
     }
 }
@@ -199,7 +184,7 @@ impl Observer {
 fn open_sampler(
     tids: Vec<Tid>,
     follow_forks: bool,
-    stack_bytes: [u32; 3],
+    stack_bytes: u32,
 ) -> Result<SyscallSampler, PerfError> {
     let tracefs = perf::tracefs()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -234,9 +219,7 @@ impl Observer {
         sampler
             .coverage()
             .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != CLOSE_ENTRIES)
-            .fold(self.closed_coverage, |(k, s), (_, c)| {
+            .fold(self.closed_coverage, |(k, s), c| {
                 (k + c.kernel, s + c.sampled)
             })
     }
@@ -340,9 +323,8 @@ pub struct ObservedFigures {
     pub coverage: f64,
     /// Samples the kernel dropped because a ring was full, or throttled.
     pub lost: u64,
-    /// The stack bytes each sample copies now: creations, closes, failed
-    /// closes.
-    pub stack_bytes: [u32; 3],
+    /// The stack bytes each sample copies now.
+    pub stack_bytes: u32,
 }
 
 /// What the front end needs of the next `continue`.
@@ -361,22 +343,35 @@ impl Tracer {
     /// Observe with ring buffers where the kernel allows it (attach).
     pub(super) fn open_observer(&mut self) -> Result<(), PerfError> {
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
-        let observer = Observer::open(tids, self.follow_forks)?;
-        self.observer = Some(observer);
-        self.mechanism = Mechanism::PerfObserve;
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
-        for pid in pids {
-            self.preload_unwinder(pid);
+        for &pid in &pids {
+            self.preload_unwinder(pid, true);
         }
         self.snapshot_stacks();
+        // How deep the stacks are now: what a copy must hold.
+        let mut depth = 0;
+        for &tid in &tids {
+            let (Some(pid), Some((sp, bytes)), Ok(regs)) = (
+                self.threads.get(&tid).map(|t| t.pid),
+                self.stack_snapshots.get(&tid),
+                crate::ptrace::registers(tid),
+            ) else {
+                continue;
+            };
+            let regs = crate::arch::StackRegs::from_user_regs(&regs);
+            if let Some(unwinder) = self.unwinders.get_mut(&pid) {
+                debug_assert_eq!(regs.sp, *sp);
+                depth = depth.max(unwinder.unwind_beyond(&regs, bytes, &|_| None).1);
+            }
+        }
+        let observer = Observer::open(tids, self.follow_forks, depth)?;
+        self.observer = Some(observer);
+        self.mechanism = Mechanism::PerfObserve;
         Ok(())
     }
 
     /// Observing, with every thread stopped: keep each one's stack.
     pub(super) fn snapshot_stacks(&mut self) {
-        if self.observer.is_none() {
-            return;
-        }
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         self.stack_snapshots.retain(|tid, _| tids.contains(tid));
         for tid in tids {
@@ -391,8 +386,8 @@ impl Tracer {
     /// Observing, samples are walked after the fact, possibly after the
     /// process exec'd: know its objects before that (see
     /// `Unwinder::preload`).
-    pub(super) fn preload_unwinder(&mut self, pid: Pid) {
-        if self.mechanism != Mechanism::PerfObserve {
+    pub(super) fn preload_unwinder(&mut self, pid: Pid, observing: bool) {
+        if !observing {
             return;
         }
         let unwinder = self
@@ -451,10 +446,12 @@ impl Tracer {
             Need::Observe => true,
             Need::Stops => false,
             Need::StopsNear(n) => {
+                // Samples are decoded up to two drains late: room for
+                // twice that, and for a first burst.
                 let margin = self
                     .observer
                     .as_ref()
-                    .map_or(0, |o| 2 * o.largest_batch + 64);
+                    .map_or(0, |o| 4 * o.largest_batch + 256);
                 let highest = self
                     .model
                     .processes()
@@ -532,12 +529,8 @@ impl Tracer {
     fn record_sample(&mut self, sample: Sample) -> Option<Seq> {
         let (pid, tid) = (sample.pid as Pid, sample.tid as Tid);
         match sample.syscall {
-            SyscallRecord::Enter { args, .. } => {
-                if sample.tracepoint == CLOSE_ENTRIES {
-                    self.model.closing(pid, tid, args[0] as i32);
-                }
-                None
-            }
+            // Only exits are sampled.
+            SyscallRecord::Enter { .. } => None,
             SyscallRecord::Exit { nr, ret } => {
                 self.syscalls_seen += 1;
                 self.cost_by_pid.entry(pid).or_default().1 += 1;
@@ -560,21 +553,14 @@ impl Tracer {
                 let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {
                     None
                 } else {
-                    let (stack, beyond) =
+                    let (stack, needed) =
                         self.stack_from_copy(pid, tid, &regs.stack_regs(), &sample.stack);
-                    if beyond
-                        && let Some(short) = self
-                            .observer
-                            .as_mut()
-                            .and_then(|o| o.short.get_mut(sample.tracepoint))
-                    {
-                        *short = true;
+                    if let Some(o) = self.observer.as_mut() {
+                        o.wanted = o.wanted.max(needed);
                     }
                     Some(stack)
                 };
-                debug_assert!(sample.tracepoint != BAD_CLOSE_EXITS || ret < 0);
-                debug_assert!(sample.tracepoint != CLOSE_EXITS || ret >= 0);
-                debug_assert!(sample.tracepoint != EXITS || nr != libc::SYS_close);
+                debug_assert_eq!(sample.tracepoint, EXITS);
                 Some(self.record_decoded(pid, tid, decoded, stack))
             }
         }
@@ -588,7 +574,7 @@ impl Tracer {
         if let Some(Err(why)) = grown {
             // The old sampler goes on; stop asking.
             if let Some(o) = self.observer.as_mut() {
-                o.short = [false; 3];
+                o.wanted = 0;
             }
             self.notices
                 .push(format!("cannot sample longer stack copies: {why}"));
