@@ -18,7 +18,9 @@
 //!
 //! Knobs (environment): `FDBG_BENCH_ITER` (default 4000: a ptrace stop costs
 //! tens of microseconds on small VMs, and the slowest modes must fit the
-//! one-minute budget), `FDBG_BENCH_RUNS` (default 5), `FDBG_BENCH_MODES`
+//! one-minute budget), `FDBG_BENCH_RUNS` (default 5), `FDBG_BENCH_SOCKET`
+//! (set: the fdchurn loop, a UDP socket and its close and 10 other
+//! syscalls per iteration), `FDBG_BENCH_MODES`
 //! (a comma-separated list of name parts: only those modes, and untraced).
 //!
 //! Every process started here is waited for; on a failure the bench panics
@@ -37,11 +39,30 @@ use common::{
 };
 
 const DEFAULT_ITER: u64 = 4000;
+
+/// bench's arguments: ITER, and `--socket` for the fdchurn loop.
+struct Workload {
+    iter: u64,
+    socket: bool,
+}
+
+impl Workload {
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.socket {
+            args.push("--socket".to_string());
+        }
+        args.push(self.iter.to_string());
+        args
+    }
+}
 const DEFAULT_RUNS: usize = 5;
 
 fn main() {
     // `cargo bench` passes `--bench`; the harness takes no other arguments.
     let iter = env_number("FDBG_BENCH_ITER", DEFAULT_ITER);
+    let socket = std::env::var_os("FDBG_BENCH_SOCKET").is_some();
+    let work = Workload { iter, socket };
     let runs = env_number("FDBG_BENCH_RUNS", DEFAULT_RUNS as u64).max(1) as usize;
     let fdbg = fdbg_binary();
     let bench = build_testprog("bench.c", "bench-overhead", &["-O2"]);
@@ -49,15 +70,16 @@ fn main() {
 
     println!("machine: {}", machine_line());
     println!(
-        "workload: bench {iter} ({} fd events, {} other syscalls); median of {runs} runs, modes taking turns",
+        "workload: bench {} ({} fd events, {} other syscalls); median of {runs} runs, modes taking turns",
+        work.args().join(" "),
         2 * iter,
-        8 * iter
+        if socket { 10 } else { 8 } * iter
     );
 
     // The modes take turns, round after round, so that a burst of other
     // load on the machine lands on every mode alike rather than on one.
     let mut modes: Vec<Mode> = vec![
-        Mode::new("untraced", || run_plain(&mut Command::new(&bench), iter)),
+        Mode::new("untraced", || run_plain(&mut Command::new(&bench), &work)),
         Mode::new("fdbg run (seccomp)", || {
             let mut cmd = Command::new(&fdbg);
             cmd.args([
@@ -65,7 +87,7 @@ fn main() {
                 "--",
             ])
             .arg(&bench);
-            run_plain(&mut cmd, iter)
+            run_plain(&mut cmd, &work)
         }),
         Mode::new("fdbg run --events perf", || {
             let mut cmd = Command::new(&fdbg);
@@ -74,30 +96,35 @@ fn main() {
                 "--",
             ])
             .arg(&bench);
-            run_plain(&mut cmd, iter)
+            run_plain(&mut cmd, &work)
         }),
         Mode::new("fdbg attach (observing)", || {
-            run_attached(&fdbg, &bench, iter, "perf")
+            run_attached(&fdbg, &bench, &work, "perf")
         }),
         Mode::new("fdbg attach --events sigtrap", || {
-            run_attached(&fdbg, &bench, iter, "sigtrap")
+            run_attached(&fdbg, &bench, &work, "sigtrap")
         }),
         Mode::new("fdbg attach --events ptrace", || {
-            run_attached(&fdbg, &bench, iter, "ptrace")
+            run_attached(&fdbg, &bench, &work, "ptrace")
         }),
     ];
     if strace_installed() {
         modes.push(Mode::new("strace -f --seccomp-bpf (fd syscalls)", || {
             let mut cmd = Command::new("strace");
-            cmd.args(["-f", "--seccomp-bpf", "-e", "trace=open,openat,close"])
-                .args(["-o", "/dev/null"])
-                .arg(&bench);
-            run_plain(&mut cmd, iter)
+            cmd.args([
+                "-f",
+                "--seccomp-bpf",
+                "-e",
+                "trace=open,openat,socket,close",
+            ])
+            .args(["-o", "/dev/null"])
+            .arg(&bench);
+            run_plain(&mut cmd, &work)
         }));
         modes.push(Mode::new("strace -f (all syscalls)", || {
             let mut cmd = Command::new("strace");
             cmd.args(["-f", "-o", "/dev/null"]).arg(&bench);
-            run_plain(&mut cmd, iter)
+            run_plain(&mut cmd, &work)
         }));
     } else {
         println!("strace not installed: its rows are skipped");
@@ -192,8 +219,8 @@ impl Row {
 
 /// Runs `cmd ITER` from start to exit; stdout is parsed for the counts
 /// (bench's line) and, when fdbg is the command, the stats document.
-fn run_plain(cmd: &mut Command, iter: u64) -> Sample {
-    cmd.arg(iter.to_string())
+fn run_plain(cmd: &mut Command, work: &Workload) -> Sample {
+    cmd.args(work.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let start = Instant::now();
@@ -219,9 +246,10 @@ fn run_plain(cmd: &mut Command, iter: u64) -> Sample {
 
 /// `bench --wait ITER`, attached by `fdbg attach --events EVENTS` while
 /// blocked on stdin; timed from the line that releases it to its exit.
-fn run_attached(fdbg: &Path, bench: &Path, iter: u64, events: &str) -> Sample {
+fn run_attached(fdbg: &Path, bench: &Path, work: &Workload, events: &str) -> Sample {
     let mut target = Command::new(bench)
-        .args(["--wait", &iter.to_string()])
+        .arg("--wait")
+        .args(work.args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

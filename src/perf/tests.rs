@@ -452,3 +452,91 @@ fn drain_holds_back_the_newest_round_until_the_next_drain() {
     assert!(first.last().unwrap().time < second[0].time);
     assert_eq!(sampler.stats().late, 0);
 }
+
+/// Evaluates a filter of `syscall_filter`'s grammar (`id == N`, `id < N`,
+/// `id >= N`, `&&`, `||`, parentheses) for one syscall number, counting the
+/// comparisons made, with the kernel's short-circuit order.
+fn evaluate(filter: &str, id: u64) -> (bool, usize) {
+    struct Parser<'a> {
+        tokens: Vec<&'a str>,
+        at: usize,
+        id: u64,
+        compared: usize,
+    }
+    impl Parser<'_> {
+        fn or(&mut self, live: bool) -> bool {
+            let mut value = self.and(live);
+            while self.tokens.get(self.at) == Some(&"||") {
+                self.at += 1;
+                value |= self.and(live && !value);
+            }
+            value
+        }
+        fn and(&mut self, live: bool) -> bool {
+            let mut value = self.term(live);
+            while self.tokens.get(self.at) == Some(&"&&") {
+                self.at += 1;
+                value &= self.term(live && value);
+            }
+            value
+        }
+        fn term(&mut self, live: bool) -> bool {
+            if self.tokens[self.at] == "(" {
+                self.at += 1;
+                let value = self.or(live);
+                assert_eq!(self.tokens[self.at], ")");
+                self.at += 1;
+                return value;
+            }
+            let (field, op, number) = (
+                self.tokens[self.at],
+                self.tokens[self.at + 1],
+                self.tokens[self.at + 2],
+            );
+            self.at += 3;
+            assert_eq!(field, "id");
+            let number: i64 = number.parse().expect("a number");
+            if live {
+                self.compared += 1;
+            }
+            let id = self.id as i64;
+            match op {
+                "==" => id == number,
+                "<" => id < number,
+                ">=" => id >= number,
+                other => panic!("operator {other}"),
+            }
+        }
+    }
+    let spaced = filter.replace('(', " ( ").replace(')', " ) ");
+    let mut parser = Parser {
+        tokens: spaced.split_whitespace().collect(),
+        at: 0,
+        id,
+        compared: 0,
+    };
+    let value = parser.or(true);
+    assert_eq!(parser.at, parser.tokens.len(), "all of {filter:?} parsed");
+    (value, parser.compared)
+}
+
+#[test]
+fn syscall_filter_passes_exactly_its_numbers_in_few_comparisons() {
+    let fd_syscalls: Vec<u64> = crate::syscalls::traced_syscalls().to_vec();
+    for numbers in [vec![], vec![3], vec![3, 436], fd_syscalls.clone()] {
+        let filter = syscall_filter(&numbers);
+        let mut worst = 0;
+        for id in 0..600 {
+            let (passes, compared) = evaluate(&filter, id);
+            assert_eq!(passes, numbers.contains(&id), "{id} in {filter}");
+            worst = worst.max(compared);
+        }
+        // A tree: about 2·log2(n) comparisons, and a leaf of at most 4.
+        let depth = (numbers.len().max(1) as f64).log2().ceil() as usize;
+        assert!(
+            worst <= 2 * depth + 4,
+            "{worst} comparisons for {} numbers: {filter}",
+            numbers.len()
+        );
+    }
+}

@@ -154,7 +154,9 @@ impl Observer {
             } else {
                 recorded as f64 / counted as f64
             },
-            lost: self.lost(),
+            // A LOST record comes only with the next sample that fits:
+            // the kernel's count says the rest.
+            lost: self.lost().max(counted.saturating_sub(recorded)),
             stack_bytes: self.stack_bytes,
         }
     }
@@ -590,6 +592,12 @@ impl Tracer {
         let (kernel, sampled) = observer.coverage();
         let missing = kernel.saturating_sub(sampled).max(observer.lost());
         let more = missing > observer.lost_reconciled;
+        if more {
+            self.notices.push(format!(
+                "{} fd syscalls were lost in full perf rings; the model was checked against /proc (stats shows what it corrected)",
+                missing - observer.lost_reconciled
+            ));
+        }
         observer.lost_reconciled = missing;
         more
     }
