@@ -2,9 +2,9 @@
 //! process stopped at an fd event (no breakpoint, catchpoint or step), the
 //! kernel writes every fd syscall into perf ring buffers and the process
 //! never stops for one. Each sample carries the thread, the time, the user
-//! registers (arguments, result, IP, SP) and, where a stack is shown, a
-//! copy of the user stack; they become the same model events as stops
-//! give, unwound from the copy.
+//! registers (arguments, result, IP, SP) and a copy of the top of the user
+//! stack; they become the same model events as stops give, unwound from
+//! the copy.
 //!
 //! One sampled tracepoint: the exit of every fd syscall, with a copy of the
 //! top of the stack. A sampled raw syscall tracepoint costs the process at
@@ -19,7 +19,8 @@
 //! read from the stack copy where they lie in it, else from the process's
 //! memory when the sample is decoded: after the call, so a buffer reused
 //! since can give a wrong path (the fd's /proc link is the truth, and
-//! `fds` shows it).
+//! `fds` shows it); after an exec, a string in a read-only file mapping
+//! (a literal) comes from the file.
 //!
 //! Nothing is lost without a word: the kernel's count of each tracepoint's
 //! hits is compared with the samples decoded (`stats` shows the coverage),
@@ -43,8 +44,8 @@ use super::{Mechanism, Tracer};
 /// a power of two, at least `STACK_SAMPLE_MIN` and at most
 /// `STACK_SAMPLE_MAX`. A walk that needs words above the copy reads them
 /// from the process (see `Unwinder::unwind_beyond`), where a return address
-/// may have changed since the call: that tracepoint's copy then grows to
-/// what the walk needed at the next chance (all threads stopped).
+/// may have changed since the call: the copy then grows to what the walk
+/// needed at the next chance (all threads stopped).
 const STACK_SAMPLE_MIN: u32 = 1024;
 const STACK_SAMPLE_MAX: u32 = 32 * 1024;
 
