@@ -194,6 +194,15 @@ pub fn svma_of(loads: &[LoadSegment], file_offset: u64) -> Option<u64> {
         .map(|l| l.svma(file_offset))
 }
 
+/// The file offset of the byte at `svma`, through the segment whose
+/// address range holds it.
+pub fn file_offset_of(loads: &[LoadSegment], svma: u64) -> Option<u64> {
+    loads
+        .iter()
+        .find(|l| l.vaddr <= svma && svma < l.vaddr.saturating_add(l.filesz))
+        .map(|l| svma - l.vaddr + l.offset)
+}
+
 /// What one object contributes to unwinding, copied out of the file so the
 /// file can be closed. Addresses are SVMAs (as stated in the object).
 #[derive(Debug, Default)]

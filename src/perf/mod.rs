@@ -17,6 +17,7 @@
 pub mod format;
 pub mod record;
 pub mod ring;
+pub mod uprobe;
 
 #[cfg(test)]
 mod tests;
@@ -69,6 +70,8 @@ pub enum PerfError {
     Format(String),
     #[error("cannot set up a perf ring buffer: {0}")]
     Ring(#[source] io::Error),
+    #[error("cannot define a uprobe in tracefs (root only): {0}")]
+    Uprobe(#[source] io::Error),
 }
 
 fn paranoid() -> String {
@@ -322,7 +325,9 @@ impl SyscallTrap {
             Some(libc::EINVAL | libc::E2BIG) => PerfError::NoSigtrap,
             _ => PerfError::Open { tid, source: err },
         })?;
-        set_filter(&fd, filter)?;
+        if !filter.is_empty() {
+            set_filter(&fd, filter)?;
+        }
         Ok(SyscallTrap { fd })
     }
 

@@ -25,6 +25,8 @@ pub enum Condition {
     Site { pattern: String },
     /// Every event of these kinds or syscall names.
     Catch { what: Vec<String> },
+    /// A thread enters a function whose demangled name matches.
+    Func { pattern: String },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +35,9 @@ pub struct Breakpoint {
     pub condition: Condition,
     pub enabled: bool,
     pub hits: u64,
+    /// Where a function breakpoint resolved: one frame per function.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<Frame>,
 }
 
 impl Breakpoint {
@@ -46,6 +51,7 @@ impl Breakpoint {
             Condition::Count { count } => format!("break count {count}"),
             Condition::Site { pattern } => format!("break site {pattern}"),
             Condition::Catch { what } => format!("catch {}", what.join(" ")),
+            Condition::Func { pattern } => format!("break func {pattern}"),
         }
     }
 }
@@ -75,6 +81,7 @@ impl Breakpoints {
             condition,
             enabled: true,
             hits: 0,
+            locations: Vec::new(),
         });
         self.list.last().expect("just pushed")
     }
@@ -130,6 +137,11 @@ impl Breakpoints {
             .map_or(Need::Observe, Need::StopsNear)
     }
 
+    /// The breakpoint `id`, to note its locations or a hit.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Breakpoint> {
+        self.list.iter_mut().find(|b| b.id == id)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.iter().all(|b| !b.enabled)
     }
@@ -163,6 +175,8 @@ impl Breakpoints {
                                 || (!event.created.is_empty() && w == event.kind.as_str())
                         })
                 }
+                // Hit through the tracer's uprobes, not by fd events.
+                Condition::Func { .. } => false,
                 Condition::Site { pattern } => match event.stack {
                     Some(stack) if !event.created.is_empty() => {
                         let key = (bp.id, stack);

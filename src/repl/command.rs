@@ -240,14 +240,14 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "break",
         aliases: &["b", "br"],
-        usage: "break fd N | break count N | break site PATTERN",
-        help: "Stop when fd number N is created or closed; when the open-fd count becomes greater than N; or when an fd is created by a stack with a frame matching PATTERN (a function-name substring, or FILE:LINE).",
+        usage: "break fd N | break count N | break site PATTERN | break [func] NAME",
+        help: "Stop when fd number N is created or closed; when the open-fd count becomes greater than N; when an fd is created by a stack with a frame matching PATTERN (a function-name substring, or FILE:LINE); or when a thread enters function NAME (C, C++ with or without arguments, a Rust path or its last parts), in the program and its loaded libraries. At a function stop, 'next' and 'step' still walk fd events.",
         parse: |args| {
             Ok(Command::Break {
                 condition: parse_break(args)?,
             })
         },
-        operands: Operands::First(Words::Fixed(&["fd", "count", "site"])),
+        operands: Operands::First(Words::Fixed(&["fd", "count", "site", "func"])),
         flags: &[],
     },
     Spec {
@@ -663,6 +663,21 @@ fn parse_break(args: &mut Args<'_>) -> Result<Condition, ReplError> {
             }
             Ok(Condition::Site { pattern })
         }
+        "func" => {
+            let words = args.rest();
+            let pattern = unquote(&words.join(" ")).trim().to_string();
+            if pattern.is_empty() {
+                return Err(ReplError::Missing {
+                    what: "NAME",
+                    usage,
+                });
+            }
+            Ok(Condition::Func { pattern })
+        }
+        // `break NAME`: a function, as in gdb.
+        other if !other.is_empty() && !other.starts_with('-') => Ok(Condition::Func {
+            pattern: unquote(other).to_string(),
+        }),
         other => Err(ReplError::CannotBreakOn {
             word: other.into(),
             usage,

@@ -27,6 +27,9 @@ pub struct Session {
     marks: Vec<(String, Seq)>,
     /// The event the process is stopped at, if it stopped at one.
     stopped_at: Option<Seq>,
+    /// The thread and its stack, when the last stop is a function
+    /// breakpoint's.
+    stopped_in: Option<(Pid, Vec<crate::symbolize::Frame>)>,
     /// Time spent running (for events/s).
     running: Duration,
     /// A signal asked fdbg to end while the process ran.
@@ -51,6 +54,7 @@ impl Session {
             tracer,
             marks: Vec::new(),
             stopped_at: None,
+            stopped_in: None,
             running: Duration::ZERO,
             shutdown: None,
             breakpoints: Breakpoints::default(),
@@ -110,20 +114,26 @@ impl Session {
                     })
                 })
                 .collect(),
-            Command::Backtrace => {
-                let seq = self
-                    .stopped_at
-                    .ok_or("no stack: the process is not stopped at an fd event")?;
-                let event = self
-                    .tracer
-                    .model
-                    .event(seq)
-                    .cloned()
-                    .ok_or("no such event")?;
-                vec![Report::Backtrace(BacktraceReport {
-                    event: self.event_report(&event),
-                })]
-            }
+            Command::Backtrace => match &self.stopped_in {
+                Some((tid, frames)) => vec![Report::Function(FunctionStopReport {
+                    tid: *tid,
+                    frames: frames.clone(),
+                })],
+                None => {
+                    let seq = self.stopped_at.ok_or(
+                        "no stack: the process is not stopped at an fd event or a function",
+                    )?;
+                    let event = self
+                        .tracer
+                        .model
+                        .event(seq)
+                        .cloned()
+                        .ok_or("no such event")?;
+                    vec![Report::Backtrace(BacktraceReport {
+                        event: self.event_report(&event),
+                    })]
+                }
+            },
             Command::Mark { name } => {
                 let name = name
                     .clone()
@@ -164,15 +174,16 @@ impl Session {
                     })
                     .collect()
             }
-            Command::Break { condition } => vec![self.add_breakpoint(condition.clone())],
+            Command::Break { condition } => vec![self.add_breakpoint(condition.clone())?],
             Command::Catch { what } => {
-                vec![self.add_breakpoint(Condition::Catch { what: what.clone() })]
+                vec![self.add_breakpoint(Condition::Catch { what: what.clone() })?]
             }
             Command::InfoBreakpoints => vec![Report::Breakpoints(BreakpointsReport {
                 breakpoints: self.breakpoints.list().to_vec(),
             })],
             Command::Delete { id } => {
                 let n = self.breakpoints.delete(*id)?;
+                self.tracer.remove_function_breakpoint(*id);
                 vec![Report::message(format!(
                     "deleted {n} breakpoint{}",
                     if n == 1 { "" } else { "s" }
@@ -180,10 +191,24 @@ impl Session {
             }
             Command::Enable { id } => {
                 self.breakpoints.set_enabled(*id, true)?;
+                let func = self.breakpoints.list().iter().find_map(|b| match &b.condition {
+                    Condition::Func { pattern } if b.id == *id => Some(pattern.clone()),
+                    _ => None,
+                });
+                if let Some(pattern) = func
+                    && !self
+                        .tracer
+                        .function_breakpoints()
+                        .iter()
+                        .any(|f| f.id == *id)
+                {
+                    self.tracer.add_function_breakpoint(*id, &pattern, false)?;
+                }
                 vec![Report::message(format!("breakpoint {id} enabled"))]
             }
             Command::Disable { id } => {
                 self.breakpoints.set_enabled(*id, false)?;
+                self.tracer.remove_function_breakpoint(Some(*id));
                 vec![Report::message(format!("breakpoint {id} disabled"))]
             }
             Command::Stats => {
@@ -239,14 +264,58 @@ impl Session {
         Ok((reports, Next::Prompt))
     }
 
-    pub fn add_breakpoint(&mut self, condition: Condition) -> Report {
-        let bp = self.breakpoints.add(condition);
-        let what = if bp.is_catch() {
-            "Catchpoint"
-        } else {
-            "Breakpoint"
+    pub fn add_breakpoint(&mut self, condition: Condition) -> Result<Report, String> {
+        let bp = self.breakpoints.add(condition.clone());
+        let (id, describe, is_catch) = (bp.id, bp.describe(), bp.is_catch());
+        if let Condition::Func { pattern } = &condition {
+            let sites = match self.tracer.add_function_breakpoint(id, pattern, false) {
+                Ok(sites) if sites.is_empty() => Err(format!(
+                    "no function named '{}' in the program or the libraries it has loaded now",
+                    crate::escape::escape(pattern)
+                )),
+                other => other,
+            };
+            let sites = match sites {
+                Ok(sites) => sites,
+                Err(why) => {
+                    let _ = self.breakpoints.delete(Some(id));
+                    return Err(why);
+                }
+            };
+            let pid = self.tracer.main_pid;
+            let locations: Vec<crate::symbolize::Frame> = sites
+                .iter()
+                .map(|site| self.location(pid, site.address))
+                .collect();
+            let shown: Vec<String> = locations
+                .iter()
+                .map(crate::repl::render::frame_text)
+                .collect();
+            if let Some(bp) = self.breakpoints.get_mut(id) {
+                bp.locations = locations;
+            }
+            return Ok(Report::message(format!(
+                "Breakpoint {id}: {describe}: {}",
+                shown.join("; ")
+            )));
+        }
+        let what = if is_catch { "Catchpoint" } else { "Breakpoint" };
+        Ok(Report::message(format!("{what} {id}: {describe}")))
+    }
+
+    /// A code address of process `pid` as a frame (function, file:line).
+    fn location(&mut self, pid: Pid, address: u64) -> crate::symbolize::Frame {
+        let stack = crate::stacks::Stack {
+            addresses: vec![address],
+            truncated: None,
+            generation: self.tracer.symbolizer.generation(pid),
         };
-        Report::message(format!("{what} {}: {}", bp.id, bp.describe()))
+        self.tracer
+            .symbolizer
+            .frames(pid, &stack)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
     }
 
     /// The signal that asked fdbg to end during the last command, if any.
@@ -352,6 +421,7 @@ impl Session {
             eprintln!("fdbg: {line}");
         }
         self.stopped_at = None;
+        self.stopped_in = None;
         let mut reports = Vec::new();
         if steps.is_some() {
             // Every step but the last is an event line; the last is the stop.
@@ -372,6 +442,7 @@ impl Session {
             signal: None,
             pid: main,
             events_from: self.tracer.mechanism,
+            function: None,
         };
         match halt {
             Halt::Event(seq) => {
@@ -393,6 +464,19 @@ impl Session {
                     .event(seq)
                     .cloned()
                     .map(|e| self.event_report(&e));
+            }
+            Halt::Function(hit) => {
+                stop.stop = StopKind::Breakpoint;
+                stop.breakpoint = Some(hit.id);
+                if let Some(bp) = self.breakpoints.get_mut(hit.id) {
+                    bp.hits += 1;
+                }
+                let frames = self.tracer.thread_frames(hit.tid);
+                stop.function = Some(FunctionStopReport {
+                    tid: hit.tid,
+                    frames: frames.clone(),
+                });
+                self.stopped_in = Some((hit.tid, frames));
             }
             Halt::Interrupt => stop.stop = StopKind::Interrupt,
             Halt::Timeout => stop.stop = StopKind::Timeout,

@@ -89,6 +89,7 @@ pub fn text(report: &Report) -> String {
         Report::Breakpoints(b) => breakpoints_text(b),
         Report::Sockets(s) => streamed_text(report, |out| write_sockets(out, s)),
         Report::Message(m) => escape_keeping_lines(&m.message),
+        Report::Function(f) => frames_text(&f.frames, None),
     }
 }
 
@@ -210,9 +211,15 @@ fn stop_text(stop: &StopReport) -> String {
         (StopKind::Catch, Some(id)) => format!("Catchpoint {id}, "),
         (StopKind::Breakpoint | StopKind::Catch | StopKind::Step, _) => String::new(),
     };
-    match &stop.event {
-        Some(event) => format!("{head}{}", event_text(event)),
-        None => format!("{head}stopped"),
+    match (&stop.event, &stop.function) {
+        (Some(event), _) => format!("{head}{}", event_text(event)),
+        (None, Some(function)) => format!(
+            "{head}thread {} in {}\n{}",
+            function.tid,
+            function.frames.first().map(frame_text).unwrap_or_default(),
+            frames_text(&function.frames, None)
+        ),
+        (None, None) => format!("{head}stopped"),
     }
 }
 
@@ -553,6 +560,9 @@ fn breakpoints_text(report: &BreakpointsReport) -> String {
             bp.hits,
             escape(&bp.describe())
         );
+        for location in &bp.locations {
+            let _ = writeln!(out, "{:<27}{} {}", "", location.address, frame_text(location));
+        }
     }
     out.trim_end().to_string()
 }

@@ -98,6 +98,16 @@ pub struct StopReport {
     pub pid: Pid,
     /// Where fd events came from when it stopped.
     pub events_from: crate::tracer::Mechanism,
+    /// At a function breakpoint: the thread and its stack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionStopReport>,
+}
+
+/// A thread stopped in a function: its stack, innermost first.
+#[derive(Clone, Debug, Serialize)]
+pub struct FunctionStopReport {
+    pub tid: Pid,
+    pub frames: Vec<Frame>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -280,6 +290,8 @@ pub enum Report {
     Breakpoints(BreakpointsReport),
     Sockets(SocketsReport),
     Message(MessageReport),
+    /// `bt` at a function stop.
+    Function(FunctionStopReport),
 }
 
 impl Report {

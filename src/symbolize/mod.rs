@@ -21,6 +21,7 @@
 //! Bad input — a corrupt ELF, truncated DWARF — gives fewer names, never a
 //! panic.
 
+pub mod functions;
 mod object;
 #[cfg(test)]
 mod tests;

@@ -29,11 +29,13 @@ use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, SyscallEntry};
 use crate::unwind::{Unwinder, copy_stack};
 
+mod functions;
 mod observe;
 mod perf_source;
 mod start;
 mod waker;
 
+pub use functions::{FunctionBreak, FunctionHit};
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use start::StartError;
@@ -108,6 +110,9 @@ pub enum Halt {
     Timeout,
     /// The main process ended.
     Exited(ProcessEnd),
+    /// A thread reached a function breakpoint (or returned, for a return
+    /// probe); it is stopped there with the others.
+    Function(FunctionHit),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,6 +234,12 @@ pub struct Tracer {
     exec_pending: Option<Pid>,
     /// Observing: each process's read-only file mappings at the last look.
     file_maps: HashMap<Pid, Vec<crate::modules::FileMapping>>,
+    /// Function breakpoints and the uprobes they armed.
+    function_breaks: Vec<functions::FunctionBreak>,
+    /// Uprobe definitions made so far (their names are numbered).
+    probe_names: u32,
+    /// A function breakpoint hit by the stop just handled.
+    function_hit: Option<FunctionHit>,
     /// What the current `continue` needs (`set_need`).
     need: Need,
     threads: HashMap<Tid, Thread>,
@@ -285,6 +296,9 @@ impl Tracer {
             exec_pending: None,
             file_maps: HashMap::new(),
             need: Need::Stops,
+            function_breaks: Vec::new(),
+            probe_names: 0,
+            function_hit: None,
             threads: HashMap::new(),
             ended_unannounced: BTreeSet::new(),
             unwinders: HashMap::new(),
@@ -345,6 +359,9 @@ impl Tracer {
                         && on_event(&self.model, &mut self.symbolizer, seq)
                     {
                         return Halt::Event(seq);
+                    }
+                    if let Some(hit) = self.function_hit.take() {
+                        return Halt::Function(hit);
                     }
                     if self.perf_unblocked {
                         self.take_over_with_perf(tid);
@@ -724,6 +741,15 @@ impl Tracer {
                     && let Some(event) = self.perf_stop(tid)
                 {
                     return event;
+                }
+                if sig == libc::SIGTRAP
+                    && !self.function_breaks.is_empty()
+                    && let Ok(info) = ptrace::signal_info(tid)
+                    && info.code == crate::perf::TRAP_PERF
+                    && let Some(hit) = self.function_trap(tid, info.perf_data)
+                {
+                    self.function_hit = Some(hit);
+                    return None;
                 }
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.signal = sig;

@@ -1,0 +1,156 @@
+//! Function breakpoints: a uprobe (defined in tracefs, see
+//! `perf::uprobe`) at each function a name matches, and on it one perf
+//! SIGTRAP event per thread, inherited by the threads created later. A hit
+//! is a SIGTRAP stop whose `si_perf_data` names the breakpoint; fdbg takes
+//! it as it takes its fd-syscall SIGTRAPs (ignored by the process for the
+//! session, so that one in flight when fdbg dies is harmless). The kernel
+//! owns the breakpoint instruction: closing the events (or fdbg's death)
+//! restores the code.
+
+use std::collections::BTreeSet;
+
+use super::{Mechanism, Tracer};
+use crate::fdtable::Pid;
+use crate::perf::uprobe::Uprobe;
+use crate::perf::{self, SyscallTrap};
+use crate::ptrace::Tid;
+use crate::symbolize::functions::{self, FunctionSite};
+
+/// `si_perf_data` of a function breakpoint's SIGTRAP: this base, the
+/// breakpoint's id shifted by 8, and 1 for a return probe.
+const SIG_DATA_BASE: u64 = 0x6664_6267_1000_0000;
+const SIG_DATA_MASK: u64 = 0xffff_ffff_f000_0000;
+
+/// One resolved function of a breakpoint, armed.
+pub struct ArmedFunction {
+    pub site: FunctionSite,
+    /// Kept open: closing them disarms the probe.
+    _traps: Vec<SyscallTrap>,
+    /// Dropped after the traps: the kernel refuses to remove a probe in use.
+    _probe: Uprobe,
+}
+
+/// A function breakpoint (or a `finish` return probe) and what it armed.
+pub struct FunctionBreak {
+    pub id: u32,
+    pub pattern: String,
+    pub ret: bool,
+    pub armed: Vec<ArmedFunction>,
+}
+
+/// A thread stopped at a function breakpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionHit {
+    pub id: u32,
+    pub ret: bool,
+    pub tid: Tid,
+}
+
+impl Tracer {
+    /// Arm function breakpoint `id` on every function `pattern` names in
+    /// the traced processes (every thread stopped). Errors say why in one
+    /// line; an empty list means nothing matched (yet).
+    pub fn add_function_breakpoint(
+        &mut self,
+        id: u32,
+        pattern: &str,
+        ret: bool,
+    ) -> Result<Vec<FunctionSite>, String> {
+        if self.mode != super::Mode::Attach && self.mechanism == Mechanism::Seccomp {
+            return Err(
+                "function breakpoints need perf events: run the program with --events sigtrap"
+                    .into(),
+            );
+        }
+        let tracefs = perf::tracefs().map_err(|e| e.to_string())?;
+        perf::uprobe::remove_stale(&tracefs);
+        let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        let mut sites: Vec<FunctionSite> = Vec::new();
+        for &pid in &pids {
+            for site in functions::find(pid, pattern) {
+                if !sites
+                    .iter()
+                    .any(|s| s.probe_path == site.probe_path && s.file_offset == site.file_offset)
+                {
+                    sites.push(site);
+                }
+            }
+        }
+        let mut armed = Vec::new();
+        for (n, site) in sites.iter().enumerate() {
+            self.probe_names += 1;
+            let name = format!("{}{}_{n}", if ret { 'r' } else { 'b' }, self.probe_names);
+            let probe = Uprobe::define(&tracefs, &name, &site.probe_path, site.file_offset, ret)
+                .map_err(|e| format!("{}: {e}", site.name))?;
+            let sig_data = SIG_DATA_BASE | u64::from(id) << 8 | u64::from(ret);
+            let mut traps = Vec::new();
+            // One event per thread of the processes the object is loaded
+            // in; the threads they create later inherit it.
+            let loaded: BTreeSet<Pid> = pids
+                .iter()
+                .copied()
+                .filter(|&pid| {
+                    crate::modules::read_code_mappings(pid)
+                        .iter()
+                        .any(|m| m.path == site.module)
+                })
+                .collect();
+            for (tid, pid) in self.threads() {
+                if !loaded.contains(&pid) {
+                    continue;
+                }
+                let trap = SyscallTrap::open(tid, probe.id, "", self.follow_forks, sig_data)
+                    .map_err(|e| e.to_string())?;
+                traps.push(trap);
+            }
+            armed.push(ArmedFunction {
+                site: site.clone(),
+                _traps: traps,
+                _probe: probe,
+            });
+        }
+        self.function_breaks.push(FunctionBreak {
+            id,
+            pattern: pattern.to_string(),
+            ret,
+            armed,
+        });
+        Ok(sites)
+    }
+
+    /// Remove function breakpoint `id` (all with `None`): its events close,
+    /// the kernel restores the code, the definitions go.
+    pub fn remove_function_breakpoint(&mut self, id: Option<u32>) {
+        self.function_breaks
+            .retain(|b| id.is_some_and(|id| id != b.id));
+    }
+
+    /// The stack of stopped thread `tid`, symbolized, innermost first.
+    pub fn thread_frames(&mut self, tid: Tid) -> Vec<crate::symbolize::Frame> {
+        let Some(pid) = self.threads.get(&tid).map(|t| t.pid) else {
+            return Vec::new();
+        };
+        match self.capture_stack(tid, pid, None) {
+            Some(id) => {
+                let stack = self.model.stacks.get(id).clone();
+                self.symbolizer.frames(pid, &stack)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    pub fn function_breakpoints(&self) -> &[FunctionBreak] {
+        &self.function_breaks
+    }
+
+    /// Whether the SIGTRAP stop of `tid` is a function breakpoint's; the
+    /// hit, which the caller reports (the signal is not delivered).
+    pub(super) fn function_trap(&mut self, tid: Tid, perf_data: u64) -> Option<FunctionHit> {
+        if perf_data & SIG_DATA_MASK != SIG_DATA_BASE {
+            return None;
+        }
+        let id = ((perf_data & !SIG_DATA_MASK) >> 8) as u32;
+        let ret = perf_data & 1 == 1;
+        Some(FunctionHit { id, ret, tid })
+    }
+}
