@@ -23,6 +23,7 @@ pub enum Command {
         duration: Option<Duration>,
     },
     /// `count` is at least 1.
+    Finish,
     Step {
         count: usize,
     },
@@ -234,6 +235,15 @@ pub const COMMANDS: &[Spec] = &[
                 count: count.unwrap_or(1),
             }),
         },
+        operands: Operands::Free,
+        flags: &[],
+    },
+    Spec {
+        name: "finish",
+        aliases: &["fin"],
+        usage: "finish",
+        help: "At a function breakpoint's stop: run until that call returns, and show its return value and its fd delta (fds it created that are still open, with their sites; fds it closed that were open before; how many it opened and closed).",
+        parse: |_| Ok(Command::Finish),
         operands: Operands::Free,
         flags: &[],
     },

@@ -22,6 +22,15 @@ pub enum Next {
     Exit(i32),
 }
 
+/// The call a `finish` waits for: its thread, the stack pointer at its
+/// entry stop, the last event before it, and the function's name.
+struct Finishing {
+    tid: Pid,
+    sp: u64,
+    seq: Seq,
+    function: String,
+}
+
 pub struct Session {
     pub tracer: Tracer,
     marks: Vec<(String, Seq)>,
@@ -30,6 +39,10 @@ pub struct Session {
     /// The thread and its stack, when the last stop is a function
     /// breakpoint's.
     stopped_in: Option<(Pid, Vec<crate::symbolize::Frame>)>,
+    /// The function breakpoint of the last stop, when it is one.
+    stopped_in_break: Option<u32>,
+    /// A `finish` under way.
+    finishing: Option<Finishing>,
     /// Time spent running (for events/s).
     running: Duration,
     /// A signal asked fdbg to end while the process ran.
@@ -55,6 +68,8 @@ impl Session {
             marks: Vec::new(),
             stopped_at: None,
             stopped_in: None,
+            stopped_in_break: None,
+            finishing: None,
             running: Duration::ZERO,
             shutdown: None,
             breakpoints: Breakpoints::default(),
@@ -77,6 +92,7 @@ impl Session {
                 self.resume(deadline.transpose()?, None)?
             }
             Command::Step { count } => self.resume(None, Some(*count))?,
+            Command::Finish => self.finish()?,
             Command::Fds { kind } => {
                 self.check_model();
                 self.report_pids()
@@ -303,6 +319,67 @@ impl Session {
         Ok(Report::message(format!("{what} {id}: {describe}")))
     }
 
+    /// `finish`: run until the function of the current stop returns, and
+    /// say what the call left: its return value and its fd delta.
+    fn finish(&mut self) -> Result<Vec<Report>, String> {
+        let (Some((tid, frames)), Some(id)) = (self.stopped_in.clone(), self.stopped_in_break)
+        else {
+            return Err(
+                "finish: the process is not stopped in a function; stop in one with 'break func NAME' and 'continue'".into(),
+            );
+        };
+        let pattern = self
+            .tracer
+            .function_breakpoints()
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.pattern.clone())
+            .unwrap_or_default();
+        let sp = self
+            .tracer
+            .stack_pointer(tid)
+            .ok_or("finish: the thread is gone")?;
+        self.tracer
+            .add_return_breakpoint(crate::tracer::FINISH_BREAKPOINT, tid)?;
+        self.finishing = Some(Finishing {
+            tid,
+            sp,
+            seq: self.tracer.model.last_seq(),
+            function: frames
+                .first()
+                .and_then(|f| f.function.clone())
+                .unwrap_or_else(|| pattern.clone()),
+        });
+        self.resume(None, None)
+    }
+
+    /// The report of a `finish` whose call returned in thread `tid`.
+    fn finished(&mut self, finishing: Finishing, tid: Pid) -> Report {
+        self.check_model();
+        let pid = self.tracer.main_pid;
+        let return_value = self.tracer.return_value(tid);
+        let diff = self.tracer.model.diff(pid, finishing.seq);
+        let sockets = self.sockets_of(pid);
+        let still_open = diff
+            .still_open
+            .iter()
+            .map(|s| self.site_report(pid, s, &sockets))
+            .collect();
+        let frames = self.tracer.thread_frames(tid);
+        self.stopped_in = Some((tid, frames));
+        self.stopped_in_break = None;
+        Report::Finish(FinishReport {
+            finish: FinishBody {
+                function: finishing.function,
+                tid,
+                return_value,
+                still_open,
+                closed: diff.closed_from_before,
+                opened_and_closed: diff.opened_and_closed,
+            },
+        })
+    }
+
     /// A code address of process `pid` as a frame (function, file:line).
     fn location(&mut self, pid: Pid, address: u64) -> crate::symbolize::Frame {
         let stack = crate::stacks::Stack {
@@ -387,7 +464,7 @@ impl Session {
                 "process {main} is not running any more; its records stay for queries"
             ));
         }
-        let need = if steps.is_some() {
+        let need = if steps.is_some() || self.finishing.is_some() {
             crate::tracer::Need::Stops
         } else {
             self.breakpoints.need()
@@ -400,23 +477,45 @@ impl Session {
         let mut hit: Option<(u32, bool)> = None;
         let breakpoints = &mut self.breakpoints;
         let started = Instant::now();
-        let halt = self
-            .tracer
-            .resume_until(deadline, &mut |model, symbolizer, seq| {
-                let Some(event) = model.event(seq) else {
-                    return false;
-                };
-                if event.pid != main && !follow {
-                    return false;
-                }
-                seen.push(seq);
-                if let Some(bp) = breakpoints.check(model, symbolizer, event) {
-                    hit = Some((bp.id, bp.is_catch()));
-                    return true;
-                }
-                steps.is_some_and(|n| seen.len() >= n)
-            });
+        let mut on_event = |model: &fdtable::Model,
+                            symbolizer: &mut crate::symbolize::Symbolizer,
+                            seq: Seq| {
+            let Some(event) = model.event(seq) else {
+                return false;
+            };
+            if event.pid != main && !follow {
+                return false;
+            }
+            seen.push(seq);
+            if let Some(bp) = breakpoints.check(model, symbolizer, event) {
+                hit = Some((bp.id, bp.is_catch()));
+                return true;
+            }
+            steps.is_some_and(|n| seen.len() >= n)
+        };
+        let halt = loop {
+            let halt = self.tracer.resume_until(deadline, &mut on_event);
+            // `finish`: only the return of the call it started from (its
+            // thread, a stack pointer above the call's) ends it.
+            if let (Halt::Function(h), Some(f)) = (&halt, &self.finishing)
+                && h.id == crate::tracer::FINISH_BREAKPOINT
+                && !(h.tid == f.tid
+                    && self.tracer.stack_pointer(h.tid).is_some_and(|sp| sp > f.sp))
+            {
+                continue;
+            }
+            break halt;
+        };
         self.running += started.elapsed();
+        if let Some(finishing) = self.finishing.take() {
+            self.tracer
+                .remove_function_breakpoint(Some(crate::tracer::FINISH_BREAKPOINT));
+            if let Halt::Function(h) = halt
+                && h.id == crate::tracer::FINISH_BREAKPOINT
+            {
+                return Ok(vec![self.finished(finishing, h.tid)]);
+            }
+        }
         for line in self.tracer.notices.drain(..) {
             eprintln!("fdbg: {line}");
         }
@@ -477,6 +576,7 @@ impl Session {
                     frames: frames.clone(),
                 });
                 self.stopped_in = Some((hit.tid, frames));
+                self.stopped_in_break = Some(hit.id);
             }
             Halt::Interrupt => stop.stop = StopKind::Interrupt,
             Halt::Timeout => stop.stop = StopKind::Timeout,

@@ -90,7 +90,34 @@ pub fn text(report: &Report) -> String {
         Report::Sockets(s) => streamed_text(report, |out| write_sockets(out, s)),
         Report::Message(m) => escape_keeping_lines(&m.message),
         Report::Function(f) => frames_text(&f.frames, None),
+        Report::Finish(f) => finish_text(&f.finish),
     }
+}
+
+fn finish_text(f: &FinishBody) -> String {
+    let mut out = String::new();
+    let still: usize = f.still_open.iter().map(|s| s.count).sum();
+    let _ = writeln!(
+        out,
+        "Run till exit from {} (thread {}): returned {}; the call left {still} fd{} open, closed {} fd{} that were open before{}, opened and closed {}",
+        escape(&f.function),
+        f.tid,
+        f.return_value,
+        if still == 1 { "" } else { "s" },
+        f.closed.len(),
+        if f.closed.len() == 1 { "" } else { "s" },
+        if f.closed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", fd_list(&f.closed))
+        },
+        f.opened_and_closed
+    );
+    for site in &f.still_open {
+        out.push('\n');
+        site_text(&mut out, site);
+    }
+    out.trim_end().to_string()
 }
 
 fn file_name(path: &str) -> &str {

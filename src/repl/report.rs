@@ -292,6 +292,25 @@ pub enum Report {
     Message(MessageReport),
     /// `bt` at a function stop.
     Function(FunctionStopReport),
+    Finish(FinishReport),
+}
+
+/// What one call left (`finish`).
+#[derive(Clone, Debug, Serialize)]
+pub struct FinishReport {
+    pub finish: FinishBody,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FinishBody {
+    pub function: String,
+    pub tid: Pid,
+    pub return_value: i64,
+    /// Fds created during the call and still open, by site.
+    pub still_open: Vec<SiteReport>,
+    /// Fds closed during the call that were open before it.
+    pub closed: Vec<i32>,
+    pub opened_and_closed: usize,
 }
 
 impl Report {

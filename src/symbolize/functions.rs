@@ -76,6 +76,24 @@ pub fn find(pid: i32, pattern: &str) -> Vec<FunctionSite> {
     found
 }
 
+/// The code at `address` in process `pid`, as a probe site (no name).
+pub fn site_at(pid: i32, address: u64) -> Option<FunctionSite> {
+    let mapping = modules::read_code_mappings(pid)
+        .into_iter()
+        .find(|m| m.avma.contains(&address) && !m.path.starts_with('['))?;
+    Some(FunctionSite {
+        name: format!("{:#x}", address),
+        probe_path: PathBuf::from(format!(
+            "{}{}",
+            crate::procfs::process_dir(pid).join("root").display(),
+            mapping.path
+        )),
+        module: mapping.path.clone(),
+        file_offset: mapping.file_offset + (address - mapping.avma.start),
+        address,
+    })
+}
+
 fn find_in(pid: i32, mappings: &[&CodeMapping], pattern: &str) -> Vec<FunctionSite> {
     let Some(file) = modules::open_mapped_file(pid, mappings[0]) else {
         return Vec::new();

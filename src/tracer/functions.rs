@@ -16,6 +16,9 @@ use crate::perf::{self, SyscallTrap};
 use crate::ptrace::Tid;
 use crate::symbolize::functions::{self, FunctionSite};
 
+/// The breakpoint id of `finish`'s return probe.
+pub const FINISH_BREAKPOINT: u32 = 0xf_ffff;
+
 /// `si_perf_data` of a function breakpoint's SIGTRAP: this base, the
 /// breakpoint's id shifted by 8, and 1 for a return probe.
 const SIG_DATA_BASE: u64 = 0x6664_6267_1000_0000;
@@ -56,14 +59,6 @@ impl Tracer {
         pattern: &str,
         ret: bool,
     ) -> Result<Vec<FunctionSite>, String> {
-        if self.mode != super::Mode::Attach && self.mechanism == Mechanism::Seccomp {
-            return Err(
-                "function breakpoints need perf events: run the program with --events sigtrap"
-                    .into(),
-            );
-        }
-        let tracefs = perf::tracefs().map_err(|e| e.to_string())?;
-        perf::uprobe::remove_stale(&tracefs);
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         let mut sites: Vec<FunctionSite> = Vec::new();
         for &pid in &pids {
@@ -76,6 +71,51 @@ impl Tracer {
                 }
             }
         }
+        self.arm_sites(id, pattern, ret, &sites)?;
+        Ok(sites)
+    }
+
+    /// `finish`'s breakpoint: the return address of the frame thread `tid`
+    /// is stopped in (where the call returns to, in its caller). A
+    /// uretprobe would not do: it catches only calls entered after it is
+    /// armed.
+    pub fn add_return_breakpoint(&mut self, id: u32, tid: Tid) -> Result<(), String> {
+        let pid = self
+            .threads
+            .get(&tid)
+            .map(|t| t.pid)
+            .ok_or("the thread is gone")?;
+        let stack = self
+            .capture_stack(tid, pid, None)
+            .map(|id| self.model.stacks.get(id).clone())
+            .ok_or("cannot read the thread's stack")?;
+        let address = *stack
+            .addresses
+            .get(1)
+            .ok_or("the stack has no caller to return to")?;
+        let site = functions::site_at(pid, address)
+            .ok_or("the caller's code is in no file fdbg can probe")?;
+        self.arm_sites(id, "the caller", false, &[site])
+    }
+
+    /// Define a uprobe at each site and open a SIGTRAP event on it in every
+    /// thread of the processes that map its object.
+    fn arm_sites(
+        &mut self,
+        id: u32,
+        pattern: &str,
+        ret: bool,
+        sites: &[FunctionSite],
+    ) -> Result<(), String> {
+        if self.mode != super::Mode::Attach && self.mechanism == Mechanism::Seccomp {
+            return Err(
+                "function breakpoints need perf events: run the program with --events sigtrap"
+                    .into(),
+            );
+        }
+        let tracefs = perf::tracefs().map_err(|e| e.to_string())?;
+        perf::uprobe::remove_stale(&tracefs);
+        let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         let mut armed = Vec::new();
         for (n, site) in sites.iter().enumerate() {
             self.probe_names += 1;
@@ -115,7 +155,7 @@ impl Tracer {
             ret,
             armed,
         });
-        Ok(sites)
+        Ok(())
     }
 
     /// Remove function breakpoint `id` (all with `None`): its events close,
@@ -137,6 +177,17 @@ impl Tracer {
             }
             None => Vec::new(),
         }
+    }
+
+    /// The stack pointer of stopped thread `tid`.
+    pub fn stack_pointer(&self, tid: Tid) -> Option<u64> {
+        crate::ptrace::registers(tid).ok().map(|r| r.rsp)
+    }
+
+    /// What stopped thread `tid` has in its return-value register (at a
+    /// return probe's stop: what the function returned).
+    pub fn return_value(&self, tid: Tid) -> i64 {
+        crate::ptrace::registers(tid).map_or(0, |r| r.rax as i64)
     }
 
     pub fn function_breakpoints(&self) -> &[FunctionBreak] {
