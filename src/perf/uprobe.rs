@@ -77,13 +77,20 @@ pub fn remove_stale(tracefs: &Path) {
     };
     for line in text.lines() {
         // "p:fdbg_123/b1 /path:0x..."
-        let Some(event) = line.split_whitespace().next().and_then(|e| e.split_once(':')) else {
+        let Some(event) = line
+            .split_whitespace()
+            .next()
+            .and_then(|e| e.split_once(':'))
+        else {
             continue;
         };
         let Some((group, name)) = event.1.split_once('/') else {
             continue;
         };
-        let Some(pid) = group.strip_prefix("fdbg_").and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = group
+            .strip_prefix("fdbg_")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {

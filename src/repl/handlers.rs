@@ -207,10 +207,14 @@ impl Session {
             }
             Command::Enable { id } => {
                 self.breakpoints.set_enabled(*id, true)?;
-                let func = self.breakpoints.list().iter().find_map(|b| match &b.condition {
-                    Condition::Func { pattern } if b.id == *id => Some(pattern.clone()),
-                    _ => None,
-                });
+                let func = self
+                    .breakpoints
+                    .list()
+                    .iter()
+                    .find_map(|b| match &b.condition {
+                        Condition::Func { pattern } if b.id == *id => Some(pattern.clone()),
+                        _ => None,
+                    });
                 if let Some(pattern) = func
                     && !self
                         .tracer
@@ -477,30 +481,28 @@ impl Session {
         let mut hit: Option<(u32, bool)> = None;
         let breakpoints = &mut self.breakpoints;
         let started = Instant::now();
-        let mut on_event = |model: &fdtable::Model,
-                            symbolizer: &mut crate::symbolize::Symbolizer,
-                            seq: Seq| {
-            let Some(event) = model.event(seq) else {
-                return false;
+        let mut on_event =
+            |model: &fdtable::Model, symbolizer: &mut crate::symbolize::Symbolizer, seq: Seq| {
+                let Some(event) = model.event(seq) else {
+                    return false;
+                };
+                if event.pid != main && !follow {
+                    return false;
+                }
+                seen.push(seq);
+                if let Some(bp) = breakpoints.check(model, symbolizer, event) {
+                    hit = Some((bp.id, bp.is_catch()));
+                    return true;
+                }
+                steps.is_some_and(|n| seen.len() >= n)
             };
-            if event.pid != main && !follow {
-                return false;
-            }
-            seen.push(seq);
-            if let Some(bp) = breakpoints.check(model, symbolizer, event) {
-                hit = Some((bp.id, bp.is_catch()));
-                return true;
-            }
-            steps.is_some_and(|n| seen.len() >= n)
-        };
         let halt = loop {
             let halt = self.tracer.resume_until(deadline, &mut on_event);
             // `finish`: only the return of the call it started from (its
             // thread, a stack pointer above the call's) ends it.
             if let (Halt::Function(h), Some(f)) = (&halt, &self.finishing)
                 && h.id == crate::tracer::FINISH_BREAKPOINT
-                && !(h.tid == f.tid
-                    && self.tracer.stack_pointer(h.tid).is_some_and(|sp| sp > f.sp))
+                && !(h.tid == f.tid && self.tracer.stack_pointer(h.tid).is_some_and(|sp| sp > f.sp))
             {
                 continue;
             }

@@ -588,7 +588,13 @@ fn breakpoints_text(report: &BreakpointsReport) -> String {
             escape(&bp.describe())
         );
         for location in &bp.locations {
-            let _ = writeln!(out, "{:<27}{} {}", "", location.address, frame_text(location));
+            let _ = writeln!(
+                out,
+                "{:<27}{} {}",
+                "",
+                location.address,
+                frame_text(location)
+            );
         }
     }
     out.trim_end().to_string()
@@ -792,6 +798,7 @@ mod tests {
                 signal: None,
                 pid: 7,
                 events_from: crate::repl::report::Mechanism::PerfObserve,
+                function: None,
             });
             assert_eq!(
                 json(&stop),

@@ -70,7 +70,8 @@ pub fn find(pid: i32, pattern: &str) -> Vec<FunctionSite> {
         if mapping.path.starts_with('[') || !seen_files.insert(mapping.path.clone()) {
             continue;
         }
-        let of_file: Vec<&CodeMapping> = mappings.iter().filter(|m| m.path == mapping.path).collect();
+        let of_file: Vec<&CodeMapping> =
+            mappings.iter().filter(|m| m.path == mapping.path).collect();
         found.extend(find_in(pid, &of_file, pattern));
     }
     found
@@ -128,8 +129,7 @@ fn find_in(pid: i32, mappings: &[&CodeMapping], pattern: &str) -> Vec<FunctionSi
             continue;
         };
         let Some(mapping) = mappings.iter().find(|m| {
-            m.file_offset <= file_offset
-                && file_offset - m.file_offset < m.avma.end - m.avma.start
+            m.file_offset <= file_offset && file_offset - m.file_offset < m.avma.end - m.avma.start
         }) else {
             continue;
         };
@@ -160,7 +160,10 @@ mod tests {
         assert!(matches("fdbg::demo::on_login", "on_login"));
         assert!(matches("fdbg::demo::on_login", "demo::on_login"));
         assert!(!matches("fdbg::demo::on_login", "mo::on_login"));
-        assert_eq!(demangle("_ZN6Widget11open_configEi"), "Widget::open_config(int)");
+        assert_eq!(
+            demangle("_ZN6Widget11open_configEi"),
+            "Widget::open_config(int)"
+        );
         assert_eq!(demangle("on_login"), "on_login");
     }
 }

@@ -99,8 +99,8 @@ fn bad_arguments_get_one_line_each_and_the_batch_goes_on() {
             "fdbg: duration '10000000000000000000s' is too long: at most 365 days (8760h)",
             "fdbg: --json needs a command, e.g. 'fds --json' (try 'help')",
             "fdbg: step needs N ≥ 1; usage: step [N]",
-            "fdbg: empty PATTERN: name a function (or part of one) or FILE:LINE; usage: break fd N | break count N | break site PATTERN",
-            "fdbg: empty PATTERN: name a function (or part of one) or FILE:LINE; usage: break fd N | break count N | break site PATTERN",
+            "fdbg: empty PATTERN: name a function (or part of one) or FILE:LINE; usage: break fd N | break count N | break site PATTERN | break [func] NAME",
+            "fdbg: empty PATTERN: name a function (or part of one) or FILE:LINE; usage: break fd N | break count N | break site PATTERN | break [func] NAME",
         ],
         "{out}"
     );

@@ -5,6 +5,7 @@ mod attach;
 mod churn;
 mod debugger;
 mod demo;
+mod functions;
 mod harness;
 mod input;
 mod login;

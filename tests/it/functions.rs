@@ -1,0 +1,195 @@
+//! Function breakpoints (kernel uprobes): `break func`, `finish` and its fd
+//! delta on the login server; threads still created while one is armed;
+//! and a process that survives SIGKILLs of fdbg with breakpoints armed and
+//! hit, with its code as in its file afterwards.
+
+use std::process::Command;
+
+use serde_json::Value;
+use serial_test::serial;
+
+use crate::harness::{Interactive, TEST_LIMIT, Watchdog, assert_untraced_and_running, poll_until};
+use crate::login::{Server, finished_logins};
+use crate::testprogs::{ChildGuard, source_dir, testprog};
+
+/// The line of `needle` in testprogs/FILE.
+fn line_of(file: &str, needle: &str) -> u64 {
+    let text = std::fs::read_to_string(source_dir().join(file)).expect("a test program's source");
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in {file}"))
+}
+
+/// No uprobe definition of fdbg process `fdbg_pid` is left in tracefs.
+fn no_probes_left(fdbg_pid: i32) -> bool {
+    let text = std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
+    !text.contains(&format!("fdbg_{fdbg_pid}/"))
+}
+
+/// Every executable file mapping of `pid` holds the bytes of its file: no
+/// breakpoint instruction left behind.
+fn code_as_in_its_files(pid: i32) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| e.to_string())?;
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(|e| e.to_string())?;
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 6 || !fields[1].contains('x') || !fields[5].starts_with('/') {
+            continue;
+        }
+        let (start, end) = fields[0].split_once('-').expect("a range");
+        let start = u64::from_str_radix(start, 16).expect("hex");
+        let end = u64::from_str_radix(end, 16).expect("hex");
+        let offset = u64::from_str_radix(fields[2], 16).expect("hex");
+        let mut in_memory = vec![0u8; (end - start) as usize];
+        mem.seek(SeekFrom::Start(start))
+            .map_err(|e| e.to_string())?;
+        mem.read_exact(&mut in_memory).map_err(|e| e.to_string())?;
+        let mut file = std::fs::File::open(fields[5]).map_err(|e| e.to_string())?;
+        let mut in_file = vec![0u8; in_memory.len()];
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| e.to_string())?;
+        let n = file.read(&mut in_file).map_err(|e| e.to_string())?;
+        if in_memory[..n] != in_file[..n] {
+            let at = (0..n).find(|&i| in_memory[i] != in_file[i]).unwrap_or(0);
+            return Err(format!(
+                "{} differs from its file at {:#x}",
+                fields[5],
+                start + at as u64
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn finish_doc(fdbg: &mut Interactive) -> Value {
+    let line = fdbg.wait_line("the finish document", |l| l.starts_with("{\"finish\""));
+    serde_json::from_str(&line).expect("JSON")
+}
+
+#[test]
+#[serial]
+fn finish_at_on_login_shows_the_one_socket_the_call_left_open() {
+    let _watchdog = Watchdog::new("finish_on_login", TEST_LIMIT);
+    let mut server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = server.attach();
+    fdbg.send("break on_login");
+    let set = fdbg.wait_prefix("Breakpoint 1: break func on_login");
+    assert!(
+        set.contains("on_login at") && set.contains("login.c:"),
+        "{fdbg}"
+    );
+    fdbg.send("continue");
+    let client = server.logins_in_background(1);
+    let stop = fdbg.wait_prefix("Breakpoint 1, thread");
+    assert!(stop.contains("in on_login at"), "{fdbg}");
+    fdbg.send("finish --json");
+    let finish = finish_doc(&mut fdbg);
+    let leak = server.output.wait_for("leak");
+    let body = &finish["finish"];
+    assert_eq!(body["function"], "on_login", "{fdbg}");
+    let sites = body["still_open"].as_array().expect("still_open");
+    assert_eq!(sites.len(), 1, "one site\n{fdbg}");
+    assert_eq!(sites[0]["count"], 1, "{fdbg}");
+    assert_eq!(sites[0]["syscall"], "socket", "{fdbg}");
+    assert_eq!(sites[0]["fds"], serde_json::json!([leak.fd()]), "{fdbg}");
+    let top = &sites[0]["frames"][0];
+    assert_eq!(top["function"], "statsd_init", "{fdbg}");
+    assert!(
+        top["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("statsd.c")),
+        "{fdbg}"
+    );
+    assert_eq!(top["line"], line_of("statsd.c", "socket(AF_INET"), "{fdbg}");
+    assert_eq!(body["closed"], serde_json::json!([]), "{fdbg}");
+    assert_eq!(body["opened_and_closed"], 0, "{fdbg}");
+    // Back in the caller.
+    fdbg.send("bt --json");
+    let bt = fdbg.wait_line("the stack", |l| l.starts_with("{\"tid\""));
+    let bt: Value = serde_json::from_str(&bt).expect("JSON");
+    assert_eq!(bt["frames"][0]["function"], "serve", "{fdbg}");
+    fdbg.send("delete");
+    fdbg.send("continue");
+    finished_logins(client, 1);
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("quit");
+    let fdbg_pid = fdbg.pid();
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert_untraced_and_running(pid, &fdbg);
+    assert!(no_probes_left(fdbg_pid), "uprobe definitions left\n{fdbg}");
+    code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
+}
+
+/// A uprobe event inherited by new threads must not break their creation
+/// (a PMU uprobe re-reads fdbg's memory in each new thread: EFAULT).
+#[test]
+#[serial]
+fn threads_are_still_created_while_a_function_breakpoint_is_armed() {
+    let _watchdog = Watchdog::new("break_func_threads", TEST_LIMIT);
+    let mut churn = ChildGuard::spawn(Command::new(testprog("thread_churn")).arg("4"));
+    let pid = churn.pid();
+    let mut output = churn.output();
+    output.wait_for("start");
+    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    fdbg.wait_attached();
+    fdbg.send("break func worker");
+    fdbg.wait_prefix("Breakpoint 1: break func worker");
+    for _ in 0..5 {
+        fdbg.send("continue");
+        fdbg.wait_line("a stop in worker", |l| {
+            l.starts_with("Breakpoint 1, thread") && l.contains("in worker at")
+        });
+    }
+    // Armed all along: the rounds go on (a failed pthread_create ends the
+    // program), and the threads made during them hit it too.
+    fdbg.send("continue 300ms");
+    fdbg.wait_line("a stop", |l| l.starts_with("Breakpoint 1, thread"));
+    fdbg.send("delete");
+    fdbg.send("continue 300ms");
+    fdbg.wait_prefix("Time is up");
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    output.wait_for("round");
+    assert_untraced_and_running(pid, &fdbg);
+    code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
+}
+
+/// How many times fdbg is SIGKILLed with function breakpoints armed.
+const KILLS: usize = 20;
+
+#[test]
+#[serial]
+fn sigkill_of_fdbg_with_function_breakpoints_hit_leaves_the_process_intact() {
+    let _watchdog = Watchdog::new("break_func_sigkill", TEST_LIMIT);
+    let server = Server::start();
+    let pid = server.pid();
+    for kill in 0..KILLS {
+        let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+        fdbg.wait_attached();
+        fdbg.send("break on_login");
+        fdbg.wait_prefix("Breakpoint 1: break func on_login");
+        fdbg.send("continue");
+        let client = server.logins_in_background(2);
+        // Half the time killed at the stop, half while running on.
+        fdbg.wait_prefix("Breakpoint 1, thread");
+        if kill % 2 == 1 {
+            fdbg.send("continue");
+        }
+        fdbg.signal(libc::SIGKILL);
+        fdbg.wait_exit();
+        finished_logins(client, 2);
+        poll_until(
+            "the server to run on, untraced",
+            || crate::harness::tracer_pid(pid) == Some(0),
+            || format!("kill {kill}\n{fdbg}"),
+        );
+        assert_untraced_and_running(pid, &fdbg);
+        code_as_in_its_files(pid).unwrap_or_else(|e| panic!("kill {kill}: {e}\n{fdbg}"));
+    }
+    // It still serves.
+    server.logins(3);
+}
