@@ -113,6 +113,20 @@ impl Tracer {
                     .into(),
             );
         }
+        // Their SIGTRAPs need what the fd events' need: the process
+        // ignoring SIGTRAP for the session, so that one in flight when fdbg
+        // dies is harmless. Observing, take the SIGTRAP source now.
+        if self.mechanism == Mechanism::PerfObserve
+            && let Some(why) = self.set_need(super::Need::Stops)
+        {
+            return Err(format!("function breakpoints need perf SIGTRAPs: {why}"));
+        }
+        if self.mechanism != Mechanism::PerfSigtrap {
+            return Err(format!(
+                "function breakpoints need perf SIGTRAPs, and fd events come from {} here (attach without --events ptrace, as root)",
+                self.mechanism.as_str()
+            ));
+        }
         let tracefs = perf::tracefs().map_err(|e| e.to_string())?;
         perf::uprobe::remove_stale(&tracefs);
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();

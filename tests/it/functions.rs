@@ -74,7 +74,8 @@ fn finish_at_on_login_shows_the_one_socket_the_call_left_open() {
     let _watchdog = Watchdog::new("finish_on_login", TEST_LIMIT);
     let mut server = Server::start();
     let pid = server.pid();
-    let mut fdbg = server.attach();
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
     fdbg.send("break on_login");
     let set = fdbg.wait_prefix("Breakpoint 1: break func on_login");
     assert!(
@@ -134,7 +135,7 @@ fn threads_are_still_created_while_a_function_breakpoint_is_armed() {
     let pid = churn.pid();
     let mut output = churn.output();
     output.wait_for("start");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
     fdbg.wait_attached();
     fdbg.send("break func worker");
     fdbg.wait_prefix("Breakpoint 1: break func worker");
@@ -168,7 +169,7 @@ fn sigkill_of_fdbg_with_function_breakpoints_hit_leaves_the_process_intact() {
     let server = Server::start();
     let pid = server.pid();
     for kill in 0..KILLS {
-        let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
         fdbg.wait_attached();
         fdbg.send("break on_login");
         fdbg.wait_prefix("Breakpoint 1: break func on_login");
@@ -192,4 +193,46 @@ fn sigkill_of_fdbg_with_function_breakpoints_hit_leaves_the_process_intact() {
     }
     // It still serves.
     server.logins(3);
+}
+
+#[test]
+#[serial]
+fn function_breakpoints_that_cannot_be_set_say_why_in_one_line() {
+    let _watchdog = Watchdog::new("break_func_errors", TEST_LIMIT);
+    let server = Server::start();
+    let pid = server.pid().to_string();
+    let unknown = crate::harness::fdbg_batch([
+        "attach",
+        &pid,
+        "--events",
+        "perf",
+        "--batch",
+        "-e",
+        "break no_such_function",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown}");
+    assert_eq!(
+        unknown.stderr.trim(),
+        "fdbg: no function named 'no_such_function' in the program or the libraries it has loaded now",
+        "{unknown}"
+    );
+    let ptrace = crate::harness::fdbg_batch([
+        "attach",
+        &pid,
+        "--events",
+        "ptrace",
+        "--batch",
+        "-e",
+        "break on_login",
+    ]);
+    assert_eq!(ptrace.status.code(), Some(1), "{ptrace}");
+    assert!(
+        ptrace
+            .stderr
+            .trim()
+            .starts_with("fdbg: function breakpoints need perf SIGTRAPs")
+            && ptrace.stderr.lines().count() == 1,
+        "{ptrace}"
+    );
+    assert_untraced_and_running(server.pid(), &ptrace);
 }
