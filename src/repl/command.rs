@@ -24,6 +24,9 @@ pub enum Command {
     },
     /// `count` is at least 1.
     Finish,
+    Balance {
+        function: Option<String>,
+    },
     Step {
         count: usize,
     },
@@ -244,6 +247,21 @@ pub const COMMANDS: &[Spec] = &[
         usage: "finish",
         help: "At a function breakpoint's stop: run until that call returns, and show its return value and its fd delta (fds it created that are still open, with their sites; fds it closed that were open before; how many it opened and closed).",
         parse: |_| Ok(Command::Finish),
+        operands: Operands::Free,
+        flags: &[],
+    },
+    Spec {
+        name: "balance",
+        aliases: &[],
+        usage: "balance [NAME]",
+        help: "With NAME: from now on, measure every call of function NAME (entry to its own return, by thread), without stopping at the prompt; each call costs two stops. Alone: per function, the calls, the fds they created and left open (with their sites), the fds from before they closed, and the net fds per call.",
+        parse: |args| {
+            let words = args.rest();
+            let name = unquote(&words.join(" ")).trim().to_string();
+            Ok(Command::Balance {
+                function: (!name.is_empty()).then_some(name),
+            })
+        },
         operands: Operands::Free,
         flags: &[],
     },

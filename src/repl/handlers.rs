@@ -43,6 +43,8 @@ pub struct Session {
     stopped_in_break: Option<u32>,
     /// A `finish` under way.
     finishing: Option<Finishing>,
+    /// Functions `balance` measures.
+    balances: Vec<crate::repl::balance::Balance>,
     /// Time spent running (for events/s).
     running: Duration,
     /// A signal asked fdbg to end while the process ran.
@@ -70,6 +72,7 @@ impl Session {
             stopped_in: None,
             stopped_in_break: None,
             finishing: None,
+            balances: Vec::new(),
             running: Duration::ZERO,
             shutdown: None,
             breakpoints: Breakpoints::default(),
@@ -93,6 +96,10 @@ impl Session {
             }
             Command::Step { count } => self.resume(None, Some(*count))?,
             Command::Finish => self.finish()?,
+            Command::Balance {
+                function: Some(name),
+            } => vec![self.start_balance(name)?],
+            Command::Balance { function: None } => vec![self.balance_report()],
             Command::Fds { kind } => {
                 self.check_model();
                 self.report_pids()
@@ -323,6 +330,79 @@ impl Session {
         Ok(Report::message(format!("{what} {id}: {describe}")))
     }
 
+    /// `balance NAME`: measure every call of NAME from now on.
+    fn start_balance(&mut self, name: &str) -> Result<Report, String> {
+        if self.balances.iter().any(|b| b.function == name) {
+            return Err(format!(
+                "'{}' is measured already",
+                crate::escape::escape(name)
+            ));
+        }
+        let id = crate::tracer::BALANCE_BREAKPOINTS + self.balances.len() as u32;
+        let sites = self.tracer.add_function_breakpoint(id, name, false)?;
+        if sites.is_empty() {
+            self.tracer.remove_function_breakpoint(Some(id));
+            return Err(format!(
+                "no function named '{}' in the program or the libraries it has loaded now",
+                crate::escape::escape(name)
+            ));
+        }
+        self.balances
+            .push(crate::repl::balance::Balance::new(id, name));
+        Ok(Report::message(format!(
+            "measuring every call of {} from now on ({} function{}; 2 stops per call)",
+            crate::escape::escape(name),
+            sites.len(),
+            if sites.len() == 1 { "" } else { "s" }
+        )))
+    }
+
+    fn balance_report(&mut self) -> Report {
+        self.check_model();
+        let pid = self.tracer.main_pid;
+        let sockets = self.sockets_of(pid);
+        let mut entries = Vec::new();
+        for i in 0..self.balances.len() {
+            let balance = &self.balances[i];
+            let open: Vec<fdtable::OpenFd> = self
+                .tracer
+                .model
+                .open_fds(pid)
+                .into_iter()
+                .filter(|o| {
+                    matches!(o.origin, fdtable::Origin::Created(seq) if balance.creations.contains(&seq))
+                })
+                .cloned()
+                .collect();
+            let still_open = open.len() as u64;
+            let sites = self.tracer.model.sites(open.iter(), "before attach");
+            let (function, calls, opened, closed) = (
+                balance.function.clone(),
+                balance.calls,
+                balance.opened,
+                balance.closed,
+            );
+            let sites = sites
+                .iter()
+                .map(|s| self.site_report(pid, s, &sockets))
+                .collect();
+            entries.push(BalanceEntry {
+                function,
+                calls,
+                opened,
+                closed,
+                still_open,
+                per_call: if calls == 0 {
+                    0.0
+                } else {
+                    (still_open as f64 - closed as f64) / calls as f64
+                },
+                sites,
+            });
+        }
+        Report::Balance(BalanceReport { balance: entries })
+    }
+
     /// `finish`: run until the function of the current stop returns, and
     /// say what the call left: its return value and its fd delta.
     fn finish(&mut self) -> Result<Vec<Report>, String> {
@@ -504,6 +584,34 @@ impl Session {
                 && h.id == crate::tracer::FINISH_BREAKPOINT
                 && !(h.tid == f.tid && self.tracer.stack_pointer(h.tid).is_some_and(|sp| sp > f.sp))
             {
+                continue;
+            }
+            // `balance`: account the call, and go on.
+            if let Halt::Function(h) = &halt
+                && let Some(balance) = self.balances.iter_mut().find(|b| b.id == h.id)
+            {
+                if h.ret {
+                    let model = &self.tracer.model;
+                    balance.returned(h.tid, |since| {
+                        ((since + 1)..=model.last_seq())
+                            .filter_map(|seq| model.event(seq))
+                            .collect()
+                    });
+                } else {
+                    balance.entered(h.tid, self.tracer.model.last_seq());
+                    // Its return: a breakpoint at the return address, once
+                    // per call site.
+                    if let Some(address) = self.tracer.return_address(h.tid)
+                        && balance.return_sites.insert(address)
+                        && let Err(why) = self
+                            .tracer
+                            .add_address_breakpoint(balance.id, h.tid, address)
+                    {
+                        self.tracer.notices.push(format!(
+                            "balance: cannot catch returns to {address:#x}: {why}"
+                        ));
+                    }
+                }
                 continue;
             }
             break halt;

@@ -8,6 +8,7 @@
 //! All three signals and SIGCHLD are blocked in every thread: SIGCHLD is
 //! read by the tracer from a signalfd, the others by the signal thread.
 
+pub mod balance;
 pub mod breakpoints;
 pub mod command;
 mod demo_script;

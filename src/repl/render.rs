@@ -91,7 +91,33 @@ pub fn text(report: &Report) -> String {
         Report::Message(m) => escape_keeping_lines(&m.message),
         Report::Function(f) => frames_text(&f.frames, None),
         Report::Finish(f) => finish_text(&f.finish),
+        Report::Balance(b) => balance_text(b),
     }
+}
+
+fn balance_text(report: &BalanceReport) -> String {
+    if report.balance.is_empty() {
+        return "No function is measured: 'balance NAME' starts.".into();
+    }
+    let mut out = String::new();
+    for entry in &report.balance {
+        let _ = writeln!(
+            out,
+            "{}: {} call{}, {:+.2} fd per call ({} opened, {} still open, {} from before closed)",
+            escape(&entry.function),
+            entry.calls,
+            if entry.calls == 1 { "" } else { "s" },
+            entry.per_call,
+            entry.opened,
+            entry.still_open,
+            entry.closed
+        );
+        for site in &entry.sites {
+            site_text(&mut out, site);
+        }
+        out.push('\n');
+    }
+    out.trim_end().to_string()
 }
 
 fn finish_text(f: &FinishBody) -> String {

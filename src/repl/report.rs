@@ -293,6 +293,27 @@ pub enum Report {
     /// `bt` at a function stop.
     Function(FunctionStopReport),
     Finish(FinishReport),
+    Balance(BalanceReport),
+}
+
+/// `balance`: what the calls of each measured function left.
+#[derive(Clone, Debug, Serialize)]
+pub struct BalanceReport {
+    pub balance: Vec<BalanceEntry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BalanceEntry {
+    pub function: String,
+    pub calls: u64,
+    pub opened: u64,
+    /// Fds from before a call closed during it.
+    pub closed: u64,
+    /// Fds created during calls and open now.
+    pub still_open: u64,
+    /// (still open − closed) / calls.
+    pub per_call: f64,
+    pub sites: Vec<SiteReport>,
 }
 
 /// What one call left (`finish`).

@@ -19,10 +19,25 @@ use crate::symbolize::functions::{self, FunctionSite};
 /// The breakpoint id of `finish`'s return probe.
 pub const FINISH_BREAKPOINT: u32 = 0xf_ffff;
 
+/// The first breakpoint id of `balance`'s probes (one id per function).
+pub const BALANCE_BREAKPOINTS: u32 = 0xe_0000;
+
 /// `si_perf_data` of a function breakpoint's SIGTRAP: this base, the
 /// breakpoint's id shifted by 8, and 1 for a return probe.
 const SIG_DATA_BASE: u64 = 0x6664_6267_1000_0000;
 const SIG_DATA_MASK: u64 = 0xffff_ffff_f000_0000;
+
+/// Where a probe fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// At a function's first instruction.
+    Entry,
+    /// At its return (a uretprobe, which puts a trampoline in place of the
+    /// return address while the call runs).
+    Return,
+    /// At a return address, reported as a return.
+    ReturnAddress,
+}
 
 /// One resolved function of a breakpoint, armed.
 pub struct ArmedFunction {
@@ -71,7 +86,8 @@ impl Tracer {
                 }
             }
         }
-        self.arm_sites(id, pattern, ret, &sites)?;
+        let probe = if ret { Probe::Return } else { Probe::Entry };
+        self.arm_sites(id, pattern, probe, &sites)?;
         Ok(sites)
     }
 
@@ -79,23 +95,41 @@ impl Tracer {
     /// is stopped in (where the call returns to, in its caller). A
     /// uretprobe would not do: it catches only calls entered after it is
     /// armed.
-    pub fn add_return_breakpoint(&mut self, id: u32, tid: Tid) -> Result<(), String> {
+    pub fn add_return_breakpoint(&mut self, id: u32, tid: Tid) -> Result<u64, String> {
+        let address = self
+            .return_address(tid)
+            .ok_or("the stack has no caller to return to")?;
+        self.add_address_breakpoint(id, tid, address)?;
+        Ok(address)
+    }
+
+    /// Where the function stopped thread `tid` is in returns to (frame
+    /// #1 of its stack).
+    pub fn return_address(&mut self, tid: Tid) -> Option<u64> {
+        let pid = self.threads.get(&tid)?.pid;
+        let id = self.capture_stack(tid, pid, None)?;
+        self.model.stacks.get(id).addresses.get(1).copied()
+    }
+
+    /// A breakpoint at code address `address` of thread `tid`'s process,
+    /// reported as a return (`FunctionHit::ret`): the instruction after a
+    /// call is reached only by the call's return. Unlike a uretprobe, it
+    /// leaves the return addresses on the stack as they are, so stacks
+    /// walked meanwhile are whole.
+    pub fn add_address_breakpoint(
+        &mut self,
+        id: u32,
+        tid: Tid,
+        address: u64,
+    ) -> Result<(), String> {
         let pid = self
             .threads
             .get(&tid)
             .map(|t| t.pid)
             .ok_or("the thread is gone")?;
-        let stack = self
-            .capture_stack(tid, pid, None)
-            .map(|id| self.model.stacks.get(id).clone())
-            .ok_or("cannot read the thread's stack")?;
-        let address = *stack
-            .addresses
-            .get(1)
-            .ok_or("the stack has no caller to return to")?;
         let site = functions::site_at(pid, address)
             .ok_or("the caller's code is in no file fdbg can probe")?;
-        self.arm_sites(id, "the caller", false, &[site])
+        self.arm_sites(id, "the caller", Probe::ReturnAddress, &[site])
     }
 
     /// Define a uprobe at each site and open a SIGTRAP event on it in every
@@ -104,9 +138,11 @@ impl Tracer {
         &mut self,
         id: u32,
         pattern: &str,
-        ret: bool,
+        probe: Probe,
         sites: &[FunctionSite],
     ) -> Result<(), String> {
+        let uretprobe = probe == Probe::Return;
+        let ret = probe != Probe::Entry;
         if self.mode != super::Mode::Attach && self.mechanism == Mechanism::Seccomp {
             return Err(
                 "function breakpoints need perf events: run the program with --events sigtrap"
@@ -134,8 +170,14 @@ impl Tracer {
         for (n, site) in sites.iter().enumerate() {
             self.probe_names += 1;
             let name = format!("{}{}_{n}", if ret { 'r' } else { 'b' }, self.probe_names);
-            let probe = Uprobe::define(&tracefs, &name, &site.probe_path, site.file_offset, ret)
-                .map_err(|e| format!("{}: {e}", site.name))?;
+            let probe = Uprobe::define(
+                &tracefs,
+                &name,
+                &site.probe_path,
+                site.file_offset,
+                uretprobe,
+            )
+            .map_err(|e| format!("{}: {e}", site.name))?;
             let sig_data = SIG_DATA_BASE | u64::from(id) << 8 | u64::from(ret);
             let mut traps = Vec::new();
             // One event per thread of the processes the object is loaded

@@ -35,7 +35,7 @@ mod perf_source;
 mod start;
 mod waker;
 
-pub use functions::{FINISH_BREAKPOINT, FunctionBreak, FunctionHit};
+pub use functions::{BALANCE_BREAKPOINTS, FINISH_BREAKPOINT, FunctionBreak, FunctionHit};
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use start::StartError;

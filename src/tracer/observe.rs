@@ -411,6 +411,12 @@ impl Tracer {
     /// thread is stopped. Returns a line for the user when the source
     /// changed for a reason worth saying.
     pub fn set_need(&mut self, need: Need) -> Option<String> {
+        // Armed uprobes send SIGTRAPs: the process must keep ignoring it.
+        let need = if self.function_breaks.is_empty() {
+            need
+        } else {
+            Need::Stops
+        };
         self.need = need;
         if self.observer.is_none() || self.detached {
             return None;

@@ -236,3 +236,54 @@ fn function_breakpoints_that_cannot_be_set_say_why_in_one_line() {
     );
     assert_untraced_and_running(server.pid(), &ptrace);
 }
+
+#[test]
+#[serial]
+fn balance_on_login_counts_every_call_and_the_socket_each_leaves() {
+    let _watchdog = Watchdog::new("balance_on_login", TEST_LIMIT);
+    const LOGINS: usize = 50;
+    let mut server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    fdbg.send("balance on_login");
+    fdbg.wait_prefix("measuring every call of on_login");
+    fdbg.send("continue");
+    server.logins(LOGINS);
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("balance --json");
+    let line = fdbg.wait_line("the balance document", |l| l.starts_with("{\"balance\""));
+    let doc: Value = serde_json::from_str(&line).expect("JSON");
+    let leaked: std::collections::BTreeSet<i64> = (0..LOGINS)
+        .map(|_| i64::from(server.output.wait_for("leak").fd()))
+        .collect();
+    let entry = &doc["balance"][0];
+    assert_eq!(entry["function"], "on_login", "{fdbg}");
+    assert_eq!(entry["calls"], LOGINS as u64, "{fdbg}");
+    assert_eq!(entry["opened"], LOGINS as u64, "{fdbg}");
+    assert_eq!(entry["still_open"], LOGINS as u64, "{fdbg}");
+    assert_eq!(entry["closed"], 0, "{fdbg}");
+    assert_eq!(entry["per_call"], 1.0, "{fdbg}");
+    let sites = entry["sites"].as_array().expect("sites");
+    assert_eq!(sites.len(), 1, "{fdbg}");
+    let fds: std::collections::BTreeSet<i64> = sites[0]["fds"]
+        .as_array()
+        .expect("fds")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(fds, leaked, "{fdbg}");
+    assert_eq!(sites[0]["frames"][0]["function"], "statsd_init", "{fdbg}");
+    assert_eq!(
+        sites[0]["frames"][0]["line"],
+        line_of("statsd.c", "socket(AF_INET"),
+        "{fdbg}"
+    );
+    // The whole stack, not cut at a return trampoline.
+    assert_eq!(sites[0]["frames"][2]["function"], "serve", "{fdbg}");
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert_untraced_and_running(pid, &fdbg);
+    code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
+}
