@@ -287,3 +287,42 @@ fn balance_on_login_counts_every_call_and_the_socket_each_leaves() {
     assert_untraced_and_running(pid, &fdbg);
     code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
 }
+
+/// A C++ method of a shared library, by its demangled name without
+/// arguments; `finish` gives the socket it leaks.
+#[test]
+#[serial]
+fn a_cxx_library_method_by_its_demangled_name() {
+    let _watchdog = Watchdog::new("break_func_cxx", TEST_LIMIT);
+    let mut program = ChildGuard::spawn(Command::new(testprog("sym_cxx")).arg("--wait"));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("ready");
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    fdbg.send("break metrics::open_statsd_socket");
+    let set = fdbg.wait_prefix("Breakpoint 1: break func metrics::open_statsd_socket");
+    assert!(
+        set.contains("metrics::open_statsd_socket(int)") && set.contains("libsymlib.so"),
+        "{fdbg}"
+    );
+    fdbg.send("continue");
+    program.send_line();
+    fdbg.wait_prefix("Breakpoint 1, thread");
+    fdbg.send("finish --json");
+    let finish = finish_doc(&mut fdbg);
+    let leak = output.wait_for("leak");
+    let site = &finish["finish"]["still_open"][0];
+    assert_eq!(site["fds"], serde_json::json!([leak.fd()]), "{fdbg}");
+    assert!(
+        site["frames"][0]["module"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("/libsymlib.so")),
+        "{fdbg}"
+    );
+    fdbg.send("delete");
+    fdbg.send("continue");
+    fdbg.wait_line("the exit", |l| l.contains("exited"));
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+}
