@@ -51,6 +51,11 @@ impl Breakpoint {
             Condition::Count { count } => format!("break count {count}"),
             Condition::Site { pattern } => format!("break site {pattern}"),
             Condition::Catch { what } => format!("catch {}", what.join(" ")),
+            Condition::Func { pattern }
+                if crate::symbolize::functions::source_line(pattern).is_some() =>
+            {
+                format!("break {pattern}")
+            }
             Condition::Func { pattern } => format!("break func {pattern}"),
         }
     }

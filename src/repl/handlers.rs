@@ -296,16 +296,25 @@ impl Session {
         let (id, describe, is_catch) = (bp.id, bp.describe(), bp.is_catch());
         if let Condition::Func { pattern } = &condition {
             let sites = match self.tracer.add_function_breakpoint(id, pattern, false) {
-                Ok(sites) if sites.is_empty() => Err(format!(
-                    "no function named '{}' in the program or the libraries it has loaded now",
-                    crate::escape::escape(pattern)
-                )),
+                Ok(sites) if sites.is_empty() => {
+                    Err(match crate::symbolize::functions::source_line(pattern) {
+                        Some((file, line)) => format!(
+                            "no code for line {line} of a file named '{}' in the DWARF of the program or the libraries it has loaded now",
+                            crate::escape::escape(file)
+                        ),
+                        None => format!(
+                            "no function named '{}' in the program or the libraries it has loaded now",
+                            crate::escape::escape(pattern)
+                        ),
+                    })
+                }
                 other => other,
             };
             let sites = match sites {
                 Ok(sites) => sites,
                 Err(why) => {
                     let _ = self.breakpoints.delete(Some(id));
+                    self.tracer.remove_function_breakpoint(Some(id));
                     return Err(why);
                 }
             };

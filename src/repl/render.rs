@@ -120,6 +120,14 @@ fn balance_text(report: &BalanceReport) -> String {
     out.trim_end().to_string()
 }
 
+/// rax as returned: a 32-bit int's negative value is shown as such too.
+fn return_value_text(rax: i64) -> String {
+    match u32::try_from(rax) {
+        Ok(low) if low >= 0x8000_0000 => format!("{rax} ({} as a 32-bit int)", low as i32),
+        _ => rax.to_string(),
+    }
+}
+
 fn finish_text(f: &FinishBody) -> String {
     let mut out = String::new();
     let still: usize = f.still_open.iter().map(|s| s.count).sum();
@@ -128,7 +136,7 @@ fn finish_text(f: &FinishBody) -> String {
         "Run till exit from {} (thread {}): returned {}; the call left {still} fd{} open, closed {} fd{} that were open before{}, opened and closed {}",
         escape(&f.function),
         f.tid,
-        f.return_value,
+        return_value_text(f.return_value),
         if still == 1 { "" } else { "s" },
         f.closed.len(),
         if f.closed.len() == 1 { "" } else { "s" },

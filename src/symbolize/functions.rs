@@ -60,8 +60,17 @@ pub fn matches(name: &str, pattern: &str) -> bool {
             .is_some_and(|head| head.ends_with("::"))
 }
 
-/// Every function matching `pattern` in the objects process `pid` has
-/// mapped executable now, each once.
+/// `FILE:LINE` as a source line: a file name (with a dot or a slash) and a
+/// line number.
+pub fn source_line(pattern: &str) -> Option<(&str, u64)> {
+    let (file, line) = pattern.rsplit_once(':')?;
+    let line = line.parse().ok()?;
+    (file.contains('.') || file.contains('/')).then_some((file, line))
+}
+
+/// Every function matching `pattern` (or, for `FILE:LINE`, the first
+/// address of that line in each function that has it) in the objects
+/// process `pid` has mapped executable now, each once.
 pub fn find(pid: i32, pattern: &str) -> Vec<FunctionSite> {
     let mappings = modules::read_code_mappings(pid);
     let mut seen_files = BTreeSet::new();
@@ -104,16 +113,37 @@ fn find_in(pid: i32, mappings: &[&CodeMapping], pattern: &str) -> Vec<FunctionSi
         return Vec::new();
     };
     let loads = modules::load_segments(&elf);
-    let symbols: Vec<_> = if elf.symbols().next().is_some() {
-        elf.symbols().collect()
-    } else {
-        elf.dynamic_symbols().collect()
-    };
     let probe_path = PathBuf::from(format!(
         "{}{}",
         crate::procfs::process_dir(pid).join("root").display(),
         mappings[0].path
     ));
+    let site_of = |name: String, file_offset: u64| {
+        let mapping = mappings.iter().find(|m| {
+            m.file_offset <= file_offset && file_offset - m.file_offset < m.avma.end - m.avma.start
+        })?;
+        Some(FunctionSite {
+            name,
+            module: mapping.path.clone(),
+            probe_path: probe_path.clone(),
+            file_offset,
+            address: mapping.avma.start + (file_offset - mapping.file_offset),
+        })
+    };
+    if let Some((file, line)) = source_line(pattern) {
+        return super::object::line_addresses(&elf, file, line)
+            .into_iter()
+            .filter_map(|svma| {
+                let offset = modules::file_offset_of(&loads, svma)?;
+                site_of(pattern.to_string(), offset)
+            })
+            .collect();
+    }
+    let symbols: Vec<_> = if elf.symbols().next().is_some() {
+        elf.symbols().collect()
+    } else {
+        elf.dynamic_symbols().collect()
+    };
     let mut offsets = BTreeSet::new();
     let mut found = Vec::new();
     for symbol in symbols {
@@ -128,21 +158,10 @@ fn find_in(pid: i32, mappings: &[&CodeMapping], pattern: &str) -> Vec<FunctionSi
         let Some(file_offset) = modules::file_offset_of(&loads, symbol.address()) else {
             continue;
         };
-        let Some(mapping) = mappings.iter().find(|m| {
-            m.file_offset <= file_offset && file_offset - m.file_offset < m.avma.end - m.avma.start
-        }) else {
-            continue;
-        };
         if !offsets.insert(file_offset) {
             continue;
         }
-        found.push(FunctionSite {
-            name,
-            module: mapping.path.clone(),
-            probe_path: probe_path.clone(),
-            file_offset,
-            address: mapping.avma.start + (file_offset - mapping.file_offset),
-        });
+        found.extend(site_of(name, file_offset));
     }
     found
 }

@@ -22,7 +22,7 @@
 //! panic.
 
 pub mod functions;
-mod object;
+pub(crate) mod object;
 #[cfg(test)]
 mod tests;
 

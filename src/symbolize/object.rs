@@ -332,6 +332,63 @@ fn dwarf_sections<'data, R: ReadRef<'data>>(
     .ok()
 }
 
+/// The first address (SVMA) of source line `line` of a file whose path is
+/// `file` or ends with `/file`, in each line-table sequence of the
+/// object's own DWARF that has it: the line in each function (inlined
+/// copies included), not every instruction of it.
+pub fn line_addresses<'data, R: ReadRef<'data>>(
+    elf: &ElfFile64<'data, Endianness, R>,
+    file: &str,
+    line: u64,
+) -> Vec<u64> {
+    let Some(dwarf) = dwarf_sections(elf) else {
+        return Vec::new();
+    };
+    let path_matches = |path: &str| path == file || path.ends_with(&format!("/{file}"));
+    let mut found = Vec::new();
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        let Some(program) = unit.line_program.clone() else {
+            continue;
+        };
+        let mut rows = program.rows();
+        let mut first_in_sequence: Option<u64> = None;
+        while let Ok(Some((header, row))) = rows.next_row() {
+            if row.end_sequence() {
+                found.extend(first_in_sequence.take());
+                continue;
+            }
+            if !row.is_stmt() || row.line().map(|l| l.get()) != Some(line) {
+                continue;
+            }
+            let Some(entry) = row.file(header) else {
+                continue;
+            };
+            let text = |value: gimli::AttributeValue<Reader>| {
+                use gimli::Reader as _;
+                dwarf
+                    .attr_string(&unit, value)
+                    .ok()
+                    .and_then(|s| s.to_string_lossy().ok().map(|c| c.into_owned()))
+                    .unwrap_or_default()
+            };
+            let name = text(entry.path_name());
+            let directory = entry.directory(header).map(text).unwrap_or_default();
+            let full = format!("{directory}/{name}");
+            if path_matches(&name) || path_matches(&full) {
+                let address = row.address();
+                first_in_sequence = Some(first_in_sequence.map_or(address, |a| a.min(address)));
+            }
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
 /// A separate debug file for `elf`: by build-id, then by `.gnu_debuglink`.
 /// A candidate is taken only if its build-id matches, or (without build-ids)
 /// its CRC matches the debuglink's.

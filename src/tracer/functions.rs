@@ -86,8 +86,10 @@ impl Tracer {
                 }
             }
         }
-        let probe = if ret { Probe::Return } else { Probe::Entry };
-        self.arm_sites(id, pattern, probe, &sites)?;
+        if !sites.is_empty() {
+            let probe = if ret { Probe::Return } else { Probe::Entry };
+            self.arm_sites(id, pattern, probe, &sites)?;
+        }
         Ok(sites)
     }
 

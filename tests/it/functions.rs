@@ -326,3 +326,41 @@ fn a_cxx_library_method_by_its_demangled_name() {
     fdbg.send("quit");
     assert!(fdbg.wait_exit().success(), "{fdbg}");
 }
+
+/// `break FILE:LINE` stops at that line (the DWARF line table), `bt`
+/// names it, and `finish` ends the enclosing function.
+#[test]
+#[serial]
+fn break_at_a_source_line_stops_there_and_finish_ends_its_function() {
+    let _watchdog = Watchdog::new("break_line", TEST_LIMIT);
+    let line = line_of("statsd.c", "socket(AF_INET");
+    let server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    fdbg.send(&format!("break statsd.c:{line}"));
+    fdbg.wait_prefix(&format!(
+        "Breakpoint 1: break statsd.c:{line}: statsd_init at"
+    ));
+    fdbg.send("continue");
+    let client = server.logins_in_background(1);
+    fdbg.wait_prefix("Breakpoint 1, thread");
+    fdbg.send("bt --json");
+    let bt = fdbg.wait_line("the stack", |l| l.starts_with("{\"tid\""));
+    let bt: Value = serde_json::from_str(&bt).expect("JSON");
+    assert_eq!(bt["frames"][0]["function"], "statsd_init", "{fdbg}");
+    assert_eq!(bt["frames"][0]["line"], line, "{fdbg}");
+    assert_eq!(bt["frames"][1]["function"], "on_login", "{fdbg}");
+    fdbg.send("finish --json");
+    let finish = finish_doc(&mut fdbg);
+    assert_eq!(finish["finish"]["function"], "statsd_init", "{fdbg}");
+    assert_eq!(finish["finish"]["still_open"][0]["count"], 1, "{fdbg}");
+    fdbg.send("delete");
+    fdbg.send("continue");
+    finished_logins(client, 1);
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert_untraced_and_running(pid, &fdbg);
+}
