@@ -71,8 +71,14 @@ fn finish_doc(fdbg: &mut Interactive) -> Value {
 #[test]
 #[serial]
 fn finish_at_on_login_shows_the_one_socket_the_call_left_open() {
+    for program in ["login_server", "login_server_o2"] {
+        finish_at_on_login(program);
+    }
+}
+
+fn finish_at_on_login(program: &str) {
     let _watchdog = Watchdog::new("finish_on_login", TEST_LIMIT);
-    let mut server = Server::start();
+    let mut server = Server::start_program(program);
     let pid = server.pid();
     let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
     fdbg.wait_attached();

@@ -22,7 +22,12 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
-        let mut guard = ChildGuard::spawn(Command::new(testprog("login_server")).arg("0"));
+        Server::start_program("login_server")
+    }
+
+    /// A build of the login server by name (`login_server_o2`).
+    pub fn start_program(name: &str) -> Server {
+        let mut guard = ChildGuard::spawn(Command::new(testprog(name)).arg("0"));
         let mut output = guard.output();
         let port = output.wait_for("listen").num("port").to_string();
         let seen_before_attach = output.seen.len();
