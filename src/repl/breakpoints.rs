@@ -41,6 +41,11 @@ pub struct Breakpoint {
 }
 
 impl Breakpoint {
+    /// A function (or source line) breakpoint: hit through uprobes.
+    pub fn is_function(&self) -> bool {
+        matches!(self.condition, Condition::Func { .. })
+    }
+
     pub fn is_catch(&self) -> bool {
         matches!(self.condition, Condition::Catch { .. })
     }

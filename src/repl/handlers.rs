@@ -201,9 +201,28 @@ impl Session {
             Command::Catch { what } => {
                 vec![self.add_breakpoint(Condition::Catch { what: what.clone() })?]
             }
-            Command::InfoBreakpoints => vec![Report::Breakpoints(BreakpointsReport {
-                breakpoints: self.breakpoints.list().to_vec(),
-            })],
+            Command::InfoBreakpoints => {
+                // Where each function breakpoint is armed now (a pending
+                // one may have resolved in a library loaded since).
+                let pid = self.tracer.main_pid;
+                let armed: Vec<(u32, u64)> = self
+                    .tracer
+                    .function_breakpoints()
+                    .iter()
+                    .flat_map(|b| b.armed.iter().map(move |a| (b.id, a.site.address)))
+                    .collect();
+                let mut breakpoints = self.breakpoints.list().to_vec();
+                for bp in &mut breakpoints {
+                    if matches!(bp.condition, Condition::Func { .. }) {
+                        bp.locations = armed
+                            .iter()
+                            .filter(|(id, _)| *id == bp.id)
+                            .map(|&(_, address)| self.location(pid, address))
+                            .collect();
+                    }
+                }
+                vec![Report::Breakpoints(BreakpointsReport { breakpoints })]
+            }
             Command::Delete { id } => {
                 let n = self.breakpoints.delete(*id)?;
                 self.tracer.remove_function_breakpoint(*id);
@@ -296,6 +315,24 @@ impl Session {
         let (id, describe, is_catch) = (bp.id, bp.describe(), bp.is_catch());
         if let Condition::Func { pattern } = &condition {
             let sites = match self.tracer.add_function_breakpoint(id, pattern, false) {
+                // A function: perhaps in a library loaded later.
+                Ok(sites)
+                    if sites.is_empty()
+                        && crate::symbolize::functions::source_line(pattern).is_none() =>
+                {
+                    return match self.tracer.add_pending_breakpoint(id, pattern) {
+                        Ok(()) => Ok(Report::message(format!(
+                            "Breakpoint {id}: {describe} (pending: no function named so is loaded now; fdbg looks again at every library the process loads)"
+                        ))),
+                        Err(why) => {
+                            let _ = self.breakpoints.delete(Some(id));
+                            Err(format!(
+                                "no function named '{}' in the program or the libraries it has loaded, and {why}",
+                                crate::escape::escape(pattern)
+                            ))
+                        }
+                    };
+                }
                 Ok(sites) if sites.is_empty() => {
                     Err(match crate::symbolize::functions::source_line(pattern) {
                         Some((file, line)) => format!(

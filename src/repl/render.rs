@@ -630,6 +630,9 @@ fn breakpoints_text(report: &BreakpointsReport) -> String {
                 frame_text(location)
             );
         }
+        if bp.is_function() && bp.locations.is_empty() {
+            let _ = writeln!(out, "{:<27}(pending: in no object loaded yet)", "");
+        }
     }
     out.trim_end().to_string()
 }

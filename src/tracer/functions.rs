@@ -19,6 +19,11 @@ use crate::symbolize::functions::{self, FunctionSite};
 /// The breakpoint id of `finish`'s return probe.
 pub const FINISH_BREAKPOINT: u32 = 0xf_ffff;
 
+/// The breakpoint id of the dynamic linker's `_dl_debug_state`, which it
+/// calls around every dlopen and dlclose (as gdb uses it): pending
+/// breakpoints are looked for again there.
+pub const LOADER_BREAKPOINT: u32 = 0xf_fffe;
+
 /// The first breakpoint id of `balance`'s probes (one id per function).
 pub const BALANCE_BREAKPOINTS: u32 = 0xe_0000;
 
@@ -216,11 +221,65 @@ impl Tracer {
         Ok(())
     }
 
+    /// Keep breakpoint `id` on `pattern` pending: it is looked for again
+    /// in every library the process loads from now on.
+    pub fn add_pending_breakpoint(&mut self, id: u32, pattern: &str) -> Result<(), String> {
+        if !self
+            .function_breaks
+            .iter()
+            .any(|b| b.id == LOADER_BREAKPOINT)
+        {
+            let sites =
+                self.add_function_breakpoint(LOADER_BREAKPOINT, "_dl_debug_state", false)?;
+            if sites.is_empty() {
+                return Err(
+                    "no dynamic linker (_dl_debug_state) in the process: it cannot load libraries later"
+                        .into(),
+                );
+            }
+        }
+        self.pending_breaks.push((id, pattern.to_string()));
+        Ok(())
+    }
+
+    /// The dynamic linker changed the loaded objects: arm the pending
+    /// breakpoints that resolve now.
+    pub(super) fn resolve_pending(&mut self) {
+        for (id, pattern) in std::mem::take(&mut self.pending_breaks) {
+            match self.add_function_breakpoint(id, &pattern, false) {
+                Ok(sites) if !sites.is_empty() => {
+                    let names: Vec<String> = sites
+                        .iter()
+                        .map(|s| format!("{} in {}", s.name, s.module))
+                        .collect();
+                    self.notices.push(format!(
+                        "breakpoint {id} ({pattern}) resolved in a library just loaded: {}",
+                        names.join("; ")
+                    ));
+                }
+                Ok(_) => self.pending_breaks.push((id, pattern)),
+                Err(why) => self
+                    .notices
+                    .push(format!("breakpoint {id} ({pattern}): {why}")),
+            }
+        }
+    }
+
+    /// The pending breakpoints: (id, pattern).
+    pub fn pending_breakpoints(&self) -> &[(u32, String)] {
+        &self.pending_breaks
+    }
+
     /// Remove function breakpoint `id` (all with `None`): its events close,
     /// the kernel restores the code, the definitions go.
     pub fn remove_function_breakpoint(&mut self, id: Option<u32>) {
         self.function_breaks
             .retain(|b| id.is_some_and(|id| id != b.id));
+        self.pending_breaks
+            .retain(|(b, _)| id.is_some_and(|id| id != *b));
+        if self.pending_breaks.is_empty() {
+            self.function_breaks.retain(|b| b.id != LOADER_BREAKPOINT);
+        }
     }
 
     /// The stack of stopped thread `tid`, symbolized, innermost first.

@@ -35,7 +35,9 @@ mod perf_source;
 mod start;
 mod waker;
 
-pub use functions::{BALANCE_BREAKPOINTS, FINISH_BREAKPOINT, FunctionBreak, FunctionHit};
+pub use functions::{
+    BALANCE_BREAKPOINTS, FINISH_BREAKPOINT, FunctionBreak, FunctionHit, LOADER_BREAKPOINT,
+};
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use start::StartError;
@@ -240,6 +242,8 @@ pub struct Tracer {
     probe_names: u32,
     /// A function breakpoint hit by the stop just handled.
     function_hit: Option<FunctionHit>,
+    /// Function breakpoints not found yet: (id, pattern).
+    pending_breaks: Vec<(u32, String)>,
     /// What the current `continue` needs (`set_need`).
     need: Need,
     threads: HashMap<Tid, Thread>,
@@ -299,6 +303,7 @@ impl Tracer {
             function_breaks: Vec::new(),
             probe_names: 0,
             function_hit: None,
+            pending_breaks: Vec::new(),
             threads: HashMap::new(),
             ended_unannounced: BTreeSet::new(),
             unwinders: HashMap::new(),
@@ -361,7 +366,10 @@ impl Tracer {
                         return Halt::Event(seq);
                     }
                     if let Some(hit) = self.function_hit.take() {
-                        return Halt::Function(hit);
+                        if hit.id != functions::LOADER_BREAKPOINT {
+                            return Halt::Function(hit);
+                        }
+                        self.resolve_pending();
                     }
                     if self.perf_unblocked {
                         self.take_over_with_perf(tid);

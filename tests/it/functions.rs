@@ -216,11 +216,28 @@ fn function_breakpoints_that_cannot_be_set_say_why_in_one_line() {
         "-e",
         "break no_such_function",
     ]);
-    assert_eq!(unknown.status.code(), Some(1), "{unknown}");
-    assert_eq!(
-        unknown.stderr.trim(),
-        "fdbg: no function named 'no_such_function' in the program or the libraries it has loaded now",
+    // Perhaps in a library loaded later: pending, said so.
+    unknown.assert_success();
+    assert!(
+        unknown.stdout.contains(
+            "Breakpoint 1: break func no_such_function (pending: no function named so is loaded now"
+        ),
         "{unknown}"
+    );
+    let no_line = crate::harness::fdbg_batch([
+        "attach",
+        &pid,
+        "--events",
+        "perf",
+        "--batch",
+        "-e",
+        "break statsd.c:9999",
+    ]);
+    assert_eq!(no_line.status.code(), Some(1), "{no_line}");
+    assert_eq!(
+        no_line.stderr.trim(),
+        "fdbg: no code for line 9999 of a file named 'statsd.c' in the DWARF of the program or the libraries it has loaded now",
+        "{no_line}"
     );
     let ptrace = crate::harness::fdbg_batch([
         "attach",
@@ -369,4 +386,44 @@ fn break_at_a_source_line_stops_there_and_finish_ends_its_function() {
     fdbg.send("quit");
     assert!(fdbg.wait_exit().success(), "{fdbg}");
     assert_untraced_and_running(pid, &fdbg);
+}
+
+/// A breakpoint on a function of a library the process loads later with
+/// dlopen: pending until the dynamic linker reports the load, then hit.
+#[test]
+#[serial]
+fn a_pending_breakpoint_is_hit_in_a_library_loaded_later() {
+    let _watchdog = Watchdog::new("break_func_dlopen", TEST_LIMIT);
+    let mut program = ChildGuard::spawn(&mut Command::new(testprog("dlopen_plugin")));
+    let pid = program.pid();
+    let mut output = program.output();
+    output.wait_for("start");
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    fdbg.send("break plugin_open_log");
+    fdbg.wait_prefix("Breakpoint 1: break func plugin_open_log (pending");
+    fdbg.send("continue");
+    program.send_line();
+    let stop = fdbg.wait_prefix("Breakpoint 1, thread");
+    assert!(
+        stop.contains("in plugin_open_log at") && stop.contains("libplugin.so"),
+        "{fdbg}"
+    );
+    fdbg.send("info breakpoints");
+    fdbg.wait_line("its location now", |l| {
+        l.contains("plugin_open_log at") && l.contains("plugin.c:")
+    });
+    fdbg.send("finish --json");
+    let finish = finish_doc(&mut fdbg);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    // Let go, the program prints what the call returned.
+    let leak = output.wait_for("leak");
+    assert_eq!(
+        finish["finish"]["still_open"][0]["fds"],
+        serde_json::json!([leak.fd()]),
+        "{fdbg}"
+    );
+    assert_untraced_and_running(pid, &fdbg);
+    code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
 }

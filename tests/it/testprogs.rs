@@ -113,6 +113,19 @@ const PROGRAMS: &[Program] = &[
         flags: DEBUG,
         build: Build::C,
     },
+    // Function breakpoints in a library loaded later (tests/it/functions.rs).
+    Program {
+        name: "libplugin.so",
+        sources: &["plugin.c"],
+        flags: &["-g", "-O2", "-fPIC", "-shared"],
+        build: Build::C,
+    },
+    Program {
+        name: "dlopen_plugin",
+        sources: &["dlopen_plugin.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
     // Symbolization (tests/it/symbols.rs).
     Program {
         name: "libsymlib.so",
