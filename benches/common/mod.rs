@@ -189,18 +189,21 @@ pub fn fdbg_binary() -> PathBuf {
 /// Compile `testprogs/SOURCE` with gcc and `flags` into the target
 /// directory as `out`; the path of the program.
 pub fn build_testprog(source: &str, out: &str, flags: &[&str]) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testprogs")
-        .join(source);
+    build_testprog_from(&[source], out, flags)
+}
+
+/// As `build_testprog`, from several sources.
+pub fn build_testprog_from(sources: &[&str], out: &str, flags: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testprogs");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(out);
     let status = Command::new("gcc")
         .args(flags)
         .args(["-Wall", "-Werror", "-o"])
         .arg(&out)
-        .arg(&source)
+        .args(sources.iter().map(|s| dir.join(s)))
         .status()
-        .unwrap_or_else(|e| panic!("cannot run gcc (needed to build {}): {e}", source.display()));
-    assert!(status.success(), "gcc failed on {}", source.display());
+        .unwrap_or_else(|e| panic!("cannot run gcc (needed to build {sources:?}): {e}"));
+    assert!(status.success(), "gcc failed on {sources:?}");
     out
 }
 
