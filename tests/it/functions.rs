@@ -265,7 +265,7 @@ fn function_breakpoints_that_cannot_be_set_say_why_in_one_line() {
 fn balance_on_login_counts_every_call_and_the_socket_each_leaves() {
     let _watchdog = Watchdog::new("balance_on_login", TEST_LIMIT);
     const LOGINS: usize = 50;
-    let mut server = Server::start();
+    let mut server = Server::start_program("login_server_o2");
     let pid = server.pid();
     let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
     fdbg.wait_attached();
