@@ -342,6 +342,8 @@ impl Tracer {
             return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
         }
         self.waker.clear_interrupt();
+        // A breakpoint hit while everything was being stopped is past.
+        self.function_hit = None;
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         for tid in tids {
             self.resume_thread(tid);
@@ -751,12 +753,15 @@ impl Tracer {
                     return event;
                 }
                 if sig == libc::SIGTRAP
-                    && !self.function_breaks.is_empty()
                     && let Ok(info) = ptrace::signal_info(tid)
                     && info.code == crate::perf::TRAP_PERF
                     && let Some(hit) = self.function_trap(tid, info.perf_data)
                 {
-                    self.function_hit = Some(hit);
+                    // fdbg's, never delivered; one of a breakpoint deleted
+                    // since it was queued is dropped.
+                    if self.function_breaks.iter().any(|b| b.id == hit.id) {
+                        self.function_hit = Some(hit);
+                    }
                     return None;
                 }
                 if let Some(t) = self.threads.get_mut(&tid) {
