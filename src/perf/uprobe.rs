@@ -53,7 +53,9 @@ impl Uprobe {
         let kind = if ret { 'r' } else { 'p' };
         let line = format!("{kind}:{group}/{name} {}:{offset:#x}", path.display());
         write_definition(tracefs, &line).map_err(PerfError::Uprobe)?;
-        let id = tracepoint_id(tracefs, &group, name)?;
+        let id = tracepoint_id(tracefs, &group, name).inspect_err(|_| {
+            let _ = write_definition(tracefs, &format!("-:{group}/{name}"));
+        })?;
         Ok(Uprobe {
             tracefs: tracefs.to_path_buf(),
             group,

@@ -622,6 +622,7 @@ impl Session {
                 }
                 steps.is_some_and(|n| seen.len() >= n)
             };
+        self.tracer.begin_command();
         let halt = loop {
             let halt = self.tracer.resume_until(deadline, &mut on_event);
             // `finish`: only the return of the call it started from (its

@@ -170,6 +170,21 @@ impl Tracer {
                 self.mechanism.as_str()
             ));
         }
+        // Two events on one address send a thread two SIGTRAPs at one hit,
+        // and the second is lost while the first is pending: one probe an
+        // address.
+        for site in sites {
+            if let Some(other) = self.function_breaks.iter().find(|b| {
+                b.armed.iter().any(|a| {
+                    a.site.probe_path == site.probe_path && a.site.file_offset == site.file_offset
+                })
+            }) {
+                return Err(format!(
+                    "{} is where '{}' stops already; delete that first",
+                    site.name, other.pattern
+                ));
+            }
+        }
         let tracefs = perf::tracefs().map_err(|e| e.to_string())?;
         perf::uprobe::remove_stale(&tracefs);
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
@@ -202,9 +217,13 @@ impl Tracer {
                 if !loaded.contains(&pid) {
                     continue;
                 }
-                let trap = SyscallTrap::open(tid, probe.id, "", self.follow_forks, sig_data)
-                    .map_err(|e| e.to_string())?;
-                traps.push(trap);
+                match SyscallTrap::open(tid, probe.id, "", self.follow_forks, sig_data) {
+                    Ok(trap) => traps.push(trap),
+                    // A thread that ended meanwhile needs none.
+                    Err(perf::PerfError::Open { source, .. })
+                        if source.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
             }
             armed.push(ArmedFunction {
                 site: site.clone(),
@@ -242,6 +261,34 @@ impl Tracer {
         Ok(())
     }
 
+    /// An exec removed every event (`remove_on_exec`): the user's function
+    /// breakpoints become pending in the new program (armed as it loads
+    /// what has them); `finish` and `balance` probes end.
+    pub(super) fn functions_after_exec(&mut self) {
+        if self.function_breaks.is_empty() && self.pending_breaks.is_empty() {
+            return;
+        }
+        let mut user: Vec<(u32, String)> = self
+            .function_breaks
+            .iter()
+            .filter(|b| b.id < BALANCE_BREAKPOINTS)
+            .map(|b| (b.id, b.pattern.clone()))
+            .collect();
+        user.extend(self.pending_breaks.drain(..));
+        user.sort();
+        user.dedup();
+        self.function_breaks.clear();
+        for (id, pattern) in user {
+            if let Err(why) = self.add_pending_breakpoint(id, &pattern) {
+                self.notices.push(format!(
+                    "breakpoint {id} ({pattern}) is gone with the exec: {why}"
+                ));
+            }
+        }
+        self.notices
+            .push("the process exec'd: function breakpoints are pending in the new program".into());
+    }
+
     /// The dynamic linker changed the loaded objects: arm the pending
     /// breakpoints that resolve now.
     pub(super) fn resolve_pending(&mut self) {
@@ -258,9 +305,11 @@ impl Tracer {
                     ));
                 }
                 Ok(_) => self.pending_breaks.push((id, pattern)),
-                Err(why) => self
-                    .notices
-                    .push(format!("breakpoint {id} ({pattern}): {why}")),
+                Err(why) => {
+                    self.notices
+                        .push(format!("breakpoint {id} ({pattern}): {why}"));
+                    self.pending_breaks.push((id, pattern));
+                }
             }
         }
     }
@@ -272,11 +321,14 @@ impl Tracer {
 
     /// Remove function breakpoint `id` (all with `None`): its events close,
     /// the kernel restores the code, the definitions go.
+    /// `None` removes the user's breakpoints, not `balance`'s probes.
     pub fn remove_function_breakpoint(&mut self, id: Option<u32>) {
-        self.function_breaks
-            .retain(|b| id.is_some_and(|id| id != b.id));
-        self.pending_breaks
-            .retain(|(b, _)| id.is_some_and(|id| id != *b));
+        let removed = |b: u32| match id {
+            Some(id) => b == id,
+            None => b < BALANCE_BREAKPOINTS,
+        };
+        self.function_breaks.retain(|b| !removed(b.id));
+        self.pending_breaks.retain(|(b, _)| !removed(*b));
         if self.pending_breaks.is_empty() {
             self.function_breaks.retain(|b| b.id != LOADER_BREAKPOINT);
         }

@@ -242,6 +242,11 @@ pub struct Tracer {
     probe_names: u32,
     /// A function breakpoint hit by the stop just handled.
     function_hit: Option<FunctionHit>,
+    /// Hits seen while everything was being stopped: their threads are
+    /// stopped there, and the next `resume_until` reports them first.
+    queued_hits: std::collections::VecDeque<FunctionHit>,
+    /// Ctrl-C came while everything was being stopped.
+    interrupt_seen: bool,
     /// Function breakpoints not found yet: (id, pattern).
     pending_breaks: Vec<(u32, String)>,
     /// What the current `continue` needs (`set_need`).
@@ -303,6 +308,8 @@ impl Tracer {
             function_breaks: Vec::new(),
             probe_names: 0,
             function_hit: None,
+            queued_hits: std::collections::VecDeque::new(),
+            interrupt_seen: false,
             pending_breaks: Vec::new(),
             threads: HashMap::new(),
             ended_unannounced: BTreeSet::new(),
@@ -330,6 +337,12 @@ impl Tracer {
         !self.threads.is_empty()
     }
 
+    /// A new command that resumes: forget a Ctrl-C given at the prompt.
+    pub fn begin_command(&mut self) {
+        self.waker.clear_interrupt();
+        self.interrupt_seen = false;
+    }
+
     /// Resume every thread and handle stops until `on_event` asks to stop,
     /// the deadline passes, the waker fires, or the main process ends.
     /// Returns with every remaining thread stopped.
@@ -341,9 +354,17 @@ impl Tracer {
         if self.threads.is_empty() {
             return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
         }
-        self.waker.clear_interrupt();
-        // A breakpoint hit while everything was being stopped is past.
-        self.function_hit = None;
+        // Ctrl-C while stopping (between two `resume_until` of one
+        // command) ends the command; a hit seen then is reported now,
+        // nothing resumed.
+        if std::mem::take(&mut self.interrupt_seen) {
+            return Halt::Interrupt;
+        }
+        while let Some(hit) = self.queued_hits.pop_front() {
+            if self.function_breaks.iter().any(|b| b.id == hit.id) {
+                return Halt::Function(hit);
+            }
+        }
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         for tid in tids {
             self.resume_thread(tid);
@@ -574,10 +595,18 @@ impl Tracer {
             match self.next_status(None) {
                 Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
+                    if let Some(hit) = self.function_hit.take() {
+                        if hit.id == functions::LOADER_BREAKPOINT {
+                            self.resolve_pending();
+                        } else {
+                            self.queued_hits.push_back(hit);
+                        }
+                    }
                     self.complete_close_in_flight(tid);
                     self.take_queued_trap(tid);
                 }
-                Waited::Woken(WAKE_INTERRUPT) | Waited::Timeout | Waited::Samples => {}
+                Waited::Woken(WAKE_INTERRUPT) => self.interrupt_seen = true,
+                Waited::Timeout | Waited::Samples => {}
                 Waited::Woken(sig) => {
                     self.waker.wake(sig);
                     break;
@@ -698,7 +727,14 @@ impl Tracer {
             // Fork, clone, exec and exit act on the fd table as it is:
             // the samples before them first. An exec or an exit leaves no
             // other thread of the process running.
-            let all = event == ptrace::EVENT_EXEC || event == ptrace::EVENT_EXIT;
+            let last_of_process = event == ptrace::EVENT_EXIT
+                && self.threads.get(&tid).is_some_and(|t| {
+                    let pid = t.pid;
+                    self.threads
+                        .iter()
+                        .all(|(&other, o)| other == tid || o.pid != pid || o.exiting)
+                });
+            let all = event == ptrace::EVENT_EXEC || last_of_process;
             if event == ptrace::EVENT_EXEC {
                 // At its exec stop the thread's id is its process's.
                 self.exec_pending = Some(tid);
@@ -957,6 +993,7 @@ impl Tracer {
         self.symbolizer.exec(pid);
         self.rearm_after_exec(pid, tid);
         self.preload_unwinder(pid, self.observer.is_some());
+        self.functions_after_exec();
         Some(self.model.exec(pid, tid))
     }
 
@@ -1055,6 +1092,11 @@ impl Tracer {
     /// Let every thread go, untraced and running (attach), delivering any
     /// signal it was stopped for. The model stays for queries.
     pub fn detach(&mut self) {
+        // Function breakpoints go first (the kernel restores the code):
+        // none may send a SIGTRAP once the default action is back.
+        self.function_breaks.clear();
+        self.pending_breaks.clear();
+        self.queued_hits.clear();
         if self.threads.is_empty() {
             self.detached = true;
             return;
@@ -1089,6 +1131,8 @@ impl Tracer {
 
     /// Kill every process fdbg started (run), by PID, and reap them.
     pub fn kill(&mut self) {
+        self.function_breaks.clear();
+        self.pending_breaks.clear();
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);

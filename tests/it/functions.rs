@@ -427,3 +427,28 @@ fn a_pending_breakpoint_is_hit_in_a_library_loaded_later() {
     assert_untraced_and_running(pid, &fdbg);
     code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
 }
+
+/// `detach` with a function breakpoint armed: the breakpoint goes first,
+/// so the process's next call is not met by a SIGTRAP with its default
+/// (fatal) action back.
+#[test]
+#[serial]
+fn detach_with_a_function_breakpoint_armed_leaves_the_process_unharmed() {
+    let _watchdog = Watchdog::new("break_func_detach", TEST_LIMIT);
+    let server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
+    fdbg.wait_attached();
+    fdbg.send("break on_login");
+    fdbg.wait_prefix("Breakpoint 1: break func on_login");
+    fdbg.send("detach");
+    fdbg.wait_line("the detach", |l| l.contains("detached"));
+    // Still at the prompt, the model kept: the server calls on_login.
+    server.logins(3);
+    assert_untraced_and_running(pid, &fdbg);
+    code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
+    fdbg.send("quit");
+    let fdbg_pid = fdbg.pid();
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert!(no_probes_left(fdbg_pid), "{fdbg}");
+}
