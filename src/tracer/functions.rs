@@ -274,7 +274,7 @@ impl Tracer {
             .filter(|b| b.id < BALANCE_BREAKPOINTS)
             .map(|b| (b.id, b.pattern.clone()))
             .collect();
-        user.extend(self.pending_breaks.drain(..));
+        user.append(&mut self.pending_breaks);
         user.sort();
         user.dedup();
         self.function_breaks.clear();
