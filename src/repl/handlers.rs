@@ -248,7 +248,13 @@ impl Session {
                         .iter()
                         .any(|f| f.id == *id)
                 {
-                    self.tracer.add_function_breakpoint(*id, &pattern, false)?;
+                    let sites = self.tracer.add_function_breakpoint(*id, &pattern, false)?;
+                    if sites.is_empty()
+                        && crate::symbolize::functions::source_line(&pattern).is_none()
+                    {
+                        // Still in no loaded object: pending again.
+                        self.tracer.add_pending_breakpoint(*id, &pattern)?;
+                    }
                 }
                 vec![Report::message(format!("breakpoint {id} enabled"))]
             }

@@ -402,6 +402,12 @@ fn a_pending_breakpoint_is_hit_in_a_library_loaded_later() {
     fdbg.wait_attached();
     fdbg.send("break plugin_open_log");
     fdbg.wait_prefix("Breakpoint 1: break func plugin_open_log (pending");
+    // Disabled and enabled again, still pending.
+    fdbg.send("disable 1");
+    fdbg.send("enable 1");
+    fdbg.wait_prefix("breakpoint 1 enabled");
+    fdbg.send("info breakpoints");
+    fdbg.wait_line("pending", |l| l.contains("(pending: in no object loaded yet)"));
     fdbg.send("continue");
     program.send_line();
     let stop = fdbg.wait_prefix("Breakpoint 1, thread");
