@@ -407,7 +407,9 @@ fn a_pending_breakpoint_is_hit_in_a_library_loaded_later() {
     fdbg.send("enable 1");
     fdbg.wait_prefix("breakpoint 1 enabled");
     fdbg.send("info breakpoints");
-    fdbg.wait_line("pending", |l| l.contains("(pending: in no object loaded yet)"));
+    fdbg.wait_line("pending", |l| {
+        l.contains("(pending: in no object loaded yet)")
+    });
     fdbg.send("continue");
     program.send_line();
     let stop = fdbg.wait_prefix("Breakpoint 1, thread");
