@@ -783,22 +783,23 @@ impl Tracer {
             } => self.exit_stop(tid),
             Stop::Event { .. } => {}
             Stop::Signal(sig) => {
-                if sig == libc::SIGTRAP
-                    && let Some(event) = self.perf_stop(tid)
-                {
-                    return event;
-                }
+                // A perf SIGTRAP: an fd syscall's or a function
+                // breakpoint's (fdbg's, never delivered), or the process's.
                 if sig == libc::SIGTRAP
                     && let Ok(info) = ptrace::signal_info(tid)
                     && info.code == crate::perf::TRAP_PERF
-                    && let Some(hit) = self.function_trap(tid, info.perf_data)
                 {
-                    // fdbg's, never delivered; one of a breakpoint deleted
-                    // since it was queued is dropped.
-                    if self.function_breaks.iter().any(|b| b.id == hit.id) {
-                        self.function_hit = Some(hit);
+                    if let Some(event) = self.perf_stop(tid, info.perf_data) {
+                        return event;
                     }
-                    return None;
+                    if let Some(hit) = self.function_trap(tid, info.perf_data) {
+                        // One of a breakpoint deleted since it was queued
+                        // is dropped.
+                        if self.function_breaks.iter().any(|b| b.id == hit.id) {
+                            self.function_hit = Some(hit);
+                        }
+                        return None;
+                    }
                 }
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.signal = sig;

@@ -99,19 +99,25 @@ impl std::fmt::Display for Fallback {
     }
 }
 
-/// The tracepoint at the exit of every syscall and the filter that keeps
-/// the fd syscalls (execve's effect comes from the exec stop instead).
-pub(super) fn syscall_tracepoint() -> Result<(u64, String), PerfError> {
-    perf::permitted()?;
-    perf::sigtrap_supported()?;
-    let tracefs = perf::tracefs()?;
-    let tracepoint = perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit")?;
+/// The ftrace filter on `raw_syscalls:sys_exit` that keeps the fd
+/// syscalls (execve's effect comes from the exec stop instead), for the
+/// SIGTRAP events and the observing samples alike.
+pub(super) fn fd_syscalls_filter() -> String {
     let numbers: Vec<u64> = syscalls::traced_syscalls()
         .iter()
         .copied()
         .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
         .collect();
-    Ok((tracepoint, perf::syscall_filter(&numbers)))
+    perf::syscall_filter(&numbers)
+}
+
+/// The tracepoint at the exit of every syscall and `fd_syscalls_filter`.
+pub(super) fn syscall_tracepoint() -> Result<(u64, String), PerfError> {
+    perf::permitted()?;
+    perf::sigtrap_supported()?;
+    let tracefs = perf::tracefs()?;
+    let tracepoint = perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit")?;
+    Ok((tracepoint, fd_syscalls_filter()))
 }
 
 /// Whether stopped thread `tid` blocks SIGTRAP.
@@ -343,13 +349,12 @@ impl Tracer {
         false
     }
 
-    /// A SIGTRAP stop: fdbg's (an fd syscall just returned; its number,
-    /// arguments and result are in the registers) or the process's own.
-    /// Returns `None` for the process's own, which is delivered unchanged.
-    pub(super) fn perf_stop(&mut self, tid: Tid) -> Option<Option<Seq>> {
+    /// A perf SIGTRAP stop carrying `perf_data`: an fd syscall's (it just
+    /// returned; its number, arguments and result are in the registers),
+    /// or `None` for another's.
+    pub(super) fn perf_stop(&mut self, tid: Tid, perf_data: u64) -> Option<Option<Seq>> {
         let source = self.perf.as_mut()?;
-        let info = ptrace::signal_info(tid).ok()?;
-        if info.code != perf::TRAP_PERF || info.perf_data != SIG_DATA {
+        if perf_data != SIG_DATA {
             return None;
         }
         let Ok(regs) = ptrace::registers(tid) else {
