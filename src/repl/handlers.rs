@@ -320,12 +320,13 @@ impl Session {
         let bp = self.breakpoints.add(condition.clone());
         let (id, describe, is_catch) = (bp.id, bp.describe(), bp.is_catch());
         if let Condition::Func { pattern } = &condition {
-            let sites = match self.tracer.add_function_breakpoint(id, pattern, false) {
+            let line = crate::symbolize::functions::source_line(pattern);
+            let sites = match (
+                self.tracer.add_function_breakpoint(id, pattern, false),
+                line,
+            ) {
                 // A function: perhaps in a library loaded later.
-                Ok(sites)
-                    if sites.is_empty()
-                        && crate::symbolize::functions::source_line(pattern).is_none() =>
-                {
+                (Ok(sites), None) if sites.is_empty() => {
                     return match self.tracer.add_pending_breakpoint(id, pattern) {
                         Ok(()) => Ok(Report::message(format!(
                             "Breakpoint {id}: {describe} (pending: no function named so is loaded now; fdbg looks again at every library the process loads)"
@@ -339,19 +340,11 @@ impl Session {
                         }
                     };
                 }
-                Ok(sites) if sites.is_empty() => {
-                    Err(match crate::symbolize::functions::source_line(pattern) {
-                        Some((file, line)) => format!(
-                            "no code for line {line} of a file named '{}' in the DWARF of the program or the libraries it has loaded now",
-                            crate::escape::escape(file)
-                        ),
-                        None => format!(
-                            "no function named '{}' in the program or the libraries it has loaded now",
-                            crate::escape::escape(pattern)
-                        ),
-                    })
-                }
-                other => other,
+                (Ok(sites), Some((file, line))) if sites.is_empty() => Err(format!(
+                    "no code for line {line} of a file named '{}' in the DWARF of the program or the libraries it has loaded now",
+                    crate::escape::escape(file)
+                )),
+                (other, _) => other,
             };
             let sites = match sites {
                 Ok(sites) => sites,

@@ -86,6 +86,17 @@ pub fn find(pid: i32, pattern: &str) -> Vec<FunctionSite> {
     found
 }
 
+/// The path the kernel can open object `path` of process `pid` by: through
+/// the process's root (`/proc/PID/map_files/...` is not accepted for a
+/// uprobe).
+fn probe_path(pid: i32, path: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "{}{}",
+        crate::procfs::process_dir(pid).join("root").display(),
+        path
+    ))
+}
+
 /// The code at `address` in process `pid`, as a probe site (no name).
 pub fn site_at(pid: i32, address: u64) -> Option<FunctionSite> {
     let mapping = modules::read_code_mappings(pid)
@@ -93,11 +104,7 @@ pub fn site_at(pid: i32, address: u64) -> Option<FunctionSite> {
         .find(|m| m.avma.contains(&address) && !m.path.starts_with('['))?;
     Some(FunctionSite {
         name: format!("{:#x}", address),
-        probe_path: PathBuf::from(format!(
-            "{}{}",
-            crate::procfs::process_dir(pid).join("root").display(),
-            mapping.path
-        )),
+        probe_path: probe_path(pid, &mapping.path),
         module: mapping.path.clone(),
         file_offset: mapping.file_offset + (address - mapping.avma.start),
         address,
@@ -113,11 +120,7 @@ fn find_in(pid: i32, mappings: &[&CodeMapping], pattern: &str) -> Vec<FunctionSi
         return Vec::new();
     };
     let loads = modules::load_segments(&elf);
-    let probe_path = PathBuf::from(format!(
-        "{}{}",
-        crate::procfs::process_dir(pid).join("root").display(),
-        mappings[0].path
-    ));
+    let probe_path = probe_path(pid, &mappings[0].path);
     let site_of = |name: String, file_offset: u64| {
         let mapping = mappings.iter().find(|m| {
             m.file_offset <= file_offset && file_offset - m.file_offset < m.avma.end - m.avma.start

@@ -69,9 +69,6 @@ const RINGS_BYTES: usize = 128 << 20;
 const RING_PAGES_LOG2_MAX: u32 = 14;
 const RING_PAGES_LOG2_MIN: u32 = 4;
 
-/// The stack bytes kept of each thread at a stop.
-const SNAPSHOT_BYTES: usize = 32 * 1024;
-
 /// While decoding a drain, the rings are emptied every this many samples.
 const PULL_EVERY: usize = 64;
 
@@ -79,18 +76,12 @@ const PULL_EVERY: usize = 64;
 const EXITS: usize = 0;
 
 fn tracepoints(stack_bytes: u32) -> Vec<TracepointSpec> {
-    let exits: Vec<u64> = syscalls::traced_syscalls()
-        .iter()
-        .copied()
-        .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
-        .collect();
-    let spec = |name: &str, filter: String, stack_bytes: u32| TracepointSpec {
+    vec![TracepointSpec {
         group: "raw_syscalls".into(),
-        name: name.into(),
-        filter,
+        name: "sys_exit".into(),
+        filter: super::perf_source::fd_syscalls_filter(),
         stack_bytes,
-    };
-    vec![spec("sys_exit", perf::syscall_filter(&exits), stack_bytes)]
+    }]
 }
 
 /// The samplers of a session and what they have given.
@@ -155,14 +146,20 @@ impl Observer {
             } else {
                 recorded as f64 / counted as f64
             },
-            // A LOST record comes only with the next sample that fits:
-            // the kernel's count says the rest.
-            lost: self.lost().max(counted.saturating_sub(recorded)),
+            lost: self.missing(),
             stack_bytes: self.stack_bytes,
         }
     }
 
-    /// Whether a tracepoint's copies fell short and can grow.
+    /// Samples lost: what the kernel said it dropped or throttled, or, when
+    /// more, what its count has beyond the samples decoded (a LOST record
+    /// comes only with the next sample that fits).
+    fn missing(&self) -> u64 {
+        let (counted, recorded) = self.coverage();
+        self.lost().max(counted.saturating_sub(recorded))
+    }
+
+    /// Whether the copies fell short and can grow.
     pub(super) fn wants_more_stack(&self) -> bool {
         copy_size(self.wanted) > self.stack_bytes
     }
@@ -381,7 +378,7 @@ impl Tracer {
             let Ok(regs) = crate::ptrace::registers(tid) else {
                 continue;
             };
-            let bytes = crate::unwind::copy_stack(tid, regs.rsp, SNAPSHOT_BYTES);
+            let bytes = crate::unwind::copy_stack(tid, regs.rsp, super::STACK_COPY);
             self.stack_snapshots.insert(tid, (regs.rsp, bytes));
         }
     }
@@ -596,8 +593,7 @@ impl Tracer {
         let Some(observer) = self.observer.as_mut() else {
             return false;
         };
-        let (kernel, sampled) = observer.coverage();
-        let missing = kernel.saturating_sub(sampled).max(observer.lost());
+        let missing = observer.missing();
         let more = missing > observer.lost_reconciled;
         if more {
             self.notices.push(format!(
