@@ -80,8 +80,7 @@ fn finish_at_on_login(program: &str) {
     let _watchdog = Watchdog::new("finish_on_login", TEST_LIMIT);
     let mut server = Server::start_program(program);
     let pid = server.pid();
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send("break on_login");
     let set = fdbg.wait_prefix("Breakpoint 1: break func on_login");
     assert!(
@@ -141,8 +140,7 @@ fn threads_are_still_created_while_a_function_breakpoint_is_armed() {
     let pid = churn.pid();
     let mut output = churn.output();
     output.wait_for("start");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send("break func worker");
     fdbg.wait_prefix("Breakpoint 1: break func worker");
     for _ in 0..5 {
@@ -175,8 +173,7 @@ fn sigkill_of_fdbg_with_function_breakpoints_hit_leaves_the_process_intact() {
     let server = Server::start();
     let pid = server.pid();
     for kill in 0..KILLS {
-        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-        fdbg.wait_attached();
+        let mut fdbg = Interactive::attach(pid, "perf");
         fdbg.send("break on_login");
         fdbg.wait_prefix("Breakpoint 1: break func on_login");
         fdbg.send("continue");
@@ -267,8 +264,7 @@ fn balance_on_login_counts_every_call_and_the_socket_each_leaves() {
     const LOGINS: usize = 50;
     let mut server = Server::start_program("login_server_o2");
     let pid = server.pid();
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send("balance on_login");
     fdbg.wait_prefix("measuring every call of on_login");
     fdbg.send("continue");
@@ -321,8 +317,7 @@ fn a_cxx_library_method_by_its_demangled_name() {
     let pid = program.pid();
     let mut output = program.output();
     output.wait_for("ready");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send("break metrics::open_statsd_socket");
     let set = fdbg.wait_prefix("Breakpoint 1: break func metrics::open_statsd_socket");
     assert!(
@@ -359,8 +354,7 @@ fn break_at_a_source_line_stops_there_and_finish_ends_its_function() {
     let line = line_of("statsd.c", "socket(AF_INET");
     let server = Server::start();
     let pid = server.pid();
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send(&format!("break statsd.c:{line}"));
     fdbg.wait_prefix(&format!(
         "Breakpoint 1: break statsd.c:{line}: statsd_init at"
@@ -398,8 +392,7 @@ fn a_pending_breakpoint_is_hit_in_a_library_loaded_later() {
     let pid = program.pid();
     let mut output = program.output();
     output.wait_for("start");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send("break plugin_open_log");
     fdbg.wait_prefix("Breakpoint 1: break func plugin_open_log (pending");
     // Disabled and enabled again, still pending.
@@ -445,8 +438,7 @@ fn detach_with_a_function_breakpoint_armed_leaves_the_process_unharmed() {
     let _watchdog = Watchdog::new("break_func_detach", TEST_LIMIT);
     let server = Server::start();
     let pid = server.pid();
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send("break on_login");
     fdbg.wait_prefix("Breakpoint 1: break func on_login");
     fdbg.send("detach");

@@ -352,6 +352,13 @@ impl Interactive {
         self.wait_prefix("Attached to process")
     }
 
+    /// `fdbg attach PID --events EVENTS`, once its banner is out.
+    pub fn attach(pid: i32, events: &str) -> Interactive {
+        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", events]);
+        fdbg.wait_attached();
+        fdbg
+    }
+
     /// Waits for the next JSON document of this shape.
     pub fn wait_doc(&mut self, shape: Shape) -> Value {
         let line = self.wait_line(&format!("{shape:?} document"), |l| {

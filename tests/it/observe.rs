@@ -105,8 +105,7 @@ fn reports_of(program: &str, args: &[&str], events: &str) -> Reports {
     let pid = started.pid();
     let mut output = started.output();
     output.wait_for("ready");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", events]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, events);
     fdbg.send("mark attach");
     started.send_line();
     fdbg.send("continue");
@@ -236,8 +235,7 @@ fn login_server_leaks_observed_without_a_stop_per_login() {
     const LOGINS: usize = 30;
     let mut server = Server::start();
     let pid = server.pid();
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send("continue");
     server.logins(LOGINS);
     fdbg.signal(libc::SIGINT);
@@ -286,8 +284,7 @@ fn break_count_while_observing_stops_the_process_at_n_plus_1() {
     let base = open_fds(pid).len();
     // Beyond the margin fdbg keeps at first (256 fds): it observes first.
     let n = base + 600;
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     fdbg.send(&format!("break count {n}"));
     fdbg.send("continue --json");
     let client = server.logins_in_background(LOGINS);

@@ -54,8 +54,7 @@ fn attach_and_run_to_its_end(program: &str, args: &[&str], events: &str) -> RunT
     let pid = started.pid();
     let mut output = started.output();
     output.wait_for("ready");
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", events]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, events);
     started.send_line();
     fdbg.send("continue");
     fdbg.wait_line("the exit", |l| l.contains("exited"));
@@ -209,14 +208,12 @@ fn perf_attach_ignores_sigtrap_only_while_attached() {
     assert!(!sigtrap_bit(pid, "SigIgn"), "SIGTRAP ignored before attach");
 
     // Observing changes nothing in the process.
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "perf"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "perf");
     assert!(!sigtrap_bit(pid, "SigIgn"), "SIGTRAP ignored\n{fdbg}");
     fdbg.send("quit");
     assert!(fdbg.wait_exit().success(), "{fdbg}");
 
-    let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "sigtrap"]);
-    fdbg.wait_attached();
+    let mut fdbg = Interactive::attach(pid, "sigtrap");
     assert!(
         sigtrap_bit(pid, "SigIgn"),
         "SIGTRAP ignored while attached\n{fdbg}"
@@ -302,8 +299,7 @@ fn a_process_survives_every_sigkill_of_fdbg_while_events_stream() {
         if let Ok(Some(status)) = churn.0.try_wait() {
             panic!("the process ended ({status}) before kill {kill}");
         }
-        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", events]);
-        fdbg.wait_attached();
+        let mut fdbg = Interactive::attach(pid, events);
         fdbg.send("continue");
         // Resumed: the threads run (and their fd events stop them) again.
         poll_until(
@@ -510,8 +506,7 @@ fn a_process_stopped_by_sigstop_while_attached_survives_detach_and_sigcont() {
     let mut output = churn.output();
     output.wait_for("start");
     for cycle in 0..10 {
-        let mut fdbg = Interactive::start(["attach", &pid.to_string(), "--events", "sigtrap"]);
-        fdbg.wait_attached();
+        let mut fdbg = Interactive::attach(pid, "sigtrap");
         fdbg.send("continue");
         poll_until(
             "the process to run under fdbg",
