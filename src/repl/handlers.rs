@@ -598,6 +598,8 @@ impl Session {
         } else {
             self.breakpoints.need()
         };
+        // A Ctrl-C from here on ends this command.
+        self.tracer.begin_command();
         if let Some(line) = self.tracer.set_need(need) {
             eprintln!("fdbg: {line}");
         }
@@ -621,7 +623,6 @@ impl Session {
                 }
                 steps.is_some_and(|n| seen.len() >= n)
             };
-        self.tracer.begin_command();
         let halt = loop {
             let halt = self.tracer.resume_until(deadline, &mut on_event);
             // `finish`: only the return of the call it started from (its

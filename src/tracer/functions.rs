@@ -161,8 +161,19 @@ impl Tracer {
         // dies is harmless. Observing, take the SIGTRAP source now.
         if self.mechanism == Mechanism::PerfObserve
             && let Some(why) = self.set_need(super::Need::Stops)
+            && !self.perf_waits_for_unblock
         {
             return Err(format!("function breakpoints need perf SIGTRAPs: {why}"));
+        }
+        // Every thread of a process blocks SIGTRAP: wait for one to
+        // unblock it (most often a moment), or say why not.
+        if self.mechanism == Mechanism::PtraceSyscall
+            && self.perf_waits_for_unblock
+            && let Err(why) = self.arm_perf_now()
+        {
+            return Err(format!(
+                "function breakpoints need perf SIGTRAPs: fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
+            ));
         }
         if self.mechanism != Mechanism::PerfSigtrap {
             return Err(format!(

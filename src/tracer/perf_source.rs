@@ -26,6 +26,10 @@ const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
 const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
 
+/// How long threads that all block SIGTRAP run alone, when stops are
+/// needed, waiting for one to unblock it.
+const UNBLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The armed perf events and what the session changed in the processes;
 /// after the detach, what the events counted (`stats` still shows it).
 pub(super) struct PerfSource {
@@ -134,6 +138,89 @@ impl Tracer {
         armed
     }
 
+    /// Arm perf now, every thread stopped, for function breakpoints (which
+    /// have no PTRACE_SYSCALL fallback). Where every thread of a process
+    /// blocks SIGTRAP, most often for the moment glibc blocks all signals
+    /// while it creates a thread or ends one, those threads run alone
+    /// through PTRACE_SYSCALL, the others staying stopped, until one
+    /// unblocks it (then perf is armed) or `UNBLOCK_WAIT` passes (then the
+    /// events come through PTRACE_SYSCALL until a thread unblocks it). The
+    /// fd events of that run are recorded; no fd breakpoint is checked on
+    /// them (glibc makes none in that moment).
+    pub(super) fn arm_perf_now(&mut self) -> Result<(), Fallback> {
+        let blocking = match self.arm_perf_at_attach(false) {
+            Err(Fallback::Blocked(_)) => self.threads_blocking_sigtrap(),
+            armed => return armed,
+        };
+        self.mechanism = Mechanism::PtraceSyscall;
+        for &tid in &blocking {
+            self.resume_thread(tid);
+        }
+        let deadline = std::time::Instant::now() + UNBLOCK_WAIT;
+        let unblocked = loop {
+            match self.next_status(Some(deadline)) {
+                super::Waited::Status(tid, stop) => {
+                    self.handle(tid, stop);
+                    if std::mem::take(&mut self.perf_unblocked) {
+                        break Some(tid);
+                    }
+                    if blocking.contains(&tid) {
+                        self.resume_thread(tid);
+                    }
+                }
+                super::Waited::Woken(super::WAKE_INTERRUPT) => {
+                    self.interrupt_seen = true;
+                    break None;
+                }
+                super::Waited::Woken(sig) => {
+                    self.waker.wake(sig);
+                    break None;
+                }
+                super::Waited::NoTracees => {
+                    self.threads.clear();
+                    break None;
+                }
+                super::Waited::Timeout | super::Waited::Samples => break None,
+            }
+        };
+        if let Some(tid) = unblocked {
+            self.settle_for_syscall(tid);
+        }
+        self.stop_all();
+        self.arm_perf_taking_over()
+    }
+
+    /// Arm perf where PTRACE_SYSCALL took the events (every thread stopped).
+    fn arm_perf_taking_over(&mut self) -> Result<(), Fallback> {
+        let armed = self.arm_perf_at_attach(false);
+        if armed.is_ok() {
+            // Syscalls stopped at their entry return through perf.
+            for thread in self.threads.values_mut() {
+                thread.entry = None;
+                thread.masking = false;
+            }
+        }
+        armed
+    }
+
+    /// The threads of the processes whose every thread blocks SIGTRAP.
+    fn threads_blocking_sigtrap(&self) -> Vec<Tid> {
+        let mut by_pid: BTreeMap<Pid, Vec<Tid>> = BTreeMap::new();
+        let mut unblocked = BTreeSet::new();
+        for (tid, pid) in self.threads() {
+            if blocks_sigtrap(tid) {
+                by_pid.entry(pid).or_default().push(tid);
+            } else {
+                unblocked.insert(pid);
+            }
+        }
+        by_pid
+            .into_iter()
+            .filter(|(pid, _)| !unblocked.contains(pid))
+            .flat_map(|(_, tids)| tids)
+            .collect()
+    }
+
     /// Thread `tid`, stopped at the exit of an rt_sigprocmask, unblocked
     /// SIGTRAP: stop everything, arm perf and resume. The thread goes to
     /// an interrupt stop first, where the arming can run its syscalls.
@@ -141,18 +228,9 @@ impl Tracer {
         self.perf_unblocked = false;
         self.settle_for_syscall(tid);
         self.stop_all();
-        match self.arm_perf(true, false) {
-            Ok(()) => {
-                self.perf_waits_for_unblock = false;
-                // Syscalls stopped at their entry return through perf.
-                for thread in self.threads.values_mut() {
-                    thread.entry = None;
-                    thread.masking = false;
-                }
-            }
-            Err(Fallback::Blocked(_)) => {}
-            Err(_) => self.perf_waits_for_unblock = false,
-        }
+        // Still blocked: it waits for the next unblock; refused otherwise:
+        // PTRACE_SYSCALL for the session.
+        let _ = self.arm_perf_taking_over();
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         for tid in tids {
             self.resume_thread(tid);

@@ -8,7 +8,9 @@ use std::process::Command;
 use serde_json::Value;
 use serial_test::serial;
 
-use crate::harness::{Interactive, TEST_LIMIT, Watchdog, assert_untraced_and_running, poll_until};
+use crate::harness::{
+    Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fdbg_batch, poll_until,
+};
 use crate::login::{Server, finished_logins};
 use crate::testprogs::{ChildGuard, source_dir, testprog};
 
@@ -161,6 +163,54 @@ fn threads_are_still_created_while_a_function_breakpoint_is_armed() {
     output.wait_for("round");
     assert_untraced_and_running(pid, &fdbg);
     code_as_in_its_files(pid).unwrap_or_else(|e| panic!("{e}\n{fdbg}"));
+}
+
+/// glibc blocks every signal for a moment while it creates a thread and as
+/// a thread ends, and SIGTRAPs cannot reach a thread then. A breakpoint set
+/// while every thread is in that moment (a single worker at a time makes it
+/// most of the process's life) is armed once the moment passes.
+#[test]
+#[serial]
+fn a_breakpoint_set_while_every_thread_blocks_sigtrap_for_a_moment_is_armed() {
+    let _watchdog = Watchdog::new("break_func_blocked", TEST_LIMIT);
+    let mut churn = ChildGuard::spawn(Command::new(testprog("thread_churn")).arg("1"));
+    let pid = churn.pid();
+    // Kept: the program writes a line every 100 rounds.
+    let mut output = churn.output();
+    output.wait_for("start");
+    for attempt in 0..10 {
+        let out = fdbg_batch([
+            "attach",
+            &pid.to_string(),
+            "--events",
+            "perf",
+            "--batch",
+            "-e",
+            "break func worker",
+            "-e",
+            "continue",
+            "-e",
+            "stats --json",
+        ]);
+        out.assert_success();
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("Breakpoint 1, thread") && l.contains("in worker at")),
+            "attach {attempt}: a stop in worker\n{out}"
+        );
+        assert_eq!(
+            out.first(Shape::Stats)["mechanism"],
+            "perf-sigtrap",
+            "attach {attempt}\n{out}"
+        );
+        assert!(
+            !out.stderr.contains("PTRACE_SYSCALL"),
+            "attach {attempt}: no fallback\n{out}"
+        );
+        assert_untraced_and_running(pid, &out);
+    }
+    output.wait_for("round");
 }
 
 /// How many times fdbg is SIGKILLed with function breakpoints armed.
