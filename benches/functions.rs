@@ -4,9 +4,8 @@
 //! leaks one UDP socket); the client's wall time per login is measured
 //! untraced, under `fdbg attach` observing, and under `fdbg attach` with
 //! `balance on_login`, which stops the server at every entry and return of
-//! on_login and, while function breakpoints are armed, at every fd syscall
-//! (a SIGTRAP each). For fdbg, the table gives its ptrace stops per login
-//! and the calls `balance` counted.
+//! on_login (a SIGTRAP each) and observes its fd syscalls. For fdbg, the
+//! table gives its ptrace stops per login and the calls `balance` counted.
 //!
 //! Knobs: `FDBG_BENCH_LOGINS` (default 10000), `FDBG_BENCH_RUNS` (3, the
 //! modes taking turns; a row is the median run). Every process started

@@ -129,15 +129,17 @@ impl Breakpoints {
         Ok(())
     }
 
-    /// What the enabled breakpoints need of the event source: nothing,
-    /// a stop at every fd event, or (only counts) stops near the smallest
-    /// count.
+    /// What the enabled breakpoints need of the event source: nothing
+    /// (function breakpoints stop by their own probes), a stop at every fd
+    /// event, or (only counts) stops near the smallest count.
     pub fn need(&self) -> crate::tracer::Need {
         use crate::tracer::Need;
         let mut counts = Vec::new();
         for bp in self.list.iter().filter(|b| b.enabled) {
             match bp.condition {
                 Condition::Count { count } => counts.push(count),
+                // Its own probe stops the process.
+                Condition::Func { .. } => {}
                 _ => return Need::Stops,
             }
         }

@@ -593,7 +593,9 @@ impl Session {
                 "process {main} is not running any more; its records stay for queries"
             ));
         }
-        let need = if steps.is_some() || self.finishing.is_some() {
+        // `finish` stops at its return probe: the fd events on the way
+        // need no stop of their own.
+        let need = if steps.is_some() {
             crate::tracer::Need::Stops
         } else {
             self.breakpoints.need()

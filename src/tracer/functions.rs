@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 
+use super::perf_source::{Fallback, Traps};
 use super::{Mechanism, Tracer};
 use crate::fdtable::Pid;
 use crate::perf::uprobe::Uprobe;
@@ -158,12 +159,21 @@ impl Tracer {
         }
         // Their SIGTRAPs need what the fd events' need: the process
         // ignoring SIGTRAP for the session, so that one in flight when fdbg
-        // dies is harmless. Observing, take the SIGTRAP source now.
-        if self.mechanism == Mechanism::PerfObserve
-            && let Some(why) = self.set_need(super::Need::Stops)
-            && !self.perf_waits_for_unblock
-        {
-            return Err(format!("function breakpoints need perf SIGTRAPs: {why}"));
+        // dies is harmless. Observing, the fd events stay observed.
+        if self.mechanism == Mechanism::PerfObserve && self.perf.is_none() {
+            match self.arm_perf(true, false, Traps::None) {
+                Ok(()) => {}
+                // A thread's SIGTRAP would wait for its unblock: with
+                // SIGTRAPs for the fd events, fdbg waits for it too.
+                Err(Fallback::Blocked(_)) => {
+                    if let Some(why) = self.set_need(super::Need::Stops)
+                        && !self.perf_waits_for_unblock
+                    {
+                        return Err(format!("function breakpoints need perf SIGTRAPs: {why}"));
+                    }
+                }
+                Err(why) => return Err(format!("function breakpoints need perf SIGTRAPs: {why}")),
+            }
         }
         // Every thread of a process blocks SIGTRAP: wait for one to
         // unblock it (most often a moment), or say why not.
@@ -175,7 +185,12 @@ impl Tracer {
                 "function breakpoints need perf SIGTRAPs: fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
             ));
         }
-        if self.mechanism != Mechanism::PerfSigtrap {
+        let ready = match self.mechanism {
+            Mechanism::PerfSigtrap => true,
+            Mechanism::PerfObserve => self.perf.is_some(),
+            _ => false,
+        };
+        if !ready {
             return Err(format!(
                 "function breakpoints need perf SIGTRAPs, and fd events come from {} here (attach without --events ptrace, as root)",
                 self.mechanism.as_str()

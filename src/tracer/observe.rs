@@ -407,13 +407,13 @@ impl Tracer {
     /// Choose the event source for what the next `continue` needs; every
     /// thread is stopped. Returns a line for the user when the source
     /// changed for a reason worth saying.
+    ///
+    /// Function breakpoints stop by themselves: with them, fd events are
+    /// still observed when nothing else needs a stop (the samples before a
+    /// breakpoint's stop are taken at that stop), and take a stop each
+    /// when something does (`break count` near its count included, which
+    /// checks each event as it comes).
     pub fn set_need(&mut self, need: Need) -> Option<String> {
-        // Armed uprobes send SIGTRAPs: the process must keep ignoring it.
-        let need = if self.function_breaks.is_empty() {
-            need
-        } else {
-            Need::Stops
-        };
         self.need = need;
         if self.observer.is_none() || self.detached {
             return None;
@@ -421,14 +421,24 @@ impl Tracer {
         if self.observer.as_ref().is_some_and(|o| o.wants_more_stack()) {
             self.grow_stack_copies();
         }
-        let observe = self.observe_suffices();
+        let functions = !self.function_breaks.is_empty();
+        let observe = self.observe_suffices() && (!functions || need == Need::Observe);
         let observing = self.mechanism == Mechanism::PerfObserve;
         if observe && !observing {
             // Every thread is stopped: no event falls between the two.
             if self.observer.as_mut().is_some_and(|o| o.set_enabled(true)) {
-                self.disarm_perf();
+                if functions {
+                    // Armed uprobes send SIGTRAPs: it stays ignored.
+                    self.disarm_fd_events();
+                } else {
+                    self.disarm_perf();
+                }
                 self.mechanism = Mechanism::PerfObserve;
             }
+            None
+        } else if observe && !functions && self.perf.is_some() {
+            // The last function breakpoint is gone: SIGTRAP's action back.
+            self.disarm_perf();
             None
         } else if !observe && observing {
             self.stop_observing();

@@ -30,12 +30,25 @@ const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
 /// needed, waiting for one to unblock it.
 const UNBLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// What `arm_perf` arms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Traps {
+    /// A SIGTRAP after every fd syscall: the fd events' source.
+    FdEvents,
+    /// No event: only SIGTRAP ignored by the processes, for function
+    /// breakpoints while the fd events are observed.
+    None,
+}
+
 /// The armed perf events and what the session changed in the processes;
 /// after the detach, what the events counted (`stats` still shows it).
 pub(super) struct PerfSource {
     tracepoint: u64,
     filter: String,
     follow_forks: bool,
+    /// Whether the fd syscalls' SIGTRAP events are armed (and re-armed
+    /// after an exec).
+    fd_events: bool,
     /// One event per thread that existed at attach, and one per exec'd
     /// program, by process; threads (and, following forks, children)
     /// created later inherit them.
@@ -133,7 +146,7 @@ impl Tracer {
     /// Arm perf at attach; where only the threads' masks stand in the way,
     /// take the events with PTRACE_SYSCALL until a thread unblocks SIGTRAP.
     pub(super) fn arm_perf_at_attach(&mut self, forced: bool) -> Result<(), Fallback> {
-        let armed = self.arm_perf(true, forced);
+        let armed = self.arm_perf(true, forced, Traps::FdEvents);
         self.perf_waits_for_unblock = matches!(armed, Err(Fallback::Blocked(_)));
         armed
     }
@@ -237,10 +250,16 @@ impl Tracer {
         }
     }
 
-    /// Make perf SIGTRAPs the event source of this (stopped) session.
-    /// `protect`: have each process ignore SIGTRAP for the session (attach;
-    /// a process fdbg started dies with fdbg anyway).
-    pub(super) fn arm_perf(&mut self, protect: bool, forced: bool) -> Result<(), Fallback> {
+    /// Make perf SIGTRAPs the event source of this (stopped) session, or,
+    /// with `Traps::None`, only make it ready for function breakpoints'
+    /// SIGTRAPs. `protect`: have each process ignore SIGTRAP for the
+    /// session (attach; a process fdbg started dies with fdbg anyway).
+    pub(super) fn arm_perf(
+        &mut self,
+        protect: bool,
+        forced: bool,
+        traps: Traps,
+    ) -> Result<(), Fallback> {
         // What the kernel allows first: it holds for the whole session,
         // where a thread's mask can change at its next syscall.
         let (tracepoint, filter) = syscall_tracepoint().map_err(Fallback::Perf)?;
@@ -289,12 +308,17 @@ impl Tracer {
             tracepoint,
             filter,
             follow_forks: self.follow_forks,
+            fd_events: traps == Traps::FdEvents,
             traps: Vec::new(),
             retired,
             traps_seen,
             ignoring: BTreeSet::new(),
         };
-        let threads: Vec<(Tid, Pid)> = self.threads();
+        let threads: Vec<(Tid, Pid)> = if source.fd_events {
+            self.threads()
+        } else {
+            Vec::new()
+        };
         for (tid, pid) in threads {
             let trap = SyscallTrap::open(
                 tid,
@@ -316,8 +340,14 @@ impl Tracer {
             }
             source.ignoring.insert(pid);
         }
+        // What the session set to ignored before stays to restore.
+        if let Some(old) = self.perf.as_mut() {
+            source.ignoring.append(&mut old.ignoring);
+        }
+        if source.fd_events {
+            self.mechanism = Mechanism::PerfSigtrap;
+        }
         self.perf = Some(source);
-        self.mechanism = Mechanism::PerfSigtrap;
         Ok(())
     }
 
@@ -463,7 +493,7 @@ impl Tracer {
     /// queued (its fd syscall returned just before): let it report it, so
     /// that a stopped process's model has every event the kernel made.
     pub(super) fn take_queued_trap(&mut self, tid: Tid) {
-        if self.perf.is_none() {
+        if !self.perf.as_ref().is_some_and(|p| p.fd_events) {
             return;
         }
         let Some(thread) = self.threads.get(&tid) else {
@@ -501,6 +531,9 @@ impl Tracer {
             return;
         };
         source.retire(|p| p == pid);
+        if !source.fd_events {
+            return;
+        }
         match SyscallTrap::open(
             tid,
             source.tracepoint,
@@ -546,6 +579,16 @@ impl Tracer {
         if let Some(source) = self.perf.as_mut() {
             source.retire(|p| p == pid);
             source.ignoring.remove(&pid);
+        }
+    }
+
+    /// Close the fd syscalls' events, keeping SIGTRAP ignored for the
+    /// function breakpoints (every thread stopped): the fd events are
+    /// observed now.
+    pub(super) fn disarm_fd_events(&mut self) {
+        if let Some(source) = self.perf.as_mut() {
+            source.retire(|_| true);
+            source.fd_events = false;
         }
     }
 

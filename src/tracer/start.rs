@@ -286,7 +286,9 @@ impl Tracer {
         }
         let fds = procfs::list_fds(child, None).unwrap_or_default();
         tracer.model.add_process(child, fds);
-        if use_perf && let Err(why) = tracer.arm_perf(false, true) {
+        if use_perf
+            && let Err(why) = tracer.arm_perf(false, true, super::perf_source::Traps::FdEvents)
+        {
             // Without its filter, the program is traced at every syscall.
             tracer.mechanism = super::Mechanism::PtraceSyscall;
             tracer.warnings.push(format!(

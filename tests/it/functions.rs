@@ -9,7 +9,8 @@ use serde_json::Value;
 use serial_test::serial;
 
 use crate::harness::{
-    Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fdbg_batch, poll_until,
+    Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fdbg_batch, num,
+    poll_until, sigtrap_bit,
 };
 use crate::login::{Server, finished_logins};
 use crate::testprogs::{ChildGuard, source_dir, testprog};
@@ -83,12 +84,15 @@ fn finish_at_on_login(program: &str) {
     let mut server = Server::start_program(program);
     let pid = server.pid();
     let mut fdbg = Interactive::attach(pid, "perf");
+    assert!(!sigtrap_bit(pid, "SigIgn"), "{fdbg}");
     fdbg.send("break on_login");
     let set = fdbg.wait_prefix("Breakpoint 1: break func on_login");
     assert!(
         set.contains("on_login at") && set.contains("login.c:"),
         "{fdbg}"
     );
+    // A SIGTRAP of a probe in flight when fdbg dies must be harmless.
+    assert!(sigtrap_bit(pid, "SigIgn"), "ignored while armed\n{fdbg}");
     fdbg.send("continue");
     let client = server.logins_in_background(1);
     let stop = fdbg.wait_prefix("Breakpoint 1, thread");
@@ -119,11 +123,17 @@ fn finish_at_on_login(program: &str) {
     let bt = fdbg.wait_line("the stack", |l| l.starts_with("{\"tid\""));
     let bt: Value = serde_json::from_str(&bt).expect("JSON");
     assert_eq!(bt["frames"][0]["function"], "serve", "{fdbg}");
+    // The fd events of the call were observed, not stopped at.
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    assert_eq!(stats["mechanism"], "perf-observe", "{fdbg}");
     fdbg.send("delete");
     fdbg.send("continue");
     finished_logins(client, 1);
     fdbg.signal(libc::SIGINT);
     fdbg.wait_prefix("Interrupted");
+    // No probe left: SIGTRAP's default action is back, still attached.
+    assert!(!sigtrap_bit(pid, "SigIgn"), "restored\n{fdbg}");
     fdbg.send("quit");
     let fdbg_pid = fdbg.pid();
     assert!(fdbg.wait_exit().success(), "{fdbg}");
@@ -199,9 +209,10 @@ fn a_breakpoint_set_while_every_thread_blocks_sigtrap_for_a_moment_is_armed() {
                 .any(|l| l.starts_with("Breakpoint 1, thread") && l.contains("in worker at")),
             "attach {attempt}: a stop in worker\n{out}"
         );
+        // The fd events are observed again once the breakpoint is armed.
         assert_eq!(
             out.first(Shape::Stats)["mechanism"],
-            "perf-sigtrap",
+            "perf-observe",
             "attach {attempt}\n{out}"
         );
         assert!(
@@ -324,6 +335,18 @@ fn balance_on_login_counts_every_call_and_the_socket_each_leaves() {
     fdbg.send("balance --json");
     let line = fdbg.wait_line("the balance document", |l| l.starts_with("{\"balance\""));
     let doc: Value = serde_json::from_str(&line).expect("JSON");
+    // Two stops a call (its entry and its return; the server has one
+    // thread), and the fd events observed: accept, socket, close a login.
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    assert_eq!(stats["mechanism"], "perf-observe", "{fdbg}");
+    assert_eq!(num(&stats, "total_events"), 3 * LOGINS as i64, "{stats}");
+    let stops = num(&stats, "stops");
+    assert!(
+        (2 * LOGINS as i64..=2 * LOGINS as i64 + 4).contains(&stops),
+        "{stops} stops for {LOGINS} calls\n{fdbg}"
+    );
+    assert_eq!(num(&stats, "missed"), 0, "{stats}");
     let leaked: std::collections::BTreeSet<i64> = (0..LOGINS)
         .map(|_| i64::from(server.output.wait_for("leak").fd()))
         .collect();

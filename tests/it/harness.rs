@@ -440,6 +440,12 @@ pub fn status_field(pid: i32, key: &str) -> Option<String> {
     })
 }
 
+/// The SIGTRAP bit of a /proc/PID/status signal mask (SigIgn, SigCgt).
+pub fn sigtrap_bit(pid: i32, field: &str) -> bool {
+    let mask = status_field(pid, field).expect("a live process");
+    u64::from_str_radix(&mask, 16).expect("a hex mask") & (1 << (libc::SIGTRAP - 1)) != 0
+}
+
 /// The pid tracing `pid` (0: none); None once the process is gone.
 pub fn tracer_pid(pid: i32) -> Option<i32> {
     status_field(pid, "TracerPid")?.parse().ok()

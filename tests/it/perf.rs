@@ -12,15 +12,9 @@ use serial_test::serial;
 
 use crate::harness::{
     Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, fd_numbers, fdbg_batch,
-    num, num_set, poll_until, state, status_field, tracer_pid,
+    num, num_set, poll_until, sigtrap_bit, state, status_field, tracer_pid,
 };
 use crate::testprogs::{ChildGuard, Expect, testprog};
-
-/// The SIGTRAP bit of a /proc/PID/status signal mask (SigIgn, SigCgt).
-fn sigtrap_bit(pid: i32, field: &str) -> bool {
-    let mask = status_field(pid, field).expect("a live process");
-    u64::from_str_radix(&mask, 16).expect("a hex mask") & (1 << (libc::SIGTRAP - 1)) != 0
-}
 
 /// `threads` of `pid` not in a ptrace- or job-control stop, untraced.
 fn every_thread_runs_untraced(pid: i32) -> bool {
