@@ -4,8 +4,10 @@
 //! leaks one UDP socket); the client's wall time per login is measured
 //! untraced, under `fdbg attach` observing, and under `fdbg attach` with
 //! `balance on_login`, which stops the server at every entry and return of
-//! on_login (a SIGTRAP each) and observes its fd syscalls. For fdbg, the
-//! table gives its ptrace stops per login and the calls `balance` counted.
+//! on_login (a SIGTRAP each) and observes its fd syscalls; and, for
+//! comparison, with a `break fd` the kernel filters (no stop here) and with
+//! a `break site`, which stops at every fd event. For fdbg, the table gives
+//! its ptrace stops per login and the calls `balance` counted.
 //!
 //! Knobs: `FDBG_BENCH_LOGINS` (default 10000), `FDBG_BENCH_RUNS` (3, the
 //! modes taking turns; a row is the median run). Every process started
@@ -41,12 +43,22 @@ fn main() {
     let client = build_testprog_from(&["login_client.c"], "login_client-bench", &["-O2"]);
     println!("machine: {}", machine_line());
     println!("workload: login_client PORT {logins}; median of {runs} runs, modes taking turns");
-    let modes: [(&str, Option<&[&str]>); 3] = [
+    let modes: [(&str, Option<&[&str]>); 5] = [
         ("untraced", None),
         ("fdbg attach (observing)", Some(&[])),
         (
             "fdbg attach, balance on_login",
             Some(&["-e", "balance on_login"]),
+        ),
+        // A number the server never reaches: the kernel stops nothing.
+        (
+            "fdbg attach, break fd 50000",
+            Some(&["-e", "break fd 50000"]),
+        ),
+        // A site no stack has: a stop at every fd event, checked there.
+        (
+            "fdbg attach, break site",
+            Some(&["-e", "break site no_function_has_this_name"]),
         ),
     ];
     let mut results: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();

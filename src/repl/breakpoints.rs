@@ -131,22 +131,28 @@ impl Breakpoints {
 
     /// What the enabled breakpoints need of the event source: nothing
     /// (function breakpoints stop by their own probes), a stop at every fd
-    /// event, or (only counts) stops near the smallest count.
+    /// event, (only counts) stops near the smallest count, or (only one
+    /// `break fd`) the kernel's stops for that number.
     pub fn need(&self) -> crate::tracer::Need {
         use crate::tracer::Need;
         let mut counts = Vec::new();
+        let mut fds = Vec::new();
         for bp in self.list.iter().filter(|b| b.enabled) {
             match bp.condition {
                 Condition::Count { count } => counts.push(count),
+                Condition::Fd { fd } => fds.push(fd),
                 // Its own probe stops the process.
                 Condition::Func { .. } => {}
                 _ => return Need::Stops,
             }
         }
-        counts
-            .into_iter()
-            .min()
-            .map_or(Need::Observe, Need::StopsNear)
+        match (fds.as_slice(), counts.iter().min()) {
+            ([], None) => Need::Observe,
+            ([], Some(&count)) => Need::StopsNear(count),
+            // One number: the kernel stops what can touch it.
+            (&[fd], None) => Need::WatchFd(fd),
+            _ => Need::Stops,
+        }
     }
 
     /// The breakpoint `id`, to note its locations or a hit.

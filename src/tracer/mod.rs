@@ -34,6 +34,7 @@ mod observe;
 mod perf_source;
 mod start;
 mod waker;
+mod watch;
 
 pub use functions::{
     BALANCE_BREAKPOINTS, FINISH_BREAKPOINT, FunctionBreak, FunctionHit, LOADER_BREAKPOINT,
@@ -251,6 +252,12 @@ pub struct Tracer {
     pending_breaks: Vec<(u32, String)>,
     /// What the current `continue` needs (`set_need`).
     need: Need,
+    /// `break fd N` while observing: the kernel's stops for N.
+    watch: Option<watch::FdWatch>,
+    /// Observed events no watch stop has checked yet.
+    unchecked: Vec<Seq>,
+    /// A watch stop was seen: the events since the last check are due.
+    watch_hit: bool,
     threads: HashMap<Tid, Thread>,
     /// Threads that ended, or children that were let go, before their
     /// creator's clone event was seen: the event, when it comes, must not
@@ -305,6 +312,9 @@ impl Tracer {
             exec_pending: None,
             file_maps: HashMap::new(),
             need: Need::Stops,
+            watch: None,
+            unchecked: Vec::new(),
+            watch_hit: false,
             function_breaks: Vec::new(),
             probe_names: 0,
             function_hit: None,
@@ -365,6 +375,13 @@ impl Tracer {
                 return Halt::Function(hit);
             }
         }
+        // A watch stop seen while stopping: its events first.
+        if std::mem::take(&mut self.watch_hit)
+            && let Some(seq) = self.check_unchecked(on_event)
+        {
+            return Halt::Event(seq);
+        }
+        self.unchecked.clear();
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         for tid in tids {
             self.resume_thread(tid);
@@ -394,7 +411,22 @@ impl Tracer {
                         }
                         self.resolve_pending();
                     }
-                    if self.perf_unblocked {
+                    if std::mem::take(&mut self.watch_hit) {
+                        // Every thread stopped: every sample is in.
+                        self.stop_all();
+                        if let Some(seq) = self.check_unchecked(on_event) {
+                            return Halt::Event(seq);
+                        }
+                        if main_was_live && let Some(end) = self.main_end {
+                            return Halt::Exited(end);
+                        }
+                        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+                        for tid in tids {
+                            self.resume_thread(tid);
+                        }
+                        continue;
+                    }
+                    if self.perf_unblocked && self.perf_waits_for_unblock {
                         self.take_over_with_perf(tid);
                     } else {
                         self.resume_thread(tid);
@@ -405,6 +437,7 @@ impl Tracer {
                 }
                 Waited::Samples => {
                     let recorded = self.take_samples(false);
+                    let recorded = self.hold_unchecked(recorded);
                     let hit = recorded
                         .into_iter()
                         .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
@@ -619,6 +652,7 @@ impl Tracer {
         }
         // Every thread is stopped: every sample of theirs is in the rings.
         let drained = self.take_samples(true);
+        let drained = self.hold_unchecked(drained);
         if self.observer_lost_more() {
             self.reconcile();
         }
@@ -791,6 +825,10 @@ impl Tracer {
                 {
                     if let Some(event) = self.perf_stop(tid, info.perf_data) {
                         return event;
+                    }
+                    if info.perf_data == watch::WATCH_DATA {
+                        self.watch_hit = true;
+                        return None;
                     }
                     if let Some(hit) = self.function_trap(tid, info.perf_data) {
                         // One of a breakpoint deleted since it was queued
@@ -993,6 +1031,7 @@ impl Tracer {
         }
         self.symbolizer.exec(pid);
         self.rearm_after_exec(pid, tid);
+        self.rewatch_after_exec(tid);
         self.preload_unwinder(pid, self.observer.is_some());
         self.functions_after_exec();
         Some(self.model.exec(pid, tid))
@@ -1114,6 +1153,7 @@ impl Tracer {
         for child in unfollowed {
             self.restore_child_sigtrap(child);
         }
+        let _ = self.set_watch(None);
         self.disarm_perf();
         self.close_observer();
         // stop_all may have seen new threads; they are stopped too. Threads

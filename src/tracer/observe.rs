@@ -337,6 +337,9 @@ pub enum Need {
     /// Only `break count N` (the smallest N): observe until a process's
     /// open-fd count comes within reach of N, then stop at every event.
     StopsNear(u32),
+    /// Only `break fd N`: observe, and stop where the kernel sees a
+    /// syscall that can create or close N.
+    WatchFd(i32),
 }
 
 impl Tracer {
@@ -422,28 +425,46 @@ impl Tracer {
             self.grow_stack_copies();
         }
         let functions = !self.function_breaks.is_empty();
-        let observe = self.observe_suffices() && (!functions || need == Need::Observe);
+        // A watch's stops are SIGTRAPs: the process ignores it, as for
+        // function breakpoints.
+        let mut said = None;
+        if let Need::WatchFd(fd) = need
+            && let Err(why) = self.prepare_watch(fd)
+        {
+            let _ = self.set_watch(None);
+            self.need = Need::Stops;
+            said = Some(format!(
+                "break fd {fd} takes a stop at every fd event, not only at those on {fd}: {why}"
+            ));
+        } else if !matches!(need, Need::WatchFd(_)) {
+            let _ = self.set_watch(None);
+        }
+        let need = self.need;
+        let watching = self.watch.is_some();
+        let observe = self.observe_suffices()
+            && (!functions || matches!(need, Need::Observe | Need::WatchFd(_)));
         let observing = self.mechanism == Mechanism::PerfObserve;
         if observe && !observing {
             // Every thread is stopped: no event falls between the two.
             if self.observer.as_mut().is_some_and(|o| o.set_enabled(true)) {
-                if functions {
-                    // Armed uprobes send SIGTRAPs: it stays ignored.
+                if functions || watching {
+                    // Armed uprobes and watches send SIGTRAPs: it stays
+                    // ignored.
                     self.disarm_fd_events();
                 } else {
                     self.disarm_perf();
                 }
                 self.mechanism = Mechanism::PerfObserve;
             }
-            None
-        } else if observe && !functions && self.perf.is_some() {
+            said
+        } else if observe && !functions && !watching && self.perf.is_some() {
             // The last function breakpoint is gone: SIGTRAP's action back.
             self.disarm_perf();
             None
         } else if !observe && observing {
             self.stop_observing();
             match self.arm_perf_at_attach(false) {
-                Ok(()) => None,
+                Ok(()) => said,
                 Err(why) => {
                     self.mechanism = Mechanism::PtraceSyscall;
                     Some(format!(
@@ -452,14 +473,23 @@ impl Tracer {
                 }
             }
         } else {
-            None
+            said
         }
+    }
+
+    /// SIGTRAP ignored by the processes, then the watch on `fd`.
+    fn prepare_watch(&mut self, fd: i32) -> Result<(), String> {
+        if self.perf.is_none() {
+            self.arm_perf(true, false, super::perf_source::Traps::None)
+                .map_err(|e| e.to_string())?;
+        }
+        self.set_watch(Some(fd)).map_err(|e| e.to_string())
     }
 
     /// Whether the need can be met without stops now.
     pub(super) fn observe_suffices(&self) -> bool {
         match self.need {
-            Need::Observe => true,
+            Need::Observe | Need::WatchFd(_) => true,
             Need::Stops => false,
             Need::StopsNear(n) => {
                 // Samples are decoded up to two drains late: room for

@@ -148,6 +148,9 @@ impl Tracer {
     pub(super) fn arm_perf_at_attach(&mut self, forced: bool) -> Result<(), Fallback> {
         let armed = self.arm_perf(true, forced, Traps::FdEvents);
         self.perf_waits_for_unblock = matches!(armed, Err(Fallback::Blocked(_)));
+        // An unblock seen before (by a thread stopped meanwhile) is
+        // history: the next one counts.
+        self.perf_unblocked = false;
         armed
     }
 
@@ -493,7 +496,8 @@ impl Tracer {
     /// queued (its fd syscall returned just before): let it report it, so
     /// that a stopped process's model has every event the kernel made.
     pub(super) fn take_queued_trap(&mut self, tid: Tid) {
-        if !self.perf.as_ref().is_some_and(|p| p.fd_events) {
+        let fd_events = self.perf.as_ref().is_some_and(|p| p.fd_events);
+        if !fd_events && self.watch.is_none() {
             return;
         }
         let Some(thread) = self.threads.get(&tid) else {
@@ -514,12 +518,18 @@ impl Tracer {
         if blocks_sigtrap(tid) {
             return;
         }
-        let queued = ptrace::pending_signals(tid).is_ok_and(|signals| {
-            signals.iter().any(|s| {
-                s.signo == libc::SIGTRAP && s.code == perf::TRAP_PERF && s.perf_data == SIG_DATA
+        let queued = |data: u64| {
+            ptrace::pending_signals(tid).is_ok_and(|signals| {
+                signals.iter().any(|s| {
+                    s.signo == libc::SIGTRAP && s.code == perf::TRAP_PERF && s.perf_data == data
+                })
             })
-        });
-        if queued {
+        };
+        // A watch stop queued: its event is among those the stop drains.
+        if self.watch.is_some() && queued(super::watch::WATCH_DATA) {
+            self.watch_hit = true;
+        }
+        if fd_events && queued(SIG_DATA) {
             self.resume_thread(tid);
         }
     }

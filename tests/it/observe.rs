@@ -309,3 +309,60 @@ fn break_count_while_observing_stops_the_process_at_n_plus_1() {
     assert!(fdbg.wait_exit().success(), "{fdbg}");
     assert_untraced_and_running(pid, &fdbg);
 }
+
+/// `break fd N` while observing: the kernel stops only the syscalls that
+/// can create or close N, so the logins before run without a stop, and
+/// the process stops at the one that creates N, with the next number not
+/// yet open.
+#[test]
+#[serial]
+fn break_fd_while_observing_stops_at_the_event_on_n_and_nowhere_before() {
+    let _watchdog = Watchdog::new("observe_break_fd", TEST_LIMIT);
+    const LOGIN: usize = 40;
+    let server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = Interactive::attach(pid, "perf");
+    // Each login's accept takes the lowest free number and closes it; its
+    // statsd socket leaks at the next free one.
+    let open = open_fds(pid);
+    let free: Vec<i32> = (0..)
+        .filter(|fd| !open.contains_key(fd))
+        .take(LOGIN + 2)
+        .collect();
+    let target = free[LOGIN];
+    fdbg.send(&format!("break fd {target}"));
+    fdbg.wait_prefix(&format!("Breakpoint 1: break fd {target}"));
+    fdbg.send("continue --json");
+    let client = server.logins_in_background(LOGIN + 5);
+    let stop = fdbg.wait_doc(Shape::Stop);
+    let open_at_stop = open_fds(pid);
+    let state_at_stop = crate::harness::state(pid);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("delete");
+    fdbg.send("continue");
+    crate::login::finished_logins(client, LOGIN + 5);
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+
+    assert_eq!(stop["stop"], "breakpoint", "{fdbg}");
+    assert_eq!(stop["event"]["syscall"], "socket", "{fdbg}");
+    assert_eq!(stop["event"]["fds"], serde_json::json!([target]), "{fdbg}");
+    assert_eq!(stop["events_from"], "perf-observe", "{fdbg}");
+    // Stopped right there: N open, the next free number not yet.
+    assert_eq!(state_at_stop, Some('t'), "{fdbg}");
+    assert!(open_at_stop.contains_key(&target), "{fdbg}");
+    assert!(!open_at_stop.contains_key(&free[LOGIN + 1]), "{fdbg}");
+    // accept, socket, close for each login before; accept and socket of
+    // this one; and no stop for any of them but this.
+    assert_eq!(
+        num(&stats, "total_events"),
+        3 * (LOGIN as i64 - 1) + 2,
+        "{stats}"
+    );
+    assert!(num(&stats, "stops") <= 3, "{fdbg}");
+    assert_eq!(num(&stats, "missed"), 0, "{stats}");
+    assert_untraced_and_running(pid, &fdbg);
+}

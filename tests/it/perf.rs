@@ -462,7 +462,8 @@ fn a_thread_that_blocks_sigtrap_for_a_moment_gets_perf_when_it_unblocks() {
             "--batch",
             "--json",
             "-e",
-            "break fd 999",
+            // A breakpoint that needs a stop at every fd event.
+            "break site no_function_has_this_name",
             "-e",
             "continue 100ms",
             "-e",
