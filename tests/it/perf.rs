@@ -462,8 +462,9 @@ fn a_thread_that_blocks_sigtrap_for_a_moment_gets_perf_when_it_unblocks() {
             "--batch",
             "--json",
             "-e",
-            // A breakpoint that needs a stop at every fd event.
-            "break site no_function_has_this_name",
+            // A catchpoint needs a stop at every fd event (and this one
+            // never stops).
+            "catch memfd_create",
             "-e",
             "continue 100ms",
             "-e",
