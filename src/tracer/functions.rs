@@ -185,11 +185,10 @@ impl Tracer {
                 "function breakpoints need perf SIGTRAPs: fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
             ));
         }
-        let ready = match self.mechanism {
-            Mechanism::PerfSigtrap => true,
-            Mechanism::PerfObserve => self.perf.is_some(),
-            _ => false,
-        };
+        let ready = matches!(
+            self.mechanism,
+            Mechanism::PerfSigtrap | Mechanism::PerfObserve
+        ) && self.perf.is_some();
         if !ready {
             return Err(format!(
                 "function breakpoints need perf SIGTRAPs, and fd events come from {} here (attach without --events ptrace, as root)",

@@ -382,10 +382,7 @@ impl Tracer {
             return Halt::Event(seq);
         }
         self.unchecked.clear();
-        let tids: Vec<Tid> = self.threads.keys().copied().collect();
-        for tid in tids {
-            self.resume_thread(tid);
-        }
+        self.resume_all();
         let halt = self.pump(deadline, on_event);
         self.stop_all();
         halt
@@ -417,16 +414,8 @@ impl Tracer {
                         if let Some(seq) = self.check_unchecked(on_event) {
                             return Halt::Event(seq);
                         }
-                        if main_was_live && let Some(end) = self.main_end {
-                            return Halt::Exited(end);
-                        }
-                        let tids: Vec<Tid> = self.threads.keys().copied().collect();
-                        for tid in tids {
-                            self.resume_thread(tid);
-                        }
-                        continue;
-                    }
-                    if self.perf_unblocked && self.perf_waits_for_unblock {
+                        self.resume_all();
+                    } else if self.perf_unblocked {
                         self.take_over_with_perf(tid);
                     } else {
                         self.resume_thread(tid);
@@ -467,10 +456,7 @@ impl Tracer {
                                 self.notices.push(line);
                             }
                         }
-                        let tids: Vec<Tid> = self.threads.keys().copied().collect();
-                        for tid in tids {
-                            self.resume_thread(tid);
-                        }
+                        self.resume_all();
                     }
                 }
                 Waited::Woken(WAKE_INTERRUPT) => return Halt::Interrupt,
@@ -673,6 +659,14 @@ impl Tracer {
                 && t.entry.is_some_and(|e| e.nr == libc::SYS_close as u64)
         });
         if in_close {
+            self.resume_thread(tid);
+        }
+    }
+
+    /// Resume every stopped thread.
+    fn resume_all(&mut self) {
+        let tids: Vec<Tid> = self.threads.keys().copied().collect();
+        for tid in tids {
             self.resume_thread(tid);
         }
     }

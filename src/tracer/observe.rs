@@ -427,18 +427,19 @@ impl Tracer {
         let functions = !self.function_breaks.is_empty();
         // A watch's stops are SIGTRAPs: the process ignores it, as for
         // function breakpoints.
-        let mut said = None;
-        if let Need::WatchFd(fd) = need
-            && let Err(why) = self.prepare_watch(fd)
-        {
-            let _ = self.set_watch(None);
-            self.need = Need::Stops;
-            said = Some(format!(
-                "break fd {fd} takes a stop at every fd event, not only at those on {fd}: {why}"
-            ));
-        } else if !matches!(need, Need::WatchFd(_)) {
-            let _ = self.set_watch(None);
-        }
+        let said = match need {
+            Need::WatchFd(fd) => self.prepare_watch(fd).err().map(|why| {
+                let _ = self.set_watch(None);
+                self.need = Need::Stops;
+                format!(
+                    "break fd {fd} takes a stop at every fd event, not only at those on {fd}: {why}"
+                )
+            }),
+            _ => {
+                let _ = self.set_watch(None);
+                None
+            }
+        };
         let need = self.need;
         let watching = self.watch.is_some();
         let observe = self.observe_suffices()

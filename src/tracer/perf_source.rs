@@ -164,8 +164,12 @@ impl Tracer {
     /// fd events of that run are recorded; no fd breakpoint is checked on
     /// them (glibc makes none in that moment).
     pub(super) fn arm_perf_now(&mut self) -> Result<(), Fallback> {
-        let blocking = match self.arm_perf_at_attach(false) {
-            Err(Fallback::Blocked(_)) => self.threads_blocking_sigtrap(),
+        let blocking: Vec<Tid> = match self.arm_perf_at_attach(false) {
+            Err(Fallback::Blocked(_)) => self
+                .threads_blocking_sigtrap()
+                .into_values()
+                .flatten()
+                .collect(),
             armed => return armed,
         };
         self.mechanism = Mechanism::PtraceSyscall;
@@ -219,8 +223,8 @@ impl Tracer {
         armed
     }
 
-    /// The threads of the processes whose every thread blocks SIGTRAP.
-    fn threads_blocking_sigtrap(&self) -> Vec<Tid> {
+    /// The processes whose every thread blocks SIGTRAP, with their threads.
+    fn threads_blocking_sigtrap(&self) -> BTreeMap<Pid, Vec<Tid>> {
         let mut by_pid: BTreeMap<Pid, Vec<Tid>> = BTreeMap::new();
         let mut unblocked = BTreeSet::new();
         for (tid, pid) in self.threads() {
@@ -230,27 +234,20 @@ impl Tracer {
                 unblocked.insert(pid);
             }
         }
+        by_pid.retain(|pid, _| !unblocked.contains(pid));
         by_pid
-            .into_iter()
-            .filter(|(pid, _)| !unblocked.contains(pid))
-            .flat_map(|(_, tids)| tids)
-            .collect()
     }
 
     /// Thread `tid`, stopped at the exit of an rt_sigprocmask, unblocked
     /// SIGTRAP: stop everything, arm perf and resume. The thread goes to
     /// an interrupt stop first, where the arming can run its syscalls.
     pub(super) fn take_over_with_perf(&mut self, tid: Tid) {
-        self.perf_unblocked = false;
         self.settle_for_syscall(tid);
         self.stop_all();
         // Still blocked: it waits for the next unblock; refused otherwise:
         // PTRACE_SYSCALL for the session.
         let _ = self.arm_perf_taking_over();
-        let tids: Vec<Tid> = self.threads.keys().copied().collect();
-        for tid in tids {
-            self.resume_thread(tid);
-        }
+        self.resume_all();
     }
 
     /// Make perf SIGTRAPs the event source of this (stopped) session, or,
@@ -271,22 +268,15 @@ impl Tracer {
         // sigwait or a signalfd) would report its events late or never,
         // and could take fdbg's SIGTRAPs as its own. One thread blocking
         // for a moment (glibc does while it creates a thread) only delays
-        // that thread's events; `stats` counts what is missed. By process:
-        // a thread that does not block SIGTRAP (Ok) or, while none is
-        // found, one that does (Err).
-        let mut unblocked: BTreeMap<Pid, Result<Tid, Tid>> = BTreeMap::new();
+        // that thread's events; `stats` counts what is missed.
         for (tid, pid) in self.threads() {
             // 32-bit code numbers its syscalls otherwise.
             if ptrace::registers(tid).is_ok_and(|r| r.cs != 0x33) {
                 return Err(Fallback::NotX86_64(pid));
             }
-            let blocks = blocks_sigtrap(tid);
-            let seen = unblocked.entry(pid).or_insert(Err(tid));
-            if !blocks {
-                *seen = Ok(tid);
-            }
         }
-        for blocking in unblocked.into_values().filter_map(Result::err) {
+        let blocked = self.threads_blocking_sigtrap();
+        for blocking in blocked.into_values().map(|tids| tids[0]) {
             if !forced {
                 return Err(Fallback::Blocked(blocking));
             }
@@ -518,11 +508,10 @@ impl Tracer {
         if blocks_sigtrap(tid) {
             return;
         }
+        let pending = ptrace::pending_signals(tid).unwrap_or_default();
         let queued = |data: u64| {
-            ptrace::pending_signals(tid).is_ok_and(|signals| {
-                signals.iter().any(|s| {
-                    s.signo == libc::SIGTRAP && s.code == perf::TRAP_PERF && s.perf_data == data
-                })
+            pending.iter().any(|s| {
+                s.signo == libc::SIGTRAP && s.code == perf::TRAP_PERF && s.perf_data == data
             })
         };
         // A watch stop queued: its event is among those the stop drains.
