@@ -88,6 +88,20 @@ pub struct SessionArgs {
     /// run: a seccomp filter, 2 stops per fd event, run's default)
     #[arg(long, value_enum, value_name = "MECH", env = "FDBG_EVENTS")]
     pub events: Option<EventsArg>,
+    /// How many of the latest fd events to keep for history, step and bt
+    /// (about 100 bytes each; every other report is exact without them)
+    #[arg(long, value_name = "N", default_value_t = crate::fdtable::DEFAULT_KEPT,
+          value_parser = at_least_one)]
+    pub keep_events: usize,
+}
+
+/// A count of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +132,7 @@ pub struct Config {
     pub json: bool,
     pub follow_forks: bool,
     pub events: crate::tracer::EventsChoice,
+    pub keep_events: usize,
 }
 
 pub enum Parsed {
@@ -154,6 +169,7 @@ pub fn parse() -> anyhow::Result<Parsed> {
             Some(EventsArg::Sigtrap) => crate::tracer::EventsChoice::Sigtrap,
             Some(EventsArg::Ptrace) => crate::tracer::EventsChoice::Ptrace,
         },
+        keep_events: session.keep_events,
     }))
 }
 

@@ -201,3 +201,10 @@ pub fn thread_state(pid: Pid, tid: i32) -> Option<char> {
     // The name in parentheses may contain anything: the state follows the last ')'.
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
+
+/// fdbg's own resident set size, in bytes (/proc/self/statm).
+pub fn own_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * procfs::page_size())
+}

@@ -11,15 +11,24 @@
 //!
 //! It must not do I/O, call ptrace, print, or symbolize: it holds stack ids,
 //! never names, and it trusts the `Effect`s it is given (the syscall layer
-//! decides what a syscall did). Memory is bounded by keeping `Event` small:
-//! stacks and argument texts are interned, fd lists are boxed slices.
+//! decides what a syscall did).
+//!
+//! Memory follows what is open, not what happened: the live tables, a
+//! total per creating site, interned stacks, the open-fd count over time
+//! at a bounded resolution, and a bounded window of the latest events
+//! (`window`). Every answer but `history` and the event lines comes from
+//! the first four and is exact however long the session; `diff` compares
+//! with a `Snapshot` taken at the mark. Time is the caller's (`set_clock`,
+//! CLOCK_MONOTONIC nanoseconds): the model reads no clock.
 
 #![forbid(unsafe_code)]
 
 mod model;
 mod queries;
+mod series;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::collections::BTreeMap;
 
@@ -28,10 +37,15 @@ use serde::Serialize;
 use crate::stacks::{StackId, StackTable};
 
 pub use crate::vocab::{FdKind, Pid, ProcFd};
-pub use queries::{BEFORE_ATTACH, Diff, INHERITED, UNTRACKED};
+pub use model::BAD_CLOSES_KEPT;
+pub use queries::{BEFORE_ATTACH, Diff, History, INHERITED, Memory, Snapshot, UNTRACKED};
+pub use window::DEFAULT_KEPT;
 
 /// Event sequence number, from 1, in the order fdbg saw the events.
 pub type Seq = u64;
+
+/// A moment: CLOCK_MONOTONIC, in nanoseconds.
+pub type Nanos = u64;
 
 /// Where an open fd came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +88,12 @@ pub struct OpenFd {
     /// The creating stack (for Created, and inherited by dup'ed fds from
     /// the dup call's own stack).
     pub stack: Option<StackId>,
+    /// The creating syscall (for Created; empty otherwise).
+    pub syscall: &'static str,
+    /// The creating thread (for Created; 0 otherwise).
+    pub tid: Pid,
+    /// When it was created, or adopted, or when tracing began.
+    pub created_at: Nanos,
     /// What is known of the fd beyond its target, oldest first: where a
     /// socket was bound, connected or accepted from (`Effect::Annotate`).
     /// The latest note of each verb (first word) is kept, so a socket that
@@ -106,53 +126,37 @@ pub enum ProcessEnd {
     Killed(i32),
 }
 
-/// One recorded fd event.
+/// One recorded fd event, as the window gives it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub seq: Seq,
+    pub time: Nanos,
     pub pid: Pid,
     pub tid: Pid,
     pub syscall: &'static str,
     pub result: i64,
     pub kind: FdKind,
     /// Fds this event created.
-    pub created: Box<[i32]>,
+    pub created: Vec<i32>,
     /// Fds this event closed (close, close_range, the implicit close of
     /// dup2 onto an open fd, the close-on-exec sweep of execve).
-    pub closed: Box<[i32]>,
+    pub closed: Vec<i32>,
     /// Set for a close that failed with EBADF.
     pub bad_close: Option<i32>,
     pub stack: Option<StackId>,
     /// The process's open-fd count after this event.
     pub open_fds: u32,
-    args: u32,
+    /// The arguments as the syscall layer printed them.
+    pub args: Box<str>,
     /// The fd an annotation of this event is about (bind, connect, listen,
-    /// accept's peer); -1 for none. A sentinel, not an `Option`, to keep
-    /// `Event` at its size: see `annotated`.
-    annotated: i32,
+    /// accept's peer); the note itself is in the arguments and on the fd.
+    pub annotated: Option<i32>,
 }
 
 impl Event {
-    /// The arguments as the syscall layer printed them (interned in `model`).
-    pub fn args<'m>(&self, model: &'m Model) -> &'m str {
-        &model.args[self.args as usize]
-    }
-
-    /// The fd this event annotated (bind, connect, listen, accept's peer);
-    /// the note itself is in the event's arguments and on the open fd.
-    pub fn annotated(&self) -> Option<i32> {
-        (self.annotated >= 0).then_some(self.annotated)
-    }
-
     /// Whether this event created, closed or bad-closed fd number `fd`.
     pub fn creates_or_closes(&self, fd: i32) -> bool {
         self.created.contains(&fd) || self.closed.contains(&fd) || self.bad_close == Some(fd)
-    }
-
-    /// Whether this event created, closed, bad-closed or annotated fd
-    /// number `fd`: the events `history` lists.
-    pub fn touches(&self, fd: i32) -> bool {
-        self.creates_or_closes(fd) || self.annotated() == Some(fd)
     }
 }
 
@@ -179,7 +183,24 @@ pub struct LeakSite {
     pub fds: Vec<i32>,
     pub first_seq: Seq,
     pub last_seq: Seq,
+    /// When the oldest and the newest of these fds were created.
+    pub oldest: Nanos,
+    pub newest: Nanos,
     pub stack: Option<StackId>,
+    /// What the site did over the whole session, these fds and others.
+    pub totals: SiteTotals,
+}
+
+/// One creating site's totals in one process (a site: creating stack and
+/// syscall), kept for the whole session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteTotals {
+    /// Fds the site created.
+    pub created: u64,
+    /// Of those, fds gone since: closed, or dropped by a check with /proc.
+    pub closed: u64,
+    pub first: Nanos,
+    pub last: Nanos,
 }
 
 /// What `reconcile` changed.
@@ -198,16 +219,20 @@ pub struct Counters {
     pub dropped: u64,
 }
 
-/// Every traced process's fd table, every event, and the stacks they name.
+/// Every traced process's fd table and site totals, the latest events,
+/// and the stacks they name.
 ///
-/// Invariants: `events[i].seq == i + 1`; an fd in a table with
-/// `Origin::Created(s)` was created by event `s` of that process (or of an
-/// ancestor it was forked from).
+/// Invariants: seqs are given out from 1 without gaps; an fd in a table
+/// with `Origin::Created(s)` was created by event `s` of that process (or
+/// of an ancestor it was forked from); per site, created − closed fds are
+/// in the table, closing or displaced.
 pub struct Model {
     pub stacks: StackTable,
     processes: BTreeMap<Pid, model::ProcessState>,
-    events: Vec<Event>,
-    args: Vec<Box<str>>,
-    arg_ids: std::collections::HashMap<Box<str>, u32>,
+    window: window::Window,
     counters: Counters,
+    /// The time the next events are stamped with.
+    clock: Nanos,
+    /// Reused for each event's created and closed fds.
+    scratch: (Vec<i32>, Vec<i32>),
 }

@@ -3,22 +3,22 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use super::series::Series;
+use super::window::{NewEvent, Window};
 use super::{
-    Counters, Event, FdKind, Model, OpenFd, Origin, Pid, ProcFd, Process, ProcessEnd, Reconciled,
-    Seq,
+    Counters, DEFAULT_KEPT, Event, FdKind, Model, Nanos, OpenFd, Origin, Pid, ProcFd, Process,
+    ProcessEnd, Reconciled, Seq, SiteTotals,
 };
 use crate::stacks::{StackId, StackTable};
 use crate::syscalls::{Decoded, Effect};
 
-/// One process's fd table and what `diff` needs to replay its history.
+/// One process's fd table, its sites' totals, and what `diff` needs of a
+/// process that appeared after a mark.
 pub(super) struct ProcessState {
     pub(super) info: Process,
     pub(super) table: BTreeMap<i32, OpenFd>,
     /// The origins of the fds the table started with (at attach, start or fork).
     pub(super) initial: Vec<(i32, Origin)>,
-    /// Changes made by `reconcile`, in order: after event `seq`, fd was
-    /// adopted (`Some`) or dropped (`None`).
-    pub(super) reconciled: Vec<(Seq, i32, Option<Origin>)>,
     /// Fds a thread is closing (its close() has entered but not returned),
     /// by tid: already out of the table, because the kernel frees the
     /// number at once and another thread may get it before this close
@@ -33,11 +33,32 @@ pub(super) struct ProcessState {
     /// closed already in the kernel; only the attribution may be off); a
     /// report, made with every event in, drops what is left.
     pub(super) displaced: BTreeMap<i32, VecDeque<OpenFd>>,
+    /// Each creating site's totals.
+    pub(super) sites: HashMap<SiteKey, SiteTotals>,
+    /// Fds created by this process's events, ever.
+    pub(super) created: u64,
+    pub(super) series: Series,
+    /// The latest bad closes, oldest first, at most `BAD_CLOSES_KEPT`.
+    pub(super) bad_closes: VecDeque<Event>,
 }
 
+/// A creating site: the stack and the syscall.
+pub(super) type SiteKey = (Option<StackId>, &'static str);
+
+/// Bad closes kept per process with their events (every one is counted).
+pub const BAD_CLOSES_KEPT: usize = 10;
+
 impl ProcessState {
-    fn new(pid: Pid, start_seq: Seq, table: BTreeMap<i32, OpenFd>, parent: Option<Pid>) -> Self {
+    fn new(
+        pid: Pid,
+        start_seq: Seq,
+        now: Nanos,
+        table: BTreeMap<i32, OpenFd>,
+        parent: Option<Pid>,
+    ) -> Self {
         let initial = table.values().map(|open| (open.fd, open.origin)).collect();
+        let mut series = Series::new(now);
+        series.note(now, table.len() as u32);
         ProcessState {
             info: Process {
                 pid,
@@ -48,10 +69,22 @@ impl ProcessState {
             },
             table,
             initial,
-            reconciled: Vec::new(),
             closing: HashMap::new(),
             displaced: BTreeMap::new(),
+            sites: HashMap::new(),
+            created: 0,
+            series,
+            bad_closes: VecDeque::new(),
         }
+    }
+}
+
+/// An fd of a site left the model's view (closed, or dropped): count it.
+fn gone(sites: &mut HashMap<SiteKey, SiteTotals>, open: &OpenFd) {
+    if let Origin::Created(_) = open.origin
+        && let Some(totals) = sites.get_mut(&(open.stack, open.syscall))
+    {
+        totals.closed += 1;
     }
 }
 
@@ -63,20 +96,43 @@ impl Default for Model {
 
 impl Model {
     pub fn new() -> Model {
+        Model::keeping(DEFAULT_KEPT)
+    }
+
+    /// A model whose window keeps the latest `kept` events.
+    pub fn keeping(kept: usize) -> Model {
         Model {
             stacks: StackTable::new(),
             processes: BTreeMap::new(),
-            events: Vec::new(),
-            args: Vec::new(),
-            arg_ids: HashMap::new(),
+            window: Window::new(kept),
             counters: Counters::default(),
+            clock: 0,
+            scratch: (Vec::new(), Vec::new()),
         }
+    }
+
+    /// Keep the latest `kept` events (at least one) from now on.
+    pub fn keep_events(&mut self, kept: usize) {
+        self.window.set_kept(kept);
+    }
+
+    /// Events recorded from now on happened at `now` (CLOCK_MONOTONIC
+    /// nanoseconds). The clock never goes back: an earlier time keeps the
+    /// later one.
+    pub fn set_clock(&mut self, now: Nanos) {
+        self.clock = self.clock.max(now);
+    }
+
+    /// The time of the latest event or `set_clock`.
+    pub fn clock(&self) -> Nanos {
+        self.clock
     }
 
     /// Start tracking a process with the fds /proc showed at attach (or the
     /// fds a started program began with), all `Origin::BeforeAttach`.
     /// Adding a pid that is already known starts it over.
     pub fn add_process(&mut self, pid: Pid, fds: Vec<ProcFd>) {
+        let now = self.clock;
         let table = fds
             .into_iter()
             .map(|proc_fd| {
@@ -87,12 +143,15 @@ impl Model {
                     cloexec: proc_fd.cloexec,
                     origin: Origin::BeforeAttach,
                     stack: None,
+                    syscall: "",
+                    tid: 0,
+                    created_at: now,
                     notes: Vec::new(),
                 };
                 (open.fd, open)
             })
             .collect();
-        let state = ProcessState::new(pid, self.last_seq(), table, None);
+        let state = ProcessState::new(pid, self.last_seq(), now, table, None);
         self.processes.insert(pid, state);
     }
 
@@ -119,7 +178,8 @@ impl Model {
                 state.info.parent = Some(parent);
             }
             _ => {
-                let state = ProcessState::new(child, self.last_seq(), inherited, Some(parent));
+                let state =
+                    ProcessState::new(child, self.last_seq(), self.clock, inherited, Some(parent));
                 self.processes.insert(child, state);
             }
         }
@@ -145,6 +205,7 @@ impl Model {
         }
         match state.table.remove(&fd) {
             Some(open) => {
+                gone(&mut state.sites, &open);
                 state.closing.insert(tid, open);
             }
             None => {
@@ -155,33 +216,44 @@ impl Model {
 
     /// Apply one completed fd syscall of thread `tid` of process `pid` and
     /// record it as an event (also when it failed, so history and stats see
-    /// it). Returns the event's seq.
+    /// it), at the clock's time. Returns the event's seq.
     ///
     /// When `decoded.kind` is Other but the syscall created fds (dup of a
     /// socket), the event takes the kind of the first fd it created.
     pub fn record(&mut self, pid: Pid, tid: Pid, decoded: &Decoded, stack: Option<StackId>) -> Seq {
         let seq = self.last_seq() + 1;
         let start_seq = self.last_seq();
+        let now = self.clock;
         let state = self
             .processes
             .entry(pid)
-            .or_insert_with(|| ProcessState::new(pid, start_seq, BTreeMap::new(), None));
+            .or_insert_with(|| ProcessState::new(pid, start_seq, now, BTreeMap::new(), None));
         let pending_close = state.closing.remove(&tid);
         let table = &mut state.table;
         let displaced = &mut state.displaced;
-        let events = &self.events;
+        let sites = &mut state.sites;
         let created_by = |open: &OpenFd| match open.origin {
-            Origin::Created(seq) => seq
-                .checked_sub(1)
-                .and_then(|i| events.get(i as usize))
-                .map(|e| e.tid),
+            Origin::Created(_) => Some(open.tid),
             _ => None,
         };
-        let mut created = Vec::new();
-        let mut closed = Vec::new();
+        let (mut created, mut closed) = std::mem::take(&mut self.scratch);
+        created.clear();
+        closed.clear();
         let mut bad_close = None;
-        let mut annotated = -1;
+        let mut annotated = None;
         let mut dropped = 0;
+        let new_fd = |fd: i32, kind: FdKind, target: Option<String>, cloexec: bool, notes| OpenFd {
+            fd,
+            kind,
+            target,
+            cloexec,
+            origin: Origin::Created(seq),
+            stack,
+            syscall: decoded.name,
+            tid,
+            created_at: now,
+            notes,
+        };
         for effect in &decoded.effects {
             match *effect {
                 Effect::Open {
@@ -193,16 +265,7 @@ impl Model {
                     if let Some(holder) = table.remove(&fd) {
                         displaced.entry(fd).or_default().push_back(holder);
                     }
-                    let open = OpenFd {
-                        fd,
-                        kind,
-                        target: target.clone(),
-                        cloexec,
-                        origin: Origin::Created(seq),
-                        stack,
-                        notes: Vec::new(),
-                    };
-                    table.insert(fd, open);
+                    table.insert(fd, new_fd(fd, kind, target.clone(), cloexec, Vec::new()));
                     created.push(fd);
                 }
                 Effect::Dup { from, to, cloexec } => {
@@ -214,19 +277,11 @@ impl Model {
                         .get(&from)
                         .map(|source| (source.kind, source.target.clone(), source.notes.clone()))
                         .unwrap_or((FdKind::Other, None, Vec::new()));
-                    if table.remove(&to).is_some() {
+                    if let Some(old) = table.remove(&to) {
+                        gone(sites, &old);
                         closed.push(to);
                     }
-                    let open = OpenFd {
-                        fd: to,
-                        kind,
-                        target,
-                        cloexec,
-                        origin: Origin::Created(seq),
-                        stack,
-                        notes,
-                    };
-                    table.insert(to, open);
+                    table.insert(to, new_fd(to, kind, target, cloexec, notes));
                     created.push(to);
                 }
                 Effect::Close { fd } => {
@@ -241,13 +296,15 @@ impl Model {
                             .is_none_or(|newcomer| created_by(newcomer) != Some(tid));
                     if closes_displaced {
                         if let Some(holders) = displaced.get_mut(&fd) {
-                            holders.pop_front();
+                            if let Some(holder) = holders.pop_front() {
+                                gone(sites, &holder);
+                            }
                             if holders.is_empty() {
                                 displaced.remove(&fd);
                             }
                         }
-                    } else if !taken_at_entry {
-                        table.remove(&fd);
+                    } else if !taken_at_entry && let Some(old) = table.remove(&fd) {
+                        gone(sites, &old);
                     }
                     closed.push(fd);
                 }
@@ -255,19 +312,25 @@ impl Model {
                     // The kernel says fd was not open: a model that thinks
                     // otherwise was wrong.
                     let taken = pending_close.as_ref().is_some_and(|p| p.fd == fd);
-                    if taken || table.remove(&fd).is_some() {
+                    let held = table.remove(&fd);
+                    if let Some(old) = &held {
+                        gone(sites, old);
+                    }
+                    if taken || held.is_some() {
                         dropped += 1;
                     }
                     bad_close = Some(fd);
                 }
                 Effect::CloseRange { first, last } => {
                     let in_range: Vec<i32> = table
-                        .keys()
-                        .copied()
-                        .filter(|&fd| in_u32_range(fd, first, last))
+                        .range(i32::try_from(first).unwrap_or(i32::MAX)..)
+                        .map(|(&fd, _)| fd)
+                        .take_while(|&fd| in_u32_range(fd, first, last))
                         .collect();
                     for fd in in_range {
-                        table.remove(&fd);
+                        if let Some(old) = table.remove(&fd) {
+                            gone(sites, &old);
+                        }
                         closed.push(fd);
                     }
                 }
@@ -291,21 +354,30 @@ impl Model {
                         open.annotate(note);
                     }
                     if fd >= 0 {
-                        annotated = fd;
+                        annotated = Some(fd);
                     }
                 }
             }
         }
+        if !created.is_empty() {
+            let totals = sites.entry((stack, decoded.name)).or_insert(SiteTotals {
+                first: now,
+                ..SiteTotals::default()
+            });
+            totals.created += created.len() as u64;
+            totals.last = now;
+            state.created += created.len() as u64;
+        }
         // An event that creates nothing of its own kind takes the kind of
         // the first fd it created, or else of the fd it annotated.
-        let kind = match (decoded.kind, created.first()) {
-            (FdKind::Other, Some(fd)) => table.get(fd).map_or(FdKind::Other, |open| open.kind),
-            (FdKind::Other, None) if annotated >= 0 => table
-                .get(&annotated)
-                .map_or(FdKind::Other, |open| open.kind),
-            (kind, _) => kind,
+        let kind = match (decoded.kind, created.first().copied(), annotated) {
+            (FdKind::Other, Some(fd), _) | (FdKind::Other, None, Some(fd)) => {
+                table.get(&fd).map_or(FdKind::Other, |open| open.kind)
+            }
+            (kind, _, _) => kind,
         };
         let open_fds = table.len() as u32;
+        state.series.note(now, open_fds);
         let created_any = !created.is_empty();
         let is_bad_close = bad_close.is_some();
         let name = decoded.name;
@@ -319,22 +391,29 @@ impl Model {
         };
         bump(&mut state.info.counters);
         bump(&mut self.counters);
-        let args = self.intern_args(&decoded.args_text);
-        self.events.push(Event {
-            seq,
+        let seq = self.window.push(NewEvent {
+            time: now,
             pid,
             tid,
             syscall: decoded.name,
             result: decoded.result,
             kind,
-            created: created.into_boxed_slice(),
-            closed: closed.into_boxed_slice(),
+            created: &created,
+            closed: &closed,
             bad_close,
             stack,
             open_fds,
-            args,
+            args: &decoded.args_text,
             annotated,
         });
+        if is_bad_close && let Some(event) = self.window.get(seq) {
+            let bad_closes = &mut state.bad_closes;
+            if bad_closes.len() >= BAD_CLOSES_KEPT {
+                bad_closes.pop_front();
+            }
+            bad_closes.push_back(event);
+        }
+        self.scratch = (created, closed);
         seq
     }
 
@@ -352,10 +431,7 @@ impl Model {
         // fds; a holder still displaced lost its close with them.
         if let Some(state) = self.processes.get_mut(&pid) {
             state.closing.clear();
-            let stale: u64 = std::mem::take(&mut state.displaced)
-                .values()
-                .map(|holders| holders.len() as u64)
-                .sum();
+            let stale = drop_displaced(state);
             state.info.counters.dropped += stale;
             self.counters.dropped += stale;
         }
@@ -386,6 +462,7 @@ impl Model {
             state.info.end = Some(end);
             // A close still in flight at the end did close its fd.
             state.closing.clear();
+            state.series.note(self.clock, state.table.len() as u32);
         }
     }
 
@@ -397,6 +474,7 @@ impl Model {
     /// not reconciled.
     pub fn reconcile(&mut self, pid: Pid, actual: &[ProcFd]) -> Reconciled {
         let last_seq = self.last_seq();
+        let now = self.clock;
         let Some(state) = self.processes.get_mut(&pid) else {
             return Reconciled::default();
         };
@@ -406,10 +484,12 @@ impl Model {
         let actual_by_fd: BTreeMap<i32, &ProcFd> =
             actual.iter().map(|proc_fd| (proc_fd.fd, proc_fd)).collect();
         let mut changes = Reconciled::default();
-        state.table.retain(|fd, _| {
+        let sites = &mut state.sites;
+        state.table.retain(|fd, open| {
             let present = actual_by_fd.contains_key(fd);
             if !present {
                 changes.dropped.push(*fd);
+                gone(sites, open);
             }
             present
         });
@@ -436,6 +516,9 @@ impl Model {
                         cloexec: proc_fd.cloexec,
                         origin: Origin::Untracked(last_seq),
                         stack: None,
+                        syscall: "",
+                        tid: 0,
+                        created_at: now,
                         notes: Vec::new(),
                     };
                     state.table.insert(fd, open);
@@ -443,25 +526,17 @@ impl Model {
                 }
             }
         }
-        for &fd in &changes.dropped {
-            state.reconciled.push((last_seq, fd, None));
-        }
-        for &fd in &changes.adopted {
-            state
-                .reconciled
-                .push((last_seq, fd, Some(Origin::Untracked(last_seq))));
-        }
         // Every event is in when the model is checked: a holder still
         // displaced lost its close (not seen: io_uring, a missed event).
-        let stale: u64 = std::mem::take(&mut state.displaced)
-            .values()
-            .map(|holders| holders.len() as u64)
-            .sum();
+        let stale = drop_displaced(state);
         let adopted = changes.adopted.len() as u64;
         let dropped = changes.dropped.len() as u64 + stale;
         for counters in [&mut state.info.counters, &mut self.counters] {
             counters.adopted += adopted;
             counters.dropped += dropped;
+        }
+        if adopted + dropped > 0 {
+            state.series.note(now, state.table.len() as u32);
         }
         changes
     }
@@ -478,17 +553,17 @@ impl Model {
             open.target = Some(target);
         }
     }
+}
 
-    fn intern_args(&mut self, text: &str) -> u32 {
-        if let Some(&id) = self.arg_ids.get(text) {
-            return id;
-        }
-        let id = self.args.len() as u32;
-        let text: Box<str> = text.into();
-        self.args.push(text.clone());
-        self.arg_ids.insert(text, id);
-        id
+/// Forget the displaced holders of `state` (their closes were lost);
+/// returns how many there were.
+fn drop_displaced(state: &mut ProcessState) -> u64 {
+    let mut stale = 0;
+    for holder in std::mem::take(&mut state.displaced).into_values().flatten() {
+        gone(&mut state.sites, &holder);
+        stale += 1;
     }
+    stale
 }
 
 /// Whether `fd` is in close_range's inclusive `first..=last`.

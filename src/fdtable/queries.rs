@@ -1,9 +1,47 @@
 //! Asking the model: open fds, events, leaks, history and diff.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
-use super::{Counters, Event, FdKind, LeakSite, Model, OpenFd, Origin, Pid, Process, Seq};
+use super::{
+    Counters, Event, FdKind, LeakSite, Model, Nanos, OpenFd, Origin, Pid, Process, Seq, SiteTotals,
+};
 use crate::stacks::StackId;
+
+/// A moment `diff` compares with: the seq and time of the latest event,
+/// and per live process what it had open and how many fds it had created.
+/// Bounded by the open fds, however long ago it was taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: Seq,
+    pub time: Nanos,
+    processes: BTreeMap<Pid, MarkedProcess>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct MarkedProcess {
+    created: u64,
+    open: Vec<(i32, Origin)>,
+}
+
+/// `history`: the kept events on one fd number, and how many events
+/// (of any fd) were recorded before the oldest kept one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    pub events: Vec<Event>,
+    pub forgotten: u64,
+}
+
+/// What the model holds (`stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub events_kept: u64,
+    pub events_forgotten: u64,
+    /// The window's records and arenas, in bytes.
+    pub window_bytes: u64,
+    pub keeps_at_most: u64,
+    pub stacks: u64,
+    pub sites: u64,
+}
 
 /// What changed in one process since a moment (`diff`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,24 +91,116 @@ impl Model {
             .map_or(0, |state| state.table.len())
     }
 
-    pub fn event(&self, seq: Seq) -> Option<&Event> {
-        let index = usize::try_from(seq.checked_sub(1)?).ok()?;
-        self.events.get(index)
+    /// The event `seq`, if the window still keeps it.
+    pub fn event(&self, seq: Seq) -> Option<Event> {
+        self.window.get(seq)
     }
 
-    /// All events of all processes, in seq order.
-    pub fn events(&self) -> &[Event] {
-        &self.events
+    /// The kept events from `seq` on (all processes), in order.
+    pub fn events_from(&self, seq: Seq) -> impl Iterator<Item = Event> + '_ {
+        self.window.views_from(seq).map(|view| view.event())
     }
 
     /// The seq of the latest event; 0 before any.
     pub fn last_seq(&self) -> Seq {
-        self.events.len() as Seq
+        self.window.last_seq()
+    }
+
+    /// The oldest event still kept (`last_seq() + 1` when none is).
+    pub fn first_kept(&self) -> Seq {
+        self.window.first_kept()
+    }
+
+    /// Events recorded and no longer kept.
+    pub fn events_forgotten(&self) -> u64 {
+        self.window.forgotten()
+    }
+
+    /// What the model holds, for `stats`.
+    pub fn memory(&self) -> Memory {
+        Memory {
+            events_kept: self.window.len() as u64,
+            events_forgotten: self.window.forgotten(),
+            window_bytes: self.window.bytes() as u64,
+            keeps_at_most: self.window.kept_at_most() as u64,
+            stacks: self.stacks.len() as u64,
+            sites: self.processes.values().map(|p| p.sites.len() as u64).sum(),
+        }
     }
 
     /// Counters over all processes (each `Process` has its own).
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The open-fd count of `pid` over its session: (time, largest count
+    /// in the bucket starting then), oldest first, at most a few hundred.
+    pub fn open_over_time(&self, pid: Pid) -> Vec<(Nanos, u32)> {
+        self.processes
+            .get(&pid)
+            .map(|state| state.series.points().collect())
+            .unwrap_or_default()
+    }
+
+    /// When tracking of `pid` began.
+    pub fn tracked_since(&self, pid: Pid) -> Option<Nanos> {
+        Some(self.processes.get(&pid)?.series.start())
+    }
+
+    /// The latest bad closes of `pid`, oldest first (every one is counted
+    /// in its counters; `BAD_CLOSES_KEPT` are kept).
+    pub fn bad_closes(&self, pid: Pid) -> Vec<Event> {
+        self.processes
+            .get(&pid)
+            .map(|state| state.bad_closes.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every site of `pid` with its totals, whether it has fds open or not.
+    pub fn site_totals(&self, pid: Pid) -> Vec<(Option<StackId>, &'static str, SiteTotals)> {
+        let mut sites: Vec<_> = self
+            .processes
+            .get(&pid)
+            .map(|state| {
+                state
+                    .sites
+                    .iter()
+                    .map(|(&(stack, syscall), &totals)| (stack, syscall, totals))
+                    .collect()
+            })
+            .unwrap_or_default();
+        sites.sort_by_key(|&(stack, syscall, totals)| (totals.first, stack, syscall));
+        sites
+    }
+
+    /// A moment to compare with later (`diff`): what each live process
+    /// has open, and how many fds it had created.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            seq: self.last_seq(),
+            time: self.clock,
+            processes: self
+                .processes
+                .iter()
+                .filter(|(_, state)| state.info.end.is_none())
+                .map(|(&pid, state)| {
+                    let mut open: Vec<(i32, Origin)> = state
+                        .table
+                        .values()
+                        .map(|open| (open.fd, open.origin))
+                        .collect();
+                    // A close under way at the moment: it was still open.
+                    open.extend(state.closing.values().map(|c| (c.fd, c.origin)));
+                    (
+                        pid,
+                        MarkedProcess {
+                            created: state.created,
+                            open,
+                        },
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// Fds of `pid` still open that came into being after event `since`
@@ -82,7 +212,7 @@ impl Model {
             .into_iter()
             .filter(|open| open.origin.is_after(since));
         // No fd open before tracing is after anything: the name is unused.
-        let sites = self.sites(after, BEFORE_ATTACH);
+        let sites = self.sites(pid, after, BEFORE_ATTACH);
         sites.into_iter().filter(|site| site.count >= min).collect()
     }
 
@@ -93,13 +223,20 @@ impl Model {
     /// Each site's fds keep the order of `fds`.
     pub fn sites<'a>(
         &self,
+        pid: Pid,
         fds: impl IntoIterator<Item = &'a OpenFd>,
         initial: &'static str,
     ) -> Vec<LeakSite> {
         let mut groups: HashMap<(Option<StackId>, &'static str), LeakSite> = HashMap::new();
+        let totals = |stack: Option<StackId>, syscall: &'static str| {
+            self.processes
+                .get(&pid)
+                .and_then(|state| state.sites.get(&(stack, syscall)).copied())
+                .unwrap_or_default()
+        };
         for open in fds {
             let (syscall, seq) = match open.origin {
-                Origin::Created(seq) => (self.event(seq).map_or(UNTRACKED, |e| e.syscall), seq),
+                Origin::Created(seq) => (open.syscall, seq),
                 Origin::Untracked(seq) => (UNTRACKED, seq),
                 Origin::BeforeAttach => (initial, 0),
             };
@@ -112,7 +249,10 @@ impl Model {
                     fds: Vec::new(),
                     first_seq: seq,
                     last_seq: seq,
+                    oldest: open.created_at,
+                    newest: open.created_at,
                     stack: open.stack,
+                    totals: totals(open.stack, syscall),
                 });
             site.count += 1;
             site.fds.push(open.fd);
@@ -121,6 +261,8 @@ impl Model {
                 site.kind = open.kind;
             }
             site.last_seq = site.last_seq.max(seq);
+            site.oldest = site.oldest.min(open.created_at);
+            site.newest = site.newest.max(open.created_at);
         }
         let mut sites: Vec<LeakSite> = groups.into_values().collect();
         sites.sort_by(|a, b| {
@@ -133,109 +275,76 @@ impl Model {
         sites
     }
 
-    /// Every event of `pid` that created, closed or bad-closed fd number
-    /// `fd`, in order (fd numbers are reused: this is all of them).
-    pub fn history(&self, pid: Pid, fd: i32) -> Vec<&Event> {
-        self.events_of(pid).filter(|e| e.touches(fd)).collect()
-    }
-
-    /// What changed in `pid` since event `since`; see `Diff`.
-    pub fn diff(&self, pid: Pid, since: Seq) -> Diff {
-        let Some(state) = self.processes.get(&pid) else {
-            return Diff::default();
-        };
-        let mut opened_and_closed = 0;
-        for event in self.events_of(pid).filter(|e| e.seq > since) {
-            for fd in event.created.iter() {
-                let open_now = state
-                    .table
-                    .get(fd)
-                    .is_some_and(|open| open.origin == Origin::Created(event.seq));
-                if !open_now {
-                    opened_and_closed += 1;
-                }
-            }
-        }
-        Diff {
-            still_open: self.leaks(pid, since, 1),
-            opened_and_closed,
-            closed_from_before: self.closed_from_before(pid, since),
-        }
-    }
-
-    /// Replays `pid`'s history from its initial table to find the fds that
-    /// were open at `since` and closed after it.
-    ///
-    /// A number may be open twice in the replay: close frees it at entry, so
-    /// another thread's creation can be recorded before the close's own
-    /// event. Each number keeps its holders oldest first, and a close takes
-    /// the oldest, the one that was being closed.
-    fn closed_from_before(&self, pid: Pid, since: Seq) -> Vec<i32> {
-        let Some(state) = self.processes.get(&pid) else {
-            return Vec::new();
-        };
-        let mut open: BTreeMap<i32, VecDeque<Origin>> = state
-            .initial
-            .iter()
-            .map(|&(fd, origin)| (fd, VecDeque::from([origin])))
-            .collect();
-        let close = |open: &mut BTreeMap<i32, VecDeque<Origin>>, fd: i32| {
-            let holders = open.get_mut(&fd)?;
-            let oldest = holders.pop_front();
-            if holders.is_empty() {
-                open.remove(&fd);
-            }
-            oldest
-        };
-        let mut reconciled = state.reconciled.iter().peekable();
-        let mut closed_from_before = Vec::new();
-        for event in self.events_of(pid) {
-            while let Some(&&(seq, fd, adopted)) = reconciled.peek() {
-                if seq >= event.seq {
-                    break;
-                }
-                match adopted {
-                    Some(origin) => {
-                        open.insert(fd, VecDeque::from([origin]));
-                    }
-                    None => {
-                        open.remove(&fd);
-                    }
-                }
-                reconciled.next();
-            }
-            for &fd in event.closed.iter() {
-                // A close of an fd the model never saw open: it existed
-                // before anything the model knows of.
-                let origin = close(&mut open, fd).unwrap_or(Origin::BeforeAttach);
-                if event.seq > since && !origin.is_after(since) {
-                    closed_from_before.push(fd);
-                }
-            }
-            if let Some(fd) = event.bad_close {
-                close(&mut open, fd);
-            }
-            for &fd in event.created.iter() {
-                open.entry(fd)
-                    .or_default()
-                    .push_back(Origin::Created(event.seq));
-            }
-        }
-        closed_from_before.sort_unstable();
-        closed_from_before
-    }
-
-    /// The events of `pid` since tracking of it began.
-    fn events_of(&self, pid: Pid) -> impl Iterator<Item = &Event> {
+    /// The kept events of `pid` that created, closed, bad-closed or
+    /// annotated fd number `fd`, in order (fd numbers are reused: all of
+    /// them), and how many older events of any fd are no longer kept.
+    pub fn history(&self, pid: Pid, fd: i32) -> History {
         let start = self
             .processes
             .get(&pid)
-            .map_or(usize::MAX, |state| state.info.start_seq as usize);
-        self.events
-            .get(start..)
-            .unwrap_or_default()
-            .iter()
-            .filter(move |e| e.pid == pid)
+            .map_or(Seq::MAX, |state| state.info.start_seq + 1);
+        let events = self
+            .window
+            .views_from(start)
+            .filter(|view| view.pid() == pid && view.touches(fd))
+            .map(|view| view.event())
+            .collect();
+        // Only what came after tracking began counts as lost.
+        let forgotten = self
+            .window
+            .first_kept()
+            .saturating_sub(start.min(self.window.first_kept()));
+        History { events, forgotten }
+    }
+
+    /// What changed in `pid` since `mark`; see `Diff`. Exact however old
+    /// the mark: it compares the tables, not the events between.
+    pub fn diff(&self, pid: Pid, mark: &Snapshot) -> Diff {
+        let Some(state) = self.processes.get(&pid) else {
+            return Diff::default();
+        };
+        let since = mark.seq;
+        // A process that appeared after the mark: what it started with
+        // from before the mark (a fork's copy of its parent's table).
+        let (created_before, open_at_mark): (u64, Vec<(i32, Origin)>) =
+            match mark.processes.get(&pid) {
+                Some(marked) => (marked.created, marked.open.clone()),
+                None => (
+                    0,
+                    state
+                        .initial
+                        .iter()
+                        .copied()
+                        .filter(|(_, origin)| !origin.is_after(since))
+                        .collect(),
+                ),
+            };
+        let created_since_open = state
+            .table
+            .values()
+            .filter(|open| matches!(open.origin, Origin::Created(seq) if seq > since))
+            .count() as u64;
+        let opened_and_closed = state
+            .created
+            .saturating_sub(created_before)
+            .saturating_sub(created_since_open) as usize;
+        let mut closed_from_before: Vec<i32> = open_at_mark
+            .into_iter()
+            .filter(|&(fd, origin)| {
+                state
+                    .table
+                    .get(&fd)
+                    .is_none_or(|open| open.origin != origin)
+            })
+            .map(|(fd, _)| fd)
+            .collect();
+        closed_from_before.sort_unstable();
+        closed_from_before.dedup();
+        Diff {
+            still_open: self.leaks(pid, since, 1),
+            opened_and_closed,
+            closed_from_before,
+        }
     }
 
     /// The kind of each open fd of `pid`, counted (for `stats` and `inspect`).

@@ -22,7 +22,7 @@ pub struct Balance {
     /// Fds closed during calls that were open before the call.
     pub closed: u64,
     /// The events that created fds during calls: still open or not is
-    /// known only when reported.
+    /// known only when reported (`forget_closed` drops the others).
     pub creations: BTreeSet<Seq>,
     /// Calls under way, by thread: the last event before each entry,
     /// innermost last.
@@ -54,7 +54,7 @@ impl Balance {
     /// events after the matching entry's (any thread: only `tid`'s count).
     /// A return with no entry seen (a call under way when `balance` began)
     /// is not counted.
-    pub fn returned<'a>(&mut self, tid: Pid, events: impl Fn(Seq) -> Vec<&'a Event>) {
+    pub fn returned(&mut self, tid: Pid, events: impl Fn(Seq) -> Vec<Event>) {
         let Some(since) = self.open_calls.get_mut(&tid).and_then(Vec::pop) else {
             return;
         };
@@ -70,6 +70,20 @@ impl Balance {
                 if !created_here.remove(&fd) {
                     self.closed += 1;
                 }
+            }
+        }
+    }
+}
+
+impl Balance {
+    /// Keep only the creations whose fds are still open (`open`: the
+    /// creating events of the open fds), once they outnumber them well:
+    /// what a call created and closed is counted already.
+    pub fn forget_closed(&mut self, open: impl FnOnce() -> BTreeSet<Seq>) {
+        if self.creations.len() > 4096 {
+            let open = open();
+            if self.creations.len() > 2 * open.len() {
+                self.creations.retain(|seq| open.contains(seq));
             }
         }
     }

@@ -21,6 +21,8 @@ pub enum Command {
     /// `duration` is at most [`MAX_DURATION`].
     Continue {
         duration: Option<Duration>,
+        /// `--every PERIOD`: a tick per period while running.
+        every: Option<Duration>,
     },
     /// `count` is at least 1.
     Finish,
@@ -36,6 +38,8 @@ pub enum Command {
     Leaks {
         since: Option<String>,
         min: usize,
+        /// `--older DURATION`: only fds created longer ago than this.
+        older: Option<Duration>,
     },
     History {
         fd: i32,
@@ -110,6 +114,8 @@ pub enum ReplError {
     BadDuration { word: String },
     #[error("duration '{}' is too long: at most 365 days (8760h)", echo(.word))]
     DurationTooLong { word: String },
+    #[error("period '{}' is too short: at least 100ms", echo(.word))]
+    PeriodTooShort { word: String },
     /// `what` is "a count", "an fd number", ...
     #[error("expected {what}, got '{}'", echo(.word))]
     Expected { what: &'static str, word: String },
@@ -217,15 +223,17 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "continue",
         aliases: &["c", "cont"],
-        usage: "continue [DURATION]",
-        help: "Resume all threads until a breakpoint, the process exits, Ctrl-C, or DURATION (500ms, 10s, 2m) passes.",
+        usage: "continue [DURATION] [--every PERIOD]",
+        help: "Resume all threads until a breakpoint, the process exits, Ctrl-C, or DURATION (500ms, 10s, 2m) passes. With --every, a line per PERIOD meanwhile: elapsed time, open fds, the change since the last line, the sites growing fastest.",
         parse: |args| {
+            let every = args.flag("--every", parse_period)?;
             Ok(Command::Continue {
                 duration: args.optional(parse_duration)?,
+                every,
             })
         },
         operands: Operands::Free,
-        flags: &[],
+        flags: &[("--every", Words::Free)],
     },
     Spec {
         name: "step",
@@ -366,15 +374,20 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "leaks",
         aliases: &[],
-        usage: "leaks [--since MARK] [--min N] [--json]",
-        help: "Fds created since attach (or since MARK) and still open, grouped by creating stack, biggest group first.",
+        usage: "leaks [--since MARK] [--min N] [--older DURATION] [--json]",
+        help: "Fds created since attach (or since MARK) and still open, grouped by creating stack, biggest group first. Each site is numbered and shows its age range and rate; --older keeps only fds created more than DURATION ago.",
         parse: |args| {
             let since = args.flag("--since", |s| Ok(s.to_string()))?;
             let min = args.flag("--min", parse_count)?.unwrap_or(1);
-            Ok(Command::Leaks { since, min })
+            let older = args.flag("--older", parse_duration)?;
+            Ok(Command::Leaks { since, min, older })
         },
         operands: Operands::Free,
-        flags: &[("--since", Words::Free), ("--min", Words::Free)],
+        flags: &[
+            ("--since", Words::Free),
+            ("--min", Words::Free),
+            ("--older", Words::Free),
+        ],
     },
     Spec {
         name: "history",
@@ -639,6 +652,21 @@ impl<'a> Args<'a> {
 
 /// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds. At most
 /// [`MAX_DURATION`].
+/// A tick period: a duration of at least 100 ms (a tick reads the model
+/// and may symbolize; more often would cost the process).
+fn parse_period(s: &str) -> Result<Duration, ReplError> {
+    let period = parse_duration(s)?;
+    if period < MIN_PERIOD {
+        return Err(ReplError::PeriodTooShort {
+            word: s.to_string(),
+        });
+    }
+    Ok(period)
+}
+
+/// The shortest `--every PERIOD`.
+pub const MIN_PERIOD: Duration = Duration::from_millis(100);
+
 pub fn parse_duration(s: &str) -> Result<Duration, ReplError> {
     let bad = || ReplError::BadDuration { word: s.into() };
     let split = s
@@ -793,17 +821,47 @@ mod tests {
 
     #[test]
     fn abbreviations_and_arguments_parse() {
-        assert_eq!(cmd("c"), Command::Continue { duration: None });
+        assert_eq!(
+            cmd("c"),
+            Command::Continue {
+                duration: None,
+                every: None
+            }
+        );
         assert_eq!(
             cmd("continue 5s"),
             Command::Continue {
-                duration: Some(Duration::from_secs(5))
+                duration: Some(Duration::from_secs(5)),
+                every: None
             }
         );
         assert_eq!(
             cmd("cont 500ms"),
             Command::Continue {
-                duration: Some(Duration::from_millis(500))
+                duration: Some(Duration::from_millis(500)),
+                every: None
+            }
+        );
+        for line in ["c 30s --every 5s", "c --every 5s 30s"] {
+            assert_eq!(
+                cmd(line),
+                Command::Continue {
+                    duration: Some(Duration::from_secs(30)),
+                    every: Some(Duration::from_secs(5))
+                },
+                "{line}"
+            );
+        }
+        assert_eq!(
+            parse("c --every 10ms").unwrap_err().to_string(),
+            "period '10ms' is too short: at least 100ms"
+        );
+        assert_eq!(
+            cmd("leaks --older 10s"),
+            Command::Leaks {
+                since: None,
+                min: 1,
+                older: Some(Duration::from_secs(10))
             }
         );
         assert_eq!(cmd("s 3"), Command::Step { count: 3 });
@@ -811,7 +869,8 @@ mod tests {
             cmd("le --min 2 --since m1"),
             Command::Leaks {
                 since: Some("m1".into()),
-                min: 2
+                min: 2,
+                older: None
             }
         );
         assert_eq!(

@@ -48,7 +48,10 @@ pub(super) fn logins(
         result
     });
     front.note("(fdbg) continue");
-    let status = front.send(Command::Continue { duration: None });
+    let status = front.send(Command::Continue {
+        duration: None,
+        every: None,
+    });
     // The continue ends only at the client's interrupt (or with the
     // session), so the client is done or failing by now.
     if let Ok(Err(e)) = client.join() {
@@ -63,6 +66,7 @@ pub(super) fn first_look(front: &mut FrontEnd) -> Option<i32> {
     if let Some(code) = front.send(Command::Leaks {
         since: None,
         min: 1,
+        older: None,
     }) {
         return Some(code);
     }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::net::{self, SocketInfo};
 
-use crate::fdtable::{self, Event, FdKind, LeakSite, Origin, Pid, ProcessEnd, Seq};
+use crate::fdtable::{
+    self, Event, FdKind, LeakSite, Nanos, Origin, Pid, ProcessEnd, Seq, Snapshot,
+};
 use crate::repl::breakpoints::{Breakpoints, Condition};
 use crate::repl::command::{self, Command};
 use crate::repl::report::*;
@@ -27,13 +29,16 @@ pub enum Next {
 struct Finishing {
     tid: Pid,
     sp: u64,
-    seq: Seq,
+    mark: Snapshot,
     function: String,
 }
 
 pub struct Session {
     pub tracer: Tracer,
-    marks: Vec<(String, Seq)>,
+    /// Each mark and the moment it keeps (bounded by the fds open then).
+    marks: Vec<(String, Snapshot)>,
+    /// Where reports made while a command runs go (`continue --every`).
+    progress: Option<Box<dyn FnMut(Report)>>,
     /// The event the process is stopped at, if it stopped at one.
     stopped_at: Option<Seq>,
     /// The thread and its stack, when the last stop is a function
@@ -68,6 +73,7 @@ impl Session {
         Session {
             tracer,
             marks: Vec::new(),
+            progress: None,
             stopped_at: None,
             stopped_in: None,
             stopped_in_break: None,
@@ -83,18 +89,24 @@ impl Session {
         }
     }
 
+    /// Reports made while a command runs (the ticks of `continue
+    /// --every`) go to `progress` as they are made.
+    pub fn set_progress(&mut self, progress: Box<dyn FnMut(Report)>) {
+        self.progress = Some(progress);
+    }
+
     /// Run one command. `Err` is a one-line message for the user.
     pub fn execute(&mut self, command: &Command) -> Result<(Vec<Report>, Next), String> {
         self.socket_cache.clear();
         self.listed.clear();
         self.frames_cache.clear();
         let reports = match command {
-            Command::Continue { duration } => {
+            Command::Continue { duration, every } => {
                 let deadline =
                     duration.map(|d| Instant::now().checked_add(d).ok_or("duration too long"));
-                self.resume(deadline.transpose()?, None)?
+                self.resume(deadline.transpose()?, None, *every)?
             }
-            Command::Step { count } => self.resume(None, Some(*count))?,
+            Command::Step { count } => self.resume(None, Some(*count), None)?,
             Command::Finish => self.finish()?,
             Command::Balance {
                 function: Some(name),
@@ -107,33 +119,37 @@ impl Session {
                     .map(|pid| Report::Fds(self.fds(pid, *kind)))
                     .collect()
             }
-            Command::Leaks { since, min } => {
+            Command::Leaks { since, min, older } => {
                 self.check_model();
                 let (since_seq, label) = match since {
-                    Some(name) => (self.mark(name)?, format!("mark {name}")),
+                    Some(name) => (self.mark(name)?.seq, format!("mark {name}")),
                     None => (0, self.start_label().to_string()),
+                };
+                let filter = LeaksFilter {
+                    since: since_seq,
+                    min: *min,
+                    older: *older,
                 };
                 self.report_pids()
                     .into_iter()
-                    .map(|pid| Report::Leaks(self.leaks(pid, since_seq, *min, &label)))
+                    .map(|pid| Report::Leaks(self.leaks(pid, &filter, &label)))
                     .collect()
             }
             Command::History { fd } => self
                 .report_pids()
                 .into_iter()
                 .map(|pid| {
-                    let events: Vec<Event> = self
-                        .tracer
-                        .model
-                        .history(pid, *fd)
-                        .into_iter()
-                        .cloned()
+                    let history = self.tracer.model.history(pid, *fd);
+                    let events = history
+                        .events
+                        .iter()
+                        .map(|e| self.event_report(e))
                         .collect();
-                    let events = events.iter().map(|e| self.event_report(e)).collect();
                     Report::History(HistoryReport {
                         pid,
                         fd: *fd,
                         events,
+                        events_forgotten: history.forgotten,
                     })
                 })
                 .collect(),
@@ -146,12 +162,12 @@ impl Session {
                     let seq = self.stopped_at.ok_or(
                         "no stack: the process is not stopped at an fd event or a function",
                     )?;
-                    let event = self
-                        .tracer
-                        .model
-                        .event(seq)
-                        .cloned()
-                        .ok_or("no such event")?;
+                    let event = self.tracer.model.event(seq).ok_or_else(|| {
+                        format!(
+                            "event #{seq} is no longer kept (fdbg keeps the latest {} events; --keep-events N keeps more)",
+                            self.tracer.model.memory().keeps_at_most
+                        )
+                    })?;
                     vec![Report::Backtrace(BacktraceReport {
                         event: self.event_report(&event),
                     })]
@@ -161,9 +177,10 @@ impl Session {
                 let name = name
                     .clone()
                     .unwrap_or_else(|| (self.marks.len() + 1).to_string());
-                let seq = self.tracer.model.last_seq();
+                let mark = self.tracer.model.snapshot();
+                let seq = mark.seq;
                 self.marks.retain(|(n, _)| *n != name);
-                self.marks.push((name.clone(), seq));
+                self.marks.push((name.clone(), mark));
                 vec![Report::message(format!("mark {name} at event #{seq}"))]
             }
             Command::Diff { name } => {
@@ -176,17 +193,13 @@ impl Session {
                         .map(|(n, _)| n.clone())
                         .ok_or("no mark yet: use 'mark [NAME]' first")?,
                 };
-                let since = self.mark(&name)?;
+                let mark = self.mark(&name)?.clone();
                 self.report_pids()
                     .into_iter()
                     .map(|pid| {
-                        let diff = self.tracer.model.diff(pid, since);
+                        let diff = self.tracer.model.diff(pid, &mark);
                         let sockets = self.sockets_of(pid);
-                        let still_open = diff
-                            .still_open
-                            .iter()
-                            .map(|s| self.site_report(pid, s, &sockets))
-                            .collect();
+                        let still_open = self.site_reports(pid, &diff.still_open, &sockets);
                         Report::Diff(DiffReport {
                             pid,
                             since: name.clone(),
@@ -420,17 +433,14 @@ impl Session {
                 .cloned()
                 .collect();
             let still_open = open.len() as u64;
-            let sites = self.tracer.model.sites(open.iter(), "before attach");
+            let sites = self.tracer.model.sites(pid, open.iter(), "before attach");
             let (function, calls, opened, closed) = (
                 balance.function.clone(),
                 balance.calls,
                 balance.opened,
                 balance.closed,
             );
-            let sites = sites
-                .iter()
-                .map(|s| self.site_report(pid, s, &sockets))
-                .collect();
+            let sites = self.site_reports(pid, &sites, &sockets);
             entries.push(BalanceEntry {
                 function,
                 calls,
@@ -473,13 +483,13 @@ impl Session {
         self.finishing = Some(Finishing {
             tid,
             sp,
-            seq: self.tracer.model.last_seq(),
+            mark: self.tracer.model.snapshot(),
             function: frames
                 .first()
                 .and_then(|f| f.function.clone())
                 .unwrap_or_else(|| pattern.clone()),
         });
-        self.resume(None, None)
+        self.resume(None, None, None)
     }
 
     /// The report of a `finish` whose call returned in thread `tid`.
@@ -487,13 +497,9 @@ impl Session {
         self.check_model();
         let pid = self.tracer.main_pid;
         let return_value = self.tracer.return_value(tid);
-        let diff = self.tracer.model.diff(pid, finishing.seq);
+        let diff = self.tracer.model.diff(pid, &finishing.mark);
         let sockets = self.sockets_of(pid);
-        let still_open = diff
-            .still_open
-            .iter()
-            .map(|s| self.site_report(pid, s, &sockets))
-            .collect();
+        let still_open = self.site_reports(pid, &diff.still_open, &sockets);
         let frames = self.tracer.thread_frames(tid);
         self.stopped_in = Some((tid, frames));
         self.stopped_in_break = None;
@@ -546,12 +552,12 @@ impl Session {
         }
     }
 
-    fn mark(&self, name: &str) -> Result<Seq, String> {
+    fn mark(&self, name: &str) -> Result<&Snapshot, String> {
         self.marks
             .iter()
             .rev()
             .find(|(n, _)| n == name)
-            .map(|(_, seq)| *seq)
+            .map(|(_, mark)| mark)
             .ok_or_else(|| format!("no mark named '{name}'; use 'mark {name}' first"))
     }
 
@@ -583,6 +589,7 @@ impl Session {
         &mut self,
         deadline: Option<Instant>,
         steps: Option<usize>,
+        every: Option<Duration>,
     ) -> Result<Vec<Report>, String> {
         let main = self.tracer.main_pid;
         if self.tracer.detached {
@@ -606,27 +613,46 @@ impl Session {
             eprintln!("fdbg: {line}");
         }
         let follow = self.tracer.follow_forks;
+        // The events `step` shows (only while stepping: a `continue` of a
+        // day keeps none).
         let mut seen: Vec<Seq> = Vec::new();
         let mut hit: Option<(u32, bool)> = None;
         let breakpoints = &mut self.breakpoints;
         let started = Instant::now();
         let mut on_event =
             |model: &fdtable::Model, symbolizer: &mut crate::symbolize::Symbolizer, seq: Seq| {
+                if steps.is_none() && breakpoints.is_empty() {
+                    return false;
+                }
                 let Some(event) = model.event(seq) else {
                     return false;
                 };
                 if event.pid != main && !follow {
                     return false;
                 }
-                seen.push(seq);
-                if let Some(bp) = breakpoints.check(model, symbolizer, event) {
+                if steps.is_some() {
+                    seen.push(seq);
+                }
+                if let Some(bp) = breakpoints.check(model, symbolizer, &event) {
                     hit = Some((bp.id, bp.is_catch()));
                     return true;
                 }
                 steps.is_some_and(|n| seen.len() >= n)
             };
+        let mut ticker = every.map(|_| Ticker::new(main, self.tracer.model.open_count(main)));
+        let mut progress = self.progress.take();
         let halt = loop {
-            let halt = self.tracer.resume_until(deadline, &mut on_event);
+            let mut on_tick =
+                |model: &fdtable::Model, symbolizer: &mut crate::symbolize::Symbolizer| {
+                    if let (Some(ticker), Some(progress)) = (ticker.as_mut(), progress.as_mut()) {
+                        progress(Report::Tick(ticker.tick(model, symbolizer)));
+                    }
+                };
+            let ticks = every.map(|period| crate::tracer::Ticks {
+                period,
+                on_tick: &mut on_tick,
+            });
+            let halt = self.tracer.resume_until(deadline, &mut on_event, ticks);
             // `finish`: only the return of the call it started from (its
             // thread, a stack pointer above the call's) ends it.
             if let (Halt::Function(h), Some(f)) = (&halt, &self.finishing)
@@ -641,9 +667,15 @@ impl Session {
             {
                 if h.ret {
                     let model = &self.tracer.model;
-                    balance.returned(h.tid, |since| {
-                        ((since + 1)..=model.last_seq())
-                            .filter_map(|seq| model.event(seq))
+                    balance.returned(h.tid, |since| model.events_from(since + 1).collect());
+                    balance.forget_closed(|| {
+                        model
+                            .open_fds(main)
+                            .into_iter()
+                            .filter_map(|open| match open.origin {
+                                Origin::Created(seq) => Some(seq),
+                                _ => None,
+                            })
                             .collect()
                     });
                 } else {
@@ -665,6 +697,7 @@ impl Session {
             }
             break halt;
         };
+        self.progress = progress;
         self.running += started.elapsed();
         if let Some(finishing) = self.finishing.take() {
             self.tracer
@@ -687,7 +720,7 @@ impl Session {
                 .len()
                 .saturating_sub(usize::from(matches!(halt, Halt::Event(_))));
             for &seq in &seen[..shown] {
-                if let Some(event) = self.tracer.model.event(seq).cloned() {
+                if let Some(event) = self.tracer.model.event(seq) {
                     reports.push(Report::Event(self.event_report(&event)));
                 }
             }
@@ -716,12 +749,7 @@ impl Session {
                     None => StopKind::Step,
                 };
                 self.stopped_at = Some(seq);
-                stop.event = self
-                    .tracer
-                    .model
-                    .event(seq)
-                    .cloned()
-                    .map(|e| self.event_report(&e));
+                stop.event = self.tracer.model.event(seq).map(|e| self.event_report(&e));
             }
             Halt::Function(hit) => {
                 stop.stop = StopKind::Breakpoint;
@@ -794,7 +822,7 @@ impl Session {
             pid: event.pid,
             tid: event.tid,
             syscall: event.syscall,
-            args: event.args(&self.tracer.model).to_string(),
+            args: event.args.to_string(),
             kind: event.kind,
             result: event.result,
             fds: event.created.to_vec(),
@@ -884,27 +912,49 @@ impl Session {
             .or_else(|| self.tracer.model.open_fd(pid, fd)?.target.clone())
     }
 
-    fn site_report(
+    /// Sites as reports show them, numbered from 1 in the order given,
+    /// with their ages and rates as of now.
+    fn site_reports(
         &mut self,
         pid: Pid,
-        site: &LeakSite,
+        sites: &[LeakSite],
         sockets: &BTreeMap<i32, SocketInfo>,
-    ) -> SiteReport {
-        let (frames, _) = self.frames(pid, site.stack);
-        let target = site
-            .fds
-            .first()
-            .and_then(|&fd| self.target_of(pid, fd, sockets));
-        SiteReport {
-            count: site.count,
-            target,
-            syscall: site.syscall,
-            kind: site.kind,
-            fds: site.fds.clone(),
-            first_seq: site.first_seq,
-            last_seq: site.last_seq,
-            frames,
-        }
+    ) -> Vec<SiteReport> {
+        let now = self.now();
+        sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| {
+                let (frames, _) = self.frames(pid, site.stack);
+                let target = site
+                    .fds
+                    .first()
+                    .and_then(|&fd| self.target_of(pid, fd, sockets));
+                let age = |t: Nanos| now.saturating_sub(t) as f64 / 1e9;
+                SiteReport {
+                    site: i + 1,
+                    count: site.count,
+                    target,
+                    syscall: site.syscall,
+                    kind: site.kind,
+                    fds: site.fds.clone(),
+                    first_seq: site.first_seq,
+                    last_seq: site.last_seq,
+                    oldest_age_s: age(site.oldest),
+                    newest_age_s: age(site.newest),
+                    per_min: per_minute(site.count, age(site.oldest) - age(site.newest)),
+                    created: site.totals.created,
+                    closed: site.totals.closed,
+                    frames,
+                }
+            })
+            .collect()
+    }
+
+    /// The time now, on the clock the model's events carry; never before
+    /// the latest event.
+    fn now(&self) -> Nanos {
+        crate::tracer::monotonic_now().max(self.tracer.model.clock())
     }
 
     fn sockets(&mut self, pid: Pid) -> SocketsReport {
@@ -929,6 +979,9 @@ impl Session {
                     cloexec: false,
                     origin: Origin::BeforeAttach,
                     stack: None,
+                    syscall: "",
+                    tid: 0,
+                    created_at: self.tracer.model.tracked_since(pid).unwrap_or_default(),
                     notes: Vec::new(),
                 }));
             }
@@ -949,11 +1002,8 @@ impl Session {
         let sites = self
             .tracer
             .model
-            .sites(&invisible, self.initial_site_name());
-        let invisible_sites = sites
-            .iter()
-            .map(|s| self.site_report(pid, s, &infos))
-            .collect();
+            .sites(pid, &invisible, self.initial_site_name());
+        let invisible_sites = self.site_reports(pid, &sites, &infos);
         let netstat_visible = sockets.iter().filter(|s| s.netstat_visible).count();
         SocketsReport {
             pid,
@@ -1027,40 +1077,58 @@ impl Session {
         }
     }
 
-    fn leaks(&mut self, pid: Pid, since: Seq, min: usize, label: &str) -> LeaksReport {
-        let sites = self.tracer.model.leaks(pid, since, min);
+    fn leaks(&mut self, pid: Pid, filter: &LeaksFilter, label: &str) -> LeaksReport {
+        let mut sites = match filter.older {
+            None => self.tracer.model.leaks(pid, filter.since, filter.min),
+            Some(older) => {
+                let before = self
+                    .now()
+                    .saturating_sub(u64::try_from(older.as_nanos()).unwrap_or(u64::MAX));
+                let model = &self.tracer.model;
+                let old = model
+                    .open_fds(pid)
+                    .into_iter()
+                    .filter(|open| open.origin.is_after(filter.since) && open.created_at < before);
+                model.sites(pid, old, fdtable::BEFORE_ATTACH)
+            }
+        };
+        sites.retain(|site| site.count >= filter.min);
         let total = sites.iter().map(|s| s.count).sum();
         let sockets = self.sockets_of(pid);
-        let sites = sites
-            .iter()
-            .map(|s| self.site_report(pid, s, &sockets))
-            .collect();
+        let sites = self.site_reports(pid, &sites, &sockets);
         LeaksReport {
             pid,
             exited: self.exited(pid),
             since: label.to_string(),
+            older_than_s: filter.older.map(|d| d.as_secs_f64()),
             open_fds: self.tracer.model.open_count(pid),
             total,
             sites,
         }
     }
 
-    /// How many bad closes `stats` shows with their stacks.
-    const BAD_CLOSES_SHOWN: usize = 10;
-
     fn stats(&mut self, pid: Pid) -> StatsReport {
-        let bad: Vec<Event> = self
-            .tracer
-            .model
-            .events()
-            .iter()
-            .rev()
-            .filter(|e| e.pid == pid && e.bad_close.is_some())
-            .take(Self::BAD_CLOSES_SHOWN)
-            .cloned()
-            .collect();
-        let bad_close_events = bad.iter().rev().map(|e| self.event_report(e)).collect();
+        let bad: Vec<Event> = self.tracer.model.bad_closes(pid);
+        let bad_close_events = bad.iter().map(|e| self.event_report(e)).collect();
+        let now = self.now();
         let model = &self.tracer.model;
+        let start = model.tracked_since(pid).unwrap_or(now);
+        let seconds = |t: Nanos| t.saturating_sub(start) as f64 / 1e9;
+        let mut open_fds_over_time: Vec<(f64, u32)> = model
+            .open_over_time(pid)
+            .into_iter()
+            .map(|(t, n)| (seconds(t), n))
+            .collect();
+        open_fds_over_time.push((seconds(now), model.open_count(pid) as u32));
+        let held = model.memory();
+        let memory = MemoryFigures {
+            rss_bytes: crate::procfs::own_rss_bytes().unwrap_or(0),
+            events_kept: held.events_kept,
+            events_forgotten: held.events_forgotten,
+            events_kept_at_most: held.keeps_at_most,
+            stacks: held.stacks,
+            sites: held.sites,
+        };
         let counters = model
             .process(pid)
             .map(|p| p.counters.clone())
@@ -1104,6 +1172,8 @@ impl Session {
             kernel_fd_syscalls: self.tracer.kernel_fd_syscalls(),
             missed: self.tracer.missed(),
             observed: self.tracer.observed(),
+            memory,
+            open_fds_over_time,
         }
     }
 
@@ -1122,5 +1192,109 @@ impl Session {
             })
             .collect();
         ThreadsReport { threads }
+    }
+}
+
+/// What `leaks` keeps: fds that came after event `since`, created longer
+/// ago than `older`, in sites of at least `min`.
+struct LeaksFilter {
+    since: Seq,
+    min: usize,
+    older: Option<Duration>,
+}
+
+/// `continue --every`: what the last tick saw, to say what changed.
+struct Ticker {
+    pid: Pid,
+    started: Instant,
+    last: Instant,
+    last_open: usize,
+    /// Each site's open fds at the last tick.
+    last_sites: HashMap<(Option<StackId>, &'static str), usize>,
+    /// The symbolized stacks of the sites shown, once each.
+    frames: HashMap<StackId, Frames>,
+}
+
+/// Sites a tick names at most.
+const TICK_SITES: usize = 3;
+
+impl Ticker {
+    fn new(pid: Pid, open: usize) -> Ticker {
+        let now = Instant::now();
+        Ticker {
+            pid,
+            started: now,
+            last: now,
+            last_open: open,
+            last_sites: HashMap::new(),
+            frames: HashMap::new(),
+        }
+    }
+
+    fn tick(
+        &mut self,
+        model: &fdtable::Model,
+        symbolizer: &mut crate::symbolize::Symbolizer,
+    ) -> TickReport {
+        let now = Instant::now();
+        let tick_s = now.duration_since(self.last).as_secs_f64();
+        let open = model.open_count(self.pid);
+        let created = model
+            .open_fds(self.pid)
+            .into_iter()
+            .filter(|open| open.origin.is_after(0));
+        let sites = model.sites(self.pid, created, fdtable::BEFORE_ATTACH);
+        let mut grown: Vec<(i64, &LeakSite)> = sites
+            .iter()
+            .map(|site| {
+                let before = self
+                    .last_sites
+                    .get(&(site.stack, site.syscall))
+                    .copied()
+                    .unwrap_or(0);
+                (site.count as i64 - before as i64, site)
+            })
+            .filter(|(delta, _)| *delta > 0)
+            .collect();
+        grown.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.first_seq.cmp(&b.1.first_seq)));
+        let mut shown = Vec::new();
+        for &(delta, site) in grown.iter().take(TICK_SITES) {
+            let frames = match site.stack {
+                Some(id) => self
+                    .frames
+                    .entry(id)
+                    .or_insert_with(|| {
+                        Frames::from(symbolizer.frames(self.pid, model.stacks.get(id)))
+                    })
+                    .clone(),
+                None => Frames::from([]),
+            };
+            shown.push(TickSite {
+                count: site.count,
+                delta,
+                per_min: if tick_s > 0.0 {
+                    delta as f64 * 60.0 / tick_s
+                } else {
+                    0.0
+                },
+                frames,
+            });
+        }
+        self.last_sites = sites
+            .iter()
+            .map(|site| ((site.stack, site.syscall), site.count))
+            .collect();
+        let delta = open as i64 - self.last_open as i64;
+        self.last_open = open;
+        self.last = now;
+        TickReport {
+            tick: TickBody {
+                pid: self.pid,
+                elapsed_s: now.duration_since(self.started).as_secs_f64(),
+                open_fds: open,
+                delta,
+                sites: shown,
+            },
+        }
     }
 }

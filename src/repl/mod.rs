@@ -36,7 +36,12 @@ enum Request {
     Shutdown(i32),
 }
 
-type Reply = Result<(Vec<Report>, Next), String>;
+/// The tracer thread's answers to one command: reports made while it
+/// runs (`Progress`, the ticks of `continue --every`), then its end.
+enum Reply {
+    Progress(Report),
+    Done(Result<(Vec<Report>, Next), String>),
+}
 
 fn blocked_signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -72,6 +77,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
         follow_forks: config.follow_forks,
         own_process_group: !config.batch,
         events: config.events,
+        keep_events: config.keep_events,
     };
     let tracer_waker = waker.clone();
     let tracer_thread = std::thread::Builder::new()
@@ -172,6 +178,10 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 
 /// The tracer thread's loop: one request at a time.
 fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc::Sender<Reply>) {
+    let progress = replies.clone();
+    session.set_progress(Box::new(move |report| {
+        let _ = progress.send(Reply::Progress(report));
+    }));
     while let Ok(request) = requests.recv() {
         match request {
             Request::Command(command) => {
@@ -180,7 +190,7 @@ fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc:
                     shutdown(&mut session, sig);
                 }
                 let done = matches!(reply, Ok((_, Next::Exit(_))));
-                if replies.send(reply).is_err() || done {
+                if replies.send(Reply::Done(reply)).is_err() || done {
                     return;
                 }
             }
@@ -307,7 +317,19 @@ impl FrontEnd {
         if self.requests.send(Request::Command(command)).is_err() {
             return Some(1);
         }
-        match self.replies.recv() {
+        let reply = loop {
+            match self.replies.recv() {
+                Ok(Reply::Progress(report)) => {
+                    if show(&report, json).is_err() {
+                        // Nobody reads: end once the command is done.
+                        self.failed = true;
+                    }
+                }
+                Ok(Reply::Done(done)) => break Ok(done),
+                Err(e) => break Err(e),
+            }
+        };
+        match reply {
             Ok(Ok((reports, next))) => {
                 for report in &reports {
                     if show(report, json).is_err() {

@@ -202,7 +202,7 @@ mod tests {
         assert!(completions("d").1.contains(&"detach".to_string()));
         assert_eq!(
             completions("leaks ").1,
-            ["--json", "--min", "--since"].map(String::from)
+            ["--json", "--min", "--older", "--since"].map(String::from)
         );
         assert!(completions("leaks --min ").1.is_empty());
         assert_eq!(

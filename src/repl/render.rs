@@ -92,7 +92,82 @@ pub fn text(report: &Report) -> String {
         Report::Function(f) => frames_text(&f.frames, None),
         Report::Finish(f) => finish_text(&f.finish),
         Report::Balance(b) => balance_text(b),
+        Report::Tick(t) => tick_text(&t.tick),
     }
+}
+
+/// `continue --every`: one line a period, and the sites that grew most
+/// under it, each by its first frame.
+fn tick_text(t: &TickBody) -> String {
+    let mut out = format!(
+        "[{}] process {}: {} ({:+})",
+        duration_text(t.elapsed_s),
+        t.pid,
+        count(t.open_fds, "open fd"),
+        t.delta
+    );
+    for site in &t.sites {
+        let _ = write!(
+            out,
+            "\n    {:+} ({:.0}/min, {} open) {}",
+            site.delta,
+            site.per_min,
+            site.count,
+            first_frame(&site.frames)
+        );
+    }
+    out
+}
+
+/// A length of time as people read it: `850ms`, `4.2s`, `3m12s`, `2h05m`,
+/// `3d04h`.
+pub fn duration_text(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 1.0 {
+        return format!("{:.0}ms", s * 1000.0);
+    }
+    if s < 60.0 {
+        return format!("{s:.1}s");
+    }
+    let whole = s as u64;
+    match whole {
+        ..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
+        ..86_400 => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
+        _ => format!("{}d{:02}h", whole / 86_400, whole % 86_400 / 3600),
+    }
+}
+
+/// A row of block characters, one per point, scaled from 0 to the
+/// largest: the shape of a series at a glance.
+pub fn sparkline(values: &[u32]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    values
+        .iter()
+        .map(|&v| {
+            BARS[(v as usize * (BARS.len() - 1))
+                .div_ceil(max as usize)
+                .min(BARS.len() - 1)]
+        })
+        .collect()
+}
+
+/// Columns the sparkline of `stats` takes at most.
+const SPARK_WIDTH: usize = 60;
+
+/// `values` in `width` columns at most: each column the largest of its
+/// share of the values.
+fn squeeze(values: &[u32], width: usize) -> Vec<u32> {
+    if values.len() <= width {
+        return values.to_vec();
+    }
+    (0..width)
+        .map(|col| {
+            let from = col * values.len() / width;
+            let to = ((col + 1) * values.len() / width).max(from + 1);
+            values[from..to].iter().copied().max().unwrap_or(0)
+        })
+        .collect()
 }
 
 fn balance_text(report: &BalanceReport) -> String {
@@ -342,14 +417,33 @@ fn site_text(out: &mut String, site: &SiteReport) {
         .as_deref()
         .map(|t| format!(", {}", escape(t)))
         .unwrap_or_default();
-    // Fds open before tracing began (seq 0) were made by no recorded event.
-    let events = match (site.first_seq, site.last_seq) {
-        (0, 0) => String::new(),
-        (first, last) => format!(", events #{first}..#{last}"),
+    // Fds open before tracing began (seq 0) were made by no recorded
+    // event, at no known time.
+    let (events, ages) = match (site.first_seq, site.last_seq) {
+        (0, 0) => (String::new(), String::new()),
+        (first, last) => (
+            format!(", events #{first}..#{last}"),
+            if site.count == 1 {
+                format!(", {} old", duration_text(site.oldest_age_s))
+            } else {
+                format!(
+                    ", {}..{} old, {:.1}/min",
+                    duration_text(site.oldest_age_s),
+                    duration_text(site.newest_age_s),
+                    site.per_min
+                )
+            },
+        ),
+    };
+    let closed = if site.closed > 0 {
+        format!(" ({} created, {} closed)", site.created, site.closed)
+    } else {
+        String::new()
     };
     let _ = writeln!(
         out,
-        "{} ({}{target}) from {}{events}: fds {}",
+        "site {}: {} ({}{target}) from {}{events}{ages}{closed}: fds {}",
+        site.site,
         count(site.count, "fd"),
         site.kind.as_str(),
         site.syscall,
@@ -394,6 +488,10 @@ fn write_leaks(out: &mut dyn io::Write, report: &LeaksReport) -> io::Result<()> 
         format!("since {}", report.since)
     } else {
         format!("since {}", escape(&report.since))
+    };
+    let since = match report.older_than_s {
+        Some(older) => format!("{since} more than {} ago", duration_text(older)),
+        None => since,
     };
     let at = if report.exited { " at exit" } else { "" };
     let open_fds = count(report.open_fds, "open fd");
@@ -506,20 +604,59 @@ fn stats_text(s: &StatsReport) -> String {
             o.lost
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
         "model checks against /proc: {} adopted (untracked), {} dropped",
         s.adopted, s.dropped
+    );
+    if let (Some(first), Some(last)) = (s.open_fds_over_time.first(), s.open_fds_over_time.last())
+        && s.open_fds_over_time.len() > 1
+    {
+        let counts: Vec<u32> = s.open_fds_over_time.iter().map(|p| p.1).collect();
+        let (low, high) = (
+            counts.iter().min().copied().unwrap_or(0),
+            counts.iter().max().copied().unwrap_or(0),
+        );
+        let _ = writeln!(
+            out,
+            "open fds over {}: {} ({low}..{high})",
+            duration_text(last.0 - first.0),
+            sparkline(&squeeze(&counts, SPARK_WIDTH))
+        );
+    }
+    let m = &s.memory;
+    let _ = write!(
+        out,
+        "fdbg's memory: {:.1} MB resident; {} events kept (at most {}), {} older not kept; {}, {}",
+        m.rss_bytes as f64 / 1e6,
+        m.events_kept,
+        m.events_kept_at_most,
+        m.events_forgotten,
+        count(m.stacks as usize, "stack"),
+        count(m.sites as usize, "site")
     );
     out
 }
 
 fn history_text(h: &HistoryReport) -> String {
+    // Older events are gone: the history is of the window only.
+    let forgotten = match h.events_forgotten {
+        0 => String::new(),
+        n => format!(" ({n} older events not kept)"),
+    };
     if h.events.is_empty() {
-        return format!("process {}: no events on fd {} since attach", h.pid, h.fd);
+        let when = if h.events_forgotten > 0 {
+            "in the events kept"
+        } else {
+            "since attach"
+        };
+        return format!(
+            "process {}: no events on fd {} {when}{forgotten}",
+            h.pid, h.fd
+        );
     }
     let mut out = format!(
-        "process {}: {} on fd {}\n",
+        "process {}: {} on fd {}{forgotten}\n",
         h.pid,
         count(h.events.len(), "event"),
         h.fd
@@ -678,6 +815,7 @@ mod tests {
             netstat_visible: 0,
             netstat_invisible: 1,
             invisible_sites: vec![SiteReport {
+                site: 1,
                 count: 1,
                 target: Some("udp 0.0.0.0:0 unconnected".into()),
                 syscall: "socket",
@@ -685,6 +823,11 @@ mod tests {
                 fds: vec![3],
                 first_seq: 4,
                 last_seq: 4,
+                oldest_age_s: 2.5,
+                newest_age_s: 2.5,
+                per_min: 1.0,
+                created: 1,
+                closed: 0,
                 frames: Frames::from([]),
             }],
         }
@@ -698,6 +841,19 @@ mod tests {
     }
 
     #[test]
+    fn durations_and_sparklines_read_at_a_glance() {
+        assert_eq!(duration_text(0.25), "250ms");
+        assert_eq!(duration_text(4.21), "4.2s");
+        assert_eq!(duration_text(192.0), "3m12s");
+        assert_eq!(duration_text(7500.0), "2h05m");
+        assert_eq!(duration_text(273_600.0), "3d04h");
+        assert_eq!(sparkline(&[0, 1, 2, 4, 8]), "▁▂▃▅█");
+        assert_eq!(sparkline(&[]), "");
+        assert_eq!(squeeze(&[1, 5, 2, 2, 9, 0], 3), [5, 2, 9]);
+        assert_eq!(squeeze(&[1, 2], 3), [1, 2]);
+    }
+
+    #[test]
     fn counts_of_one_are_singular() {
         let sockets = Report::Sockets(one_socket(FdOrigin::Created));
         let sockets_text = text(&sockets);
@@ -705,7 +861,9 @@ mod tests {
             sockets_text.starts_with("process 7: 1 socket: 0 visible to netstat, 1 invisible"),
             "{sockets_text}"
         );
-        assert!(sockets_text.contains("\n1 fd (socket, udp 0.0.0.0:0 unconnected) from socket"));
+        assert!(sockets_text.contains(
+            "\nsite 1: 1 fd (socket, udp 0.0.0.0:0 unconnected) from socket, events #4..#4, 2.5s old: fds 3"
+        ), "{sockets_text}");
         let fds = Report::Fds(FdsReport {
             pid: 7,
             exited: false,
@@ -721,6 +879,7 @@ mod tests {
             pid: 7,
             exited: true,
             since: "start".into(),
+            older_than_s: None,
             open_fds: 1,
             total: 1,
             sites: one_socket(FdOrigin::Created).invisible_sites,
@@ -736,6 +895,7 @@ mod tests {
             pid: 7,
             fd: 3,
             events: vec![],
+            events_forgotten: 0,
         });
         assert!(text(&history).contains("no events"));
         assert_eq!(count(0, "event"), "0 events");
@@ -759,6 +919,7 @@ mod tests {
             pid: 7,
             exited: false,
             since: "attach".into(),
+            older_than_s: None,
             open_fds: 2,
             total: 2,
             sites: [
@@ -771,6 +932,7 @@ mod tests {
             pid: 7,
             exited: false,
             since: "attach".into(),
+            older_than_s: None,
             open_fds: 2,
             total: 0,
             sites: vec![],
@@ -786,11 +948,11 @@ mod tests {
         }
         let leaks_text = written(&leaks);
         assert!(
-            leaks_text.contains("still open, from 2 sites (2 open fds)\n\n1 fd (socket"),
+            leaks_text.contains("still open, from 2 sites (2 open fds)\n\nsite 1: 1 fd (socket"),
             "{leaks_text}"
         );
         assert!(
-            leaks_text.contains("(no stack recorded)\n\n1 fd (socket"),
+            leaks_text.contains("(no stack recorded)\n\nsite 1: 1 fd (socket"),
             "a blank line between sites: {leaks_text}"
         );
         let sockets_text = written(&sockets);
@@ -802,12 +964,13 @@ mod tests {
         ) = (0, 0);
         let before_attach = written(&Report::Sockets(before_attach));
         assert!(
-            before_attach
-                .contains("\n1 fd (socket, udp 0.0.0.0:0 unconnected) from before attach: fds 3\n"),
+            before_attach.contains(
+                "\nsite 1: 1 fd (socket, udp 0.0.0.0:0 unconnected) from before attach: fds 3\n"
+            ),
             "no event range for fds no event made: {before_attach}"
         );
         assert!(
-            sockets_text.contains(" UNCONNECTED  before attach\n\nsockets netstat cannot see, by creating site:\n\n1 fd"),
+            sockets_text.contains(" UNCONNECTED  before attach\n\nsockets netstat cannot see, by creating site:\n\nsite 1: 1 fd"),
             "{sockets_text}"
         );
         let fds_text = written(&fds);

@@ -137,6 +137,8 @@ pub struct FdsReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SiteReport {
+    /// Its number in the report, from 1.
+    pub site: usize,
     pub count: usize,
     /// What the site's first fd is now (`udp 0.0.0.0:0 unconnected`, a path).
     pub target: Option<String>,
@@ -145,6 +147,56 @@ pub struct SiteReport {
     pub fds: Vec<i32>,
     pub first_seq: Seq,
     pub last_seq: Seq,
+    /// How long ago the oldest and the newest of these fds were created.
+    pub oldest_age_s: f64,
+    pub newest_age_s: f64,
+    /// These fds per minute over the time between the oldest and the
+    /// newest (see `per_minute`).
+    pub per_min: f64,
+    /// What the site did over the session: fds created, and of those
+    /// closed (these fds and others).
+    pub created: u64,
+    pub closed: u64,
+    pub frames: Frames,
+}
+
+/// A site's rate: `count` fds created over `span_s` seconds, per minute.
+/// n fds from a steady source span n − 1 intervals; a single fd, or fds
+/// created at one instant, give their count over the minute.
+pub fn per_minute(count: usize, span_s: f64) -> f64 {
+    if count >= 2 && span_s > 0.0 {
+        (count - 1) as f64 * 60.0 / span_s.max(1e-3)
+    } else {
+        count as f64
+    }
+}
+
+/// One line of `continue --every`, printed while the process runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct TickReport {
+    pub tick: TickBody,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TickBody {
+    pub pid: Pid,
+    /// Since the `continue` began.
+    pub elapsed_s: f64,
+    pub open_fds: usize,
+    /// Since the previous tick (or the `continue`'s start).
+    pub delta: i64,
+    /// The sites that gained most fds still open during the tick.
+    pub sites: Vec<TickSite>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TickSite {
+    /// Fds of the site open now.
+    pub count: usize,
+    /// Gained during the tick.
+    pub delta: i64,
+    /// Gained per minute during the tick.
+    pub per_min: f64,
     pub frames: Frames,
 }
 
@@ -154,6 +206,8 @@ pub struct LeaksReport {
     pub exited: bool,
     /// "attach", "start" (under run), or "mark NAME".
     pub since: String,
+    /// `--older`: only fds created longer ago than this.
+    pub older_than_s: Option<f64>,
     pub open_fds: usize,
     pub total: usize,
     pub sites: Vec<SiteReport>,
@@ -203,6 +257,23 @@ pub struct StatsReport {
     /// While observing without stops: what the kernel counted and what its
     /// samples gave (null where fdbg never observed).
     pub observed: Option<crate::tracer::ObservedFigures>,
+    pub memory: MemoryFigures,
+    /// (seconds since tracking began, open fds): the largest count of each
+    /// stretch of time, at most a few hundred points, the last one now.
+    pub open_fds_over_time: Vec<(f64, u32)>,
+}
+
+/// What fdbg holds (`stats`).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MemoryFigures {
+    /// fdbg's resident set, from /proc/self/statm.
+    pub rss_bytes: u64,
+    pub events_kept: u64,
+    pub events_forgotten: u64,
+    /// The most events kept (`--keep-events`).
+    pub events_kept_at_most: u64,
+    pub stacks: u64,
+    pub sites: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -210,6 +281,9 @@ pub struct HistoryReport {
     pub pid: Pid,
     pub fd: i32,
     pub events: Vec<EventReport>,
+    /// Events of the process (on any fd) before the oldest one kept:
+    /// the history may have begun earlier.
+    pub events_forgotten: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -294,6 +368,7 @@ pub enum Report {
     Function(FunctionStopReport),
     Finish(FinishReport),
     Balance(BalanceReport),
+    Tick(TickReport),
 }
 
 /// `balance`: what the calls of each measured function left.

@@ -100,6 +100,20 @@ pub enum EventsChoice {
     Ptrace,
 }
 
+/// What `resume_until` calls once per period while the process runs.
+pub struct Ticks<'a> {
+    pub period: std::time::Duration,
+    pub on_tick: &'a mut dyn FnMut(&Model, &mut Symbolizer),
+}
+
+/// The time now on the clock events are stamped with (CLOCK_MONOTONIC,
+/// as perf samples' times), in nanoseconds.
+pub fn monotonic_now() -> crate::fdtable::Nanos {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
 /// Why `resume_until` returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Halt {
@@ -192,6 +206,8 @@ pub struct TraceOptions {
     /// background group it would stop with SIGTTIN).
     pub own_process_group: bool,
     pub events: EventsChoice,
+    /// How many of the latest events the model keeps (`history`, `step`).
+    pub keep_events: usize,
 }
 
 pub struct Tracer {
@@ -295,7 +311,11 @@ impl Tracer {
             perf: None,
             main_pid,
             follow_forks: opts.follow_forks,
-            model: Model::new(),
+            model: {
+                let mut model = Model::keeping(opts.keep_events);
+                model.set_clock(monotonic_now());
+                model
+            },
             stops: 0,
             cost_by_pid: HashMap::new(),
             syscalls_seen: 0,
@@ -356,10 +376,15 @@ impl Tracer {
     /// Resume every thread and handle stops until `on_event` asks to stop,
     /// the deadline passes, the waker fires, or the main process ends.
     /// Returns with every remaining thread stopped.
+    /// `ticks`: a period and what to call once per period while the
+    /// process runs, with the model as complete as it can be without a
+    /// stop (observed samples drained, the newest few milliseconds may
+    /// wait for the next drain).
     pub fn resume_until(
         &mut self,
         deadline: Option<Instant>,
         on_event: &mut dyn FnMut(&Model, &mut Symbolizer, Seq) -> bool,
+        ticks: Option<Ticks<'_>>,
     ) -> Halt {
         if self.threads.is_empty() {
             return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
@@ -383,7 +408,7 @@ impl Tracer {
         }
         self.unchecked.clear();
         self.resume_all();
-        let halt = self.pump(deadline, on_event);
+        let halt = self.pump(deadline, on_event, ticks);
         self.stop_all();
         halt
     }
@@ -392,9 +417,15 @@ impl Tracer {
         &mut self,
         deadline: Option<Instant>,
         on_event: &mut dyn FnMut(&Model, &mut Symbolizer, Seq) -> bool,
+        mut ticks: Option<Ticks<'_>>,
     ) -> Halt {
+        let mut next_tick = ticks.as_ref().map(|t| Instant::now() + t.period);
         loop {
-            match self.next_status(deadline) {
+            let wake = match (deadline, next_tick) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            match self.next_status(wake) {
                 Waited::Status(tid, stop) => {
                     let main_was_live = self.main_end.is_none();
                     if let Some(seq) = self.handle(tid, stop)
@@ -425,43 +456,27 @@ impl Tracer {
                     }
                 }
                 Waited::Samples => {
-                    let recorded = self.take_samples(false);
-                    let recorded = self.hold_unchecked(recorded);
-                    let hit = recorded
-                        .into_iter()
-                        .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
-                    if let Some(seq) = hit {
-                        self.observed_hit(seq);
-                        return Halt::Event(seq);
-                    }
-                    let grow = self.observer.as_ref().is_some_and(|o| o.wants_more_stack());
-                    let near = !self.observe_suffices();
-                    if grow || near {
-                        // The samples the stop drains are events like any.
-                        let drained = self.stop_all_taking_samples();
-                        let hit = drained
-                            .into_iter()
-                            .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
-                        if let Some(seq) = hit {
-                            self.observed_hit(seq);
-                            return Halt::Event(seq);
-                        }
-                        if grow {
-                            self.grow_stack_copies();
-                        }
-                        if near {
-                            // A `break count` within reach: stop at every event.
-                            let need = self.need;
-                            if let Some(line) = self.set_need(need) {
-                                self.notices.push(line);
-                            }
-                        }
-                        self.resume_all();
+                    if let Some(halt) = self.take_observed(on_event) {
+                        return halt;
                     }
                 }
                 Waited::Woken(WAKE_INTERRUPT) => return Halt::Interrupt,
                 Waited::Woken(sig) => return Halt::Shutdown(sig),
-                Waited::Timeout => return Halt::Timeout,
+                Waited::Timeout if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Halt::Timeout;
+                }
+                Waited::Timeout => {
+                    // A tick: the samples so far first.
+                    if !self.observer_fds().is_empty()
+                        && let Some(halt) = self.take_observed(on_event)
+                    {
+                        return halt;
+                    }
+                    if let (Some(t), Some(next)) = (ticks.as_mut(), next_tick.as_mut()) {
+                        (t.on_tick)(&self.model, &mut self.symbolizer);
+                        *next = (*next + t.period).max(Instant::now());
+                    }
+                }
                 Waited::NoTracees => {
                     self.threads.clear();
                     self.take_samples(true);
@@ -469,6 +484,49 @@ impl Tracer {
                 }
             }
         }
+    }
+
+    /// Observed samples are waiting (or a tick wants them): decode them
+    /// into events, check each, and stop everything where a walk needs
+    /// longer stack copies or a `break count` is within reach.
+    fn take_observed(
+        &mut self,
+        on_event: &mut dyn FnMut(&Model, &mut Symbolizer, Seq) -> bool,
+    ) -> Option<Halt> {
+        let recorded = self.take_samples(false);
+        let recorded = self.hold_unchecked(recorded);
+        let hit = recorded
+            .into_iter()
+            .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
+        if let Some(seq) = hit {
+            self.observed_hit(seq);
+            return Some(Halt::Event(seq));
+        }
+        let grow = self.observer.as_ref().is_some_and(|o| o.wants_more_stack());
+        let near = !self.observe_suffices();
+        if grow || near {
+            // The samples the stop drains are events like any.
+            let drained = self.stop_all_taking_samples();
+            let hit = drained
+                .into_iter()
+                .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
+            if let Some(seq) = hit {
+                self.observed_hit(seq);
+                return Some(Halt::Event(seq));
+            }
+            if grow {
+                self.grow_stack_copies();
+            }
+            if near {
+                // A `break count` within reach: stop at every event.
+                let need = self.need;
+                if let Some(line) = self.set_need(need) {
+                    self.notices.push(line);
+                }
+            }
+            self.resume_all();
+        }
+        None
     }
 
     /// The next wait status of any tracee; blocks (in poll, on the SIGCHLD
@@ -844,6 +902,7 @@ impl Tracer {
 
     fn add_thread(&mut self, tid: Tid, pid: Pid, parent: Option<Pid>) {
         let known_pid = self.threads.values().any(|t| t.pid == pid) || self.model.is_tracked(pid);
+        self.model.set_clock(monotonic_now());
         let mut thread = Thread::new(pid, ThreadState::Running);
         if !known_pid {
             if self.mode == Mode::Attach && !self.follow_forks {
@@ -913,16 +972,18 @@ impl Tracer {
         } else {
             self.capture_stack(tid, pid, regs)
         };
-        Some(self.record_decoded(pid, tid, decoded, stack))
+        Some(self.record_decoded(pid, tid, decoded, stack, monotonic_now()))
     }
 
-    /// Record a decoded fd syscall of thread `tid` in process `pid`.
+    /// Record a decoded fd syscall of thread `tid` in process `pid` that
+    /// returned at `time`.
     fn record_decoded(
         &mut self,
         pid: Pid,
         tid: Tid,
         mut decoded: syscalls::Decoded,
         stack: Option<StackId>,
+        time: crate::fdtable::Nanos,
     ) -> Seq {
         // Kinds the syscall cannot tell (received fds, pidfd_getfd): ask /proc.
         for effect in &mut decoded.effects {
@@ -936,6 +997,7 @@ impl Tracer {
                 *target = Some(link);
             }
         }
+        self.model.set_clock(time);
         self.model.record(pid, tid, &decoded, stack)
     }
 
@@ -1028,6 +1090,7 @@ impl Tracer {
         self.rewatch_after_exec(tid);
         self.preload_unwinder(pid, self.observer.is_some());
         self.functions_after_exec();
+        self.model.set_clock(monotonic_now());
         Some(self.model.exec(pid, tid))
     }
 

@@ -608,7 +608,7 @@ impl Tracer {
                     Some(stack)
                 };
                 debug_assert_eq!(sample.tracepoint, EXITS);
-                Some(self.record_decoded(pid, tid, decoded, stack))
+                Some(self.record_decoded(pid, tid, decoded, stack, sample.time))
             }
         }
     }
