@@ -28,7 +28,9 @@
 //! Knobs (environment): `FDBG_BENCH_SECS` (default 5): how long each load
 //! runs; `FDBG_BENCH_CLIENTS` (default 4): memcached client threads;
 //! `FDBG_BENCH_ROUNDS` (default 3): runs per mode, the modes taking turns;
-//! each row is the median run; `FDBG_BENCH_ONLY` (nginx or memcached).
+//! each row is the median run; `FDBG_BENCH_ONLY` (nginx or memcached);
+//! `FDBG_BENCH_SOAK=MINUTES`: instead, one long run observing nginx under
+//! keep-alive load, fdbg's resident set printed every minute.
 
 mod common;
 
@@ -66,6 +68,16 @@ fn main() {
     }
     let tmp = TempDir::new();
 
+    let soak = env_number("FDBG_BENCH_SOAK", 0);
+    if soak > 0 {
+        match (program_path("nginx"), program_path("wrk")) {
+            (Some(nginx), Some(wrk)) => nginx_soak(&fdbg, &nginx, &wrk, &tmp.0, soak),
+            _ => println!(
+                "nginx soak skipped: nginx or wrk not installed (apt-get install nginx wrk)"
+            ),
+        }
+        return;
+    }
     let only = std::env::var("FDBG_BENCH_ONLY").unwrap_or_default();
     let (want_nginx, want_memcached) = (only != "memcached", only != "nginx");
     match (program_path("nginx"), program_path("wrk")) {
@@ -478,6 +490,32 @@ fn nginx_bench(fdbg: &Path, nginx: &Path, wrk: &Path, tmp: &Path, knobs: &Knobs)
         strace,
         ..
     } = knobs;
+    let Some((master, worker, port)) = start_nginx(nginx, tmp) else {
+        return;
+    };
+    println!();
+    println!(
+        "nginx: master {}, worker {worker}, port {port}; wrk -t2 -c16 -d{secs}s per row",
+        master.child.id()
+    );
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let mut rows = Vec::new();
+    for (load, close) in [("keepalive", false), ("Connection: close", true)] {
+        let mut run = |tracing| {
+            let mut load = || wrk_run(wrk, &url, secs, close);
+            traced_run(fdbg, worker, tracing, secs, &mut load)
+        };
+        rows.extend(measure(load, &modes(strace), rounds, &mut run));
+    }
+    print_rows(
+        &format!("nginx (1 worker, static file), wrk -t2 -c16 -d{secs}s, median of {rounds}:"),
+        &rows,
+    );
+}
+
+/// nginx with one worker serving a static file from `tmp`: the server,
+/// its worker's PID and the port; None (said why) if it did not start.
+fn start_nginx(nginx: &Path, tmp: &Path) -> Option<(Server, u32, u16)> {
     let dir = tmp.join("nginx");
     std::fs::create_dir_all(&dir).expect("create nginx dir");
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
@@ -514,7 +552,7 @@ fn nginx_bench(fdbg: &Path, nginx: &Path, wrk: &Path, tmp: &Path, knobs: &Knobs)
     if !wait_listening(port, &mut master.child) {
         let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
         println!("nginx bench skipped: nginx did not start on port {port}:\n{log}");
-        return;
+        return None;
     }
     let worker = match children(master.child.id()).as_slice() {
         [w] => *w,
@@ -524,24 +562,96 @@ fn nginx_bench(fdbg: &Path, nginx: &Path, wrk: &Path, tmp: &Path, knobs: &Knobs)
         ),
     };
     master.workers.push(worker);
-    println!();
+    Some((master, worker, port))
+}
+
+/// `FDBG_BENCH_SOAK=MINUTES`: fdbg observing the nginx worker under wrk
+/// keep-alive load for that long, `continue --every 1m`; at each tick
+/// fdbg's resident set (VmRSS from /proc) is read, and a row printed. At
+/// the end, coverage and `fds` against /proc.
+fn nginx_soak(fdbg: &Path, nginx: &Path, wrk: &Path, tmp: &Path, minutes: u64) {
+    let Some((master, worker, port)) = start_nginx(nginx, tmp) else {
+        return;
+    };
+    let secs = minutes * 60;
     println!(
-        "nginx: master {}, worker {worker}, port {port}; wrk -t2 -c16 -d{secs}s per row",
+        "nginx soak: master {}, worker {worker}, port {port}; fdbg attach (observing), continue {secs}s --every 1m; wrk -t2 -c16 -d{secs}s keep-alive",
         master.child.id()
     );
+    let mut tracer = Command::new(fdbg)
+        .args(["attach", &worker.to_string(), "--batch", "--json"])
+        .args([
+            "-e",
+            &format!("continue {}s --every 1m", secs + CONTINUE_MARGIN),
+        ])
+        .args(["-e", "stats", "-e", "fds"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start fdbg attach");
+    let fdbg_pid = tracer.id();
+    let out = BufReader::new(tracer.stdout.take().expect("piped stdout"));
     let url = format!("http://127.0.0.1:{port}/index.html");
-    let mut rows = Vec::new();
-    for (load, close) in [("keepalive", false), ("Connection: close", true)] {
-        let mut run = |tracing| {
-            let mut load = || wrk_run(wrk, &url, secs, close);
-            traced_run(fdbg, worker, tracing, secs, &mut load)
-        };
-        rows.extend(measure(load, &modes(strace), rounds, &mut run));
+    // Attached (traced by fdbg) and resumed by the `continue`.
+    if !wait_traced_by(worker, Some(fdbg_pid)) || !wait_running(worker) {
+        kill_and_reap(&mut tracer);
+        panic!("fdbg did not attach to the nginx worker {worker} and continue");
     }
-    print_rows(
-        &format!("nginx (1 worker, static file), wrk -t2 -c16 -d{secs}s, median of {rounds}:"),
-        &rows,
+    let load = {
+        let (wrk, url) = (wrk.to_path_buf(), url.clone());
+        std::thread::spawn(move || wrk_run(&wrk, &url, secs, false))
+    };
+    let mut report = String::new();
+    println!("{:>8} {:>14} {:>10}", "minute", "fdbg RSS (MB)", "open fds");
+    let mut rss = Vec::new();
+    for line in out.lines() {
+        let Ok(line) = line else { break };
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line)
+            && let Some(tick) = doc.get("tick")
+        {
+            let mb = vm_rss_kb(fdbg_pid) as f64 / 1024.0;
+            rss.push(mb);
+            println!(
+                "{:>8.0} {:>14.1} {:>10}",
+                tick["elapsed_s"].as_f64().unwrap_or(0.0) / 60.0,
+                mb,
+                tick["open_fds"]
+            );
+            continue;
+        }
+        report.push_str(&line);
+        report.push('\n');
+    }
+    let status = tracer.wait().expect("wait fdbg");
+    let (requests, rate) = load.join().expect("wrk");
+    assert!(status.success(), "fdbg failed: {status}\n{report}");
+    let stats = parse_stats(&report).expect("a stats document");
+    let fds = parse_fds(&report).expect("an fds document");
+    println!(
+        "{requests} requests ({rate:.0}/s); fd events {} of the kernel's {} ({} missed); fds equal /proc after: {}",
+        stats.total_events,
+        stats.kernel_fd_syscalls.unwrap_or(0),
+        stats.missed,
+        fds == proc_fds(worker)
     );
+    if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
+        println!(
+            "RSS at the last tick / at the first: {:.3} ({:.1} MB → {:.1} MB)",
+            last / first,
+            first,
+            last
+        );
+    }
+}
+
+/// A process's resident set in KiB (VmRSS).
+fn vm_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The child processes of `pid`.

@@ -2,14 +2,106 @@
 //! breakpoints read, while every other answer comes from the live tables
 //! and per-site aggregates.
 //!
-//! Events are kept as fixed-size records in a ring, their argument texts
-//! and fd lists in two arenas beside it. Events leave oldest first, so
-//! the arenas only ever grow at the back and shrink at the front: an
-//! event's text and fds are freed with it, and in the steady state
-//! recording an event allocates nothing. A record is 64 bytes; with its
-//! text an event costs about a hundred.
+//! Events are kept as fixed-size records, their argument texts and fd
+//! lists in two arenas beside them. Events leave oldest first, so all
+//! three only grow at the back and shrink at the front (`Fifo`): an
+//! event's text and fds are freed with it, in chunks of 64 KiB that are
+//! never copied (a buffer grown by doubling would, for a moment, need its
+//! old and its new size). A record is 64 bytes; with its text an event
+//! costs about a hundred.
 
 use std::collections::VecDeque;
+
+/// Bytes per chunk of a `Fifo`.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// A queue of `T` in fixed-size chunks, indexed by absolute position
+/// (everything ever pushed counts): pushed at the back, dropped from the
+/// front, a chunk freed once nothing in it is live.
+struct Fifo<T> {
+    chunks: VecDeque<Vec<T>>,
+    /// The absolute position of `chunks[0][0]`.
+    first: u64,
+    /// The absolute positions of the first live item and past the last.
+    front: u64,
+    end: u64,
+}
+
+impl<T: Copy> Fifo<T> {
+    const PER_CHUNK: usize = if size_of::<T>() == 0 {
+        1
+    } else {
+        CHUNK_BYTES / size_of::<T>()
+    };
+
+    fn new() -> Self {
+        Fifo {
+            chunks: VecDeque::new(),
+            first: 0,
+            front: 0,
+            end: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        (self.end - self.front) as usize
+    }
+
+    fn bytes(&self) -> usize {
+        self.chunks.len() * Self::PER_CHUNK * size_of::<T>()
+    }
+
+    fn push(&mut self, items: &[T]) {
+        let mut items = items;
+        while !items.is_empty() {
+            let full = self
+                .chunks
+                .back()
+                .is_none_or(|c| c.len() == Self::PER_CHUNK);
+            if full {
+                self.chunks.push_back(Vec::with_capacity(Self::PER_CHUNK));
+            }
+            let Some(chunk) = self.chunks.back_mut() else {
+                return;
+            };
+            let n = items.len().min(Self::PER_CHUNK - chunk.len());
+            chunk.extend_from_slice(&items[..n]);
+            items = &items[n..];
+            self.end += n as u64;
+        }
+    }
+
+    /// Drop the `n` oldest items.
+    fn pop(&mut self, n: usize) {
+        self.front = (self.front + n as u64).min(self.end);
+        while self.chunks.len() > 1 && self.first + Self::PER_CHUNK as u64 <= self.front {
+            self.chunks.pop_front();
+            self.first += Self::PER_CHUNK as u64;
+        }
+        if self.front == self.end
+            && self.chunks.len() == 1
+            && self.front % Self::PER_CHUNK as u64 == 0
+        {
+            self.chunks.clear();
+            self.first = self.front;
+        }
+    }
+
+    fn get(&self, at: u64) -> Option<&T> {
+        if at < self.front || at >= self.end {
+            return None;
+        }
+        let i = (at - self.first) as usize;
+        self.chunks
+            .get(i / Self::PER_CHUNK)?
+            .get(i % Self::PER_CHUNK)
+    }
+
+    /// `len` items from `at`, as far as they are live.
+    fn range(&self, at: u64, len: usize) -> impl Iterator<Item = T> + '_ {
+        (at..at.saturating_add(len as u64)).map_while(|p| self.get(p).copied())
+    }
+}
 
 use super::{Event, FdKind, Nanos, Pid, Seq};
 use crate::stacks::StackId;
@@ -17,8 +109,9 @@ use crate::stacks::StackId;
 /// Events kept when nothing else is asked for.
 pub const DEFAULT_KEPT: usize = 1_000_000;
 
-/// One event in the ring. Positions in the arenas are absolute counts of
-/// what was ever pushed, modulo 2^32 (an arena never holds 4 GiB).
+/// One event. Positions in the arenas are absolute (what was ever pushed
+/// counts), modulo 2^32: an arena never holds 4 GiB.
+#[derive(Clone, Copy)]
 struct Record {
     time: Nanos,
     result: i64,
@@ -59,15 +152,11 @@ pub struct NewEvent<'a> {
     pub annotated: Option<i32>,
 }
 
+/// The event of seq `s` is record `s - 1`.
 pub struct Window {
-    records: VecDeque<Record>,
-    text: VecDeque<u8>,
-    fds: VecDeque<i32>,
-    /// Absolute positions of the arenas' fronts.
-    text_base: u32,
-    fds_base: u32,
-    /// The seq of `records[0]` (of the next event, when empty).
-    first_seq: Seq,
+    records: Fifo<Record>,
+    text: Fifo<u8>,
+    fds: Fifo<i32>,
     kept: usize,
     /// Syscall names by the index a record holds.
     names: Vec<&'static str>,
@@ -76,12 +165,9 @@ pub struct Window {
 impl Window {
     pub fn new(kept: usize) -> Window {
         Window {
-            records: VecDeque::new(),
-            text: VecDeque::new(),
-            fds: VecDeque::new(),
-            text_base: 0,
-            fds_base: 0,
-            first_seq: 1,
+            records: Fifo::new(),
+            text: Fifo::new(),
+            fds: Fifo::new(),
             kept: kept.max(1),
             names: Vec::new(),
         }
@@ -101,17 +187,17 @@ impl Window {
 
     /// The seq of the latest event ever pushed; 0 before any.
     pub fn last_seq(&self) -> Seq {
-        self.first_seq + self.records.len() as Seq - 1
+        self.records.end
     }
 
     /// The oldest seq still kept (`last_seq + 1` when none is).
     pub fn first_kept(&self) -> Seq {
-        self.first_seq
+        self.records.front + 1
     }
 
     /// Events pushed and no longer kept.
     pub fn forgotten(&self) -> u64 {
-        self.first_seq - 1
+        self.records.front
     }
 
     pub fn len(&self) -> usize {
@@ -121,9 +207,7 @@ impl Window {
     /// What the kept events occupy, in bytes (records and arenas, by
     /// their capacity).
     pub fn bytes(&self) -> usize {
-        self.records.capacity() * size_of::<Record>()
-            + self.text.capacity()
-            + self.fds.capacity() * size_of::<i32>()
+        self.records.bytes() + self.text.bytes() + self.fds.bytes()
     }
 
     /// Append one event; returns its seq. The oldest leaves when the
@@ -139,15 +223,15 @@ impl Window {
                 self.names.len() - 1
             }
         };
-        let text_at = self.text_base.wrapping_add(self.text.len() as u32);
-        let fds_at = self.fds_base.wrapping_add(self.fds.len() as u32);
-        self.text.extend(event.args.as_bytes());
-        self.fds.extend(event.created);
-        self.fds.extend(event.closed);
+        let text_at = self.text.end as u32;
+        let fds_at = self.fds.end as u32;
+        self.text.push(event.args.as_bytes());
+        self.fds.push(event.created);
+        self.fds.push(event.closed);
         if let Some(fd) = event.bad_close {
-            self.fds.push_back(fd);
+            self.fds.push(&[fd]);
         }
-        self.records.push_back(Record {
+        self.records.push(&[Record {
             time: event.time,
             result: event.result,
             pid: event.pid,
@@ -163,20 +247,23 @@ impl Window {
             syscall: u8::try_from(syscall).unwrap_or(u8::MAX),
             kind: event.kind,
             bad_close: event.bad_close.is_some(),
-        });
+        }]);
         self.last_seq()
     }
 
     fn pop(&mut self) {
-        let Some(record) = self.records.pop_front() else {
+        let Some(&record) = self.records.get(self.records.front) else {
             return;
         };
         let fds = record.created + record.closed + u32::from(record.bad_close);
-        self.text.drain(..record.text_len as usize);
-        self.fds.drain(..fds as usize);
-        self.text_base = self.text_base.wrapping_add(record.text_len);
-        self.fds_base = self.fds_base.wrapping_add(fds);
-        self.first_seq += 1;
+        self.text.pop(record.text_len as usize);
+        self.fds.pop(fds as usize);
+        self.records.pop(1);
+    }
+
+    /// An absolute position in `fifo` from the low 32 bits a record keeps.
+    fn absolute<T: Copy>(fifo: &Fifo<T>, at: u32) -> u64 {
+        fifo.front + u64::from(at.wrapping_sub(fifo.front as u32))
     }
 
     /// The event `seq`, if it is still kept.
@@ -186,8 +273,7 @@ impl Window {
 
     /// A look at the kept event `seq` without copying it out.
     pub fn view(&self, seq: Seq) -> Option<View<'_>> {
-        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
-        let record = self.records.get(index)?;
+        let record = self.records.get(seq.checked_sub(1)?)?;
         Some(View {
             window: self,
             record,
@@ -197,16 +283,7 @@ impl Window {
 
     /// The kept events from `seq` on, in order.
     pub fn views_from(&self, seq: Seq) -> impl Iterator<Item = View<'_>> {
-        let skip = seq.saturating_sub(self.first_seq) as usize;
-        let first = self.first_seq.max(seq);
-        self.records
-            .range(skip.min(self.records.len())..)
-            .enumerate()
-            .map(move |(i, record)| View {
-                window: self,
-                record,
-                seq: first + i as Seq,
-            })
+        (seq.max(self.first_kept())..=self.last_seq()).filter_map(|seq| self.view(seq))
     }
 }
 
@@ -224,8 +301,9 @@ impl<'w> View<'w> {
     }
 
     fn fd_range(&self, from: u32, len: u32) -> impl Iterator<Item = i32> + 'w {
-        let start = self.record.fds_at.wrapping_sub(self.window.fds_base) as usize + from as usize;
-        self.window.fds.range(start..start + len as usize).copied()
+        let fds = &self.window.fds;
+        let start = Window::absolute(fds, self.record.fds_at) + u64::from(from);
+        fds.range(start, len as usize)
     }
 
     pub fn created(&self) -> impl Iterator<Item = i32> + 'w {
@@ -258,13 +336,9 @@ impl<'w> View<'w> {
     }
 
     fn args(&self) -> String {
-        let start = self.record.text_at.wrapping_sub(self.window.text_base) as usize;
-        let bytes: Vec<u8> = self
-            .window
-            .text
-            .range(start..start + self.record.text_len as usize)
-            .copied()
-            .collect();
+        let text = &self.window.text;
+        let start = Window::absolute(text, self.record.text_at);
+        let bytes: Vec<u8> = text.range(start, self.record.text_len as usize).collect();
         // Pushed from a `str`, whole.
         String::from_utf8(bytes).unwrap_or_default()
     }

@@ -109,14 +109,23 @@ fn tick_text(t: &TickBody) -> String {
     for site in &t.sites {
         let _ = write!(
             out,
-            "\n    {:+} ({:.0}/min, {} open) {}",
+            "\n    {:+} ({}, {} open) {}",
             site.delta,
-            site.per_min,
+            rate_text(site.per_min),
             site.count,
             first_frame(&site.frames)
         );
     }
     out
+}
+
+/// So many per minute: `2.5/min`, `240/min`.
+pub fn rate_text(per_min: f64) -> String {
+    if per_min < 10.0 {
+        format!("{per_min:.1}/min")
+    } else {
+        format!("{per_min:.0}/min")
+    }
 }
 
 /// A length of time as people read it: `850ms`, `4.2s`, `3m12s`, `2h05m`,
@@ -427,10 +436,10 @@ fn site_text(out: &mut String, site: &SiteReport) {
                 format!(", {} old", duration_text(site.oldest_age_s))
             } else {
                 format!(
-                    ", {}..{} old, {:.1}/min",
+                    ", {}..{} old, {}",
                     duration_text(site.oldest_age_s),
                     duration_text(site.newest_age_s),
-                    site.per_min
+                    rate_text(site.per_min)
                 )
             },
         ),
@@ -851,6 +860,8 @@ mod tests {
         assert_eq!(sparkline(&[]), "");
         assert_eq!(squeeze(&[1, 5, 2, 2, 9, 0], 3), [5, 2, 9]);
         assert_eq!(squeeze(&[1, 2], 3), [1, 2]);
+        assert_eq!(rate_text(2.54), "2.5/min");
+        assert_eq!(rate_text(240.2), "240/min");
     }
 
     #[test]

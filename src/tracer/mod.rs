@@ -462,19 +462,27 @@ impl Tracer {
                 }
                 Waited::Woken(WAKE_INTERRUPT) => return Halt::Interrupt,
                 Waited::Woken(sig) => return Halt::Shutdown(sig),
-                Waited::Timeout if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Halt::Timeout;
-                }
                 Waited::Timeout => {
-                    // A tick: the samples so far first.
-                    if !self.observer_fds().is_empty()
-                        && let Some(halt) = self.take_observed(on_event)
-                    {
-                        return halt;
+                    let ended = deadline.is_some_and(|d| Instant::now() >= d);
+                    // The end of a `continue N --every P` is a tick too
+                    // when most of a period has passed since the last.
+                    let tick_due = next_tick
+                        .zip(ticks.as_ref())
+                        .is_some_and(|(next, t)| Instant::now() + t.period / 2 >= next || !ended);
+                    if tick_due {
+                        // The samples so far first.
+                        if !self.observer_fds().is_empty()
+                            && let Some(halt) = self.take_observed(on_event)
+                        {
+                            return halt;
+                        }
+                        if let (Some(t), Some(next)) = (ticks.as_mut(), next_tick.as_mut()) {
+                            (t.on_tick)(&self.model, &mut self.symbolizer);
+                            *next = (*next + t.period).max(Instant::now());
+                        }
                     }
-                    if let (Some(t), Some(next)) = (ticks.as_mut(), next_tick.as_mut()) {
-                        (t.on_tick)(&self.model, &mut self.symbolizer);
-                        *next = (*next + t.period).max(Instant::now());
+                    if ended {
+                        return Halt::Timeout;
                     }
                 }
                 Waited::NoTracees => {

@@ -9,6 +9,7 @@ mod functions;
 mod harness;
 mod input;
 mod login;
+mod long_session;
 mod memcached;
 mod observe;
 mod perf;

@@ -22,7 +22,16 @@ fn normalized(doc: &Value) -> Value {
                 .filter(|(k, _)| {
                     !matches!(
                         k.as_str(),
-                        "pid" | "address" | "seq" | "first_seq" | "last_seq" | "since" | "tid"
+                        "pid"
+                            | "address"
+                            | "seq"
+                            | "first_seq"
+                            | "last_seq"
+                            | "since"
+                            | "tid"
+                            | "oldest_age_s"
+                            | "newest_age_s"
+                            | "per_min"
                     )
                 })
                 .map(|(k, v)| {

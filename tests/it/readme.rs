@@ -48,17 +48,47 @@ fn frame(line: &str) -> Option<String> {
     })
 }
 
-/// Every run of digits as `N`: pids, counts and fd numbers vary.
+/// Every number as `N` and every length of time (`20ms`, `4.2s`,
+/// `3m12s`) as `T`: pids, counts, fd numbers and ages vary.
 fn shape(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
     let mut out = String::new();
-    for c in line.chars() {
-        if c.is_ascii_digit() {
-            if !out.ends_with('N') {
-                out.push('N');
-            }
-        } else {
-            out.push(c);
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
         }
+        let mut timed = false;
+        loop {
+            while i < chars.len()
+                && (chars[i].is_ascii_digit()
+                    || (chars[i] == '.' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit())))
+            {
+                i += 1;
+            }
+            let unit = ["ms", "s", "m", "h", "d"]
+                .iter()
+                .find(|u| chars[i..].starts_with(&u.chars().collect::<Vec<_>>()))
+                .filter(|u| {
+                    // A unit ends the word, or another number follows (3m12s).
+                    chars
+                        .get(i + u.len())
+                        .is_none_or(|c| !c.is_ascii_alphabetic())
+                });
+            match unit {
+                Some(u) => {
+                    timed = true;
+                    i += u.len();
+                    if !chars.get(i).is_some_and(|c| c.is_ascii_digit()) {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        out.push(if timed { 'T' } else { 'N' });
     }
     out
 }
@@ -236,5 +266,80 @@ fn readme_usage_block_matches_help() {
     assert!(
         unknown.is_empty(),
         "README's usage shows options no --help lists: {unknown:?}"
+    );
+}
+
+#[test]
+fn shapes_hide_numbers_and_lengths_of_time() {
+    assert_eq!(
+        shape(
+            "site 1: 5 fds from socket, events #3..#23, 20ms..1.5s old, 3m12s, 12.0/min: fds 6, 7"
+        ),
+        "site N: N fds from socket, events #N..#N, T..T old, T, N/min: fds N, N"
+    );
+}
+
+#[test]
+#[serial]
+fn readme_long_session_example_matches_a_real_one() {
+    let _watchdog = Watchdog::new("readme long session", TEST_LIMIT);
+    let shown = block_after(&readme(), "half a minute of it");
+    let mut program = crate::testprogs::ChildGuard::spawn(
+        std::process::Command::new(testprog("slow_leak")).arg("250"),
+    );
+    let pid = program.pid();
+    program.output().wait_for("leak");
+    let finished = fdbg_batch([
+        "attach",
+        &pid.to_string(),
+        "--batch",
+        "-e",
+        "continue 2s --every 1s",
+        "-e",
+        "leaks --older 1s",
+        "-e",
+        "stats",
+    ]);
+    finished.assert_success();
+    // Each kind of line the example shows, as far as it does not depend
+    // on how long the session was: the tick lines, the heading and site
+    // line of `leaks` up to its fd list, the start of the sparkline line,
+    // and the memory line.
+    let kinds = |lines: &mut dyn Iterator<Item = &str>| -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for line in lines {
+            let line = line.trim_end();
+            let kept = if line.starts_with('[') || line.starts_with("    +") {
+                line.to_string()
+            } else if line.starts_with("process ") && line.contains(" ago still open") {
+                line.to_string()
+            } else if line.starts_with("site ") {
+                line[..line.find(": fds").unwrap_or(line.len())].to_string()
+            } else if line.starts_with("open fds over") {
+                line[..line.find(':').unwrap_or(line.len())].to_string()
+            } else if line.starts_with("fdbg's memory") {
+                line.to_string()
+            } else {
+                continue;
+            };
+            // The checkout's directory varies: from `testprogs/` on.
+            let kept = match (kept.find(" at /"), kept.find("testprogs/")) {
+                (Some(at), Some(dir)) if dir > at => {
+                    format!("{} at {}", &kept[..at], &kept[dir..])
+                }
+                _ => kept,
+            };
+            let kept = shape(&kept);
+            if !seen.contains(&kept) {
+                seen.push(kept);
+            }
+        }
+        seen
+    };
+    let real = kinds(&mut finished.stdout.lines());
+    let shown = kinds(&mut shown.iter().map(String::as_str));
+    assert_eq!(
+        shown, real,
+        "README's long-session example is stale\n{finished}"
     );
 }

@@ -176,6 +176,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "slow_leak",
+        sources: &["slow_leak.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "thread_churn",
         sources: &["thread_churn.c"],
         flags: DEBUG,
