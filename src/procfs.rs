@@ -208,3 +208,11 @@ pub fn own_rss_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * procfs::page_size())
 }
+
+/// The CPU time fdbg has used so far, user and system, in seconds (its
+/// own threads together, from /proc/self/stat).
+pub fn own_cpu_seconds() -> Option<f64> {
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    Some((stat.utime + stat.stime) as f64 / ticks)
+}

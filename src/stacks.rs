@@ -7,7 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Names one distinct stack in a `StackTable`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

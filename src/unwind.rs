@@ -32,6 +32,44 @@ use crate::stacks::Stack;
 /// The most frames one walk returns.
 pub const MAX_FRAMES: usize = 128;
 
+/// How many framehop rule caches a process has. One is direct-mapped
+/// (509 slots by address modulo 509): two frames of one stack whose
+/// addresses share a slot evict each other at every walk, and every walk
+/// then parses their CFI again (nginx's 17-frame stacks missed twice per
+/// walk, half of fdbg's CPU). Several, with fdbg choosing for each
+/// address the one whose slot it holds or that has the slot free, make
+/// an 8-way set-associative cache of framehop's.
+const RULE_CACHES: usize = 8;
+
+/// framehop's slot count (`rule_cache.rs`: the slot is the lookup address
+/// modulo this).
+const RULE_SLOTS: usize = 509;
+
+/// Which address holds each slot of each rule cache (0: none yet).
+struct SlotOwners(Box<[[u64; RULE_SLOTS]; RULE_CACHES]>);
+
+impl SlotOwners {
+    fn new() -> SlotOwners {
+        SlotOwners(Box::new([[0; RULE_SLOTS]; RULE_CACHES]))
+    }
+
+    /// The cache to look `address` up in: the one whose slot holds it,
+    /// else one whose slot is free (claimed), else one chosen by a hash
+    /// of the address (which takes the slot over).
+    fn cache_for(&mut self, address: u64) -> usize {
+        let slot = (address % RULE_SLOTS as u64) as usize;
+        let owners = &mut self.0;
+        if let Some(i) = (0..RULE_CACHES).find(|&i| owners[i][slot] == address) {
+            return i;
+        }
+        let i = (0..RULE_CACHES)
+            .find(|&i| owners[i][slot] == 0)
+            .unwrap_or((address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as usize % RULE_CACHES);
+        owners[i][slot] = address;
+        i
+    }
+}
+
 /// What is known about one executable mapping of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MappingState {
@@ -54,7 +92,10 @@ struct KnownMapping {
 pub struct Unwinder {
     pid: i32,
     framehop: UnwinderX86_64<SectionBytes>,
-    cache: CacheX86_64,
+    /// framehop's rule caches, each chosen by a hash of the code address
+    /// (see `cache_for`).
+    caches: Vec<CacheX86_64>,
+    owners: SlotOwners,
     /// Executable mappings by start address, from the last maps read.
     mappings: Vec<KnownMapping>,
     /// Parsed objects; `None` records a failure so it is not retried.
@@ -65,6 +106,8 @@ pub struct Unwinder {
     maps_reads: u64,
     /// Code pages found in no executable mapping at the last maps read.
     unmapped_pages: std::collections::HashSet<u64>,
+    /// The mapping the last lookup found.
+    last_mapping: std::cell::Cell<usize>,
 }
 
 /// Why looking up a code address failed.
@@ -78,12 +121,14 @@ impl Unwinder {
         Unwinder {
             pid,
             framehop: UnwinderX86_64::new(),
-            cache: CacheX86_64::new(),
+            caches: (0..RULE_CACHES).map(|_| CacheX86_64::new()).collect(),
+            owners: SlotOwners::new(),
             mappings: Vec::new(),
             objects: HashMap::new(),
             objects_parsed: 0,
             maps_reads: 0,
             unmapped_pages: std::collections::HashSet::new(),
+            last_mapping: std::cell::Cell::new(0),
         }
     }
 
@@ -149,7 +194,8 @@ impl Unwinder {
         };
         let mut framehop_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
         let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
-        let mut addresses = Vec::new();
+        // Deep enough for most stacks without growing.
+        let mut addresses = Vec::with_capacity(32);
         let mut maps_reread = false;
         // The loop of framehop's `iter_frames`, unrolled so that modules can
         // be added between two frames (the iterator borrows the unwinder).
@@ -162,7 +208,7 @@ impl Unwinder {
             let next = self.framehop.unwind_frame(
                 frame,
                 &mut framehop_regs,
-                &mut self.cache,
+                &mut self.caches[self.owners.cache_for(lookup)],
                 &mut read_stack,
             );
             let return_address = match next {
@@ -243,15 +289,24 @@ impl Unwinder {
     }
 
     fn mapping_index(&self, avma: u64) -> Option<usize> {
+        // Most frames of a walk are in the mapping of the frame before.
+        let last = self.last_mapping.get();
+        if self
+            .mappings
+            .get(last)
+            .is_some_and(|m| m.mapping.avma.contains(&avma))
+        {
+            return Some(last);
+        }
         let after = self
             .mappings
             .partition_point(|m| m.mapping.avma.start <= avma);
         let index = after.checked_sub(1)?;
-        self.mappings[index]
-            .mapping
-            .avma
-            .contains(&avma)
-            .then_some(index)
+        let found = self.mappings[index].mapping.avma.contains(&avma);
+        if found {
+            self.last_mapping.set(index);
+        }
+        found.then_some(index)
     }
 
     /// Replaces the mapping list with the current maps. Mappings that are

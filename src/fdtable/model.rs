@@ -1,7 +1,9 @@
 //! Feeding the model: processes appearing, syscalls, execve, exit, and the
 //! check against /proc.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use super::series::Series;
 use super::window::{NewEvent, Window};
@@ -69,9 +71,9 @@ impl ProcessState {
             },
             table,
             initial,
-            closing: HashMap::new(),
+            closing: HashMap::default(),
             displaced: BTreeMap::new(),
-            sites: HashMap::new(),
+            sites: HashMap::default(),
             created: 0,
             series,
             bad_closes: VecDeque::new(),

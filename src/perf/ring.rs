@@ -39,7 +39,7 @@
 //! [`SyscallSampler::drain_all`] returns everything, for when no watched
 //! thread can be inside a syscall (all stopped, or gone).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -187,6 +187,20 @@ impl Ring {
     }
 
     /// Copy `len` bytes at free-running position `pos` into `out`.
+    /// The `len` bytes at `pos`, in place, where they do not wrap around
+    /// the end of the data area.
+    fn view(&self, pos: u64, len: usize) -> Option<&[u8]> {
+        let (first, second) = record::wrapped(self.data_size, pos, len);
+        if !second.is_empty() {
+            return None;
+        }
+        // SAFETY: the range is within the data area, between data_tail and
+        // data_head, which the kernel does not write until data_tail passes
+        // it; the slice is dropped before data_tail is moved (the caller
+        // reads it and stores the tail after).
+        Some(unsafe { std::slice::from_raw_parts(self.data.add(first.start), first.len()) })
+    }
+
     fn copy(&self, pos: u64, len: usize, out: &mut Vec<u8>) {
         let (first, second) = record::wrapped(self.data_size, pos, len);
         out.clear();
@@ -235,6 +249,49 @@ pub struct SyscallSampler {
     sampled: Vec<u64>,
     stats: RingStats,
     scratch: Vec<u8>,
+    /// Stack copies given back (`recycle`), for the next samples.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Most stack copies kept for reuse.
+const SPARE_STACKS: usize = 256;
+
+/// What decoding a sample needs of its sampler.
+struct Decoder<'s> {
+    ids: &'s HashMap<u64, usize>,
+    tracepoints: &'s [Tracepoint],
+}
+
+impl Decoder<'_> {
+    fn decode(&self, cpu: u32, body: &[u8], spare: &mut Vec<Vec<u8>>) -> Option<Sample> {
+        let lookup = |id| {
+            let index = *self.ids.get(&id)?;
+            Some(self.tracepoints[index].copy_stack)
+        };
+        let RawSample {
+            id,
+            pid,
+            tid,
+            time,
+            raw,
+            regs,
+            stack,
+        } = record::parse_sample(body, lookup)?;
+        let tracepoint = *self.ids.get(&id)?;
+        let syscall = self.tracepoints[tracepoint].layout.decode(raw)?;
+        let mut copy = spare.pop().unwrap_or_default();
+        copy.extend_from_slice(stack);
+        Some(Sample {
+            tracepoint,
+            cpu,
+            pid,
+            tid,
+            time,
+            syscall,
+            regs,
+            stack: copy,
+        })
+    }
 }
 
 // SAFETY: the rings' pointers are to mappings the sampler owns; nothing
@@ -270,7 +327,7 @@ impl SyscallSampler {
             tracepoints: Vec::new(),
             events: Vec::new(),
             rings: Vec::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             pending: Vec::new(),
             horizon: 0,
             pulled: 0,
@@ -278,6 +335,7 @@ impl SyscallSampler {
             sampled: vec![0; tracepoints.len()],
             stats: RingStats::default(),
             scratch: Vec::new(),
+            spare: Vec::new(),
         };
         let mut opens = Vec::new();
         for cpu in online_cpus()? {
@@ -435,10 +493,30 @@ impl SyscallSampler {
                     tail = head;
                     break;
                 }
-                self.rings[r].copy(tail, size, &mut scratch);
                 self.stats.bytes += size as u64;
+                // In place unless the record wraps around the ring's end.
+                let body = match self.rings[r].view(tail, size) {
+                    Some(bytes) => bytes,
+                    None => {
+                        self.rings[r].copy(tail, size, &mut scratch);
+                        &scratch[..]
+                    }
+                };
+                let time = Self::record(
+                    &mut self.stats,
+                    &mut self.sampled,
+                    &mut self.pending,
+                    &mut self.spare,
+                    &Decoder {
+                        ids: &self.ids,
+                        tracepoints: &self.tracepoints,
+                    },
+                    cpu,
+                    kind,
+                    &body[record::HEADER_LEN..],
+                );
                 tail += size as u64;
-                if let Some(time) = self.record(cpu, kind, &scratch[record::HEADER_LEN..]) {
+                if let Some(time) = time {
                     newest = newest.max(time);
                 }
             }
@@ -451,65 +529,58 @@ impl SyscallSampler {
         newest
     }
 
-    /// Count or decode one record; a sample's time.
-    fn record(&mut self, cpu: u32, kind: u32, body: &[u8]) -> Option<u64> {
+    /// Count or decode one record; a sample's time. (Takes the sampler's
+    /// parts: the record may be a view into one of its rings.)
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        stats: &mut RingStats,
+        sampled: &mut [u64],
+        pending: &mut Vec<Sample>,
+        spare: &mut Vec<Vec<u8>>,
+        decoder: &Decoder<'_>,
+        cpu: u32,
+        kind: u32,
+        body: &[u8],
+    ) -> Option<u64> {
         match kind {
             record::RECORD_SAMPLE => {
-                let sample = self.decode(cpu, body);
+                let sample = decoder.decode(cpu, body, spare);
                 let Some(sample) = sample else {
-                    self.stats.malformed += 1;
+                    stats.malformed += 1;
                     return None;
                 };
-                self.stats.samples += 1;
-                self.sampled[sample.tracepoint] += 1;
+                stats.samples += 1;
+                sampled[sample.tracepoint] += 1;
                 let time = sample.time;
-                self.pending.push(sample);
+                pending.push(sample);
                 Some(time)
             }
             record::RECORD_LOST | record::RECORD_LOST_SAMPLES => {
-                self.stats.lost += record::lost_count(kind, body).unwrap_or(0);
+                stats.lost += record::lost_count(kind, body).unwrap_or(0);
                 None
             }
             record::RECORD_THROTTLE => {
-                self.stats.throttles += 1;
+                stats.throttles += 1;
                 None
             }
             record::RECORD_UNTHROTTLE => {
-                self.stats.unthrottles += 1;
+                stats.unthrottles += 1;
                 None
             }
             _ => {
-                self.stats.other += 1;
+                stats.other += 1;
                 None
             }
         }
     }
 
-    fn decode(&self, cpu: u32, body: &[u8]) -> Option<Sample> {
-        let lookup = |id| {
-            let index = *self.ids.get(&id)?;
-            Some(self.tracepoints[index].copy_stack)
-        };
-        let RawSample {
-            id,
-            pid,
-            tid,
-            time,
-            raw,
-            regs,
-            stack,
-        } = record::parse_sample(body, lookup)?;
-        let tracepoint = self.ids[&id];
-        Some(Sample {
-            tracepoint,
-            cpu,
-            pid,
-            tid,
-            time,
-            syscall: self.tracepoints[tracepoint].layout.decode(raw)?,
-            regs,
-            stack: stack.to_vec(),
-        })
+    /// Give back a sample's stack copy once it is decoded: the next
+    /// samples' copies reuse it instead of allocating.
+    pub fn recycle(&mut self, mut stack: Vec<u8>) {
+        if self.spare.len() < SPARE_STACKS && stack.capacity() > 0 {
+            stack.clear();
+            self.spare.push(stack);
+        }
     }
 
     /// The pending samples up to time `upto`, in time order.

@@ -1121,8 +1121,16 @@ impl Session {
             .collect();
         open_fds_over_time.push((seconds(now), model.open_count(pid) as u32));
         let held = model.memory();
+        let cpu_s = crate::procfs::own_cpu_seconds().unwrap_or(0.0);
+        let all_events = model.last_seq();
         let memory = MemoryFigures {
             rss_bytes: crate::procfs::own_rss_bytes().unwrap_or(0),
+            cpu_s,
+            cpu_us_per_event: if all_events > 0 {
+                cpu_s * 1e6 / all_events as f64
+            } else {
+                0.0
+            },
             events_kept: held.events_kept,
             events_forgotten: held.events_forgotten,
             events_kept_at_most: held.keeps_at_most,

@@ -140,8 +140,8 @@ pub fn duration_text(seconds: f64) -> String {
     }
     let whole = s as u64;
     match whole {
-        ..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
-        ..86_400 => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
+        0..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
+        3600..86_400 => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
         _ => format!("{}d{:02}h", whole / 86_400, whole % 86_400 / 3600),
     }
 }
@@ -636,8 +636,10 @@ fn stats_text(s: &StatsReport) -> String {
     let m = &s.memory;
     let _ = write!(
         out,
-        "fdbg's memory: {:.1} MB resident; {} events kept (at most {}), {} older not kept; {}, {}",
+        "fdbg itself: {:.1} MB resident, {:.2} s of CPU ({:.2} µs per event); {} events kept (at most {}), {} older not kept; {}, {}",
         m.rss_bytes as f64 / 1e6,
+        m.cpu_s,
+        m.cpu_us_per_event,
         m.events_kept,
         m.events_kept_at_most,
         m.events_forgotten,

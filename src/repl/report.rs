@@ -268,6 +268,10 @@ pub struct StatsReport {
 pub struct MemoryFigures {
     /// fdbg's resident set, from /proc/self/statm.
     pub rss_bytes: u64,
+    /// fdbg's own CPU time so far (user and system), and per event
+    /// recorded (of every process).
+    pub cpu_s: f64,
+    pub cpu_us_per_event: f64,
     pub events_kept: u64,
     pub events_forgotten: u64,
     /// The most events kept (`--keep-events`).

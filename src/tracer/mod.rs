@@ -10,7 +10,10 @@
 //!
 //! It is `!Send`: only the thread that attached may call ptrace.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+// A fast hasher for the maps looked up at every event (pids, tids).
+use rustc_hash::FxHashMap as HashMap;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::time::Instant;
@@ -217,6 +220,8 @@ pub struct Tracer {
     pub main_pid: Pid,
     pub follow_forks: bool,
     pub model: Model,
+    /// Live memory read for the batch of samples being decoded.
+    live_pages: std::cell::RefCell<observe::LivePages>,
     /// Every ptrace stop fdbg has handled.
     pub stops: u64,
     /// The same, by process: (ptrace stops, syscall entries seen).
@@ -316,21 +321,22 @@ impl Tracer {
                 model.set_clock(monotonic_now());
                 model
             },
+            live_pages: Default::default(),
             stops: 0,
-            cost_by_pid: HashMap::new(),
+            cost_by_pid: HashMap::default(),
             syscalls_seen: 0,
             main_end: None,
             detached: false,
             symbolizer: Symbolizer::new(),
-            exit_sockets: HashMap::new(),
+            exit_sockets: HashMap::default(),
             warnings: Vec::new(),
             notices: Vec::new(),
             perf_waits_for_unblock: false,
             perf_unblocked: false,
             observer: None,
-            stack_snapshots: HashMap::new(),
+            stack_snapshots: HashMap::default(),
             exec_pending: None,
-            file_maps: HashMap::new(),
+            file_maps: HashMap::default(),
             need: Need::Stops,
             watch: None,
             unchecked: Vec::new(),
@@ -341,9 +347,9 @@ impl Tracer {
             queued_hits: std::collections::VecDeque::new(),
             interrupt_seen: false,
             pending_breaks: Vec::new(),
-            threads: HashMap::new(),
+            threads: HashMap::default(),
             ended_unannounced: BTreeSet::new(),
-            unwinders: HashMap::new(),
+            unwinders: HashMap::default(),
             sigchld,
             waker,
             _not_send: PhantomData,
@@ -567,7 +573,13 @@ impl Tracer {
                 request => return Waited::Woken(request),
             }
         }
-        let spin_until = Instant::now() + WAIT_SPIN;
+        // Observing, no thread stops for an fd event: nothing to spin for.
+        let spin = if self.mechanism == Mechanism::PerfObserve {
+            std::time::Duration::ZERO
+        } else {
+            WAIT_SPIN
+        };
+        let spin_until = Instant::now() + spin;
         loop {
             match ptrace::wait_any(true) {
                 Ok(Some((tid, stop))) => return Waited::Status(tid, stop),
@@ -1152,9 +1164,9 @@ impl Tracer {
 
     /// Check the model against /proc for every live traced process.
     /// Returns what /proc listed, by process, for the caller to reuse.
-    pub fn reconcile(&mut self) -> HashMap<Pid, Vec<crate::fdtable::ProcFd>> {
+    pub fn reconcile(&mut self) -> std::collections::HashMap<Pid, Vec<crate::fdtable::ProcFd>> {
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
-        let mut listed = HashMap::new();
+        let mut listed = std::collections::HashMap::new();
         for pid in pids {
             if let Ok(fds) = procfs::list_fds(pid, None) {
                 self.model.reconcile(pid, &fds);

@@ -259,18 +259,126 @@ fn raise_fd_limit() {
 /// exec'd since), else the file behind a read-only mapping as it was at
 /// the last look (string literals).
 struct SampledMemory<'a> {
+    pid: Pid,
     sp: u64,
     stack: &'a [u8],
     live: Option<ProcessMemory>,
     files: &'a [crate::modules::FileMapping],
+    /// The process's pages read for this batch of samples.
+    pages: &'a std::cell::RefCell<LivePages>,
+}
+
+/// Pages of live memory read once per batch of samples: the samples of a
+/// batch are all decoded after the fact, within microseconds of each
+/// other, so reading a page again for each of them (nginx: the same
+/// buffer holds the path of every request's openat) would give the same
+/// bytes at the price of a syscall each.
+#[derive(Default)]
+pub(super) struct LivePages {
+    pages: rustc_hash::FxHashMap<(Pid, u64), Option<Box<[u8]>>>,
+}
+
+/// Pages kept per batch at most; past that, reads go to the process.
+const LIVE_PAGES_MAX: usize = 256;
+const PAGE: u64 = 4096;
+
+impl LivePages {
+    /// Forget every page: a new batch.
+    pub(super) fn clear(&mut self) {
+        self.pages.clear();
+    }
+
+    /// `len` bytes at `addr` of the process `memory` reads, as far as
+    /// they are readable.
+    fn read(&mut self, memory: &ProcessMemory, pid: Pid, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        let mut at = addr;
+        while out.len() < len {
+            let page = at / PAGE * PAGE;
+            if !self.pages.contains_key(&(pid, page)) && self.pages.len() >= LIVE_PAGES_MAX {
+                out.extend_from_slice(&memory.read(at, len - out.len()).unwrap_or_default());
+                break;
+            }
+            let bytes = self.pages.entry((pid, page)).or_insert_with(|| {
+                memory
+                    .read(page, PAGE as usize)
+                    .filter(|b| b.len() == PAGE as usize)
+                    .map(Vec::into_boxed_slice)
+            });
+            let Some(bytes) = bytes else {
+                // Not a whole readable page (the end of a mapping): as asked.
+                out.extend_from_slice(&memory.read(at, len - out.len()).unwrap_or_default());
+                break;
+            };
+            let from = (at - page) as usize;
+            let n = (len - out.len()).min(PAGE as usize - from);
+            out.extend_from_slice(&bytes[from..from + n]);
+            at += n as u64;
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+impl LivePages {
+    /// The NUL-terminated string at `addr` (at most `max` bytes, without
+    /// its NUL), read through the pages; None where nothing is readable.
+    fn read_cstr(
+        &mut self,
+        memory: &ProcessMemory,
+        pid: Pid,
+        addr: u64,
+        max: usize,
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(64);
+        let mut at = addr;
+        while out.len() < max {
+            let page = at / PAGE * PAGE;
+            let cached = self.pages.len() < LIVE_PAGES_MAX || self.pages.contains_key(&(pid, page));
+            let bytes = if cached {
+                self.pages.entry((pid, page)).or_insert_with(|| {
+                    memory
+                        .read(page, PAGE as usize)
+                        .filter(|b| b.len() == PAGE as usize)
+                        .map(Vec::into_boxed_slice)
+                })
+            } else {
+                &mut None
+            };
+            let Some(bytes) = bytes else {
+                // Not a whole readable page: the process's own reader.
+                let rest = memory.read_cstr(at, max - out.len());
+                return match rest {
+                    Some(rest) => {
+                        out.extend_from_slice(&rest);
+                        Some(out)
+                    }
+                    None if out.is_empty() => None,
+                    None => Some(out),
+                };
+            };
+            let from = (at - page) as usize;
+            let chunk = &bytes[from..];
+            if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..nul]);
+                out.truncate(max);
+                return Some(out);
+            }
+            out.extend_from_slice(chunk);
+            at = page + PAGE;
+        }
+        out.truncate(max);
+        Some(out)
+    }
 }
 
 impl SampledMemory<'_> {
+    fn live_read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let memory = self.live.as_ref()?;
+        self.pages.borrow_mut().read(memory, self.pid, addr, len)
+    }
+
     fn beyond_copy(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
-        self.live
-            .as_ref()
-            .and_then(|m| m.read(addr, len))
-            .filter(|b| !b.is_empty())
+        self.live_read(addr, len)
             .or_else(|| crate::modules::read_mapped_file(self.files, addr, len))
     }
 }
@@ -302,7 +410,7 @@ impl TraceeMemory for SampledMemory<'_> {
             }
         }
         if let Some(live) = &self.live
-            && let Some(text) = live.read_cstr(addr, max)
+            && let Some(text) = self.pages.borrow_mut().read_cstr(live, self.pid, addr, max)
         {
             return Some(text);
         }
@@ -555,9 +663,13 @@ impl Tracer {
             sampler.drain()
         };
         let mut recorded = Vec::new();
+        self.live_pages.borrow_mut().clear();
         for (n, sample) in samples.into_iter().enumerate() {
-            if let Some(seq) = self.record_sample(sample) {
+            if let Some(seq) = self.record_sample(&sample) {
                 recorded.push(seq);
+            }
+            if let Some(sampler) = self.observer.as_mut().and_then(|o| o.sampler.as_mut()) {
+                sampler.recycle(sample.stack);
             }
             // Decoding is slower than the kernel's writing: keep the rings
             // from filling meanwhile.
@@ -573,7 +685,7 @@ impl Tracer {
         recorded
     }
 
-    fn record_sample(&mut self, sample: Sample) -> Option<Seq> {
+    fn record_sample(&mut self, sample: &Sample) -> Option<Seq> {
         let (pid, tid) = (sample.pid as Pid, sample.tid as Tid);
         match sample.syscall {
             // Only exits are sampled.
@@ -591,10 +703,12 @@ impl Tracer {
                 };
                 let no_files = Vec::new();
                 let memory = SampledMemory {
+                    pid,
                     sp: regs.sp,
                     stack: &sample.stack,
                     live: (self.exec_pending != Some(pid)).then_some(ProcessMemory { pid: tid }),
                     files: self.file_maps.get(&pid).unwrap_or(&no_files),
+                    pages: &self.live_pages,
                 };
                 let decoded = syscalls::decode(&entry, ret, &memory)?;
                 let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {

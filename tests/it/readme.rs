@@ -309,15 +309,18 @@ fn readme_long_session_example_matches_a_real_one() {
         let mut seen: Vec<String> = Vec::new();
         for line in lines {
             let line = line.trim_end();
-            let kept = if line.starts_with('[') || line.starts_with("    +") {
+            let kept = if line.starts_with('[') {
                 line.to_string()
+            } else if line.starts_with("    +") {
+                // A tick's site, whichever grew (the churn's one fd may).
+                line[..line.find(") ").map_or(line.len(), |i| i + 1)].to_string()
             } else if line.starts_with("process ") && line.contains(" ago still open") {
                 line.to_string()
             } else if line.starts_with("site ") {
                 line[..line.find(": fds").unwrap_or(line.len())].to_string()
             } else if line.starts_with("open fds over") {
                 line[..line.find(':').unwrap_or(line.len())].to_string()
-            } else if line.starts_with("fdbg's memory") {
+            } else if line.starts_with("fdbg itself") {
                 line.to_string()
             } else {
                 continue;
