@@ -4,10 +4,14 @@
  * login leaks one socket inside on_login() -> statsd_init(). A connection
  * sending "QUIT\n" stops the server (exit 0); otherwise it runs until killed.
  *
- * usage: login_server [--wait] [PORT]   (PORT 0 or absent: ephemeral)
+ * With --threads, each connection is served by a thread of its own,
+ * created for it and gone after it (a thread per session).
+ *
+ * usage: login_server [--wait] [--threads] [PORT]   (PORT 0 or absent: ephemeral)
  */
 #include "expect.h"
 
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -64,12 +68,30 @@ static int serve(int conn)
     return keep_going;
 }
 
+/* A session's thread: serves its connection; a QUIT ends the server. */
+static void *session(void *arg)
+{
+    if (!serve((int)(long)arg)) {
+        expect("done");
+        exit(0);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
+    int threads = take_flag(&argc, argv, "--threads");
     expect_start(&argc, argv);
     int listener = listen_on(argc > 1 ? atoi(argv[1]) : 0);
     for (;;) {
         int conn = TRACK("open", "accept", accept(listener, NULL, NULL));
+        if (threads) {
+            pthread_t thread;
+            if (pthread_create(&thread, NULL, session, (void *)(long)conn) != 0)
+                die_at("pthread_create", HERE);
+            pthread_detach(thread);
+            continue;
+        }
         if (!serve(conn))
             break;
     }

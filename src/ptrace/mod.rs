@@ -552,3 +552,15 @@ pub fn set_registers(tid: Tid, regs: &libc::user_regs_struct) -> Result<()> {
     };
     check("PTRACE_SETREGS", ret).map(drop)
 }
+
+/// Change a stopped tracee's ptrace options (PTRACE_SETOPTIONS).
+pub fn set_options(tid: Tid, options: libc::c_int) -> Result<()> {
+    request(
+        "PTRACE_SETOPTIONS",
+        libc::PTRACE_SETOPTIONS,
+        tid,
+        0,
+        options as usize,
+    )
+    .map(drop)
+}

@@ -36,6 +36,7 @@ mod functions;
 mod observe;
 mod perf_source;
 mod start;
+mod unfollowed;
 mod waker;
 mod watch;
 
@@ -169,6 +170,8 @@ struct Thread {
     /// In an rt_sigprocmask that may unblock SIGTRAP, while perf waits
     /// for that.
     masking: bool,
+    /// Its clones are followed (PTRACE_O_TRACECLONE): see `unfollowed`.
+    follows_clones: bool,
 }
 
 impl Thread {
@@ -184,6 +187,7 @@ impl Thread {
             announced: true,
             last_stop: None,
             masking: false,
+            follows_clones: true,
         }
     }
 }
@@ -688,6 +692,32 @@ impl Tracer {
             // A thread that is gone reports its exit below.
             let _ = ptrace::interrupt(tid);
         }
+        // Threads created while clones were not followed are stopped too,
+        // once the ones that could create more are (until none is new).
+        let mut adopting = self.may_have_unfollowed();
+        loop {
+            self.wait_until_stopped();
+            if !(adopting && self.adopt_unfollowed()) {
+                break;
+            }
+            adopting = true;
+        }
+        // Every thread is stopped: every sample of theirs is in the rings.
+        let drained = self.take_samples(true);
+        let drained = self.hold_unchecked(drained);
+        if self.observer_lost_more() {
+            self.reconcile();
+        }
+        if self.observer.is_some() {
+            self.snapshot_stacks();
+        }
+        drained
+    }
+
+    /// Handle stops until every thread fdbg traces is stopped (or
+    /// exiting), or a shutdown is asked for.
+    fn wait_until_stopped(&mut self) {
+        let waits_for = |t: &Thread| t.state != ThreadState::Stopped && !t.exiting;
         while self.threads.values().any(waits_for) {
             match self.next_status(None) {
                 Waited::Status(tid, stop) => {
@@ -714,16 +744,6 @@ impl Tracer {
                 }
             }
         }
-        // Every thread is stopped: every sample of theirs is in the rings.
-        let drained = self.take_samples(true);
-        let drained = self.hold_unchecked(drained);
-        if self.observer_lost_more() {
-            self.reconcile();
-        }
-        if self.observer.is_some() {
-            self.snapshot_stacks();
-        }
-        drained
     }
 
     /// A thread that stopped at the entry of close: the model has taken
@@ -743,6 +763,7 @@ impl Tracer {
 
     /// Resume every stopped thread.
     fn resume_all(&mut self) {
+        self.follow_clones_as_needed();
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         for tid in tids {
             self.resume_thread(tid);

@@ -1,0 +1,96 @@
+//! Threads that come and go while fdbg only observes, without a ptrace
+//! stop. Following a new thread costs three stops (its creator's clone
+//! event, its own first stop, its exit), which halved the throughput of a
+//! server that makes a thread per session; observing needs none of them,
+//! since the perf samplers follow new threads by inheritance.
+//!
+//! So while the event source is the samplers alone (no SIGTRAP of fdbg's
+//! can reach a thread: no function breakpoint, no `break fd` watch), the
+//! traced threads are resumed without PTRACE_O_TRACECLONE, and the threads
+//! they create run untraced. Whenever every thread must stop (a
+//! breakpoint's stop, Ctrl-C, the end of a `continue`, detach), the
+//! threads that exist then are seized and stopped like at attach, and
+//! resumed with clones followed again where something needs them.
+//! With --follow-forks clones stay followed (a thread fdbg does not trace
+//! would fork children it never sees), and fork events always stop.
+
+use super::{Mechanism, Mode, Thread, ThreadState, Tracer};
+use crate::fdtable::Pid;
+use crate::procfs;
+use crate::ptrace;
+
+impl Tracer {
+    /// Whether threads created from now on may run untraced: nothing but
+    /// the samplers needs them.
+    fn may_leave_clones(&self) -> bool {
+        self.mode == Mode::Attach
+            && !self.follow_forks
+            && self.mechanism == Mechanism::PerfObserve
+            && self.function_breaks.is_empty()
+            && self.watch.is_none()
+    }
+
+    /// Before the threads are resumed: set each stopped thread's clone
+    /// following to what the event source needs now.
+    pub(super) fn follow_clones_as_needed(&mut self) {
+        let follow = !self.may_leave_clones();
+        let attach_options = ptrace::options(true, false, false);
+        let options = if follow {
+            attach_options
+        } else {
+            attach_options & !libc::PTRACE_O_TRACECLONE
+        };
+        for (&tid, thread) in self.threads.iter_mut() {
+            if thread.state == ThreadState::Stopped
+                && thread.follows_clones != follow
+                && ptrace::set_options(tid, options).is_ok()
+            {
+                thread.follows_clones = follow;
+            }
+        }
+    }
+
+    /// Whether some traced thread ran without following its clones: its
+    /// process may have threads fdbg does not trace.
+    pub(super) fn may_have_unfollowed(&self) -> bool {
+        self.threads.values().any(|t| !t.follows_clones)
+    }
+
+    /// Seize the threads of the traced processes that fdbg does not trace
+    /// (created while their creators did not follow clones) and ask each
+    /// to stop; they are waited for like the others. Returns whether
+    /// there were any.
+    pub(super) fn adopt_unfollowed(&mut self) -> bool {
+        let pids: std::collections::BTreeSet<Pid> = self
+            .threads
+            .values()
+            .filter(|t| !t.detach_at_stop)
+            .map(|t| t.pid)
+            .collect();
+        let options = ptrace::options(true, false, false);
+        let mut adopted = Vec::new();
+        for pid in pids {
+            let Ok(tids) = procfs::threads(pid) else {
+                continue;
+            };
+            for tid in tids {
+                if self.threads.contains_key(&tid)
+                    || matches!(procfs::thread_state(pid, tid), Some('Z' | 'X') | None)
+                {
+                    continue;
+                }
+                // A thread that is gone or exiting meanwhile runs no more
+                // code: nothing to stop.
+                if ptrace::seize(tid, options).is_ok() {
+                    self.threads
+                        .insert(tid, Thread::new(pid, ThreadState::Running));
+                    adopted.push(tid);
+                }
+            }
+        }
+        for &tid in &adopted {
+            let _ = ptrace::interrupt(tid);
+        }
+        !adopted.is_empty()
+    }
+}
