@@ -32,6 +32,7 @@ use crate::unwind::{Unwinder, copy_stack};
 mod functions;
 mod observe;
 mod perf_source;
+mod reclaim;
 mod start;
 mod waker;
 mod watch;
@@ -41,6 +42,7 @@ pub use functions::{
 };
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
+pub use reclaim::Closed;
 pub use start::StartError;
 pub use waker::{WAKE_INTERRUPT, Waker};
 
