@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 void on_login(const char *name);
@@ -85,6 +86,11 @@ static int serve(int i)
 int main(int argc, char **argv)
 {
     expect_start(&argc, argv);
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0) { /* room for thousands of leaks */
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
     int listener = listen_on(argc > 1 ? atoi(argv[1]) : 0);
     for (;;) {
         polled[0] = (struct pollfd){ .fd = listener, .events = POLLIN };
