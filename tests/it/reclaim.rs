@@ -282,3 +282,184 @@ fn a_sigkill_of_fdbg_during_a_reclaim_leaves_the_process_serving() {
     assert_eq!(hub.leaked(10).len(), 10);
     assert_untraced_and_running(pid, &"after the logins");
 }
+
+/// The `line` of a frame and its function.
+fn place(frame: &Value) -> (String, i64) {
+    (
+        frame["function"].as_str().unwrap_or("?").to_string(),
+        frame["line"].as_i64().unwrap_or(0),
+    )
+}
+
+/// The function and line an EXPECT line's `site` and `fn` name.
+fn site_of(line: &crate::testprogs::Expect) -> (String, i64) {
+    let site = line.field("site");
+    let number = site.rsplit(':').next().unwrap().parse().unwrap();
+    (line.field("fn").to_string(), number)
+}
+
+/// `who socket:[N]` for an inode from /proc/PID/fd names the fd and its
+/// creating statsd_init line; a bare inode and the fd number say the
+/// same; an inode nobody traced holds gets one line. `leaks --closed`
+/// shows where the connections were closed, `leaks --folded` one line per
+/// site in the flame-graph format.
+#[test]
+#[serial]
+fn who_closed_and_folded_answer_from_the_hub() {
+    let _watchdog = Watchdog::new("who_closed_and_folded", TEST_LIMIT);
+    let mut hub = Hub::start();
+    let pid = hub.pid();
+    let mut fdbg = Interactive::start(["attach", &pid.to_string()]);
+    fdbg.wait_attached();
+    fdbg.send("continue --json");
+    let _live = hub.connect();
+    hub.logins(3);
+    let leaks: Vec<_> = (0..3).map(|_| hub.output.wait_for("leak")).collect();
+    let closes = loop {
+        let seen = hub.output.expect_lines();
+        let closes: Vec<_> = seen.into_iter().filter(|e| e.what == "close").collect();
+        if closes.len() >= 3 {
+            break closes;
+        }
+        hub.output.wait_for("close");
+    };
+    interrupt(&mut fdbg);
+
+    let fd = leaks[1].fd();
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    let link = link.to_string_lossy().into_owned();
+    let inode: u64 = link
+        .strip_prefix("socket:[")
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap()
+        .parse()
+        .unwrap();
+    for asked in [link.clone(), inode.to_string(), fd.to_string()] {
+        let who = ask(&mut fdbg, &format!("who {asked} --json"), "who");
+        let who = &who["who"];
+        assert_eq!(
+            (who["pid"].as_i64(), who["fd"].as_i64()),
+            (Some(pid.into()), Some(fd.into())),
+            "{who}"
+        );
+        assert_eq!(who["inode"], inode, "{who}");
+        assert_eq!(who["kind"], "socket", "{who}");
+        assert_eq!(who["target"], "udp 0.0.0.0:0 unconnected", "{who}");
+        assert!(who["seq"].as_u64().is_some(), "{who}");
+        assert_eq!(place(&who["frames"][0]), site_of(&leaks[1]), "{who}");
+        let history = who["history"].as_array().unwrap();
+        assert_eq!(history.last().unwrap()["seq"], who["seq"], "{who}");
+    }
+    fdbg.send("who socket:[1]");
+    fdbg.wait_prefix("socket:[1]: no traced process holds it");
+    fdbg.send(&format!("who {link}"));
+    fdbg.wait_prefix(&format!(
+        "inode {inode}: fd {fd} of process {pid} (socket, udp 0.0.0.0:0 unconnected)"
+    ));
+
+    // The accepted connections of the logins were closed in serve(), on
+    // one path; the live one is still open.
+    let closed = ask(&mut fdbg, "leaks --closed --json", "sites");
+    let accept = closed["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["syscall"] == "accept")
+        .unwrap_or_else(|| panic!("{closed}"))
+        .clone();
+    let closed_by = accept["closed_by"].as_array().unwrap();
+    assert_eq!(closed_by.len(), 1, "{accept}");
+    assert_eq!(closed_by[0]["count"], 3, "{accept}");
+    assert_eq!(closed_by[0]["syscall"], "close", "{accept}");
+    assert_eq!(
+        place(&closed_by[0]["frames"][0]),
+        site_of(&closes[0]),
+        "{accept}"
+    );
+    let statsd = &closed["sites"][0];
+    assert_eq!(statsd["closed_by"].as_array().unwrap().len(), 0, "{statsd}");
+
+    // Folded: `frame;…;frame COUNT`, outermost first, one line per site.
+    fdbg.send("leaks --folded");
+    let line = fdbg.wait_line("a folded line", |l| l.ends_with(" 3"));
+    let (stack, count) = line.rsplit_once(' ').unwrap();
+    assert_eq!(count, "3", "{line}");
+    let frames: Vec<&str> = stack.split(';').collect();
+    assert!(
+        frames.iter().all(|f| !f.is_empty() && !f.contains('\n')),
+        "{line}"
+    );
+    assert_eq!(
+        frames[frames.len() - 2..],
+        ["statsd_init", "socket"],
+        "{line}"
+    );
+    let at = |name: &str| {
+        frames
+            .iter()
+            .position(|f| *f == name)
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(
+        at("main") < at("on_login") && at("on_login") < at("statsd_init"),
+        "{line}"
+    );
+    let folded = ask(&mut fdbg, "leaks --folded --json", "folded");
+    let lines = folded["folded"].as_array().unwrap();
+    assert_eq!(lines[0], line.as_str(), "{folded}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "the statsd site and the live connection's: {folded}"
+    );
+
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert_untraced_and_running(pid, &fdbg);
+}
+
+/// leak3's close_twice closes an fd, then closes it again: the bad close
+/// shows its own stack and the first close's, each at its own line.
+#[test]
+#[serial]
+fn a_double_close_shows_both_stacks() {
+    let _watchdog = Watchdog::new("a_double_close_shows_both_stacks", TEST_LIMIT);
+    let path = testprog("leak3");
+    let out = crate::harness::fdbg_batch([
+        "run",
+        "--batch",
+        "-e",
+        "continue",
+        "-e",
+        "stats --json",
+        "-e",
+        "stats",
+        "--",
+        path.to_str().unwrap(),
+    ]);
+    out.assert_success();
+    let lines = out.expect_lines();
+    let bad = crate::testprogs::one(&lines, "badclose");
+    let first = all(&lines, "close")
+        .into_iter()
+        .find(|c| c.fd() == bad.fd() && c.field("fn") == "close_twice")
+        .expect("close_twice's first close");
+    let stats = out.first(Shape::Stats);
+    let events = stats["bad_close_events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{out}");
+    let event = &events[0];
+    assert_eq!(event["fd"], bad.fd(), "{out}");
+    assert_eq!(place(&event["frames"][0]), site_of(bad), "{out}");
+    let first_close = &event["first_close"];
+    assert!(
+        first_close["seq"].as_u64().unwrap() < event["seq"].as_u64().unwrap(),
+        "{out}"
+    );
+    assert_eq!(place(&first_close["frames"][0]), site_of(first), "{out}");
+    let text = format!(
+        "fd {} was closed before by #{} close:",
+        bad.fd(),
+        first_close["seq"]
+    );
+    assert!(out.stdout.contains(&text), "no {text:?} in\n{out}");
+}
