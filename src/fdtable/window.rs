@@ -80,7 +80,7 @@ impl<T: Copy> Fifo<T> {
         }
         if self.front == self.end
             && self.chunks.len() == 1
-            && self.front % Self::PER_CHUNK as u64 == 0
+            && self.front.is_multiple_of(Self::PER_CHUNK as u64)
         {
             self.chunks.clear();
             self.first = self.front;

@@ -39,7 +39,7 @@ enum Request {
 /// The tracer thread's answers to one command: reports made while it
 /// runs (`Progress`, the ticks of `continue --every`), then its end.
 enum Reply {
-    Progress(Report),
+    Progress(Box<Report>),
     Done(Result<(Vec<Report>, Next), String>),
 }
 
@@ -180,7 +180,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc::Sender<Reply>) {
     let progress = replies.clone();
     session.set_progress(Box::new(move |report| {
-        let _ = progress.send(Reply::Progress(report));
+        let _ = progress.send(Reply::Progress(Box::new(report)));
     }));
     while let Ok(request) = requests.recv() {
         match request {

@@ -278,7 +278,7 @@ pub fn duration_text(seconds: f64) -> String {
     let whole = s as u64;
     match whole {
         ..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
-        ..86_400 => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
+        3600..86_400 => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
         _ => format!("{}d{:02}h", whole / 86_400, whole % 86_400 / 3600),
     }
 }

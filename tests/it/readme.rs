@@ -309,9 +309,10 @@ fn readme_long_session_example_matches_a_real_one() {
         let mut seen: Vec<String> = Vec::new();
         for line in lines {
             let line = line.trim_end();
-            let kept = if line.starts_with('[') || line.starts_with("    +") {
-                line.to_string()
-            } else if line.starts_with("process ") && line.contains(" ago still open") {
+            let kept = if line.starts_with('[')
+                || line.starts_with("    +")
+                || (line.starts_with("process ") && line.contains(" ago still open"))
+            {
                 line.to_string()
             } else if line.starts_with("site ") {
                 line[..line.find(": fds").unwrap_or(line.len())].to_string()

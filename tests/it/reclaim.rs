@@ -269,7 +269,7 @@ fn a_sigkill_of_fdbg_during_a_reclaim_leaves_the_process_serving() {
     let after = open_fds(pid);
     let closed = before.len() - after.len();
     eprintln!("fdbg was killed after {closed} of {LEAKS} closes");
-    assert!(closed >= 1 && closed <= LEAKS, "{closed} closed");
+    assert!((1..=LEAKS).contains(&closed), "{closed} closed");
     for (fd, target) in &before {
         match after.get(fd) {
             Some(now) => assert_eq!(now, target, "fd {fd} changed"),
