@@ -187,6 +187,9 @@ fn kind_names() -> String {
 pub enum Words {
     /// Nothing: the word is free text or a number.
     Free,
+    /// A flag that takes no value (`--yes`): what follows it is the next
+    /// word of the command.
+    Switch,
     Fixed(&'static [&'static str]),
     /// fd kinds.
     Kinds,
@@ -199,7 +202,7 @@ pub enum Words {
 impl Words {
     pub fn candidates(self) -> Vec<String> {
         match self {
-            Words::Free => Vec::new(),
+            Words::Free | Words::Switch => Vec::new(),
             Words::Fixed(words) => words.iter().map(|w| w.to_string()).collect(),
             Words::Kinds => FdKind::ALL.iter().map(|k| k.as_str().into()).collect(),
             Words::KindsAndSyscalls => Words::Kinds
@@ -419,8 +422,8 @@ pub const COMMANDS: &[Spec] = &[
             ("--since", Words::Free),
             ("--min", Words::Free),
             ("--older", Words::Free),
-            ("--closed", Words::Free),
-            ("--folded", Words::Free),
+            ("--closed", Words::Switch),
+            ("--folded", Words::Switch),
         ],
     },
     Spec {
@@ -449,8 +452,8 @@ pub const COMMANDS: &[Spec] = &[
         operands: Operands::Free,
         flags: &[
             ("--older", Words::Free),
-            ("--force", Words::Free),
-            ("--yes", Words::Free),
+            ("--force", Words::Switch),
+            ("--yes", Words::Switch),
         ],
     },
     Spec {
@@ -1162,10 +1165,20 @@ mod tests {
                 .collect();
             let in_table: Vec<&str> = spec.flags.iter().map(|(f, _)| *f).collect();
             assert_eq!(in_usage, in_table, "{}", spec.name);
-            for flag in in_table {
-                let value = if flag == "--kind" { "file" } else { "1" };
-                let line = format!("{} {flag} {value}", spec.name);
-                assert!(parse(&line).is_ok(), "{line}: {:?}", parse(&line));
+            for (flag, values) in spec.flags {
+                let value = match (*flag, values) {
+                    ("--kind", _) => "file",
+                    (_, Words::Switch) => "",
+                    _ => "1",
+                };
+                // A required operand first, where the command has one.
+                let line = [
+                    format!("{} {flag} {value}", spec.name),
+                    format!("{} 1 {flag} {value}", spec.name),
+                ]
+                .into_iter()
+                .find(|line| parse(line).is_ok());
+                assert!(line.is_some(), "{} {flag} does not parse", spec.name);
             }
         }
     }
