@@ -871,14 +871,20 @@ fn history_text(h: &HistoryReport) -> String {
     );
     for event in &h.events {
         let _ = writeln!(out, "{}", event_text(event));
-        if let Some(first) = &event.closed_before {
-            let _ = writeln!(
-                out,
-                "  fd {} was closed before by #{} {}",
-                h.fd,
-                first.seq,
-                first_frame(&first.frames)
-            );
+        match &event.closed_before {
+            Some(first) => {
+                let _ = writeln!(
+                    out,
+                    "  fd {} was closed before by #{} {}",
+                    h.fd,
+                    first.seq,
+                    first_frame(&first.frames)
+                );
+            }
+            None if event.bad_close => {
+                let _ = writeln!(out, "  fd {} was never closed since attach", h.fd);
+            }
+            None => {}
         }
     }
     out.trim_end().to_string()
@@ -1286,6 +1292,30 @@ mod tests {
         assert_eq!(
             text,
             "    #0 open_config\n    -- inside the library call, innermost first:\n    #1 open64"
+        );
+    }
+
+    #[test]
+    fn folded_lines_go_outermost_first_and_cannot_be_split_by_a_name() {
+        let named = |name: &str, wrapper: bool| Frame {
+            function: Some(name.into()),
+            wrapper,
+            ..Frame::default()
+        };
+        let unnamed = Frame {
+            module: Some("/usr/lib/libx.so".into()),
+            offset: Some(0x1f),
+            ..Frame::default()
+        };
+        let frames = [
+            named("statsd_init", false),
+            named("weird;name\n", false),
+            unnamed,
+            named("socket", true),
+        ];
+        assert_eq!(
+            folded_line(&frames, "socket", 30),
+            "libx.so+0x1f;weird:name\\n;statsd_init;socket 30"
         );
     }
 }
