@@ -163,6 +163,40 @@ pub fn vdso_syscall_instruction(pid: Pid) -> Option<u64> {
         .map(|at| start + at as u64)
 }
 
+/// The executable mappings of `pid` whose path (or `[vdso]`) `wanted`
+/// accepts, each as (start address, its bytes), in address order.
+pub fn code_of(pid: Pid, wanted: impl Fn(&str) -> bool) -> Vec<(u64, Vec<u8>)> {
+    let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    let Ok(file) = fs::File::open(format!("/proc/{pid}/mem")) else {
+        return Vec::new();
+    };
+    let mut code = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).unwrap_or("");
+        if !perms.contains('x') || !wanted(path) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        let mut bytes = vec![0u8; (end - start) as usize];
+        if std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start).is_ok() {
+            code.push((start, bytes));
+        }
+    }
+    code
+}
+
 /// The fields of /proc/TID/status that fdbg uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskStatus {

@@ -203,6 +203,39 @@ pub struct SiteTotals {
     pub last: Nanos,
 }
 
+/// Who closed some of a site's fds: the closing stack and syscall
+/// (`close`, `close_range`, `dup2`, `execve`), or fdbg itself
+/// (`CLOSED_BY_FDBG`), or nobody seen (`CLOSED_UNSEEN`: the fd was gone
+/// from /proc, or the kernel said it was not open).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Closer {
+    pub stack: Option<StackId>,
+    pub syscall: &'static str,
+}
+
+/// The closer of the fds fdbg closed in the process (`reclaim`).
+pub const CLOSED_BY_FDBG: &str = "fdbg";
+
+/// The closer of fds that went without a close fdbg saw.
+pub const CLOSED_UNSEEN: &str = "unseen";
+
+/// A close that failed with EBADF, and the close that freed that number
+/// before it (none when the number was never closed since tracking began).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadClose {
+    pub event: Event,
+    pub first_close: Option<LastClose>,
+}
+
+/// The latest successful close of one fd number in one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastClose {
+    pub seq: Seq,
+    pub stack: Option<StackId>,
+    /// Its closer's syscall (`close`, ..., or `CLOSED_BY_FDBG`).
+    pub syscall: &'static str,
+}
+
 /// What `reconcile` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {

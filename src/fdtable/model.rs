@@ -8,8 +8,8 @@ use rustc_hash::FxHashMap as HashMap;
 use super::series::Series;
 use super::window::{NewEvent, Window};
 use super::{
-    Counters, DEFAULT_KEPT, Event, FdKind, Model, Nanos, OpenFd, Origin, Pid, ProcFd, Process,
-    ProcessEnd, Reconciled, Seq, SiteTotals,
+    BadClose, CLOSED_BY_FDBG, CLOSED_UNSEEN, Closer, Counters, DEFAULT_KEPT, FdKind, LastClose,
+    Model, Nanos, OpenFd, Origin, Pid, ProcFd, Process, ProcessEnd, Reconciled, Seq, SiteTotals,
 };
 use crate::stacks::{StackId, StackTable};
 use crate::syscalls::{Decoded, Effect};
@@ -41,7 +41,14 @@ pub(super) struct ProcessState {
     pub(super) created: u64,
     pub(super) series: Series,
     /// The latest bad closes, oldest first, at most `BAD_CLOSES_KEPT`.
-    pub(super) bad_closes: VecDeque<Event>,
+    pub(super) bad_closes: VecDeque<BadClose>,
+    /// Each fd number's latest successful close (bounded by the numbers
+    /// the process used), so that a bad close names the close that freed
+    /// its number however long ago that was.
+    pub(super) last_close: HashMap<i32, LastClose>,
+    /// Per creating site, who closed its fds and how many (bounded by the
+    /// interned stacks).
+    pub(super) closers: HashMap<SiteKey, Vec<(Closer, u64)>>,
 }
 
 /// A creating site: the stack and the syscall.
@@ -77,6 +84,8 @@ impl ProcessState {
             created: 0,
             series,
             bad_closes: VecDeque::new(),
+            last_close: HashMap::default(),
+            closers: HashMap::default(),
         }
     }
 }
@@ -89,6 +98,22 @@ fn gone(sites: &mut HashMap<SiteKey, SiteTotals>, open: &OpenFd) {
         totals.closed += 1;
     }
 }
+
+/// An fd of a site was closed by `closer`: count it in the site's closers.
+fn closed_by(closers: &mut HashMap<SiteKey, Vec<(Closer, u64)>>, open: &OpenFd, closer: Closer) {
+    if let Origin::Created(_) = open.origin {
+        let counts = closers.entry((open.stack, open.syscall)).or_default();
+        match counts.iter_mut().find(|(c, _)| *c == closer) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((closer, 1)),
+        }
+    }
+}
+
+const UNSEEN: Closer = Closer {
+    stack: None,
+    syscall: CLOSED_UNSEEN,
+};
 
 impl Default for Model {
     fn default() -> Self {
@@ -223,6 +248,40 @@ impl Model {
     /// When `decoded.kind` is Other but the syscall created fds (dup of a
     /// socket), the event takes the kind of the first fd it created.
     pub fn record(&mut self, pid: Pid, tid: Pid, decoded: &Decoded, stack: Option<StackId>) -> Seq {
+        self.record_by(pid, tid, decoded, stack, decoded.name)
+    }
+
+    /// Fd `fd` of `pid` was closed by fdbg itself, in thread `tid`
+    /// (`reclaim`): recorded as a close with no stack, its arguments
+    /// saying who closed it, and counted in its site's closers as fdbg's.
+    pub fn reclaimed(&mut self, pid: Pid, tid: Pid, fd: i32) -> Seq {
+        let kind = self
+            .open_fd(pid, fd)
+            .map_or(FdKind::Other, |open| open.kind);
+        let decoded = Decoded {
+            name: "close",
+            args_text: format!("{fd} (closed by fdbg)"),
+            result: 0,
+            kind,
+            effects: vec![Effect::Close { fd }],
+        };
+        self.record_by(pid, tid, &decoded, None, CLOSED_BY_FDBG)
+    }
+
+    /// `record`, the fds it closes counted as closed by `closer` (the
+    /// syscall's name, or `CLOSED_BY_FDBG`).
+    fn record_by(
+        &mut self,
+        pid: Pid,
+        tid: Pid,
+        decoded: &Decoded,
+        stack: Option<StackId>,
+        closer: &'static str,
+    ) -> Seq {
+        let closer = Closer {
+            stack,
+            syscall: closer,
+        };
         let seq = self.last_seq() + 1;
         let start_seq = self.last_seq();
         let now = self.clock;
@@ -234,6 +293,7 @@ impl Model {
         let table = &mut state.table;
         let displaced = &mut state.displaced;
         let sites = &mut state.sites;
+        let closers = &mut state.closers;
         let created_by = |open: &OpenFd| match open.origin {
             Origin::Created(_) => Some(open.tid),
             _ => None,
@@ -281,6 +341,7 @@ impl Model {
                         .unwrap_or((FdKind::Other, None, Vec::new()));
                     if let Some(old) = table.remove(&to) {
                         gone(sites, &old);
+                        closed_by(closers, &old, closer);
                         closed.push(to);
                     }
                     table.insert(to, new_fd(to, kind, target, cloexec, notes));
@@ -300,13 +361,20 @@ impl Model {
                         if let Some(holders) = displaced.get_mut(&fd) {
                             if let Some(holder) = holders.pop_front() {
                                 gone(sites, &holder);
+                                closed_by(closers, &holder, closer);
                             }
                             if holders.is_empty() {
                                 displaced.remove(&fd);
                             }
                         }
-                    } else if !taken_at_entry && let Some(old) = table.remove(&fd) {
+                    } else if taken_at_entry {
+                        // Counted closed at the entry; its closer is known now.
+                        if let Some(open) = &pending_close {
+                            closed_by(closers, open, closer);
+                        }
+                    } else if let Some(old) = table.remove(&fd) {
                         gone(sites, &old);
+                        closed_by(closers, &old, closer);
                     }
                     closed.push(fd);
                 }
@@ -317,6 +385,7 @@ impl Model {
                     let held = table.remove(&fd);
                     if let Some(old) = &held {
                         gone(sites, old);
+                        closed_by(closers, old, UNSEEN);
                     }
                     if taken || held.is_some() {
                         dropped += 1;
@@ -332,6 +401,7 @@ impl Model {
                     for fd in in_range {
                         if let Some(old) = table.remove(&fd) {
                             gone(sites, &old);
+                            closed_by(closers, &old, closer);
                         }
                         closed.push(fd);
                     }
@@ -408,12 +478,23 @@ impl Model {
             args: &decoded.args_text,
             annotated,
         });
-        if is_bad_close && let Some(event) = self.window.get(seq) {
+        if let Some(fd) = bad_close
+            && let Some(event) = self.window.get(seq)
+        {
+            let first_close = state.last_close.get(&fd).copied();
             let bad_closes = &mut state.bad_closes;
             if bad_closes.len() >= BAD_CLOSES_KEPT {
                 bad_closes.pop_front();
             }
-            bad_closes.push_back(event);
+            bad_closes.push_back(BadClose { event, first_close });
+        }
+        for &fd in &closed {
+            let last = LastClose {
+                seq,
+                stack,
+                syscall: closer.syscall,
+            };
+            state.last_close.insert(fd, last);
         }
         self.scratch = (created, closed);
         seq
@@ -487,11 +568,13 @@ impl Model {
             actual.iter().map(|proc_fd| (proc_fd.fd, proc_fd)).collect();
         let mut changes = Reconciled::default();
         let sites = &mut state.sites;
+        let closers = &mut state.closers;
         state.table.retain(|fd, open| {
             let present = actual_by_fd.contains_key(fd);
             if !present {
                 changes.dropped.push(*fd);
                 gone(sites, open);
+                closed_by(closers, open, UNSEEN);
             }
             present
         });
@@ -563,6 +646,7 @@ fn drop_displaced(state: &mut ProcessState) -> u64 {
     let mut stale = 0;
     for holder in std::mem::take(&mut state.displaced).into_values().flatten() {
         gone(&mut state.sites, &holder);
+        closed_by(&mut state.closers, &holder, UNSEEN);
         stale += 1;
     }
     stale

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    Counters, Event, FdKind, LeakSite, Model, Nanos, OpenFd, Origin, Pid, Process, Seq, SiteTotals,
+    BadClose, Closer, Counters, Event, FdKind, LeakSite, Model, Nanos, OpenFd, Origin, Pid,
+    Process, Seq, SiteTotals,
 };
 use crate::stacks::StackId;
 
@@ -149,11 +150,29 @@ impl Model {
 
     /// The latest bad closes of `pid`, oldest first (every one is counted
     /// in its counters; `BAD_CLOSES_KEPT` are kept).
-    pub fn bad_closes(&self, pid: Pid) -> Vec<Event> {
+    /// Each with the close that freed its number before it.
+    pub fn bad_closes(&self, pid: Pid) -> Vec<BadClose> {
         self.processes
             .get(&pid)
             .map(|state| state.bad_closes.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Who closed the fds of the site (`stack`, `syscall`) of `pid`, and
+    /// how many each, most first.
+    pub fn closers(
+        &self,
+        pid: Pid,
+        stack: Option<StackId>,
+        syscall: &'static str,
+    ) -> Vec<(Closer, u64)> {
+        let mut closers: Vec<(Closer, u64)> = self
+            .processes
+            .get(&pid)
+            .and_then(|state| state.closers.get(&(stack, syscall)).cloned())
+            .unwrap_or_default();
+        closers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        closers
     }
 
     /// Every site of `pid` with its totals, whether it has fds open or not.

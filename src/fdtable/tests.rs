@@ -780,8 +780,106 @@ fn bad_closes_keep_the_latest_few_with_their_events() {
         model.record(PID, PID, &bad_close(fd), None);
     }
     assert_eq!(model.process(PID).unwrap().counters.bad_closes, 20);
-    let kept: Vec<Option<i32>> = model.bad_closes(PID).iter().map(|e| e.bad_close).collect();
+    let kept: Vec<Option<i32>> = model
+        .bad_closes(PID)
+        .iter()
+        .map(|b| b.event.bad_close)
+        .collect();
     assert_eq!(kept, (110..120).map(Some).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_bad_close_names_the_close_that_freed_its_number_even_out_of_the_window() {
+    let mut model = model_with_std();
+    model.keep_events(2);
+    let opener = stack(&mut model, 1);
+    let first_closer = stack(&mut model, 2);
+    let second_closer = stack(&mut model, 3);
+    model.record(PID, PID, &openat(5), opener);
+    let freed = model.record(PID, PID, &close(5), first_closer);
+    // Many events later (none kept of the close), the number is closed again.
+    for fd in 10..20 {
+        model.record(PID, PID, &socket(fd), opener);
+    }
+    model.record(PID, PID, &bad_close(5), second_closer);
+    // A number never opened has no first close.
+    model.record(PID, PID, &bad_close(77), second_closer);
+    let bad = model.bad_closes(PID);
+    assert_eq!(bad.len(), 2);
+    assert_eq!(bad[0].event.stack, second_closer);
+    assert_eq!(
+        bad[0].first_close,
+        Some(LastClose {
+            seq: freed,
+            stack: first_closer,
+            syscall: "close",
+        })
+    );
+    assert_eq!(bad[1].first_close, None);
+    assert!(model.event(freed).is_none(), "the close left the window");
+}
+
+#[test]
+fn each_site_counts_who_closed_its_fds() {
+    let mut model = model_with_std();
+    let opener = stack(&mut model, 1);
+    let happy = stack(&mut model, 2);
+    let error_path = stack(&mut model, 3);
+    for fd in 3..8 {
+        model.record(PID, PID, &socket(fd), opener);
+    }
+    model.record(PID, PID, &close(3), happy);
+    model.record(PID, PID, &close(4), happy);
+    model.record(PID, PID, &close(5), error_path);
+    // fdbg closes one; /proc lacks another.
+    model.reclaimed(PID, PID, 6);
+    let actual: Vec<ProcFd> = (0..3)
+        .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
+        .collect();
+    model.reconcile(PID, &actual);
+    let closers = model.closers(PID, opener, "socket");
+    assert_eq!(
+        closers,
+        vec![
+            (
+                Closer {
+                    stack: happy,
+                    syscall: "close"
+                },
+                2
+            ),
+            (
+                Closer {
+                    stack: None,
+                    syscall: CLOSED_BY_FDBG
+                },
+                1
+            ),
+            (
+                Closer {
+                    stack: None,
+                    syscall: CLOSED_UNSEEN
+                },
+                1
+            ),
+            (
+                Closer {
+                    stack: error_path,
+                    syscall: "close"
+                },
+                1
+            ),
+        ]
+    );
+    let closed: u64 = closers.iter().map(|c| c.1).sum();
+    assert_eq!(closed, model.site_totals(PID)[0].2.closed);
+    // fdbg's close is an event of its own, with no stack.
+    let reclaim = model
+        .events_from(0)
+        .find(|e| e.args.contains("closed by fdbg"))
+        .expect("fdbg's close recorded");
+    assert_eq!((reclaim.syscall, reclaim.stack), ("close", None));
+    assert_eq!(reclaim.closed, vec![6]);
 }
 
 #[test]

@@ -564,3 +564,33 @@ pub fn set_options(tid: Tid, options: libc::c_int) -> Result<()> {
     )
     .map(drop)
 }
+
+/// The FPU and vector state of a stopped thread in the XSAVE layout
+/// (PTRACE_GETREGSET NT_X86_XSTATE), or FXSAVE's where XSAVE is not there.
+pub fn fpu_state(tid: Tid) -> Result<Vec<u8>> {
+    const NT_X86_XSTATE: usize = 0x202;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: the kernel writes at most iov_len bytes into `buf`, which
+    // outlives the call, and sets iov_len to what it wrote.
+    let ret = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut libc::iovec,
+        )
+    };
+    if check("PTRACE_GETREGSET", ret).is_ok() {
+        buf.truncate(iov.iov_len);
+        return Ok(buf);
+    }
+    let mut fx = vec![0u8; 512];
+    // SAFETY: user_fpregs_struct is 512 bytes, the size of `fx`.
+    let ret = unsafe { libc::ptrace(libc::PTRACE_GETFPREGS, tid, 0, fx.as_mut_ptr()) };
+    check("PTRACE_GETFPREGS", ret)?;
+    Ok(fx)
+}

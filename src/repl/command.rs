@@ -40,6 +40,20 @@ pub enum Command {
         min: usize,
         /// `--older DURATION`: only fds created longer ago than this.
         older: Option<Duration>,
+        /// `--closed`: where each site's other fds were closed.
+        closed: bool,
+        /// `--folded`: `frame;…;frame COUNT` lines for flame graphs.
+        folded: bool,
+    },
+    /// `site` is a number `leaks` gives (from 1).
+    Reclaim {
+        site: usize,
+        older: Option<Duration>,
+        force: bool,
+        yes: bool,
+    },
+    Who {
+        what: WhoTarget,
     },
     History {
         fd: i32,
@@ -76,6 +90,16 @@ pub enum Command {
     Help {
         topic: Option<String>,
     },
+}
+
+/// What `who` looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhoTarget {
+    /// `socket:[N]` (or `pipe:[N]`, ...): an inode.
+    Inode(u64),
+    /// A bare number: an fd of the process if it has one so numbered,
+    /// else an inode.
+    Number(u64),
 }
 
 /// The longest `continue DURATION`: a year.
@@ -163,6 +187,9 @@ fn kind_names() -> String {
 pub enum Words {
     /// Nothing: the word is free text or a number.
     Free,
+    /// A flag that takes no value (`--yes`): what follows it is the next
+    /// word of the command.
+    Switch,
     Fixed(&'static [&'static str]),
     /// fd kinds.
     Kinds,
@@ -175,7 +202,7 @@ pub enum Words {
 impl Words {
     pub fn candidates(self) -> Vec<String> {
         match self {
-            Words::Free => Vec::new(),
+            Words::Free | Words::Switch => Vec::new(),
             Words::Fixed(words) => words.iter().map(|w| w.to_string()).collect(),
             Words::Kinds => FdKind::ALL.iter().map(|k| k.as_str().into()).collect(),
             Words::KindsAndSyscalls => Words::Kinds
@@ -374,20 +401,73 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "leaks",
         aliases: &[],
-        usage: "leaks [--since MARK] [--min N] [--older DURATION] [--json]",
-        help: "Fds created since attach (or since MARK) and still open, grouped by creating stack, biggest group first. Each site is numbered and shows its age range and rate; --older keeps only fds created more than DURATION ago.",
+        usage: "leaks [--since MARK] [--min N] [--older DURATION] [--closed] [--folded] [--json]",
+        help: "Fds created since attach (or since MARK) and still open, grouped by creating stack, biggest group first. Each site is numbered and shows its age range and rate; --older keeps only fds created more than DURATION ago. --closed adds, per site, where its other fds were closed (closing stacks with counts). --folded prints one `frame;...;frame COUNT` line per site, outermost frame first, for flame-graph tools (inferno-flamegraph, flamegraph.pl).",
         parse: |args| {
             let since = args.flag("--since", |s| Ok(s.to_string()))?;
             let min = args.flag("--min", parse_count)?.unwrap_or(1);
             let older = args.flag("--older", parse_duration)?;
-            Ok(Command::Leaks { since, min, older })
+            let closed = args.switch("--closed");
+            let folded = args.switch("--folded");
+            Ok(Command::Leaks {
+                since,
+                min,
+                older,
+                closed,
+                folded,
+            })
         },
         operands: Operands::Free,
         flags: &[
             ("--since", Words::Free),
             ("--min", Words::Free),
             ("--older", Words::Free),
+            ("--closed", Words::Switch),
+            ("--folded", Words::Switch),
         ],
+    },
+    Spec {
+        name: "reclaim",
+        aliases: &[],
+        usage: "reclaim SITE [--older DURATION] [--force] [--yes] [--json]",
+        help: "Close the leaked fds of leaks' site SITE inside the process, by a close() fdbg runs in one of its stopped threads (its registers and stack put back; should fdbg die meanwhile, the thread puts itself back). Without --yes, lists what it would close and why each is safe. By default only sockets never bound or connected (netstat cannot see them: nothing talks through them), checked again right before closing; connected sockets, files and pipes need --force. --older closes only fds created more than DURATION ago. Each close is recorded as an event closed by fdbg.",
+        parse: |args| {
+            let older = args.flag("--older", parse_duration)?;
+            let force = args.switch("--force");
+            let yes = args.switch("--yes");
+            let site = args.required("SITE", parse_count)?;
+            if site == 0 {
+                return Err(ReplError::Expected {
+                    what: "a site number from 1 (as leaks shows them)",
+                    word: "0".into(),
+                });
+            }
+            Ok(Command::Reclaim {
+                site,
+                older,
+                force,
+                yes,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[
+            ("--older", Words::Free),
+            ("--force", Words::Switch),
+            ("--yes", Words::Switch),
+        ],
+    },
+    Spec {
+        name: "who",
+        aliases: &[],
+        usage: "who socket:[INODE] | INODE | FD [--json]",
+        help: "Which traced process and fd hold this inode (as `ls -l /proc/PID/fd` shows it, e.g. socket:[123456]), or fd FD of the process: its kind and target, the event and stack that created it, and the history of its number.",
+        parse: |args| {
+            Ok(Command::Who {
+                what: args.required("socket:[INODE], INODE or FD", parse_who)?,
+            })
+        },
+        operands: Operands::Free,
+        flags: &[],
     },
     Spec {
         name: "history",
@@ -634,6 +714,13 @@ impl<'a> Args<'a> {
         Ok(Some(value))
     }
 
+    /// Whether the flag `name` (one that takes no value) is there.
+    fn switch(&mut self, name: &'static str) -> bool {
+        let before = self.words.len();
+        self.words.retain(|w| *w != name);
+        self.words.len() != before
+    }
+
     /// All the words left.
     fn rest(&mut self) -> Vec<&'a str> {
         std::mem::take(&mut self.words)
@@ -768,6 +855,19 @@ fn parse_count(s: &str) -> Result<usize, ReplError> {
     })
 }
 
+/// `socket:[123]` (any `TYPE:[N]`) or a bare number.
+fn parse_who(s: &str) -> Result<WhoTarget, ReplError> {
+    let expected = || ReplError::Expected {
+        what: "socket:[INODE], an inode or an fd number",
+        word: s.to_string(),
+    };
+    if let Some((_, inode)) = s.split_once(":[") {
+        let inode = inode.strip_suffix(']').ok_or_else(expected)?;
+        return inode.parse().map(WhoTarget::Inode).map_err(|_| expected());
+    }
+    s.parse().map(WhoTarget::Number).map_err(|_| expected())
+}
+
 fn parse_fd(s: &str) -> Result<i32, ReplError> {
     s.parse::<i32>()
         .ok()
@@ -861,7 +961,9 @@ mod tests {
             Command::Leaks {
                 since: None,
                 min: 1,
-                older: Some(Duration::from_secs(10))
+                older: Some(Duration::from_secs(10)),
+                closed: false,
+                folded: false,
             }
         );
         assert_eq!(cmd("s 3"), Command::Step { count: 3 });
@@ -870,9 +972,44 @@ mod tests {
             Command::Leaks {
                 since: Some("m1".into()),
                 min: 2,
-                older: None
+                older: None,
+                closed: false,
+                folded: false,
             }
         );
+        assert_eq!(
+            cmd("leaks --folded --closed"),
+            Command::Leaks {
+                since: None,
+                min: 1,
+                older: None,
+                closed: true,
+                folded: true,
+            }
+        );
+        assert_eq!(
+            cmd("reclaim 2 --older 1m --yes"),
+            Command::Reclaim {
+                site: 2,
+                older: Some(Duration::from_secs(60)),
+                force: false,
+                yes: true,
+            }
+        );
+        assert_eq!(
+            cmd("who socket:[4242]"),
+            Command::Who {
+                what: WhoTarget::Inode(4242)
+            }
+        );
+        assert_eq!(
+            cmd("who 7"),
+            Command::Who {
+                what: WhoTarget::Number(7)
+            }
+        );
+        assert!(parse("who socket:[x]").is_err());
+        assert!(parse("reclaim").is_err());
         assert_eq!(
             cmd("fds --kind socket"),
             Command::Fds {
@@ -1028,10 +1165,20 @@ mod tests {
                 .collect();
             let in_table: Vec<&str> = spec.flags.iter().map(|(f, _)| *f).collect();
             assert_eq!(in_usage, in_table, "{}", spec.name);
-            for flag in in_table {
-                let value = if flag == "--kind" { "file" } else { "1" };
-                let line = format!("{} {flag} {value}", spec.name);
-                assert!(parse(&line).is_ok(), "{line}: {:?}", parse(&line));
+            for (flag, values) in spec.flags {
+                let value = match (*flag, values) {
+                    ("--kind", _) => "file",
+                    (_, Words::Switch) => "",
+                    _ => "1",
+                };
+                // A required operand first, where the command has one.
+                let line = [
+                    format!("{} {flag} {value}", spec.name),
+                    format!("{} 1 {flag} {value}", spec.name),
+                ]
+                .into_iter()
+                .find(|line| parse(line).is_ok());
+                assert!(line.is_some(), "{} {flag} does not parse", spec.name);
             }
         }
     }

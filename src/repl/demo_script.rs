@@ -67,6 +67,8 @@ pub(super) fn first_look(front: &mut FrontEnd) -> Option<i32> {
         since: None,
         min: 1,
         older: None,
+        closed: false,
+        folded: false,
     }) {
         return Some(code);
     }

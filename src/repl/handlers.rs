@@ -16,6 +16,8 @@ use crate::repl::report::*;
 use crate::stacks::StackId;
 use crate::tracer::{Halt, Mode, Tracer};
 
+mod reclaim;
+
 /// What the front end should do after a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -119,7 +121,13 @@ impl Session {
                     .map(|pid| Report::Fds(self.fds(pid, *kind)))
                     .collect()
             }
-            Command::Leaks { since, min, older } => {
+            Command::Leaks {
+                since,
+                min,
+                older,
+                closed,
+                folded,
+            } => {
                 self.check_model();
                 let (since_seq, label) = match since {
                     Some(name) => (self.mark(name)?.seq, format!("mark {name}")),
@@ -132,9 +140,22 @@ impl Session {
                 };
                 self.report_pids()
                     .into_iter()
-                    .map(|pid| Report::Leaks(self.leaks(pid, &filter, &label)))
+                    .map(|pid| {
+                        if *folded {
+                            Report::Folded(self.folded(pid, &filter))
+                        } else {
+                            Report::Leaks(self.leaks(pid, &filter, &label, *closed))
+                        }
+                    })
                     .collect()
             }
+            Command::Reclaim {
+                site,
+                older,
+                force,
+                yes,
+            } => vec![self.reclaim(*site, *older, *force, *yes)?],
+            Command::Who { what } => vec![self.who(*what)],
             Command::History { fd } => self
                 .report_pids()
                 .into_iter()
@@ -143,7 +164,14 @@ impl Session {
                     let events = history
                         .events
                         .iter()
-                        .map(|e| self.event_report(e))
+                        .enumerate()
+                        .map(|(i, e)| {
+                            let mut report = self.event_report(e);
+                            if e.bad_close.is_some() {
+                                report.closed_before = self.closed_before(e, &history.events[..i]);
+                            }
+                            report
+                        })
                         .collect();
                     Report::History(HistoryReport {
                         pid,
@@ -831,6 +859,46 @@ impl Session {
             open_fds: event.open_fds,
             frames,
             stack_truncated: truncated,
+            closed_before: None,
+        }
+    }
+
+    /// For a bad close: the close that freed its number before it, as the
+    /// model kept it, else the latest close of that number in `earlier`.
+    fn closed_before(&mut self, bad: &Event, earlier: &[Event]) -> Option<FirstCloseReport> {
+        let fd = bad.bad_close?;
+        let kept = self
+            .tracer
+            .model
+            .bad_closes(bad.pid)
+            .into_iter()
+            .find(|b| b.event.seq == bad.seq)
+            .and_then(|b| b.first_close);
+        let (seq, stack, syscall) = match kept {
+            Some(first) => (first.seq, first.stack, first.syscall),
+            None => {
+                let close = earlier.iter().rev().find(|e| e.closed.contains(&fd))?;
+                (close.seq, close.stack, close.syscall)
+            }
+        };
+        Some(FirstCloseReport {
+            seq,
+            syscall,
+            frames: self.frames(bad.pid, stack).0,
+        })
+    }
+
+    /// A bad close beside the close that freed its number.
+    fn bad_close_report(&mut self, bad: &fdtable::BadClose) -> BadCloseReport {
+        let first_close = bad.first_close.map(|first| FirstCloseReport {
+            seq: first.seq,
+            syscall: first.syscall,
+            frames: self.frames(bad.event.pid, first.stack).0,
+        });
+        BadCloseReport {
+            event: self.event_report(&bad.event),
+            fd: bad.event.bad_close.unwrap_or(-1),
+            first_close,
         }
     }
 
@@ -946,6 +1014,7 @@ impl Session {
                     created: site.totals.created,
                     closed: site.totals.closed,
                     frames,
+                    closed_by: None,
                 }
             })
             .collect()
@@ -1077,7 +1146,59 @@ impl Session {
         }
     }
 
-    fn leaks(&mut self, pid: Pid, filter: &LeaksFilter, label: &str) -> LeaksReport {
+    fn leaks(
+        &mut self,
+        pid: Pid,
+        filter: &LeaksFilter,
+        label: &str,
+        with_closers: bool,
+    ) -> LeaksReport {
+        let sites = self.leak_sites(pid, filter);
+        let total = sites.iter().map(|s| s.count).sum();
+        let sockets = self.sockets_of(pid);
+        let mut reports = self.site_reports(pid, &sites, &sockets);
+        if with_closers {
+            for (report, site) in reports.iter_mut().zip(&sites) {
+                let closers = self.tracer.model.closers(pid, site.stack, site.syscall);
+                let closed_by = closers
+                    .into_iter()
+                    .map(|(closer, count)| CloserReport {
+                        count,
+                        syscall: closer.syscall,
+                        frames: self.frames(pid, closer.stack).0,
+                    })
+                    .collect();
+                report.closed_by = Some(closed_by);
+            }
+        }
+        LeaksReport {
+            pid,
+            exited: self.exited(pid),
+            since: label.to_string(),
+            older_than_s: filter.older.map(|d| d.as_secs_f64()),
+            open_fds: self.tracer.model.open_count(pid),
+            total,
+            sites: reports,
+        }
+    }
+
+    /// `leaks --folded`: each site's user frames, outermost first, joined
+    /// by `;`, and its count.
+    fn folded(&mut self, pid: Pid, filter: &LeaksFilter) -> FoldedReport {
+        let sites = self.leak_sites(pid, filter);
+        let folded = sites
+            .iter()
+            .map(|site| {
+                let (frames, _) = self.frames(pid, site.stack);
+                crate::repl::render::folded_line(&frames, site.syscall, site.count)
+            })
+            .collect();
+        FoldedReport { pid, folded }
+    }
+
+    /// The sites `leaks` lists, in its order (their numbers are their
+    /// places, from 1).
+    fn leak_sites(&mut self, pid: Pid, filter: &LeaksFilter) -> Vec<LeakSite> {
         let mut sites = match filter.older {
             None => self.tracer.model.leaks(pid, filter.since, filter.min),
             Some(older) => {
@@ -1093,23 +1214,12 @@ impl Session {
             }
         };
         sites.retain(|site| site.count >= filter.min);
-        let total = sites.iter().map(|s| s.count).sum();
-        let sockets = self.sockets_of(pid);
-        let sites = self.site_reports(pid, &sites, &sockets);
-        LeaksReport {
-            pid,
-            exited: self.exited(pid),
-            since: label.to_string(),
-            older_than_s: filter.older.map(|d| d.as_secs_f64()),
-            open_fds: self.tracer.model.open_count(pid),
-            total,
-            sites,
-        }
+        sites
     }
 
     fn stats(&mut self, pid: Pid) -> StatsReport {
-        let bad: Vec<Event> = self.tracer.model.bad_closes(pid);
-        let bad_close_events = bad.iter().map(|e| self.event_report(e)).collect();
+        let bad = self.tracer.model.bad_closes(pid);
+        let bad_close_events = bad.iter().map(|b| self.bad_close_report(b)).collect();
         let now = self.now();
         let model = &self.tracer.model;
         let start = model.tracked_since(pid).unwrap_or(now);

@@ -30,9 +30,11 @@ pub fn completions(before_cursor: &str) -> (usize, Vec<String>) {
         [cmd, after @ ..] => match lookup(cmd) {
             Err(_) => vec!["--json".into()],
             Ok(spec) => {
-                let value_of = after
-                    .last()
-                    .and_then(|last| spec.flags.iter().find(|(flag, _)| flag == last));
+                let value_of = after.last().and_then(|last| {
+                    spec.flags
+                        .iter()
+                        .find(|(flag, values)| flag == last && !matches!(values, Words::Switch))
+                });
                 match (value_of, spec.operands) {
                     (Some((_, values)), _) => values.candidates(),
                     (None, Operands::Every(words)) => words.candidates(),
@@ -202,7 +204,14 @@ mod tests {
         assert!(completions("d").1.contains(&"detach".to_string()));
         assert_eq!(
             completions("leaks ").1,
-            ["--json", "--min", "--older", "--since"].map(String::from)
+            [
+                "--closed", "--folded", "--json", "--min", "--older", "--since"
+            ]
+            .map(String::from)
+        );
+        assert_eq!(
+            completions("reclaim 1 --yes --f").1,
+            ["--force"].map(String::from)
         );
         assert!(completions("leaks --min ").1.is_empty());
         assert_eq!(

@@ -93,7 +93,144 @@ pub fn text(report: &Report) -> String {
         Report::Finish(f) => finish_text(&f.finish),
         Report::Balance(b) => balance_text(b),
         Report::Tick(t) => tick_text(&t.tick),
+        Report::Folded(f) => f.folded.join("\n"),
+        Report::Reclaim(r) => reclaim_text(&r.reclaim),
+        Report::Who(w) => who_text(&w.who),
     }
+}
+
+/// One site as flame-graph tools read it: `outer;…;inner COUNT`, the
+/// user's frames outermost first by function name (else `module+0xoff`),
+/// and the creating syscall as the leaf. A frame's `;` and control
+/// characters would break the line: `;` becomes `:`, the rest is escaped.
+pub fn folded_line(frames: &[Frame], syscall: &str, count: usize) -> String {
+    let name = |frame: &Frame| {
+        let text = match (&frame.function, &frame.module, frame.offset) {
+            (Some(function), _, _) => function.clone(),
+            (None, Some(module), Some(offset)) => format!("{}+{offset:#x}", file_name(module)),
+            _ => frame.address.clone(),
+        };
+        escape(&text).replace(';', ":")
+    };
+    let mut parts: Vec<String> = frames
+        .iter()
+        .filter(|f| !f.wrapper)
+        .rev()
+        .map(name)
+        .collect();
+    parts.push(escape(syscall).replace(';', ":"));
+    format!("{} {count}", parts.join(";"))
+}
+
+/// `reclaim`: what it closed or would close, grouped by why, and what it
+/// left, grouped by why.
+fn reclaim_text(r: &ReclaimBody) -> String {
+    let mut out = format!(
+        "site {} ({}), process {}:",
+        r.site,
+        first_frame(&r.frames),
+        r.pid
+    );
+    let grouped = |list: &[FdWhy]| {
+        let mut groups: Vec<(String, Vec<i32>)> = Vec::new();
+        for item in list {
+            match groups.iter_mut().find(|(why, _)| *why == item.why) {
+                Some((_, fds)) => fds.push(item.fd),
+                None => groups.push((item.why.clone(), vec![item.fd])),
+            }
+        }
+        groups
+    };
+    let verb = if r.dry_run { "would close" } else { "closed" };
+    if r.why_closed.is_empty() {
+        let _ = write!(out, "\n  {verb} nothing");
+    }
+    for (why, fds) in grouped(&r.why_closed) {
+        let _ = write!(
+            out,
+            "\n  {verb} {} ({}): {}",
+            count(fds.len(), "fd"),
+            fd_list(&fds),
+            escape(&why)
+        );
+    }
+    for (why, fds) in grouped(&r.skipped) {
+        let _ = write!(
+            out,
+            "\n  left open {} ({}): {}",
+            count(fds.len(), "fd"),
+            fd_list(&fds),
+            escape(&why)
+        );
+    }
+    if let Some(why) = &r.stopped_early {
+        let _ = write!(out, "\n  {}", escape(why));
+    }
+    match r.open_fds_after {
+        Some(after) if !r.dry_run => {
+            let _ = write!(
+                out,
+                "\n  open fds in /proc: {} before, {after} after",
+                r.open_fds_before
+            );
+        }
+        _ if r.dry_run && !r.why_closed.is_empty() => {
+            let _ = write!(
+                out,
+                "\n  nothing closed yet: 'reclaim {}{} --yes' closes them",
+                r.site,
+                if r.forced { " --force" } else { "" }
+            );
+        }
+        _ => {}
+    }
+    out
+}
+
+/// `who`: the holder, its creation with its stack, its number's history.
+fn who_text(w: &WhoBody) -> String {
+    let inode = w.inode.map(|i| format!("inode {i}: ")).unwrap_or_default();
+    let target = w
+        .target
+        .as_deref()
+        .map(|t| format!(", {}", escape(t)))
+        .unwrap_or_default();
+    let mut out = format!(
+        "{inode}fd {} of process {} ({}{target})",
+        w.fd,
+        w.pid,
+        w.kind.as_str()
+    );
+    if !w.notes.is_empty() {
+        let notes: Vec<Cow<str>> = w.notes.iter().map(|n| escape(n)).collect();
+        let _ = write!(out, "\n  seen: {}", notes.join("; "));
+    }
+    match w.seq {
+        Some(seq) => {
+            let _ = write!(
+                out,
+                "\n  created by #{seq}:\n{}",
+                frames_text(&w.frames, None)
+            );
+        }
+        None => {
+            let _ = write!(out, "\n  created: {}", w.origin.as_str());
+        }
+    }
+    let forgotten = match w.events_forgotten {
+        0 => String::new(),
+        n => format!(" ({n} older events not kept)"),
+    };
+    let _ = write!(
+        out,
+        "\n  history of fd {}: {}{forgotten}",
+        w.fd,
+        count(w.history.len(), "event")
+    );
+    for event in &w.history {
+        let _ = write!(out, "\n  {}", event_line(event));
+    }
+    out
 }
 
 /// `continue --every`: one line a period, and the sites that grew most
@@ -459,6 +596,35 @@ fn site_text(out: &mut String, site: &SiteReport) {
         fd_list(&site.fds)
     );
     let _ = writeln!(out, "{}", site_frames_text(&site.frames));
+    if let Some(closers) = &site.closed_by {
+        if closers.is_empty() {
+            let _ = writeln!(out, "    closed: none of its fds was ever closed");
+        }
+        for closer in closers {
+            let _ = writeln!(out, "    closed {}", closer_text(closer));
+        }
+    }
+}
+
+/// `37 by close in statsd_close at statsd.c:47 ← on_login at login.c:11`.
+fn closer_text(closer: &CloserReport) -> String {
+    let by = match closer.syscall {
+        "fdbg" => return format!("{} by fdbg (reclaim)", closer.count),
+        "unseen" => {
+            return format!(
+                "{} unseen (gone from /proc without a close fdbg saw)",
+                closer.count
+            );
+        }
+        syscall => syscall,
+    };
+    let own: Vec<&Frame> = closer.frames.iter().filter(|f| !f.wrapper).collect();
+    let place = match own.as_slice() {
+        [] => " (no stack)".to_string(),
+        [only] => format!(" in {}", frame_text(only)),
+        [inner, outer, ..] => format!(" in {} ← {}", frame_text(inner), frame_text(outer)),
+    };
+    format!("{} by {by}{place}", closer.count)
 }
 
 /// How many of a site's own frames the text of `leaks` shows.
@@ -587,8 +753,8 @@ fn stats_text(s: &StatsReport) -> String {
         let _ = writeln!(out, "created by kind: {}", kinds.join(", "));
     }
     let _ = writeln!(out, "bad closes: {}", s.bad_closes);
-    for event in &s.bad_close_events {
-        let _ = writeln!(out, "{}", event_text(event));
+    for bad in &s.bad_close_events {
+        let _ = writeln!(out, "{}", bad_close_text(bad));
     }
     let _ = writeln!(
         out,
@@ -649,6 +815,39 @@ fn stats_text(s: &StatsReport) -> String {
     out
 }
 
+/// A bad close's event and stack, then the close that freed the number
+/// before it, with its stack.
+fn bad_close_text(bad: &BadCloseReport) -> String {
+    let mut out = event_text(&bad.event);
+    match &bad.first_close {
+        Some(first) if first.syscall == "fdbg" => {
+            let _ = write!(
+                out,
+                "\n  fd {} was closed before by fdbg (reclaim), #{}",
+                bad.fd, first.seq
+            );
+        }
+        Some(first) => {
+            let _ = write!(
+                out,
+                "\n  fd {} was closed before by #{} {}:\n{}",
+                bad.fd,
+                first.seq,
+                first.syscall,
+                frames_text(&first.frames, None)
+            );
+        }
+        None => {
+            let _ = write!(
+                out,
+                "\n  fd {} was never closed since attach: never opened, or open before it and closed unseen",
+                bad.fd
+            );
+        }
+    }
+    out
+}
+
 fn history_text(h: &HistoryReport) -> String {
     // Older events are gone: the history is of the window only.
     let forgotten = match h.events_forgotten {
@@ -674,6 +873,21 @@ fn history_text(h: &HistoryReport) -> String {
     );
     for event in &h.events {
         let _ = writeln!(out, "{}", event_text(event));
+        match &event.closed_before {
+            Some(first) => {
+                let _ = writeln!(
+                    out,
+                    "  fd {} was closed before by #{} {}",
+                    h.fd,
+                    first.seq,
+                    first_frame(&first.frames)
+                );
+            }
+            None if event.bad_close => {
+                let _ = writeln!(out, "  fd {} was never closed since attach", h.fd);
+            }
+            None => {}
+        }
     }
     out.trim_end().to_string()
 }
@@ -840,6 +1054,7 @@ mod tests {
                 created: 1,
                 closed: 0,
                 frames: Frames::from([]),
+                closed_by: None,
             }],
         }
     }
@@ -1079,6 +1294,30 @@ mod tests {
         assert_eq!(
             text,
             "    #0 open_config\n    -- inside the library call, innermost first:\n    #1 open64"
+        );
+    }
+
+    #[test]
+    fn folded_lines_go_outermost_first_and_cannot_be_split_by_a_name() {
+        let named = |name: &str, wrapper: bool| Frame {
+            function: Some(name.into()),
+            wrapper,
+            ..Frame::default()
+        };
+        let unnamed = Frame {
+            module: Some("/usr/lib/libx.so".into()),
+            offset: Some(0x1f),
+            ..Frame::default()
+        };
+        let frames = [
+            named("statsd_init", false),
+            named("weird;name\n", false),
+            unnamed,
+            named("socket", true),
+        ];
+        assert_eq!(
+            folded_line(&frames, "socket", 30),
+            "libx.so+0x1f;weird:name\\n;statsd_init;socket 30"
         );
     }
 }

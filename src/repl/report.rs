@@ -38,6 +38,9 @@ pub struct EventReport {
     /// Why the stack ends early, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack_truncated: Option<String>,
+    /// `history` of a bad close: the close that freed the number before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_before: Option<FirstCloseReport>,
 }
 
 /// Why `continue` or `step` came back.
@@ -158,6 +161,87 @@ pub struct SiteReport {
     pub created: u64,
     pub closed: u64,
     pub frames: Frames,
+    /// `leaks --closed`: where the site's other fds were closed, most first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<Vec<CloserReport>>,
+}
+
+/// One closing site of a creating site's fds (`leaks --closed`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CloserReport {
+    pub count: u64,
+    /// `close`, `close_range`, `dup2`, `execve`; `fdbg` for `reclaim`'s;
+    /// `unseen` for fds that went without a close fdbg saw.
+    pub syscall: &'static str,
+    pub frames: Frames,
+}
+
+/// `leaks --folded`: one `frame;…;frame COUNT` line per site, outermost
+/// frame first, as flame-graph tools read them.
+#[derive(Clone, Debug, Serialize)]
+pub struct FoldedReport {
+    pub pid: Pid,
+    pub folded: Vec<String>,
+}
+
+/// `reclaim`: what it closed (or, in a dry run, would close) and what it
+/// left open, each with why.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReclaimReport {
+    pub reclaim: ReclaimBody,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReclaimBody {
+    pub pid: Pid,
+    pub site: usize,
+    /// The site's creating stack.
+    pub frames: Frames,
+    /// Closed, or in a dry run the fds it would close.
+    pub closed: Vec<i32>,
+    /// Why each of `closed` is (or was) closed.
+    pub why_closed: Vec<FdWhy>,
+    pub skipped: Vec<FdWhy>,
+    pub dry_run: bool,
+    pub forced: bool,
+    /// The process's fds in /proc before and after (null in a dry run).
+    pub open_fds_before: usize,
+    pub open_fds_after: Option<usize>,
+    /// Why closing stopped before the end, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FdWhy {
+    pub fd: i32,
+    pub why: String,
+}
+
+/// `who`: the fd that holds an inode (or an fd number), where it came
+/// from and what its number went through.
+#[derive(Clone, Debug, Serialize)]
+pub struct WhoReport {
+    pub who: WhoBody,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WhoBody {
+    pub pid: Pid,
+    pub fd: i32,
+    pub inode: Option<u64>,
+    pub kind: FdKind,
+    pub target: Option<String>,
+    /// The creating event; null for fds open before attach, inherited or
+    /// untracked.
+    pub seq: Option<Seq>,
+    pub origin: FdOrigin,
+    pub notes: Vec<String>,
+    /// The creating stack.
+    pub frames: Frames,
+    /// The kept events on its number, oldest first.
+    pub history: Vec<EventReport>,
+    pub events_forgotten: u64,
 }
 
 /// A site's rate: `count` fds created over `span_s` seconds, per minute.
@@ -243,8 +327,9 @@ pub struct StatsReport {
     /// Fds in the model that /proc did not have, dropped.
     pub dropped: u64,
     pub total_events: u64,
-    /// The latest bad closes (EBADF), with their stacks.
-    pub bad_close_events: Vec<EventReport>,
+    /// The latest bad closes (EBADF), with their stacks and the close
+    /// that freed the number before.
+    pub bad_close_events: Vec<BadCloseReport>,
     pub events_per_sec: f64,
     pub stops_per_event: f64,
     /// Where the events come from.
@@ -261,6 +346,24 @@ pub struct StatsReport {
     /// (seconds since tracking began, open fds): the largest count of each
     /// stretch of time, at most a few hundred points, the last one now.
     pub open_fds_over_time: Vec<(f64, u32)>,
+}
+
+/// A close that failed with EBADF: its event, its fd, and the close that
+/// really closed that number before it (null: never closed since attach).
+#[derive(Clone, Debug, Serialize)]
+pub struct BadCloseReport {
+    #[serde(flatten)]
+    pub event: EventReport,
+    pub fd: i32,
+    pub first_close: Option<FirstCloseReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FirstCloseReport {
+    pub seq: Seq,
+    /// `close`, `close_range`, `dup2`, `execve`, or `fdbg` (`reclaim`).
+    pub syscall: &'static str,
+    pub frames: Frames,
 }
 
 /// What fdbg holds (`stats`).
@@ -373,6 +476,9 @@ pub enum Report {
     Finish(FinishReport),
     Balance(BalanceReport),
     Tick(TickReport),
+    Folded(FoldedReport),
+    Reclaim(ReclaimReport),
+    Who(WhoReport),
 }
 
 /// `balance`: what the calls of each measured function left.

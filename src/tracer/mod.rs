@@ -35,6 +35,7 @@ use crate::unwind::{Unwinder, copy_stack};
 mod functions;
 mod observe;
 mod perf_source;
+mod reclaim;
 mod start;
 mod unfollowed;
 mod waker;
@@ -45,6 +46,7 @@ pub use functions::{
 };
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
+pub use reclaim::Closed;
 pub use start::StartError;
 pub use waker::{WAKE_INTERRUPT, Waker};
 

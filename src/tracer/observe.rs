@@ -618,6 +618,14 @@ impl Tracer {
         }
     }
 
+    /// Pause the samplers while fdbg itself runs fd syscalls in the
+    /// stopped process (`reclaim`), or resume them; whether they were on.
+    pub(super) fn pause_observing(&mut self, paused: bool) -> bool {
+        self.observer
+            .as_mut()
+            .is_some_and(|o| (o.enabled == paused) && o.set_enabled(!paused))
+    }
+
     /// Disable the samplers, with every thread stopped and their samples
     /// taken.
     fn stop_observing(&mut self) {

@@ -347,6 +347,14 @@ impl Tracer {
     /// Set SIGTRAP's handler in stopped process `pid` to `handler`
     /// (SIG_IGN or SIG_DFL) by running rt_sigaction in one of its threads.
     fn set_sigtrap(&mut self, pid: Pid, handler: u64) -> Result<(), String> {
+        let tid = self.injection_thread(pid)?;
+        self.set_sigtrap_in(pid, tid, handler)
+    }
+
+    /// A stopped thread of `pid` where a syscall can be run: one in an
+    /// interrupt stop (or at one of fdbg's SIGTRAPs), with no signal of
+    /// its own to deliver; else one brought there.
+    pub(super) fn injection_thread(&mut self, pid: Pid) -> Result<Tid, String> {
         let ready = |t: &super::Thread| {
             t.signal == 0
                 && matches!(
@@ -367,9 +375,7 @@ impl Tracer {
             tids.sort_unstable();
             tids
         };
-        // A thread in an interrupt stop (or at one of fdbg's SIGTRAPs),
-        // with no signal of its own to deliver; else one brought there.
-        let tid = stopped
+        stopped
             .iter()
             .copied()
             .find(|tid| self.threads.get(tid).is_some_and(ready))
@@ -379,7 +385,10 @@ impl Tracer {
                     .copied()
                     .find(|&tid| self.settle_for_syscall(tid))
             })
-            .ok_or("no thread of it is in a stop where a syscall can run")?;
+            .ok_or_else(|| "no thread of it is in a stop where a syscall can run".to_string())
+    }
+
+    fn set_sigtrap_in(&mut self, pid: Pid, tid: Tid, handler: u64) -> Result<(), String> {
         // Through the thread: a leader that exited has no maps.
         let insn =
             procfs::vdso_syscall_instruction(tid).ok_or("no syscall instruction in its vDSO")?;

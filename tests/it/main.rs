@@ -14,6 +14,7 @@ mod memcached;
 mod observe;
 mod perf;
 mod readme;
+mod reclaim;
 mod repl;
 mod run_reports;
 mod sockets;

@@ -66,6 +66,12 @@ const PROGRAMS: &[Program] = &[
         build: Build::C,
     },
     Program {
+        name: "login_hub",
+        sources: &["login_hub.c", "login.c", "statsd.c"],
+        flags: DEBUG,
+        build: Build::C,
+    },
+    Program {
         name: "login_client",
         sources: &["login_client.c"],
         flags: DEBUG,
