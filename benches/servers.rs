@@ -79,7 +79,10 @@ fn main() {
         return;
     }
     let only = std::env::var("FDBG_BENCH_ONLY").unwrap_or_default();
-    let (want_nginx, want_memcached) = (only != "memcached", only != "nginx");
+    let (want_nginx, want_memcached) = (
+        only.is_empty() || only == "nginx",
+        only.is_empty() || only == "memcached",
+    );
     match (program_path("nginx"), program_path("wrk")) {
         _ if !want_nginx => println!("nginx bench skipped: FDBG_BENCH_ONLY={only}"),
         (Some(nginx), Some(wrk)) => nginx_bench(&fdbg, &nginx, &wrk, &tmp.0, &knobs),
@@ -87,6 +90,9 @@ fn main() {
             "nginx bench skipped: {} not installed (apt-get install nginx wrk)",
             if nginx.is_none() { "nginx" } else { "wrk" }
         ),
+    }
+    if only.is_empty() || only == "sessions" {
+        sessions_bench(&fdbg, &knobs);
     }
     match program_path("memcached") {
         _ if !want_memcached => println!("memcached bench skipped: FDBG_BENCH_ONLY={only}"),
@@ -203,6 +209,9 @@ enum Tracing {
     /// `sleep`: what perf's syscall tracepoint costs everyone (the kernel
     /// runs it at every syscall exit of every process while it is armed).
     FdbgElsewhere,
+    /// bpftrace counting user stacks at the fd syscalls' entries, as the
+    /// eBPF leak tools do (`@[ustack] = count()`): the price of the peers.
+    Bpftrace,
 }
 
 impl Tracing {
@@ -214,6 +223,7 @@ impl Tracing {
             Tracing::Fdbg(_) => "fdbg attach --events ptrace",
             Tracing::Strace => "strace -f -p",
             Tracing::FdbgElsewhere => "untraced, fdbg (perf) on sleep",
+            Tracing::Bpftrace => "bpftrace @[ustack] (fd syscalls)",
         }
     }
 }
@@ -299,6 +309,38 @@ fn traced_run(
                 stats: None,
                 fds_check: None,
                 ..outcome
+            }
+        }
+        Tracing::Bpftrace => {
+            let script = format!(
+                "tracepoint:syscalls:sys_enter_openat, tracepoint:syscalls:sys_enter_close, \
+                 tracepoint:syscalls:sys_enter_accept4, tracepoint:syscalls:sys_enter_accept, \
+                 tracepoint:syscalls:sys_enter_socket /pid == {pid}/ {{ @[ustack] = count(); }}"
+            );
+            let mut tracer = Command::new("bpftrace")
+                .args(["-e", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start bpftrace");
+            let mut out = BufReader::new(tracer.stdout.take().expect("piped stdout"));
+            let mut first = String::new();
+            let _ = out.read_line(&mut first);
+            if !first.starts_with("Attaching") {
+                kill_and_reap(&mut tracer);
+                panic!("bpftrace did not attach: {first:?}");
+            }
+            // Its maps at the end are read away, never kept.
+            let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+            let (requests, rate) = load();
+            signal_and_reap(&mut tracer, libc::SIGINT);
+            let _ = drain.join();
+            Outcome {
+                rate,
+                requests,
+                stats: None,
+                fds_check: None,
             }
         }
         Tracing::Strace => {
@@ -417,13 +459,15 @@ fn print_rows(title: &str, rows: &[Row]) {
         }
         if let Some(s) = &row.outcome.stats {
             println!(
-                "{} / {}: events from {}, {} stops, {} syscalls decoded, {} requests",
+                "{} / {}: events from {}, {} stops, {} syscalls decoded, {} requests, fdbg's CPU {} µs per event",
                 row.load,
                 row.tracing.name(),
                 s.mechanism,
                 s.stops,
                 s.syscalls_seen,
-                row.outcome.requests
+                row.outcome.requests,
+                s.cpu_us_per_event
+                    .map_or("?".into(), |us| format!("{us:.2}"))
             );
         }
     }
@@ -471,12 +515,14 @@ fn measure(
 }
 
 fn modes(strace: bool) -> Vec<Tracing> {
-    let mut modes = vec![
-        Tracing::Untraced,
-        Tracing::Fdbg("perf"),
-        Tracing::Fdbg("sigtrap"),
-        Tracing::Fdbg("ptrace"),
-    ];
+    let mut modes = vec![Tracing::Untraced, Tracing::Fdbg("perf")];
+    if program_path("bpftrace").is_some() {
+        modes.push(Tracing::Bpftrace);
+    }
+    if std::env::var_os("FDBG_BENCH_PEERS_ONLY").is_some() {
+        return modes;
+    }
+    modes.extend([Tracing::Fdbg("sigtrap"), Tracing::Fdbg("ptrace")]);
     if strace {
         modes.push(Tracing::Strace);
     }
@@ -796,4 +842,91 @@ fn client(i: usize, stream: TcpStream, done: &AtomicBool, count: &AtomicU64) {
         n += 2;
     }
     count.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A thread per session: testprogs/login_server --threads, each login a
+/// thread of its own (accept, the leaked statsd socket, close: 3 fd
+/// events), logged into by login_client for `secs` seconds in rounds of
+/// 200 sequential logins.
+fn sessions_bench(fdbg: &Path, knobs: &Knobs) {
+    let &Knobs { secs, rounds, .. } = knobs;
+    let server = common::build_testprog_from(
+        &["login_server.c", "login.c", "statsd.c"],
+        "bench-login-server",
+        &["-g", "-O2", "-pthread"],
+    );
+    let client = common::build_testprog("login_client.c", "bench-login-client", &["-g", "-O2"]);
+    // Every login leaks a socket: the server inherits the highest fd limit.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit of this process.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    let mut child = Command::new(&server)
+        .args(["--threads", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start login_server");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut port = None;
+    for _ in 0..4 {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        if let Some(p) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("port="))
+        {
+            port = p.parse::<u16>().ok();
+            break;
+        }
+    }
+    // The server's lines (one per leak) are read away.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let server = Server::new(child);
+    let Some(port) = port else {
+        println!("sessions bench skipped: login_server did not say its port");
+        return;
+    };
+    let pid = server.child.id();
+    println!();
+    println!(
+        "login_server --threads: pid {pid}, port {port}; login_client in rounds of 200 logins for {secs} s per row"
+    );
+    let mut run = |tracing| {
+        let mut load = || logins_load(&client, port, secs);
+        traced_run(fdbg, pid, tracing, secs, &mut load)
+    };
+    let modes = modes(false);
+    let rows = measure("thread per session", &modes, rounds, &mut run);
+    print_rows(
+        &format!(
+            "login server, a thread per login (3 fd events each), {secs} s, median of {rounds}:"
+        ),
+        &rows,
+    );
+}
+
+/// Rounds of 200 logins until `secs` pass: (logins, logins/s).
+fn logins_load(client: &Path, port: u16, secs: u64) -> (u64, f64) {
+    let started = Instant::now();
+    let mut logins = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let status = Command::new(client)
+            .args([&port.to_string(), "200"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run login_client");
+        assert!(status.success(), "login_client failed: {status}");
+        logins += 200;
+    }
+    (logins, logins as f64 / started.elapsed().as_secs_f64())
 }

@@ -27,6 +27,8 @@ pub struct Stats {
     /// The kernel's count of fd syscalls (perf only).
     pub kernel_fd_syscalls: Option<u64>,
     pub missed: u64,
+    /// fdbg's own CPU per event recorded, in µs (`memory.cpu_us_per_event`).
+    pub cpu_us_per_event: Option<f64>,
 }
 
 impl Stats {
@@ -60,6 +62,10 @@ pub fn parse_stats(out: &str) -> Option<Stats> {
                     .to_string(),
                 kernel_fd_syscalls: doc.get("kernel_fd_syscalls").and_then(Value::as_u64),
                 missed: number("missed"),
+                cpu_us_per_event: doc
+                    .get("memory")
+                    .and_then(|m| m.get("cpu_us_per_event"))
+                    .and_then(Value::as_f64),
             }
         })
 }

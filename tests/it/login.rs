@@ -25,9 +25,18 @@ impl Server {
         Server::start_program("login_server")
     }
 
+    /// The login server with a thread per session (`--threads`).
+    pub fn start_threaded() -> Server {
+        Server::start_with("login_server", &["--threads"])
+    }
+
     /// A build of the login server by name (`login_server_o2`).
     pub fn start_program(name: &str) -> Server {
-        let mut guard = ChildGuard::spawn(Command::new(testprog(name)).arg("0"));
+        Server::start_with(name, &[])
+    }
+
+    fn start_with(name: &str, flags: &[&str]) -> Server {
+        let mut guard = ChildGuard::spawn(Command::new(testprog(name)).args(flags).arg("0"));
         let mut output = guard.output();
         let port = output.wait_for("listen").num("port").to_string();
         let seen_before_attach = output.seen.len();

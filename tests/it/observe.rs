@@ -281,6 +281,74 @@ fn login_server_leaks_observed_without_a_stop_per_login() {
     assert_untraced_and_running(pid, &fdbg);
 }
 
+/// A thread per session, observed: its threads come and go without a
+/// ptrace stop, the leaks are exact, and a breakpoint set afterwards
+/// stops in a thread created after attach.
+#[test]
+#[serial]
+fn a_thread_per_session_costs_no_stop_and_its_threads_stop_when_asked() {
+    let _watchdog = Watchdog::new("observe_threads_per_session", TEST_LIMIT);
+    const LOGINS: usize = 25;
+    let mut server = Server::start_threaded();
+    let pid = server.pid();
+    let tasks = || -> BTreeSet<i64> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let at_attach = tasks();
+    let mut fdbg = Interactive::attach(pid, "perf");
+    fdbg.send("continue");
+    server.logins(LOGINS);
+    fdbg.signal(libc::SIGINT);
+    fdbg.wait_prefix("Interrupted");
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
+    let leaked: BTreeSet<i64> = (0..LOGINS)
+        .map(|_| server.output.wait_for("leak").fd() as i64)
+        .collect();
+    assert_eq!(num(&leaks, "total"), LOGINS as i64, "{fdbg}");
+    let site = &leaks["sites"][0];
+    assert_eq!(site["frames"][0]["function"], "statsd_init", "{fdbg}");
+    let fds: BTreeSet<i64> = site["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(fds, leaked, "{fdbg}");
+    // accept, socket, close per login; the attach's stop and Ctrl-C's,
+    // none for the 25 threads.
+    assert_eq!(num(&stats, "total_events"), 3 * LOGINS as i64, "{stats}");
+    assert!(num(&stats, "stops") <= 4, "{stats}");
+
+    fdbg.send("break func on_login");
+    fdbg.wait_prefix("Breakpoint 1");
+    fdbg.send("continue --json");
+    let client = server.logins_in_background(1);
+    let stop = fdbg.wait_doc(Shape::Stop);
+    assert_eq!(stop["stop"], "breakpoint", "{fdbg}");
+    let tid = num(&stop["function"], "tid");
+    assert!(
+        !at_attach.contains(&tid),
+        "thread {tid} was there at attach
+{fdbg}"
+    );
+    assert_eq!(
+        stop["function"]["frames"][0]["function"], "on_login",
+        "{fdbg}"
+    );
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    crate::login::finished_logins(client, 1);
+    assert_untraced_and_running(pid, &fdbg);
+}
+
 /// `break count N` observes while the count is far from N, then stops at
 /// every event: the process is stopped with exactly N+1 fds open.
 #[test]
