@@ -8,6 +8,13 @@
 //! - memcached (`-t 2`), `set`/`get` over kept-alive connections from
 //!   client threads in this bench: requests make no fd syscall at all.
 //!
+//! - testprogs/login_server --threads, a thread per login (3 fd events
+//!   each), 5,000 sequential logins per run on a server started for it.
+//!
+//! Where bpftrace is installed, a row with it counting user stacks at the
+//! fd syscalls (`@[ustack] = count()`, what the eBPF leak tools do): the
+//! peers' price. fdbg's rows also say its own CPU per event.
+//!
 //! Each is measured untraced, under `fdbg attach PID` (observing: the
 //! kernel's samples, no stop), under `fdbg attach --events sigtrap PID`
 //! (one stop per fd event), under `fdbg attach --events ptrace PID`, and
@@ -28,7 +35,9 @@
 //! Knobs (environment): `FDBG_BENCH_SECS` (default 5): how long each load
 //! runs; `FDBG_BENCH_CLIENTS` (default 4): memcached client threads;
 //! `FDBG_BENCH_ROUNDS` (default 3): runs per mode, the modes taking turns;
-//! each row is the median run; `FDBG_BENCH_ONLY` (nginx or memcached);
+//! each row is the median run; `FDBG_BENCH_ONLY` (nginx, memcached or
+//! sessions); `FDBG_BENCH_PEERS_ONLY=1`: untraced, observing and bpftrace
+//! only;
 //! `FDBG_BENCH_SOAK=MINUTES`: instead, one long run observing nginx under
 //! keep-alive load, fdbg's resident set printed every minute.
 
@@ -390,7 +399,7 @@ fn print_rows(title: &str, rows: &[Row]) {
     println!("{title}");
     println!();
     println!(
-        "| {:<19} | {:<30} | {:>10} | {:>13} | {:>11} | {:>9} | {:>9} | {:>6} | {:>9} | {:>11} |",
+        "| {:<19} | {:<33} | {:>10} | {:>13} | {:>11} | {:>9} | {:>9} | {:>6} | {:>9} | {:>11} |",
         "load",
         "mode",
         "requests/s",
@@ -403,7 +412,7 @@ fn print_rows(title: &str, rows: &[Row]) {
         "µs/stop (+)"
     );
     println!(
-        "|{:-<21}|{:-<32}|{:->11}:|{:->14}:|{:->12}:|{:->10}:|{:->10}:|{:->7}:|{:->10}:|{:->12}:|",
+        "|{:-<21}|{:-<35}|{:->11}:|{:->14}:|{:->12}:|{:->10}:|{:->10}:|{:->7}:|{:->10}:|{:->12}:|",
         "", "", "", "", "", "", "", "", "", ""
     );
     for row in rows {
@@ -429,7 +438,7 @@ fn print_rows(title: &str, rows: &[Row]) {
             None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {:<19} | {:<30} | {:>10.0} | {:>13} | {:>11} | {:>9} | {:>9} | {:>6} | {:>9} | {:>11} |",
+            "| {:<19} | {:<33} | {:>10.0} | {:>13} | {:>11} | {:>9} | {:>9} | {:>6} | {:>9} | {:>11} |",
             row.load,
             row.tracing.name(),
             o.rate,
@@ -846,29 +855,46 @@ fn client(i: usize, stream: TcpStream, done: &AtomicBool, count: &AtomicU64) {
 
 /// A thread per session: testprogs/login_server --threads, each login a
 /// thread of its own (accept, the leaked statsd socket, close: 3 fd
-/// events), logged into by login_client for `secs` seconds in rounds of
-/// 200 sequential logins.
+/// events), 5,000 sequential logins by login_client per run, on a server
+/// started for the run (the leaks would exhaust a long-lived one's fds).
 fn sessions_bench(fdbg: &Path, knobs: &Knobs) {
-    let &Knobs { secs, rounds, .. } = knobs;
+    let rounds = knobs.rounds;
     let server = common::build_testprog_from(
         &["login_server.c", "login.c", "statsd.c"],
         "bench-login-server",
         &["-g", "-O2", "-pthread"],
     );
     let client = common::build_testprog("login_client.c", "bench-login-client", &["-g", "-O2"]);
-    // Every login leaks a socket: the server inherits the highest fd limit.
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    println!();
+    println!(
+        "login_server --threads, a server per run; login_client, {SESSION_LOGINS} sequential logins per run"
+    );
+    let mut run = |tracing| {
+        let Some((server, port)) = start_login_server(&server) else {
+            panic!("login_server did not say its port");
+        };
+        let mut load = || logins_load(&client, port, SESSION_LOGINS);
+        // fdbg's `continue` lasts at least the load: a few seconds.
+        let outcome = traced_run(fdbg, server.child.id(), tracing, 4, &mut load);
+        drop(server);
+        outcome
     };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit of this process.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-    let mut child = Command::new(&server)
+    let modes = modes(false);
+    let rows = measure("thread per session", &modes, rounds, &mut run);
+    print_rows(
+        &format!(
+            "login server, a thread per login (3 fd events each), {SESSION_LOGINS} logins, median of {rounds}:"
+        ),
+        &rows,
+    );
+}
+
+/// Logins per run of the sessions bench.
+const SESSION_LOGINS: u64 = 5_000;
+
+/// A login_server --threads and its port; its EXPECT lines read away.
+fn start_login_server(program: &Path) -> Option<(Server, u16)> {
+    let mut child = Command::new(program)
         .args(["--threads", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -876,6 +902,7 @@ fn sessions_bench(fdbg: &Path, knobs: &Knobs) {
         .spawn()
         .expect("start login_server");
     let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let server = Server::new(child);
     let mut port = None;
     for _ in 0..4 {
         let mut line = String::new();
@@ -888,45 +915,19 @@ fn sessions_bench(fdbg: &Path, knobs: &Knobs) {
             break;
         }
     }
-    // The server's lines (one per leak) are read away.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let server = Server::new(child);
-    let Some(port) = port else {
-        println!("sessions bench skipped: login_server did not say its port");
-        return;
-    };
-    let pid = server.child.id();
-    println!();
-    println!(
-        "login_server --threads: pid {pid}, port {port}; login_client in rounds of 200 logins for {secs} s per row"
-    );
-    let mut run = |tracing| {
-        let mut load = || logins_load(&client, port, secs);
-        traced_run(fdbg, pid, tracing, secs, &mut load)
-    };
-    let modes = modes(false);
-    let rows = measure("thread per session", &modes, rounds, &mut run);
-    print_rows(
-        &format!(
-            "login server, a thread per login (3 fd events each), {secs} s, median of {rounds}:"
-        ),
-        &rows,
-    );
+    Some((server, port?))
 }
 
-/// Rounds of 200 logins until `secs` pass: (logins, logins/s).
-fn logins_load(client: &Path, port: u16, secs: u64) -> (u64, f64) {
+/// `logins` sequential logins: (logins, logins/s).
+fn logins_load(client: &Path, port: u16, logins: u64) -> (u64, f64) {
     let started = Instant::now();
-    let mut logins = 0u64;
-    while started.elapsed() < Duration::from_secs(secs) {
-        let status = Command::new(client)
-            .args([&port.to_string(), "200"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .expect("run login_client");
-        assert!(status.success(), "login_client failed: {status}");
-        logins += 200;
-    }
+    let status = Command::new(client)
+        .args([&port.to_string(), &logins.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run login_client");
+    assert!(status.success(), "login_client failed: {status}");
     (logins, logins as f64 / started.elapsed().as_secs_f64())
 }

@@ -45,20 +45,7 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
     // an interrupt stop, where its own mask is given back.
     set_registers(tid, &saved)?;
     super::interrupt(tid)?;
-    run_until(
-        tid,
-        Resume::Cont,
-        |stop| {
-            matches!(
-                stop,
-                Stop::Event {
-                    event: super::EVENT_STOP,
-                    ..
-                }
-            )
-        },
-        &mut deferred,
-    )?;
+    run_until(tid, Resume::Cont, is_interrupt_stop, &mut deferred)?;
     super::set_signal_mask(tid, saved_mask)?;
     for sig in deferred {
         // SAFETY: tgkill(2) reads no memory of ours.
@@ -289,20 +276,7 @@ pub fn syscalls_returning(
         // To an interrupt stop like the other threads': the thread has not
         // run one instruction of its own since.
         let settled = super::interrupt(tid).and_then(|()| {
-            run_dropping_perf_traps(
-                tid,
-                Resume::Cont,
-                |stop| {
-                    matches!(
-                        stop,
-                        Stop::Event {
-                            event: super::EVENT_STOP,
-                            ..
-                        }
-                    )
-                },
-                &mut deferred,
-            )
+            run_dropping_perf_traps(tid, Resume::Cont, is_interrupt_stop, &mut deferred)
         });
         if let Err(e) = settled {
             ran.stopped_by = Some(e);
@@ -382,6 +356,17 @@ fn run_dropping_perf_traps(
 
 /// si_code of a perf event's SIGTRAP.
 const TRAP_PERF: i32 = 6;
+
+/// The stop PTRACE_INTERRUPT brings.
+fn is_interrupt_stop(stop: &Stop) -> bool {
+    matches!(
+        stop,
+        Stop::Event {
+            event: super::EVENT_STOP,
+            ..
+        }
+    )
+}
 
 #[cfg(test)]
 mod tests {
