@@ -3,8 +3,11 @@
 //! It attaches with ptrace, stops on the syscalls that create and destroy
 //! fds, records the creating call stack of every fd, keeps a model of each
 //! process's fd table, and answers "which code opened the fds that are still
-//! open". It is not a general debugger: it never changes the tracee's memory
-//! or registers, and it leaves every attached process running when it ends.
+//! open". It is not a general debugger: what it changes in a tracee is
+//! what it says it does — the SIGTRAP disposition while it takes SIGTRAP
+//! stops (an injected rt_sigaction, restored at detach), scratch bytes for
+//! its injected syscalls (written back), and the fds `reclaim` closes —
+//! and it leaves every attached process running when it ends.
 //!
 //! Module map, from the front end down; a module names only modules below
 //! its layer (checked by the `layers` test; see ARCHITECTURE.md):

@@ -24,11 +24,11 @@ pub enum Command {
         /// `--every PERIOD`: a tick per period while running.
         every: Option<Duration>,
     },
-    /// `count` is at least 1.
     Finish,
     Balance {
         function: Option<String>,
     },
+    /// `count` is at least 1.
     Step {
         count: usize,
     },
@@ -304,7 +304,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "break",
         aliases: &["b", "br"],
         usage: "break fd N | break count N | break site PATTERN | break [func] NAME",
-        help: "Stop when fd number N is created or closed; when the open-fd count becomes greater than N; when an fd is created by a stack with a frame matching PATTERN (a function-name substring, or FILE:LINE); or when a thread enters function NAME (C, C++ with or without arguments, a Rust path or its last parts), in the program and its loaded libraries. At a function stop, 'next' and 'step' still walk fd events.",
+        help: "Stop when fd number N is created or closed; when the open-fd count becomes greater than N; when an fd is created by a stack with a frame matching PATTERN (a function-name substring, or FILE:LINE); or when a thread enters function NAME (C, C++ with or without arguments, a Rust path or its last parts), in the program and its loaded libraries. At a function stop, 'step' still walks fd events.",
         parse: |args| {
             Ok(Command::Break {
                 condition: parse_break(args)?,

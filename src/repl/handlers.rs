@@ -1,6 +1,7 @@
 //! Commands → report data. A `Session` owns the tracer and what the user
-//! named (marks), runs on the tracer's thread, and prints nothing: the
-//! front end renders what it returns.
+//! named (marks), runs on the tracer's thread, and returns reports for the
+//! front end to render (the ticks of `continue --every` through its
+//! progress callback); it writes only the tracer's notices, on stderr.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
