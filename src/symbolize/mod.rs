@@ -267,34 +267,100 @@ impl Symbolizer {
     }
 }
 
-/// Whether a frame belongs to the language runtime that sits between the
-/// user's code and the kernel: glibc (libc, ld.so and friends), musl,
-/// libstdc++/libgcc, Rust's standard library (its DWARF paths start
-/// with `/rustc/`), or a Rust dependency's wrapper around the syscall
-/// (source under cargo's registry or git checkouts, as with a socket
-/// crate's `Socket::new`).
+/// One way a frame shows it belongs to a runtime between the user's code
+/// and the kernel.
+enum Runtime {
+    /// The object's file name starts so.
+    Library(&'static str),
+    /// The source file's path contains this.
+    Source(&'static str),
+    /// The function's name starts so.
+    Function(&'static str),
+    /// A Go function of the standard library (`runtime.`, `syscall.`,
+    /// `internal/poll.`, `net.`, `os.` …): a Go name whose package path
+    /// begins with an element without a dot, other than `main`, in Go
+    /// source.
+    GoStd,
+}
+
+/// The runtimes fdbg steps over to reach the user's frame: glibc (libc,
+/// ld.so and friends), musl, libstdc++/libgcc; Rust's standard library
+/// (DWARF paths under `/rustc/`) and a Rust dependency's wrapper around
+/// the syscall (sources under cargo's registry or git checkouts, as with a
+/// socket crate's `Socket::new`); Go's runtime and standard library (by
+/// name, and sources under a GOROOT); libuv, V8 and Node's own C++.
+const RUNTIMES: &[Runtime] = &[
+    Runtime::Library("libc.so"),
+    Runtime::Library("libc-"),
+    Runtime::Library("ld-linux"),
+    Runtime::Library("ld-musl"),
+    Runtime::Library("libpthread"),
+    Runtime::Library("librt.so"),
+    Runtime::Library("libdl.so"),
+    Runtime::Library("libm.so"),
+    Runtime::Library("libresolv"),
+    Runtime::Library("libstdc++"),
+    Runtime::Library("libgcc_s"),
+    Runtime::Library("libuv.so"),
+    Runtime::Library("libnode.so"),
+    Runtime::Source("/rustc/"),
+    Runtime::Source("/.cargo/registry/src/"),
+    Runtime::Source("/.cargo/git/checkouts/"),
+    Runtime::Source("/usr/lib/go/src/"),
+    Runtime::Source("/usr/local/go/src/"),
+    Runtime::Function("uv_"),
+    Runtime::Function("uv__"),
+    Runtime::Function("v8::"),
+    Runtime::Function("node::"),
+    Runtime::Function("Builtins_"),
+    Runtime::GoStd,
+];
+
+/// Whether a frame belongs to one of the `RUNTIMES`.
 fn is_runtime(frame: &Frame) -> bool {
-    const LIBRARIES: &[&str] = &[
-        "libc.so",
-        "libc-",
-        "ld-linux",
-        "ld-musl",
-        "libpthread",
-        "librt.so",
-        "libdl.so",
-        "libm.so",
-        "libresolv",
-        "libstdc++",
-        "libgcc_s",
-    ];
     let module = frame.module.as_deref().unwrap_or("");
-    let name = module.rsplit('/').next().unwrap_or(module);
-    LIBRARIES.iter().any(|l| name.starts_with(l))
-        || frame.file.as_deref().is_some_and(|f| {
-            f.starts_with("/rustc/")
-                || f.contains("/.cargo/registry/src/")
-                || f.contains("/.cargo/git/checkouts/")
-        })
+    let object = module.rsplit('/').next().unwrap_or(module);
+    let file = frame.file.as_deref().unwrap_or("");
+    let function = frame.function.as_deref().unwrap_or("");
+    RUNTIMES.iter().any(|runtime| match runtime {
+        Runtime::Library(prefix) => object.starts_with(prefix),
+        Runtime::Source(part) => file.contains(part) || goroot_source(file, part),
+        Runtime::Function(prefix) => function.starts_with(prefix),
+        // Only in Go source: GCC's `f.cold` and `f.part.0` are C.
+        Runtime::GoStd => (file.ends_with(".go") || file.ends_with(".s")) && is_go_std(function),
+    })
+}
+
+/// A versioned GOROOT (`/usr/lib/go-1.19/src/`) for the rule `/usr/lib/go/src/`.
+fn goroot_source(file: &str, part: &str) -> bool {
+    part == "/usr/lib/go/src/"
+        && file
+            .strip_prefix("/usr/lib/go-")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, rest)| rest.starts_with("src/"))
+}
+
+/// A Go function name of the standard library: `pkg.Func` or
+/// `path/to/pkg.(*T).M` whose first path element has no dot (module paths
+/// of other code start with a domain) and is not `main`. C, C++ (`::`)
+/// and Rust names are not Go names.
+fn is_go_std(function: &str) -> bool {
+    if function.contains("::") || function.contains(' ') {
+        return false;
+    }
+    // The package path ends at the first dot after its last slash.
+    let after_slash = function.rfind('/').map_or(0, |i| i + 1);
+    let Some(dot) = function[after_slash..].find('.') else {
+        return false;
+    };
+    let package = &function[..after_slash + dot];
+    let first = package.split('/').next().unwrap_or(package);
+    !first.is_empty()
+        && first != "main"
+        && !first.contains('.')
+        && first
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Moves the leading runtime frames after the rest, flagged `wrapper`, so

@@ -251,3 +251,72 @@ fn a_frame_without_an_object_keeps_its_address() {
     );
     assert_eq!(frames[0].address, "0x10");
 }
+
+#[test]
+fn go_runtime_and_standard_library_frames_are_runtime_frames() {
+    let go = |function: &str, file: &str| Frame {
+        function: Some(function.into()),
+        file: Some(file.into()),
+        module: Some("/srv/leaky".into()),
+        ..Frame::default()
+    };
+    let frames = vec![
+        go(
+            "runtime/internal/syscall.Syscall6",
+            "/usr/lib/go-1.19/src/runtime/internal/syscall/asm_linux_amd64.s",
+        ),
+        go(
+            "syscall.Socket",
+            "/usr/lib/go-1.19/src/syscall/syscall_unix.go",
+        ),
+        go(
+            "internal/poll.(*FD).Init",
+            "/usr/lib/go-1.19/src/internal/poll/fd_unix.go",
+        ),
+        go("net.ListenUDP", "/usr/local/go/src/net/udpsock.go"),
+        go("main.newMetrics", "/srv/leaky/main.go"),
+        go(
+            "github.com/acme/stats.Dial",
+            "/root/go/pkg/mod/github.com/acme/stats/dial.go",
+        ),
+        go("main.main", "/srv/leaky/main.go"),
+        go("runtime.main", "/usr/lib/go-1.19/src/runtime/proc.go"),
+    ];
+    let shown = user_code_first(frames);
+    assert_eq!(shown[0].function.as_deref(), Some("main.newMetrics"));
+    assert!(!shown[0].wrapper);
+    let flagged: Vec<&str> = shown
+        .iter()
+        .filter(|f| f.wrapper)
+        .filter_map(|f| f.function.as_deref())
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            "runtime/internal/syscall.Syscall6",
+            "syscall.Socket",
+            "internal/poll.(*FD).Init",
+            "net.ListenUDP"
+        ]
+    );
+    // GCC's split-off parts of a C function are the user's.
+    let cold = Frame {
+        function: Some("open_config.cold".into()),
+        file: Some("/srv/leak3.c".into()),
+        ..Frame::default()
+    };
+    assert!(!is_runtime(&cold));
+    // Names that are not Go's standard library.
+    for name in [
+        "main.f",
+        "github.com/x/y.F",
+        "std::fs::File::open",
+        "open_config",
+        "ns::f(int)",
+    ] {
+        assert!(!is_go_std(name), "{name}");
+    }
+    for name in ["os.OpenFile", "net/http.(*Server).Serve", "crypto/tls.Dial"] {
+        assert!(is_go_std(name), "{name}");
+    }
+}

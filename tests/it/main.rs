@@ -6,6 +6,7 @@ mod churn;
 mod debugger;
 mod demo;
 mod functions;
+mod go_runtime;
 mod harness;
 mod input;
 mod login;
