@@ -276,6 +276,8 @@ enum Runtime {
     Source(&'static str),
     /// The function's name starts so.
     Function(&'static str),
+    /// The function's name is this.
+    Symbol(&'static str),
     /// A Go function of the standard library (`runtime.`, `syscall.`,
     /// `internal/poll.`, `net.`, `os.` …): a Go name whose package path
     /// begins with an element without a dot, other than `main`, in Go
@@ -313,6 +315,10 @@ const RUNTIMES: &[Runtime] = &[
     Runtime::Function("v8::"),
     Runtime::Function("node::"),
     Runtime::Function("Builtins_"),
+    // The C runtime's entry, linked into every program: a stack that is
+    // runtime up to it (Node's interpreted JS) keeps its innermost frame
+    // first.
+    Runtime::Symbol("_start"),
     Runtime::GoStd,
 ];
 
@@ -326,6 +332,7 @@ fn is_runtime(frame: &Frame) -> bool {
         Runtime::Library(prefix) => object.starts_with(prefix),
         Runtime::Source(part) => file.contains(part) || goroot_source(file, part),
         Runtime::Function(prefix) => function.starts_with(prefix),
+        Runtime::Symbol(name) => function == *name,
         // Only in Go source: GCC's `f.cold` and `f.part.0` are C.
         Runtime::GoStd => (file.ends_with(".go") || file.ends_with(".s")) && is_go_std(function),
     })
