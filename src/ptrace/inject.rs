@@ -37,15 +37,35 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
     set_registers(tid, &call)?;
     let mut deferred = Vec::new();
     let is_syscall_stop = |stop: &Stop| *stop == Stop::Syscall;
-    let result = run_until(tid, Resume::Syscall, is_syscall_stop, &mut deferred)
-        .and_then(|()| run_until(tid, Resume::Syscall, is_syscall_stop, &mut deferred))
-        .and_then(|()| registers(tid))
-        .map(|after| after.rax as i64);
+    let result = run_until(
+        tid,
+        Resume::Syscall,
+        is_syscall_stop,
+        &mut deferred,
+        PerfTraps::Keep,
+    )
+    .and_then(|()| {
+        run_until(
+            tid,
+            Resume::Syscall,
+            is_syscall_stop,
+            &mut deferred,
+            PerfTraps::Keep,
+        )
+    })
+    .and_then(|()| registers(tid))
+    .map(|after| after.rax as i64);
     // Back to where it was, through the kernel's exit path (restarts), to
     // an interrupt stop, where its own mask is given back.
     set_registers(tid, &saved)?;
     super::interrupt(tid)?;
-    run_until(tid, Resume::Cont, is_interrupt_stop, &mut deferred)?;
+    run_until(
+        tid,
+        Resume::Cont,
+        is_interrupt_stop,
+        &mut deferred,
+        PerfTraps::Keep,
+    )?;
     super::set_signal_mask(tid, saved_mask)?;
     for sig in deferred {
         // SAFETY: tgkill(2) reads no memory of ours.
@@ -54,21 +74,36 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
     result
 }
 
+/// What an injection does with a SIGTRAP that fdbg's own perf events send
+/// for the syscalls it injects (they may be fd syscalls too).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PerfTraps {
+    Keep,
+    Drop,
+}
+
 /// Resume `tid` the way `how` says until it reports a stop `wanted`
 /// accepts. Signals on the way (only the unblockable stop signal can come:
-/// every other is blocked) are kept for later; other stops are passed.
+/// every other is blocked) are kept for later, but fdbg's own perf
+/// SIGTRAPs where `traps` drops them; other stops are passed.
 fn run_until(
     tid: Tid,
     how: Resume,
     wanted: impl Fn(&Stop) -> bool,
     deferred: &mut Vec<i32>,
+    traps: PerfTraps,
 ) -> Result<()> {
     resume(tid, how, 0)?;
     loop {
         match wait_for(tid, false) {
             Ok(Some((_, stop))) if wanted(&stop) => return Ok(()),
             Ok(Some((_, Stop::Signal(sig)))) => {
-                deferred.push(sig);
+                let perf = traps == PerfTraps::Drop
+                    && sig == libc::SIGTRAP
+                    && super::signal_info(tid).is_ok_and(|info| info.code == TRAP_PERF);
+                if !perf {
+                    deferred.push(sig);
+                }
                 resume(tid, how, 0)?;
             }
             Ok(Some((_, stop))) if stop.is_end() => return Err(TraceError::Gone),
@@ -276,7 +311,13 @@ pub fn syscalls_returning(
         // To an interrupt stop like the other threads': the thread has not
         // run one instruction of its own since.
         let settled = super::interrupt(tid).and_then(|()| {
-            run_dropping_perf_traps(tid, Resume::Cont, is_interrupt_stop, &mut deferred)
+            run_until(
+                tid,
+                Resume::Cont,
+                is_interrupt_stop,
+                &mut deferred,
+                PerfTraps::Drop,
+            )
         });
         if let Err(e) = settled {
             ran.stopped_by = Some(e);
@@ -319,39 +360,36 @@ fn one_returning(
     super::set_signal_mask(tid, u64::MAX)?;
     let syscall_stop = |stop: &Stop| *stop == Stop::Syscall;
     // The call's entry and exit, then rt_sigreturn's.
-    run_dropping_perf_traps(tid, Resume::Syscall, syscall_stop, deferred)?;
-    run_dropping_perf_traps(tid, Resume::Syscall, syscall_stop, deferred)?;
+    run_until(
+        tid,
+        Resume::Syscall,
+        syscall_stop,
+        deferred,
+        PerfTraps::Drop,
+    )?;
+    run_until(
+        tid,
+        Resume::Syscall,
+        syscall_stop,
+        deferred,
+        PerfTraps::Drop,
+    )?;
     let result = registers(tid)?.rax as i64;
-    run_dropping_perf_traps(tid, Resume::Syscall, syscall_stop, deferred)?;
-    run_dropping_perf_traps(tid, Resume::Syscall, syscall_stop, deferred)?;
+    run_until(
+        tid,
+        Resume::Syscall,
+        syscall_stop,
+        deferred,
+        PerfTraps::Drop,
+    )?;
+    run_until(
+        tid,
+        Resume::Syscall,
+        syscall_stop,
+        deferred,
+        PerfTraps::Drop,
+    )?;
     Ok(result)
-}
-
-/// `run_until`, dropping the SIGTRAPs fdbg's own perf events send for the
-/// injected syscalls (they are fd syscalls too).
-fn run_dropping_perf_traps(
-    tid: Tid,
-    how: Resume,
-    wanted: impl Fn(&Stop) -> bool,
-    deferred: &mut Vec<i32>,
-) -> Result<()> {
-    resume(tid, how, 0)?;
-    loop {
-        match wait_for(tid, false) {
-            Ok(Some((_, stop))) if wanted(&stop) => return Ok(()),
-            Ok(Some((_, Stop::Signal(sig)))) => {
-                let perf = sig == libc::SIGTRAP
-                    && super::signal_info(tid).is_ok_and(|info| info.code == TRAP_PERF);
-                if !perf {
-                    deferred.push(sig);
-                }
-                resume(tid, how, 0)?;
-            }
-            Ok(Some((_, stop))) if stop.is_end() => return Err(TraceError::Gone),
-            Ok(Some(_)) => resume(tid, how, 0)?,
-            _ => return Err(TraceError::Gone),
-        }
-    }
 }
 
 /// si_code of a perf event's SIGTRAP.
