@@ -9,6 +9,7 @@
  * usage: login_hub [PORT]   (PORT 0 or absent: ephemeral)
  */
 #include "expect.h"
+#include "listen.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -29,21 +30,6 @@ struct conn {
 static struct pollfd polled[MAX_CONNS + 1];
 static struct conn conns[MAX_CONNS];
 static int nconns;
-
-static int listen_on(int port)
-{
-    int fd = TRACK("open", "socket", socket(AF_INET, SOCK_STREAM, 0));
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof addr;
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 512) < 0 ||
-        getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
-        die_at("bind/listen", HERE);
-    expect("listen port=%d fd=%d", ntohs(addr.sin_port), fd);
-    return fd;
-}
 
 /* Handles a complete line; returns 0 when asked to quit. */
 static int handle(struct conn *c)
@@ -91,7 +77,7 @@ int main(int argc, char **argv)
         limit.rlim_cur = limit.rlim_max;
         setrlimit(RLIMIT_NOFILE, &limit);
     }
-    int listener = listen_on(argc > 1 ? atoi(argv[1]) : 0);
+    int listener = listen_on(argc > 1 ? atoi(argv[1]) : 0, 512);
     for (;;) {
         polled[0] = (struct pollfd){ .fd = listener, .events = POLLIN };
         for (int i = 0; i < nconns; i++)

@@ -10,6 +10,7 @@
  * usage: login_server [--wait] [--threads] [PORT]   (PORT 0 or absent: ephemeral)
  */
 #include "expect.h"
+#include "listen.h"
 
 #include <pthread.h>
 #include <arpa/inet.h>
@@ -32,21 +33,6 @@ static int read_line(int fd, char *buf, size_t size)
             buf[len++] = c;
     }
     return -1;
-}
-
-static int listen_on(int port)
-{
-    int fd = TRACK("open", "socket", socket(AF_INET, SOCK_STREAM, 0));
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof addr;
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 128) < 0 ||
-        getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
-        die_at("bind/listen", HERE);
-    expect("listen port=%d fd=%d", ntohs(addr.sin_port), fd);
-    return fd;
 }
 
 /* Handles one connection; returns 0 when asked to quit. */
@@ -82,7 +68,7 @@ int main(int argc, char **argv)
 {
     int threads = take_flag(&argc, argv, "--threads");
     expect_start(&argc, argv);
-    int listener = listen_on(argc > 1 ? atoi(argv[1]) : 0);
+    int listener = listen_on(argc > 1 ? atoi(argv[1]) : 0, 128);
     for (;;) {
         int conn = TRACK("open", "accept", accept(listener, NULL, NULL));
         if (threads) {

@@ -35,8 +35,8 @@ pub(super) struct ProcessState {
     /// closed already in the kernel; only the attribution may be off); a
     /// report, made with every event in, drops what is left.
     pub(super) displaced: BTreeMap<i32, VecDeque<OpenFd>>,
-    /// Each creating site's totals.
-    pub(super) sites: HashMap<SiteKey, SiteTotals>,
+    /// Each creating site's totals and closers.
+    pub(super) sites: HashMap<SiteKey, Site>,
     /// Fds created by this process's events, ever.
     pub(super) created: u64,
     pub(super) series: Series,
@@ -46,9 +46,14 @@ pub(super) struct ProcessState {
     /// the process used), so that a bad close names the close that freed
     /// its number however long ago that was.
     pub(super) last_close: HashMap<i32, LastClose>,
-    /// Per creating site, who closed its fds and how many (bounded by the
-    /// interned stacks).
-    pub(super) closers: HashMap<SiteKey, Vec<(Closer, u64)>>,
+}
+
+/// What the model keeps of one creating site.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Site {
+    pub(super) totals: SiteTotals,
+    /// Who closed its fds and how many (bounded by the interned stacks).
+    pub(super) closers: Vec<(Closer, u64)>,
 }
 
 /// A creating site: the stack and the syscall.
@@ -85,24 +90,23 @@ impl ProcessState {
             series,
             bad_closes: VecDeque::new(),
             last_close: HashMap::default(),
-            closers: HashMap::default(),
         }
     }
 }
 
 /// An fd of a site left the model's view (closed, or dropped): count it.
-fn gone(sites: &mut HashMap<SiteKey, SiteTotals>, open: &OpenFd) {
+fn gone(sites: &mut HashMap<SiteKey, Site>, open: &OpenFd) {
     if let Origin::Created(_) = open.origin
-        && let Some(totals) = sites.get_mut(&(open.stack, open.syscall))
+        && let Some(site) = sites.get_mut(&(open.stack, open.syscall))
     {
-        totals.closed += 1;
+        site.totals.closed += 1;
     }
 }
 
 /// An fd of a site was closed by `closer`: count it in the site's closers.
-fn closed_by(closers: &mut HashMap<SiteKey, Vec<(Closer, u64)>>, open: &OpenFd, closer: Closer) {
+fn closed_by(sites: &mut HashMap<SiteKey, Site>, open: &OpenFd, closer: Closer) {
     if let Origin::Created(_) = open.origin {
-        let counts = closers.entry((open.stack, open.syscall)).or_default();
+        let counts = &mut sites.entry((open.stack, open.syscall)).or_default().closers;
         match counts.iter_mut().find(|(c, _)| *c == closer) {
             Some((_, n)) => *n += 1,
             None => counts.push((closer, 1)),
@@ -293,7 +297,6 @@ impl Model {
         let table = &mut state.table;
         let displaced = &mut state.displaced;
         let sites = &mut state.sites;
-        let closers = &mut state.closers;
         let created_by = |open: &OpenFd| match open.origin {
             Origin::Created(_) => Some(open.tid),
             _ => None,
@@ -341,7 +344,7 @@ impl Model {
                         .unwrap_or((FdKind::Other, None, Vec::new()));
                     if let Some(old) = table.remove(&to) {
                         gone(sites, &old);
-                        closed_by(closers, &old, closer);
+                        closed_by(sites, &old, closer);
                         closed.push(to);
                     }
                     table.insert(to, new_fd(to, kind, target, cloexec, notes));
@@ -361,7 +364,7 @@ impl Model {
                         if let Some(holders) = displaced.get_mut(&fd) {
                             if let Some(holder) = holders.pop_front() {
                                 gone(sites, &holder);
-                                closed_by(closers, &holder, closer);
+                                closed_by(sites, &holder, closer);
                             }
                             if holders.is_empty() {
                                 displaced.remove(&fd);
@@ -370,11 +373,11 @@ impl Model {
                     } else if taken_at_entry {
                         // Counted closed at the entry; its closer is known now.
                         if let Some(open) = &pending_close {
-                            closed_by(closers, open, closer);
+                            closed_by(sites, open, closer);
                         }
                     } else if let Some(old) = table.remove(&fd) {
                         gone(sites, &old);
-                        closed_by(closers, &old, closer);
+                        closed_by(sites, &old, closer);
                     }
                     closed.push(fd);
                 }
@@ -385,7 +388,7 @@ impl Model {
                     let held = table.remove(&fd);
                     if let Some(old) = &held {
                         gone(sites, old);
-                        closed_by(closers, old, UNSEEN);
+                        closed_by(sites, old, UNSEEN);
                     }
                     if taken || held.is_some() {
                         dropped += 1;
@@ -401,7 +404,7 @@ impl Model {
                     for fd in in_range {
                         if let Some(old) = table.remove(&fd) {
                             gone(sites, &old);
-                            closed_by(closers, &old, closer);
+                            closed_by(sites, &old, closer);
                         }
                         closed.push(fd);
                     }
@@ -432,10 +435,10 @@ impl Model {
             }
         }
         if !created.is_empty() {
-            let totals = sites.entry((stack, decoded.name)).or_insert(SiteTotals {
-                first: now,
-                ..SiteTotals::default()
-            });
+            let totals = &mut sites.entry((stack, decoded.name)).or_default().totals;
+            if totals.created == 0 {
+                totals.first = now;
+            }
             totals.created += created.len() as u64;
             totals.last = now;
             state.created += created.len() as u64;
@@ -568,13 +571,12 @@ impl Model {
             actual.iter().map(|proc_fd| (proc_fd.fd, proc_fd)).collect();
         let mut changes = Reconciled::default();
         let sites = &mut state.sites;
-        let closers = &mut state.closers;
         state.table.retain(|fd, open| {
             let present = actual_by_fd.contains_key(fd);
             if !present {
                 changes.dropped.push(*fd);
                 gone(sites, open);
-                closed_by(closers, open, UNSEEN);
+                closed_by(sites, open, UNSEEN);
             }
             present
         });
@@ -646,7 +648,7 @@ fn drop_displaced(state: &mut ProcessState) -> u64 {
     let mut stale = 0;
     for holder in std::mem::take(&mut state.displaced).into_values().flatten() {
         gone(&mut state.sites, &holder);
-        closed_by(&mut state.closers, &holder, UNSEEN);
+        closed_by(&mut state.sites, &holder, UNSEEN);
         stale += 1;
     }
     stale

@@ -125,7 +125,11 @@ impl Model {
             window_bytes: self.window.bytes() as u64,
             keeps_at_most: self.window.kept_at_most() as u64,
             stacks: self.stacks.len() as u64,
-            sites: self.processes.values().map(|p| p.sites.len() as u64).sum(),
+            sites: self
+                .processes
+                .values()
+                .map(|p| p.sites.values().filter(|s| s.totals.created > 0).count() as u64)
+                .sum(),
         }
     }
 
@@ -169,7 +173,7 @@ impl Model {
         let mut closers: Vec<(Closer, u64)> = self
             .processes
             .get(&pid)
-            .and_then(|state| state.closers.get(&(stack, syscall)).cloned())
+            .and_then(|state| Some(state.sites.get(&(stack, syscall))?.closers.clone()))
             .unwrap_or_default();
         closers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         closers
@@ -184,7 +188,8 @@ impl Model {
                 state
                     .sites
                     .iter()
-                    .map(|(&(stack, syscall), &totals)| (stack, syscall, totals))
+                    .filter(|(_, site)| site.totals.created > 0)
+                    .map(|(&(stack, syscall), site)| (stack, syscall, site.totals))
                     .collect()
             })
             .unwrap_or_default();
@@ -226,10 +231,21 @@ impl Model {
     /// (see `Origin::is_after`), grouped as `sites` groups them; groups of
     /// at least `min` fds.
     pub fn leaks(&self, pid: Pid, since: Seq, min: usize) -> Vec<LeakSite> {
+        self.leaks_created_before(pid, since, Nanos::MAX, min)
+    }
+
+    /// `leaks`, of the fds created before the time `before` only.
+    pub fn leaks_created_before(
+        &self,
+        pid: Pid,
+        since: Seq,
+        before: Nanos,
+        min: usize,
+    ) -> Vec<LeakSite> {
         let after = self
             .open_fds(pid)
             .into_iter()
-            .filter(|open| open.origin.is_after(since));
+            .filter(|open| open.origin.is_after(since) && open.created_at < before);
         // No fd open before tracing is after anything: the name is unused.
         let sites = self.sites(pid, after, BEFORE_ATTACH);
         sites.into_iter().filter(|site| site.count >= min).collect()
@@ -250,7 +266,7 @@ impl Model {
         let totals = |stack: Option<StackId>, syscall: &'static str| {
             self.processes
                 .get(&pid)
-                .and_then(|state| state.sites.get(&(stack, syscall)).copied())
+                .and_then(|state| Some(state.sites.get(&(stack, syscall))?.totals))
                 .unwrap_or_default()
         };
         for open in fds {

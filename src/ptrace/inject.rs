@@ -23,20 +23,8 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
     let saved = registers(tid)?;
     let saved_mask = super::signal_mask(tid)?;
     super::set_signal_mask(tid, u64::MAX)?;
-    let mut call = saved;
-    call.rip = insn;
-    call.rax = nr;
-    // Not in a syscall: no restart of the interrupted one on the way out.
-    call.orig_rax = u64::MAX;
-    call.rdi = args[0];
-    call.rsi = args[1];
-    call.rdx = args[2];
-    call.r10 = args[3];
-    call.r8 = args[4];
-    call.r9 = args[5];
-    set_registers(tid, &call)?;
+    set_registers(tid, &call_registers(&saved, insn, nr, args))?;
     let mut deferred = Vec::new();
-    let is_syscall_stop = |stop: &Stop| *stop == Stop::Syscall;
     let result = run_until(
         tid,
         Resume::Syscall,
@@ -67,10 +55,7 @@ pub fn syscall(pid: i32, tid: Tid, insn: u64, nr: u64, args: [u64; 6]) -> Result
         PerfTraps::Keep,
     )?;
     super::set_signal_mask(tid, saved_mask)?;
-    for sig in deferred {
-        // SAFETY: tgkill(2) reads no memory of ours.
-        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
-    }
+    queue_again(pid, tid, deferred);
     result
 }
 
@@ -324,10 +309,7 @@ pub fn syscalls_returning(
         }
         let _ = memory.write(at, &before);
     }
-    for sig in deferred {
-        // SAFETY: tgkill(2) reads no memory of ours.
-        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
-    }
+    queue_again(pid, tid, deferred);
     Ok(ran)
 }
 
@@ -343,9 +325,43 @@ fn one_returning(
     args: [u64; 6],
     deferred: &mut Vec<i32>,
 ) -> Result<i64> {
-    let mut call = *next;
-    call.rip = gadgets.syscall_ret;
+    let mut call = call_registers(next, gadgets.syscall_ret, nr, args);
     call.rsp = frame;
+    set_registers(tid, &call)?;
+    // Registers first: from here on the thread finds its way back alone,
+    // and rt_sigreturn gives it its own mask again.
+    super::set_signal_mask(tid, u64::MAX)?;
+    let mut next_syscall_stop = || {
+        run_until(
+            tid,
+            Resume::Syscall,
+            is_syscall_stop,
+            deferred,
+            PerfTraps::Drop,
+        )
+    };
+    // The call's entry and exit, then rt_sigreturn's.
+    next_syscall_stop()?;
+    next_syscall_stop()?;
+    let result = registers(tid)?.rax as i64;
+    next_syscall_stop()?;
+    next_syscall_stop()?;
+    Ok(result)
+}
+
+/// si_code of a perf event's SIGTRAP.
+const TRAP_PERF: i32 = 6;
+
+/// `from` pointed at the `syscall` instruction at `rip`, for syscall `nr`
+/// with `args`, and in no syscall (no restart of the one it was in).
+fn call_registers(
+    from: &libc::user_regs_struct,
+    rip: u64,
+    nr: u64,
+    args: [u64; 6],
+) -> libc::user_regs_struct {
+    let mut call = *from;
+    call.rip = rip;
     call.rax = nr;
     call.orig_rax = u64::MAX;
     call.rdi = args[0];
@@ -354,46 +370,20 @@ fn one_returning(
     call.r10 = args[3];
     call.r8 = args[4];
     call.r9 = args[5];
-    set_registers(tid, &call)?;
-    // Registers first: from here on the thread finds its way back alone,
-    // and rt_sigreturn gives it its own mask again.
-    super::set_signal_mask(tid, u64::MAX)?;
-    let syscall_stop = |stop: &Stop| *stop == Stop::Syscall;
-    // The call's entry and exit, then rt_sigreturn's.
-    run_until(
-        tid,
-        Resume::Syscall,
-        syscall_stop,
-        deferred,
-        PerfTraps::Drop,
-    )?;
-    run_until(
-        tid,
-        Resume::Syscall,
-        syscall_stop,
-        deferred,
-        PerfTraps::Drop,
-    )?;
-    let result = registers(tid)?.rax as i64;
-    run_until(
-        tid,
-        Resume::Syscall,
-        syscall_stop,
-        deferred,
-        PerfTraps::Drop,
-    )?;
-    run_until(
-        tid,
-        Resume::Syscall,
-        syscall_stop,
-        deferred,
-        PerfTraps::Drop,
-    )?;
-    Ok(result)
+    call
 }
 
-/// si_code of a perf event's SIGTRAP.
-const TRAP_PERF: i32 = 6;
+/// Deliver again the stop signals an injection kept back.
+fn queue_again(pid: i32, tid: Tid, signals: Vec<i32>) {
+    for sig in signals {
+        // SAFETY: tgkill(2) reads no memory of ours.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    }
+}
+
+fn is_syscall_stop(stop: &Stop) -> bool {
+    *stop == Stop::Syscall
+}
 
 /// The stop PTRACE_INTERRUPT brings.
 fn is_interrupt_stop(stop: &Stop) -> bool {

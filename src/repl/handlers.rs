@@ -1027,6 +1027,12 @@ impl Session {
         crate::tracer::monotonic_now().max(self.tracer.model.clock())
     }
 
+    /// The time `duration` before now.
+    pub(super) fn ago(&self, duration: Duration) -> Nanos {
+        self.now()
+            .saturating_sub(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
+    }
+
     fn sockets(&mut self, pid: Pid) -> SocketsReport {
         let infos = self.sockets_of(pid);
         let mut sockets = Vec::new();
@@ -1200,22 +1206,10 @@ impl Session {
     /// The sites `leaks` lists, in its order (their numbers are their
     /// places, from 1).
     fn leak_sites(&mut self, pid: Pid, filter: &LeaksFilter) -> Vec<LeakSite> {
-        let mut sites = match filter.older {
-            None => self.tracer.model.leaks(pid, filter.since, filter.min),
-            Some(older) => {
-                let before = self
-                    .now()
-                    .saturating_sub(u64::try_from(older.as_nanos()).unwrap_or(u64::MAX));
-                let model = &self.tracer.model;
-                let old = model
-                    .open_fds(pid)
-                    .into_iter()
-                    .filter(|open| open.origin.is_after(filter.since) && open.created_at < before);
-                model.sites(pid, old, fdtable::BEFORE_ATTACH)
-            }
-        };
-        sites.retain(|site| site.count >= filter.min);
-        sites
+        let before = filter.older.map_or(Nanos::MAX, |older| self.ago(older));
+        self.tracer
+            .model
+            .leaks_created_before(pid, filter.since, before, filter.min)
     }
 
     fn stats(&mut self, pid: Pid) -> StatsReport {
@@ -1358,11 +1352,7 @@ impl Ticker {
         let now = Instant::now();
         let tick_s = now.duration_since(self.last).as_secs_f64();
         let open = model.open_count(self.pid);
-        let created = model
-            .open_fds(self.pid)
-            .into_iter()
-            .filter(|open| open.origin.is_after(0));
-        let sites = model.sites(self.pid, created, fdtable::BEFORE_ATTACH);
+        let sites = model.leaks(self.pid, 0, 1);
         let mut grown: Vec<(i64, &LeakSite)> = sites
             .iter()
             .map(|site| {

@@ -226,8 +226,6 @@ pub struct Tracer {
     pub main_pid: Pid,
     pub follow_forks: bool,
     pub model: Model,
-    /// Live memory read for the batch of samples being decoded.
-    live_pages: std::cell::RefCell<observe::LivePages>,
     /// Every ptrace stop fdbg has handled.
     pub stops: u64,
     /// The same, by process: (ptrace stops, syscall entries seen).
@@ -327,7 +325,6 @@ impl Tracer {
                 model.set_clock(monotonic_now());
                 model
             },
-            live_pages: Default::default(),
             stops: 0,
             cost_by_pid: HashMap::default(),
             syscalls_seen: 0,

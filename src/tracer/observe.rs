@@ -274,7 +274,7 @@ struct SampledMemory<'a> {
 /// buffer holds the path of every request's openat) would give the same
 /// bytes at the price of a syscall each.
 #[derive(Default)]
-pub(super) struct LivePages {
+struct LivePages {
     pages: rustc_hash::FxHashMap<(Pid, u64), Option<Box<[u8]>>>,
 }
 
@@ -283,9 +283,22 @@ const LIVE_PAGES_MAX: usize = 256;
 const PAGE: u64 = 4096;
 
 impl LivePages {
-    /// Forget every page: a new batch.
-    pub(super) fn clear(&mut self) {
-        self.pages.clear();
+    /// The whole page at `page` of process `pid`, read once per batch;
+    /// None where it is not readable whole (the end of a mapping) or the
+    /// batch holds `LIVE_PAGES_MAX` pages already.
+    fn page(&mut self, memory: &ProcessMemory, pid: Pid, page: u64) -> Option<&[u8]> {
+        if self.pages.len() >= LIVE_PAGES_MAX && !self.pages.contains_key(&(pid, page)) {
+            return None;
+        }
+        self.pages
+            .entry((pid, page))
+            .or_insert_with(|| {
+                memory
+                    .read(page, PAGE as usize)
+                    .filter(|b| b.len() == PAGE as usize)
+                    .map(Vec::into_boxed_slice)
+            })
+            .as_deref()
     }
 
     /// `len` bytes at `addr` of the process `memory` reads, as far as
@@ -295,18 +308,8 @@ impl LivePages {
         let mut at = addr;
         while out.len() < len {
             let page = at / PAGE * PAGE;
-            if !self.pages.contains_key(&(pid, page)) && self.pages.len() >= LIVE_PAGES_MAX {
-                out.extend_from_slice(&memory.read(at, len - out.len()).unwrap_or_default());
-                break;
-            }
-            let bytes = self.pages.entry((pid, page)).or_insert_with(|| {
-                memory
-                    .read(page, PAGE as usize)
-                    .filter(|b| b.len() == PAGE as usize)
-                    .map(Vec::into_boxed_slice)
-            });
-            let Some(bytes) = bytes else {
-                // Not a whole readable page (the end of a mapping): as asked.
+            let Some(bytes) = self.page(memory, pid, page) else {
+                // From the process, as asked.
                 out.extend_from_slice(&memory.read(at, len - out.len()).unwrap_or_default());
                 break;
             };
@@ -317,9 +320,7 @@ impl LivePages {
         }
         (!out.is_empty()).then_some(out)
     }
-}
 
-impl LivePages {
     /// The NUL-terminated string at `addr` (at most `max` bytes, without
     /// its NUL), read through the pages; None where nothing is readable.
     fn read_cstr(
@@ -333,21 +334,9 @@ impl LivePages {
         let mut at = addr;
         while out.len() < max {
             let page = at / PAGE * PAGE;
-            let cached = self.pages.len() < LIVE_PAGES_MAX || self.pages.contains_key(&(pid, page));
-            let bytes = if cached {
-                self.pages.entry((pid, page)).or_insert_with(|| {
-                    memory
-                        .read(page, PAGE as usize)
-                        .filter(|b| b.len() == PAGE as usize)
-                        .map(Vec::into_boxed_slice)
-                })
-            } else {
-                &mut None
-            };
-            let Some(bytes) = bytes else {
-                // Not a whole readable page: the process's own reader.
-                let rest = memory.read_cstr(at, max - out.len());
-                return match rest {
+            let Some(bytes) = self.page(memory, pid, page) else {
+                // The process's own reader, for the rest.
+                return match memory.read_cstr(at, max - out.len()) {
                     Some(rest) => {
                         out.extend_from_slice(&rest);
                         Some(out)
@@ -356,8 +345,7 @@ impl LivePages {
                     None => Some(out),
                 };
             };
-            let from = (at - page) as usize;
-            let chunk = &bytes[from..];
+            let chunk = &bytes[(at - page) as usize..];
             if let Some(nul) = chunk.iter().position(|&b| b == 0) {
                 out.extend_from_slice(&chunk[..nul]);
                 out.truncate(max);
@@ -671,9 +659,10 @@ impl Tracer {
             sampler.drain()
         };
         let mut recorded = Vec::new();
-        self.live_pages.borrow_mut().clear();
+        // Live memory, read once for the whole batch.
+        let pages = std::cell::RefCell::new(LivePages::default());
         for (n, sample) in samples.into_iter().enumerate() {
-            if let Some(seq) = self.record_sample(&sample) {
+            if let Some(seq) = self.record_sample(&sample, &pages) {
                 recorded.push(seq);
             }
             if let Some(sampler) = self.observer.as_mut().and_then(|o| o.sampler.as_mut()) {
@@ -693,7 +682,11 @@ impl Tracer {
         recorded
     }
 
-    fn record_sample(&mut self, sample: &Sample) -> Option<Seq> {
+    fn record_sample(
+        &mut self,
+        sample: &Sample,
+        pages: &std::cell::RefCell<LivePages>,
+    ) -> Option<Seq> {
         let (pid, tid) = (sample.pid as Pid, sample.tid as Tid);
         match sample.syscall {
             // Only exits are sampled.
@@ -716,7 +709,7 @@ impl Tracer {
                     stack: &sample.stack,
                     live: (self.exec_pending != Some(pid)).then_some(ProcessMemory { pid: tid }),
                     files: self.file_maps.get(&pid).unwrap_or(&no_files),
-                    pages: &self.live_pages,
+                    pages,
                 };
                 let decoded = syscalls::decode(&entry, ret, &memory)?;
                 let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {

@@ -146,7 +146,7 @@ impl Tracer {
     /// when the tracer drops (for the main process) or stay traced as part
     /// of the session (a child whose other threads could not be seized is
     /// unlikely: they share their credentials).
-    fn seize_process(
+    pub(super) fn seize_process(
         &mut self,
         pid: Pid,
         options: libc::c_int,

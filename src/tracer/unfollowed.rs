@@ -14,7 +14,7 @@
 //! With --follow-forks clones stay followed (a thread fdbg does not trace
 //! would fork children it never sees), and fork events always stop.
 
-use super::{Mechanism, Mode, Thread, ThreadState, Tracer};
+use super::{Mechanism, Mode, ThreadState, Tracer};
 use crate::fdtable::Pid;
 use crate::procfs;
 use crate::ptrace;
@@ -57,9 +57,9 @@ impl Tracer {
     }
 
     /// Seize the threads of the traced processes that fdbg does not trace
-    /// (created while their creators did not follow clones) and ask each
-    /// to stop; they are waited for like the others. Returns whether
-    /// there were any.
+    /// (created while their creators did not follow clones), as attach
+    /// does, and ask each to stop; they are waited for like the others.
+    /// Returns whether there were any.
     pub(super) fn adopt_unfollowed(&mut self) -> bool {
         let pids: std::collections::BTreeSet<Pid> = self
             .threads
@@ -67,27 +67,20 @@ impl Tracer {
             .filter(|t| !t.detach_at_stop)
             .map(|t| t.pid)
             .collect();
-        let options = ptrace::options(true, false, false);
-        let mut adopted = Vec::new();
+        let known: std::collections::BTreeSet<_> = self.threads.keys().copied().collect();
         for pid in pids {
-            let Ok(tids) = procfs::threads(pid) else {
-                continue;
-            };
-            for tid in tids {
-                if self.threads.contains_key(&tid)
-                    || matches!(procfs::thread_state(pid, tid), Some('Z' | 'X') | None)
-                {
-                    continue;
-                }
-                // A thread that is gone or exiting meanwhile runs no more
-                // code: nothing to stop.
-                if ptrace::seize(tid, options).is_ok() {
-                    self.threads
-                        .insert(tid, Thread::new(pid, ThreadState::Running));
-                    adopted.push(tid);
-                }
+            // An error (the process gone meanwhile) leaves the threads
+            // seized so far, which are stopped like the rest.
+            if let Some(status) = procfs::status(pid) {
+                let _ = self.seize_process(pid, ptrace::options(true, false, false), &status);
             }
         }
+        let adopted: Vec<_> = self
+            .threads
+            .keys()
+            .copied()
+            .filter(|tid| !known.contains(tid))
+            .collect();
         for &tid in &adopted {
             let _ = ptrace::interrupt(tid);
         }

@@ -42,10 +42,7 @@ impl Session {
                 crate::repl::render::count(sites.len(), "site")
             ));
         };
-        let before = older.map(|older| {
-            self.now()
-                .saturating_sub(u64::try_from(older.as_nanos()).unwrap_or(u64::MAX))
-        });
+        let before = older.map(|older| self.ago(older));
         // Read now, right before closing: never from an earlier look.
         let listed = crate::procfs::list_fds(pid, None).unwrap_or_default();
         let sockets = crate::tracer::socket_infos(pid, &listed);
