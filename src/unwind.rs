@@ -108,7 +108,32 @@ pub struct Unwinder {
     unmapped_pages: std::collections::HashSet<u64>,
     /// The mapping the last lookup found.
     last_mapping: std::cell::Cell<usize>,
+    /// Walks remembered by where they started (see `Memo`).
+    memos: rustc_hash::FxHashMap<(u64, u64, u64, usize), Memo>,
+    /// The stack words the current walk read, reused from walk to walk.
+    reads: Vec<(u64, Option<u64>)>,
+    /// Walks answered from a memo.
+    repeats: u64,
 }
+
+/// A walk remembered: from its start (ip, sp, bp, and the copy's length),
+/// the stack words it read,
+/// in order, and what it gave. framehop's steps depend on the registers,
+/// the objects' unwind rules and the words it reads; so a walk from the
+/// same start, over the same objects, that finds the same words there gives
+/// the same stack, and checking the words (two or so a frame) costs much
+/// less than walking. An event loop makes its fd syscalls from the same few
+/// places at the same depth: most samples of a server are such repeats.
+/// Forgotten whenever the set of objects changes.
+struct Memo {
+    reads: Box<[(u64, Option<u64>)]>,
+    stack: Stack,
+    needed: usize,
+}
+
+/// Walks remembered per process at most; past that, all are forgotten (a
+/// thread per connection starts every walk at another sp).
+const MEMOS_MAX: usize = 1024;
 
 /// Why looking up a code address failed.
 enum Lookup {
@@ -129,6 +154,9 @@ impl Unwinder {
             maps_reads: 0,
             unmapped_pages: std::collections::HashSet::new(),
             last_mapping: std::cell::Cell::new(0),
+            memos: rustc_hash::FxHashMap::default(),
+            reads: Vec::new(),
+            repeats: 0,
         }
     }
 
@@ -181,16 +209,35 @@ impl Unwinder {
         beyond_copy: &dyn Fn(u64) -> Option<u64>,
     ) -> (Stack, usize) {
         let sp = regs.sp;
-        let needed = std::cell::Cell::new(0usize);
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            let offset = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
-            let end = offset.checked_add(8).ok_or(())?;
-            needed.set(needed.get().max(end));
+        let read_word = |addr: u64| -> Option<u64> {
+            let offset = usize::try_from(addr.checked_sub(sp)?).ok()?;
+            let end = offset.checked_add(8)?;
             match stack.get(offset..end) {
-                Some(bytes) => Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?)),
-                None if offset >= stack.len() => beyond_copy(addr).ok_or(()),
-                None => Err(()),
+                Some(bytes) => Some(u64::from_le_bytes(bytes.try_into().ok()?)),
+                None if offset >= stack.len() => beyond_copy(addr),
+                None => None,
             }
+        };
+        let start = (regs.ip, regs.sp, regs.bp, stack.len());
+        if let Some(memo) = self.memos.get(&start)
+            && memo
+                .reads
+                .iter()
+                .all(|&(addr, value)| read_word(addr) == value)
+        {
+            self.repeats += 1;
+            return (memo.stack.clone(), memo.needed);
+        }
+        let mut reads = std::mem::take(&mut self.reads);
+        reads.clear();
+        let mut needed = 0usize;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let value = read_word(addr);
+            reads.push((addr, value));
+            if let Some(end) = addr.checked_sub(sp).and_then(|o| o.checked_add(8)) {
+                needed = needed.max(usize::try_from(end).unwrap_or(usize::MAX));
+            }
+            value.ok_or(())
         };
         let mut framehop_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
         let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
@@ -231,13 +278,30 @@ impl Unwinder {
             truncated,
             generation: 0,
         };
-        (stack, needed.get())
+        if self.memos.len() >= MEMOS_MAX {
+            self.memos.clear();
+        }
+        self.memos.insert(
+            start,
+            Memo {
+                reads: reads.as_slice().into(),
+                stack: stack.clone(),
+                needed,
+            },
+        );
+        self.reads = reads;
+        (stack, needed)
     }
 
     /// The process exec'ed: forget all modules and parsed objects (a path
     /// may now hold other contents under the same inode).
     pub fn reset(&mut self) {
         *self = Unwinder::new(self.pid);
+    }
+
+    /// How many walks were answered from a remembered one.
+    pub fn repeats(&self) -> u64 {
+        self.repeats
     }
 
     /// How many object files were parsed (failed attempts included), for
@@ -314,6 +378,7 @@ impl Unwinder {
     /// (dlclose, munmap) are removed from framehop.
     fn reread_maps(&mut self) {
         self.maps_reads += 1;
+        self.memos.clear();
         // New mappings may cover pages that were unmapped before.
         self.unmapped_pages.clear();
         let mut fresh: Vec<KnownMapping> = modules::read_code_mappings(self.pid)
@@ -374,6 +439,7 @@ impl Unwinder {
             },
         );
         self.framehop.add_module(module);
+        self.memos.clear();
         true
     }
 }

@@ -86,9 +86,9 @@ impl UserRegs {
     }
 }
 
-/// One hit of a tracepoint in a watched thread.
+/// One hit of a tracepoint in a watched thread, as its ring holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sample {
+pub struct Sample<'a> {
     /// Index of the tracepoint in the list the sampler was opened with.
     pub tracepoint: usize,
     /// The CPU whose ring buffer held it.
@@ -102,8 +102,9 @@ pub struct Sample {
     pub regs: Option<UserRegs>,
     /// The bytes copied from the user stack, starting at `regs.sp`: only
     /// those the kernel could copy (dyn_size); empty for tracepoints that
-    /// do not copy it.
-    pub stack: Vec<u8>,
+    /// do not copy it. In the ring itself, where the record does not wrap
+    /// around its end.
+    pub stack: &'a [u8],
 }
 
 /// A sample's fields before its raw data is decoded.

@@ -28,14 +28,17 @@
 //! the parent event, also for inherited ones) names its tracepoint.
 //!
 //! Order: timestamps are CLOCK_MONOTONIC (`use_clockid`), comparable across
-//! CPUs. One CPU's ring is in write order. [`SyscallSampler::drain`] merges
-//! the rings by time and holds back what is newer than the newest sample
-//! of the previous drain, because a sample read from one CPU's ring may
-//! have an older one still unseen on another ring (the thread migrated
-//! while fdbg was between the two rings): a thread's sample is committed
-//! before the thread returns to user space, so anything older than what a
-//! drain saw is visible by the next drain. A sample that still arrives
-//! older than one already returned is counted as `late`.
+//! CPUs. One CPU's ring is in write order. Each sample is digested where
+//! it lies in its ring (the caller's function: decode, unwind the stack
+//! copy in place), so that only what the digest keeps is held, not the
+//! copy. [`SyscallSampler::drain`] merges the digests of the rings by time
+//! and holds back what is newer than the newest sample of the previous
+//! drain, because a sample read from one CPU's ring may have an older one
+//! still unseen on another ring (the thread migrated while fdbg was
+//! between the two rings): a thread's sample is committed before the
+//! thread returns to user space, so anything older than what a drain saw
+//! is visible by the next drain. A sample that still arrives older than
+//! one already returned is counted as `late`.
 //! [`SyscallSampler::drain_all`] returns everything, for when no watched
 //! thread can be inside a syscall (all stopped, or gone).
 
@@ -232,29 +235,36 @@ impl Drop for Ring {
 
 /// Raw syscall tracepoints sampled in one thread (and the threads it
 /// creates) into one ring buffer per CPU. Dropping it closes every event,
-/// which removes them, inherited ones included, from the process.
-pub struct SyscallSampler {
+/// which removes them, inherited ones included, from the process. `T` is
+/// what the caller's digest keeps of a sample.
+pub struct SyscallSampler<T> {
     tracepoints: Vec<Tracepoint>,
     events: Vec<Event>,
     rings: Vec<Ring>,
     /// Sample id → tracepoint index.
     ids: HashMap<u64, usize>,
-    pending: Vec<Sample>,
+    /// Digests not returned yet, with their sample's time.
+    pending: Vec<(u64, T)>,
     /// The newest sample time of the previous drain.
     horizon: u64,
-    /// The newest sample time pulled since.
-    pulled: u64,
     /// The newest sample time returned.
     returned: u64,
     sampled: Vec<u64>,
     stats: RingStats,
     scratch: Vec<u8>,
-    /// Stack copies given back (`recycle`), for the next samples.
-    spare: Vec<Vec<u8>>,
 }
 
-/// Most stack copies kept for reuse.
-const SPARE_STACKS: usize = 256;
+/// While reading a ring, its tail is given back to the kernel every this
+/// many records: digesting takes time, and the kernel may write into what
+/// is already read meanwhile.
+const TAIL_EVERY: usize = 64;
+
+/// What a record read changes in its sampler.
+struct Kept<'s, T> {
+    stats: &'s mut RingStats,
+    sampled: &'s mut [u64],
+    pending: &'s mut Vec<(u64, T)>,
+}
 
 /// What decoding a sample needs of its sampler.
 struct Decoder<'s> {
@@ -263,7 +273,7 @@ struct Decoder<'s> {
 }
 
 impl Decoder<'_> {
-    fn decode(&self, cpu: u32, body: &[u8], spare: &mut Vec<Vec<u8>>) -> Option<Sample> {
+    fn decode<'a>(&self, cpu: u32, body: &'a [u8]) -> Option<Sample<'a>> {
         let lookup = |id| {
             let index = *self.ids.get(&id)?;
             Some(self.tracepoints[index].copy_stack)
@@ -279,8 +289,6 @@ impl Decoder<'_> {
         } = record::parse_sample(body, lookup)?;
         let tracepoint = *self.ids.get(&id)?;
         let syscall = self.tracepoints[tracepoint].layout.decode(raw)?;
-        let mut copy = spare.pop().unwrap_or_default();
-        copy.extend_from_slice(stack);
         Some(Sample {
             tracepoint,
             cpu,
@@ -289,16 +297,16 @@ impl Decoder<'_> {
             time,
             syscall,
             regs,
-            stack: copy,
+            stack,
         })
     }
 }
 
 // SAFETY: the rings' pointers are to mappings the sampler owns; nothing
 // else refers to them, so the sampler may move to another thread.
-unsafe impl Send for SyscallSampler {}
+unsafe impl<T: Send> Send for SyscallSampler<T> {}
 
-impl SyscallSampler {
+impl<T> SyscallSampler<T> {
     /// Open, map and enable the events: samples start with the next hit.
     /// Ask [`super::raw_samples_permitted`] first for the reason that
     /// matters to an unprivileged user.
@@ -306,7 +314,7 @@ impl SyscallSampler {
         tracefs: &Path,
         config: &SamplerConfig,
         tracepoints: &[TracepointSpec],
-    ) -> Result<SyscallSampler, PerfError> {
+    ) -> Result<SyscallSampler<T>, PerfError> {
         let mut ids_and_layouts = Vec::new();
         for spec in tracepoints {
             let id = tracepoint_id(tracefs, &spec.group, &spec.name)?;
@@ -330,12 +338,10 @@ impl SyscallSampler {
             ids: HashMap::default(),
             pending: Vec::new(),
             horizon: 0,
-            pulled: 0,
             returned: 0,
             sampled: vec![0; tracepoints.len()],
             stats: RingStats::default(),
             scratch: Vec::new(),
-            spare: Vec::new(),
         };
         let mut opens = Vec::new();
         for cpu in online_cpus()? {
@@ -424,28 +430,22 @@ impl SyscallSampler {
             .collect()
     }
 
-    /// The samples of every ring, in time order, up to the newest sample
-    /// of the previous drain; newer ones wait for the next drain (see the
-    /// module doc).
-    pub fn drain(&mut self) -> Vec<Sample> {
-        let newest = self.read_rings().max(std::mem::take(&mut self.pulled));
+    /// The digests of every ring's samples, in time order, up to the
+    /// newest sample of the previous drain; newer ones wait for the next
+    /// drain (see the module doc). `digest` sees each sample once, in its
+    /// ring; a sample it keeps nothing of (None) is counted all the same.
+    pub fn drain(&mut self, digest: &mut impl FnMut(&Sample<'_>) -> Option<T>) -> Vec<T> {
+        let newest = self.read_rings(digest);
         let released = self.release(self.horizon);
         self.horizon = self.horizon.max(newest);
         released
     }
 
-    /// Copy what the rings hold into the sampler's own memory, returning
-    /// nothing: room for the kernel while the caller is still busy with
-    /// the samples of the last drain. The next drain returns them.
-    pub fn pull(&mut self) {
-        let newest = self.read_rings();
-        self.pulled = self.pulled.max(newest);
-    }
-
-    /// Every sample in the rings and held back, in time order: for when no
-    /// watched thread can be inside a syscall (all stopped, or exited).
-    pub fn drain_all(&mut self) -> Vec<Sample> {
-        let newest = self.read_rings().max(std::mem::take(&mut self.pulled));
+    /// Every sample's digest, in the rings and held back, in time order:
+    /// for when no watched thread can be inside a syscall (all stopped, or
+    /// exited).
+    pub fn drain_all(&mut self, digest: &mut impl FnMut(&Sample<'_>) -> Option<T>) -> Vec<T> {
+        let newest = self.read_rings(digest);
         self.horizon = self.horizon.max(newest);
         self.release(u64::MAX)
     }
@@ -472,9 +472,9 @@ impl SyscallSampler {
         coverage
     }
 
-    /// Read every ring from data_tail to data_head into `pending`; the
-    /// newest sample time read.
-    fn read_rings(&mut self) -> u64 {
+    /// Digest every record of every ring from data_tail to data_head into
+    /// `pending`; the newest sample time read.
+    fn read_rings(&mut self, digest: &mut impl FnMut(&Sample<'_>) -> Option<T>) -> u64 {
         let mut newest = 0;
         for r in 0..self.rings.len() {
             let ring = &self.rings[r];
@@ -483,6 +483,7 @@ impl SyscallSampler {
             let mut tail = tail_cell.load(Ordering::Relaxed);
             let cpu = ring.cpu;
             let mut scratch = std::mem::take(&mut self.scratch);
+            let mut records = 0;
             while tail < head {
                 self.rings[r].copy(tail, record::HEADER_LEN, &mut scratch);
                 let kind = u32::from_ne_bytes(scratch[0..4].try_into().unwrap());
@@ -503,10 +504,11 @@ impl SyscallSampler {
                     }
                 };
                 let time = Self::record(
-                    &mut self.stats,
-                    &mut self.sampled,
-                    &mut self.pending,
-                    &mut self.spare,
+                    Kept {
+                        stats: &mut self.stats,
+                        sampled: &mut self.sampled,
+                        pending: &mut self.pending,
+                    },
                     &Decoder {
                         ids: &self.ids,
                         tracepoints: &self.tracepoints,
@@ -514,10 +516,18 @@ impl SyscallSampler {
                     cpu,
                     kind,
                     &body[record::HEADER_LEN..],
+                    digest,
                 );
                 tail += size as u64;
                 if let Some(time) = time {
                     newest = newest.max(time);
+                }
+                records += 1;
+                if records % TAIL_EVERY == 0 {
+                    self.rings[r]
+                        .head_and_tail()
+                        .1
+                        .store(tail, Ordering::Release);
                 }
             }
             self.scratch = scratch;
@@ -529,31 +539,29 @@ impl SyscallSampler {
         newest
     }
 
-    /// Count or decode one record; a sample's time. (Takes the sampler's
+    /// Count or digest one record; a sample's time. (Takes the sampler's
     /// parts: the record may be a view into one of its rings.)
-    #[allow(clippy::too_many_arguments)]
     fn record(
-        stats: &mut RingStats,
-        sampled: &mut [u64],
-        pending: &mut Vec<Sample>,
-        spare: &mut Vec<Vec<u8>>,
+        kept: Kept<'_, T>,
         decoder: &Decoder<'_>,
         cpu: u32,
         kind: u32,
         body: &[u8],
+        digest: &mut impl FnMut(&Sample<'_>) -> Option<T>,
     ) -> Option<u64> {
+        let stats = kept.stats;
         match kind {
             record::RECORD_SAMPLE => {
-                let sample = decoder.decode(cpu, body, spare);
-                let Some(sample) = sample else {
+                let Some(sample) = decoder.decode(cpu, body) else {
                     stats.malformed += 1;
                     return None;
                 };
                 stats.samples += 1;
-                sampled[sample.tracepoint] += 1;
-                let time = sample.time;
-                pending.push(sample);
-                Some(time)
+                kept.sampled[sample.tracepoint] += 1;
+                if let Some(digested) = digest(&sample) {
+                    kept.pending.push((sample.time, digested));
+                }
+                Some(sample.time)
             }
             record::RECORD_LOST | record::RECORD_LOST_SAMPLES => {
                 stats.lost += record::lost_count(kind, body).unwrap_or(0);
@@ -574,26 +582,20 @@ impl SyscallSampler {
         }
     }
 
-    /// Give back a sample's stack copy once it is decoded: the next
-    /// samples' copies reuse it instead of allocating.
-    pub fn recycle(&mut self, mut stack: Vec<u8>) {
-        if self.spare.len() < SPARE_STACKS && stack.capacity() > 0 {
-            stack.clear();
-            self.spare.push(stack);
-        }
-    }
-
-    /// The pending samples up to time `upto`, in time order.
-    fn release(&mut self, upto: u64) -> Vec<Sample> {
+    /// The pending digests up to time `upto`, in time order.
+    fn release(&mut self, upto: u64) -> Vec<T> {
         // Stable: samples of one time keep their ring order.
-        self.pending.sort_by_key(|s| s.time);
-        let n = self.pending.partition_point(|s| s.time <= upto);
-        let out: Vec<Sample> = self.pending.drain(..n).collect();
-        self.stats.late += out.iter().filter(|s| s.time < self.returned).count() as u64;
-        if let Some(last) = out.last() {
-            self.returned = self.returned.max(last.time);
+        self.pending.sort_by_key(|(time, _)| *time);
+        let n = self.pending.partition_point(|(time, _)| *time <= upto);
+        let returned = self.returned;
+        self.stats.late += self.pending[..n]
+            .iter()
+            .filter(|(time, _)| *time < returned)
+            .count() as u64;
+        if let Some((last, _)) = self.pending[..n].last() {
+            self.returned = self.returned.max(*last);
         }
-        out
+        self.pending.drain(..n).map(|(_, kept)| kept).collect()
     }
 }
 

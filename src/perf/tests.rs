@@ -97,10 +97,36 @@ fn worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Worke
 }
 
 /// The sampler, or None with the reason printed where perf is refused.
+/// A sample kept whole, its stack copied out of the ring.
+#[derive(Debug)]
+struct Kept {
+    tracepoint: usize,
+    cpu: u32,
+    pid: i32,
+    tid: i32,
+    time: u64,
+    syscall: SyscallRecord,
+    regs: Option<UserRegs>,
+    stack: Vec<u8>,
+}
+
+fn keep(s: &Sample<'_>) -> Option<Kept> {
+    Some(Kept {
+        tracepoint: s.tracepoint,
+        cpu: s.cpu,
+        pid: s.pid,
+        tid: s.tid,
+        time: s.time,
+        syscall: s.syscall,
+        regs: s.regs,
+        stack: s.stack.to_vec(),
+    })
+}
+
 fn sampler_or_skip(
     config: &SamplerConfig,
     tracepoints: &[TracepointSpec],
-) -> Option<SyscallSampler> {
+) -> Option<SyscallSampler<Kept>> {
     let opened = raw_samples_permitted()
         .and_then(|()| tracefs())
         .and_then(|root| SyscallSampler::open(&root, config, tracepoints));
@@ -212,7 +238,7 @@ fn samples_are_exactly_the_fd_syscalls_of_a_thread_and_its_new_threads_in_order(
     };
     w.go.send(()).unwrap();
     let want = w.handle.join().unwrap().unwrap();
-    let samples = sampler.drain_all();
+    let samples = sampler.drain_all(&mut keep);
 
     let got: Vec<Want> = samples
         .iter()
@@ -334,7 +360,7 @@ fn a_full_ring_loses_samples_and_says_how_many() {
     };
     w.go.send(()).unwrap();
     phase_rx.recv().unwrap();
-    let first = sampler.drain_all();
+    let first = sampler.drain_all(&mut keep);
     let coverage = sampler.coverage()[0];
     assert_eq!(coverage.kernel, 60);
     assert!(
@@ -346,7 +372,7 @@ fn a_full_ring_loses_samples_and_says_how_many() {
     assert_eq!(sampler.stats().lost, 0);
     next_tx.send(()).unwrap();
     w.handle.join().unwrap().unwrap();
-    let second = sampler.drain_all();
+    let second = sampler.drain_all(&mut keep);
     let stats = sampler.stats();
     assert_eq!(second.len(), 1);
     assert_eq!(stats.throttles, 0, "{stats:?}");
@@ -400,12 +426,12 @@ fn throughput() {
             let _ = nix::poll::poll(&mut fds, 100u16);
             drop(fds);
             let start = Instant::now();
-            samples += sampler.drain().len();
+            samples += sampler.drain(&mut keep).len();
             decoding += start.elapsed();
         }
         let worker_time = w.handle.join().unwrap().unwrap();
         let start = Instant::now();
-        samples += sampler.drain_all().len();
+        samples += sampler.drain_all(&mut keep).len();
         decoding += start.elapsed();
         let stats = sampler.stats();
         println!(
@@ -442,12 +468,16 @@ fn drain_holds_back_the_newest_round_until_the_next_drain() {
     };
     w.go.send(()).unwrap();
     phase_rx.recv().unwrap();
-    assert_eq!(sampler.drain().len(), 0, "the first round is held back");
-    let first = sampler.drain();
+    assert_eq!(
+        sampler.drain(&mut keep).len(),
+        0,
+        "the first round is held back"
+    );
+    let first = sampler.drain(&mut keep);
     assert_eq!(first.len(), 3);
     next_tx.send(()).unwrap();
     w.handle.join().unwrap().unwrap();
-    let second = sampler.drain_all();
+    let second = sampler.drain_all(&mut keep);
     assert_eq!(second.len(), 2);
     assert!(first.last().unwrap().time < second[0].time);
     assert_eq!(sampler.stats().late, 0);

@@ -428,12 +428,11 @@ fn open_kind(flags: u64) -> FdKind {
 }
 
 /// The mode argument matters only when the call may create a file.
-fn mode_suffix(flags: u64, mode: u64) -> String {
+fn push_mode_suffix(out: &mut String, flags: u64, mode: u64) {
+    use std::fmt::Write as _;
     let tmpfile = libc::O_TMPFILE as u64;
     if has(flags, libc::O_CREAT) || flags & tmpfile == tmpfile {
-        format!(", {}", args::mode(mode))
-    } else {
-        String::new()
+        let _ = write!(out, ", 0{mode:02o}");
     }
 }
 
@@ -445,17 +444,33 @@ fn opens_path(c: &Call, prefix: &str, path_addr: u64, suffix: &str, fl: u64) -> 
     c.creates(text, open_kind(fl), has(fl, libc::O_CLOEXEC), target)
 }
 
+/// open and openat, the commonest fd syscalls: their text in one buffer.
+fn opens_with_flags(c: &Call, dirfd: Option<i32>, path_addr: u64, fl: u64, mode: u64) -> Outcome {
+    let (path, target) = args::string_arg(c.mem, path_addr);
+    let mut text = String::with_capacity(path.len() + 48);
+    if let Some(dirfd) = dirfd {
+        text.push_str(&args::dirfd(dirfd));
+        text.push_str(", ");
+    }
+    text.push_str(&path);
+    text.push_str(", ");
+    args::push_open_flags(&mut text, fl);
+    push_mode_suffix(&mut text, fl, mode);
+    c.creates(text, open_kind(fl), has(fl, libc::O_CLOEXEC), target)
+}
+
 pub(super) fn open(c: &Call) -> Option<Outcome> {
-    let fl = c.bits(1);
-    let suffix = format!(", {}{}", args::open_flags(fl), mode_suffix(fl, c.bits(2)));
-    Some(opens_path(c, "", c.args[0], &suffix, fl))
+    Some(opens_with_flags(c, None, c.args[0], c.bits(1), c.bits(2)))
 }
 
 pub(super) fn openat(c: &Call) -> Option<Outcome> {
-    let fl = c.bits(2);
-    let prefix = format!("{}, ", args::dirfd(c.int(0)));
-    let suffix = format!(", {}{}", args::open_flags(fl), mode_suffix(fl, c.bits(3)));
-    Some(opens_path(c, &prefix, c.args[1], &suffix, fl))
+    Some(opens_with_flags(
+        c,
+        Some(c.int(0)),
+        c.args[1],
+        c.bits(2),
+        c.bits(3),
+    ))
 }
 
 /// `struct open_how`: flags, mode, resolve, each a u64.

@@ -69,9 +69,6 @@ const RINGS_BYTES: usize = 128 << 20;
 const RING_PAGES_LOG2_MAX: u32 = 14;
 const RING_PAGES_LOG2_MIN: u32 = 4;
 
-/// While decoding a drain, the rings are emptied every this many samples.
-const PULL_EVERY: usize = 64;
-
 /// The tracepoints, in the order of `tracepoints()`.
 const EXITS: usize = 0;
 
@@ -88,7 +85,7 @@ fn tracepoints(stack_bytes: u32) -> Vec<TracepointSpec> {
 pub(super) struct Observer {
     /// None once closed (detach); `closed_coverage` keeps the figures of
     /// the samplers closed so far.
-    sampler: Option<SyscallSampler>,
+    sampler: Option<SyscallSampler<Digested>>,
     closed_coverage: (u64, u64),
     closed_lost: u64,
     follow_forks: bool,
@@ -185,7 +182,7 @@ fn open_sampler(
     tids: Vec<Tid>,
     follow_forks: bool,
     stack_bytes: u32,
-) -> Result<SyscallSampler, PerfError> {
+) -> Result<SyscallSampler<Digested>, PerfError> {
     let tracefs = perf::tracefs()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_cpu_pages = (RINGS_BYTES / 4096 / cpus).max(1);
@@ -406,6 +403,16 @@ impl TraceeMemory for SampledMemory<'_> {
         let nul = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         Some(bytes[..nul.min(max)].to_vec())
     }
+}
+
+/// A sample made ready for the model: what the ring held is given back
+/// to the kernel, this waits for its turn in time order.
+pub(super) struct Digested {
+    pid: Pid,
+    tid: Tid,
+    decoded: syscalls::Decoded,
+    stack: Option<crate::stacks::StackId>,
+    time: u64,
 }
 
 /// What observing has given, for `stats`.
@@ -650,82 +657,80 @@ impl Tracer {
     /// stopped (or gone), so none can be missing yet; else the newest wait
     /// for the next drain. Returns the events recorded, in order.
     pub(super) fn take_samples(&mut self, all: bool) -> Vec<Seq> {
-        let Some(sampler) = self.observer.as_mut().and_then(|o| o.sampler.as_mut()) else {
+        let Some(mut sampler) = self.observer.as_mut().and_then(|o| o.sampler.take()) else {
             return Vec::new();
         };
-        let samples = if all {
-            sampler.drain_all()
-        } else {
-            sampler.drain()
-        };
-        let mut recorded = Vec::new();
         // Live memory, read once for the whole batch.
         let pages = std::cell::RefCell::new(LivePages::default());
-        for (n, sample) in samples.into_iter().enumerate() {
-            if let Some(seq) = self.record_sample(&sample, &pages) {
-                recorded.push(seq);
-            }
-            if let Some(sampler) = self.observer.as_mut().and_then(|o| o.sampler.as_mut()) {
-                sampler.recycle(sample.stack);
-            }
-            // Decoding is slower than the kernel's writing: keep the rings
-            // from filling meanwhile.
-            if n % PULL_EVERY == PULL_EVERY - 1
-                && let Some(sampler) = self.observer.as_mut().and_then(|o| o.sampler.as_mut())
-            {
-                sampler.pull();
-            }
+        let mut digest = |sample: &Sample<'_>| self.digest_sample(sample, &pages);
+        let digested = if all {
+            sampler.drain_all(&mut digest)
+        } else {
+            sampler.drain(&mut digest)
+        };
+        if let Some(observer) = self.observer.as_mut() {
+            observer.sampler = Some(sampler);
         }
+        let recorded: Vec<Seq> = digested
+            .into_iter()
+            .map(|d| self.record_decoded(d.pid, d.tid, d.decoded, d.stack, d.time))
+            .collect();
         if let Some(observer) = self.observer.as_mut() {
             observer.largest_batch = observer.largest_batch.max(recorded.len());
         }
         recorded
     }
 
-    fn record_sample(
+    /// What a sample is, decoded and its stack unwound where it lies in
+    /// the ring; None for what makes no event (an entry, a syscall to be
+    /// restarted, one that did nothing to an fd).
+    fn digest_sample(
         &mut self,
-        sample: &Sample,
+        sample: &Sample<'_>,
         pages: &std::cell::RefCell<LivePages>,
-    ) -> Option<Seq> {
+    ) -> Option<Digested> {
         let (pid, tid) = (sample.pid as Pid, sample.tid as Tid);
-        match sample.syscall {
-            // Only exits are sampled.
-            SyscallRecord::Enter { .. } => None,
-            SyscallRecord::Exit { nr, ret } => {
-                self.syscalls_seen += 1;
-                self.cost_by_pid.entry(pid).or_default().1 += 1;
-                if syscalls::is_restart(ret) {
-                    return None;
-                }
-                let regs = sample.regs?;
-                let entry = SyscallEntry {
-                    nr: nr as u64,
-                    args: [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9],
-                };
-                let no_files = Vec::new();
-                let memory = SampledMemory {
-                    pid,
-                    sp: regs.sp,
-                    stack: &sample.stack,
-                    live: (self.exec_pending != Some(pid)).then_some(ProcessMemory { pid: tid }),
-                    files: self.file_maps.get(&pid).unwrap_or(&no_files),
-                    pages,
-                };
-                let decoded = syscalls::decode(&entry, ret, &memory)?;
-                let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {
-                    None
-                } else {
-                    let (stack, needed) =
-                        self.stack_from_copy(pid, tid, &regs.stack_regs(), &sample.stack);
-                    if let Some(o) = self.observer.as_mut() {
-                        o.wanted = o.wanted.max(needed);
-                    }
-                    Some(stack)
-                };
-                debug_assert_eq!(sample.tracepoint, EXITS);
-                Some(self.record_decoded(pid, tid, decoded, stack, sample.time))
-            }
+        // Only exits are sampled.
+        let SyscallRecord::Exit { nr, ret } = sample.syscall else {
+            return None;
+        };
+        self.syscalls_seen += 1;
+        self.cost_by_pid.entry(pid).or_default().1 += 1;
+        if syscalls::is_restart(ret) {
+            return None;
         }
+        let regs = sample.regs?;
+        let entry = SyscallEntry {
+            nr: nr as u64,
+            args: [regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9],
+        };
+        let no_files = Vec::new();
+        let memory = SampledMemory {
+            pid,
+            sp: regs.sp,
+            stack: sample.stack,
+            live: (self.exec_pending != Some(pid)).then_some(ProcessMemory { pid: tid }),
+            files: self.file_maps.get(&pid).unwrap_or(&no_files),
+            pages,
+        };
+        let decoded = syscalls::decode(&entry, ret, &memory)?;
+        let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {
+            None
+        } else {
+            let (stack, needed) = self.stack_from_copy(pid, tid, &regs.stack_regs(), sample.stack);
+            if let Some(o) = self.observer.as_mut() {
+                o.wanted = o.wanted.max(needed);
+            }
+            Some(stack)
+        };
+        debug_assert_eq!(sample.tracepoint, EXITS);
+        Some(Digested {
+            pid,
+            tid,
+            decoded,
+            stack,
+            time: sample.time,
+        })
     }
 
     /// Copies fell short: with every thread stopped (and its samples

@@ -130,6 +130,28 @@ fn each_object_is_parsed_once() {
 }
 
 #[test]
+fn a_repeated_walk_is_remembered_and_a_changed_word_walked_again() {
+    let mut walks = walk_on_new_thread();
+    assert_eq!(walks.second, walks.first);
+    assert_eq!(walks.unwinder.repeats(), 1, "the second walk was a repeat");
+    // The caller's return address in the copy now points into a(): the
+    // walk from the same registers must follow it, as a fresh one does.
+    let sp = walks.regs.sp;
+    let slot = walks
+        .stack
+        .chunks_exact(8)
+        .position(|w| u64::from_le_bytes(w.try_into().unwrap()) == walks.first.addresses[1])
+        .expect("the return address into b() is in the copy");
+    let mut changed = walks.stack.clone();
+    changed[slot * 8..slot * 8 + 8].copy_from_slice(&walks.first.addresses[2].to_le_bytes());
+    let again = walks.unwinder.unwind(&walks.regs, &changed);
+    let fresh = Unwinder::new(own_pid()).unwind(&walks.regs, &changed);
+    assert_eq!(again, fresh);
+    assert_ne!(again, walks.first, "sp {sp:#x}: the changed word was read");
+    assert_eq!(walks.unwinder.repeats(), 1, "not answered from the memo");
+}
+
+#[test]
 fn short_stack_copy_is_a_partial_stack() {
     let walks = walk_on_new_thread();
     let mut unwinder = Unwinder::new(own_pid());

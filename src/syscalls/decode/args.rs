@@ -16,20 +16,35 @@ pub type FlagNames = &'static [(u64, &'static str)];
 
 /// A flag set as `A|B|0x40`; `0` when empty.
 pub fn flags(value: u64, names: FlagNames) -> String {
-    let mut parts = Vec::new();
+    let mut out = String::new();
+    push_flags(&mut out, value, names);
+    out
+}
+
+/// `flags`, written at the end of `out` (one buffer for a whole call's
+/// text: decoding runs at every fd event).
+pub fn push_flags(out: &mut String, value: u64, names: FlagNames) {
+    use std::fmt::Write as _;
+    let start = out.len();
+    let separate = |out: &mut String| {
+        if out.len() > start {
+            out.push('|');
+        }
+    };
     let mut rest = value;
     for &(bits, name) in names {
         if bits != 0 && rest & bits == bits {
-            parts.push(name.to_string());
+            separate(out);
+            out.push_str(name);
             rest &= !bits;
         }
     }
     if value == 0 {
-        parts.push("0".to_string());
+        out.push('0');
     } else if rest != 0 {
-        parts.push(format!("{rest:#x}"));
+        separate(out);
+        let _ = write!(out, "{rest:#x}");
     }
-    parts.join("|")
 }
 
 /// A value that is one of a set of names, or its number.
@@ -55,11 +70,11 @@ pub fn mode(mode: u64) -> String {
 }
 
 /// A directory fd argument of the *at syscalls.
-pub fn dirfd(fd: i32) -> String {
+pub fn dirfd(fd: i32) -> std::borrow::Cow<'static, str> {
     if fd == libc::AT_FDCWD {
-        "AT_FDCWD".to_string()
+        "AT_FDCWD".into()
     } else {
-        fd.to_string()
+        fd.to_string().into()
     }
 }
 
@@ -86,16 +101,27 @@ pub fn string_arg(mem: &dyn TraceeMemory, addr: u64) -> (String, Option<String>)
     let capped = bytes.len() > STRING_MAX;
     let shown = &bytes[..bytes.len().min(STRING_MAX)];
     let dots = if capped { "..." } else { "" };
-    (
-        format!("\"{}\"{dots}", escape(shown)),
-        Some(format!("{}{dots}", String::from_utf8_lossy(shown))),
-    )
+    let mut text = String::with_capacity(shown.len() + 5);
+    text.push('"');
+    escape_into(&mut text, shown);
+    text.push('"');
+    text.push_str(dots);
+    let mut target = String::from_utf8_lossy(shown).into_owned();
+    target.push_str(dots);
+    (text, Some(target))
 }
 
 /// Escape bytes for a double-quoted string: `\n`, `\t`, `\"`, `\\`, and
 /// `\xNN` for every other byte outside printable ASCII.
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    escape_into(&mut out, bytes);
+    out
+}
+
+/// `escape`, written at the end of `out`.
+pub fn escape_into(out: &mut String, bytes: &[u8]) {
+    use std::fmt::Write as _;
     for &b in bytes {
         match b {
             b'\n' => out.push_str("\\n"),
@@ -103,10 +129,11 @@ pub fn escape(bytes: &[u8]) -> String {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
             0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
         }
     }
-    out
 }
 
 const fn flag(bits: libc::c_int, name: &'static str) -> (u64, &'static str) {
@@ -143,17 +170,23 @@ pub const O_FLAGS: FlagNames = &[
 
 /// open flags: the access mode, then the other flags: `O_RDONLY|O_CLOEXEC`.
 pub fn open_flags(value: u64) -> String {
-    let access = match value & libc::O_ACCMODE as u64 {
+    let mut out = String::new();
+    push_open_flags(&mut out, value);
+    out
+}
+
+/// `open_flags`, written at the end of `out`.
+pub fn push_open_flags(out: &mut String, value: u64) {
+    out.push_str(match value & libc::O_ACCMODE as u64 {
         0 => "O_RDONLY",
         1 => "O_WRONLY",
         2 => "O_RDWR",
         _ => "O_ACCMODE",
-    };
+    });
     let rest = value & !(libc::O_ACCMODE as u64);
-    if rest == 0 {
-        access.to_string()
-    } else {
-        format!("{access}|{}", flags(rest, O_FLAGS))
+    if rest != 0 {
+        out.push('|');
+        push_flags(out, rest, O_FLAGS);
     }
 }
 
