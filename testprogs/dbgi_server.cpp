@@ -5,7 +5,7 @@
  * library's socket, whose call it prints as "EXPECT call site=FILE:LINE
  * fn=login".
  *
- * usage: dbgi_server [LOGINS] [--wait]   (3 logins by default)
+ * usage: dbgi_server [LOGINS] [--wait] [--hold]   (3 logins by default)
  */
 #include "expect.h"
 #include "dbgi_lib.h"
@@ -35,11 +35,13 @@ private:
 
 int main(int argc, char **argv)
 {
+    int hold = take_flag(&argc, argv, "--hold");
     expect_start(&argc, argv);
     int logins = argc > 1 ? atoi(argv[1]) : 3;
     gateway::Server server;
     for (int user = 0; user < logins; user++)
         server.login(user);
     expect("done logins=%d leaks=%d", server.logins(), 2 * server.logins());
+    expect_hold(hold);
     return 0;
 }

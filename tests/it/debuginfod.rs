@@ -20,7 +20,7 @@ use serde_json::Value;
 use serial_test::serial;
 
 use crate::harness::{
-    FdbgOutput, Shape, fdbg, free_port, poll_until, required_program, run_to_end,
+    FdbgOutput, Interactive, Shape, fdbg, free_port, poll_until, required_program, run_to_end,
 };
 use crate::testprogs::{ChildGuard, Expect, all, split_debug_dir, testprog};
 
@@ -162,16 +162,11 @@ impl Drop for Hanging {
     }
 }
 
-/// `fdbg run --batch --json -e continue -e leaks -- dbgi_server 3`, with
-/// these debuginfod variables and no others of the environment's.
-fn leaks_with(vars: &[(&str, &str)]) -> FdbgOutput {
+/// `fdbg ARGS`, with these debuginfod variables and no others of the
+/// environment's.
+fn fdbg_with(args: &[&str], vars: &[(&str, &str)]) -> Command {
     let mut command = fdbg();
-    command
-        .args([
-            "run", "--batch", "--json", "-e", "continue", "-e", "leaks", "--",
-        ])
-        .arg(testprog("dbgi_server"))
-        .arg("3");
+    command.args(args);
     for var in [
         "DEBUGINFOD_URLS",
         "DEBUGINFOD_CACHE_PATH",
@@ -182,6 +177,18 @@ fn leaks_with(vars: &[(&str, &str)]) -> FdbgOutput {
         command.env_remove(var);
     }
     command.envs(vars.iter().copied());
+    command
+}
+
+/// `fdbg run --batch --json -e continue -e leaks -- dbgi_server 3`, with
+/// these debuginfod variables.
+fn leaks_with(vars: &[(&str, &str)]) -> FdbgOutput {
+    let program = testprog("dbgi_server");
+    let args = [
+        "run", "--batch", "--json", "-e", "continue", "-e", "leaks", "--",
+    ];
+    let mut command = fdbg_with(&args, vars);
+    command.arg(program).arg("3");
     let output = run_to_end(&mut command);
     output.assert_success();
     output
@@ -367,9 +374,9 @@ fn a_server_that_never_answers_is_asked_once_per_session() {
         ("DEBUGINFOD_TIMEOUT", "1"),
     ]);
     assert_symtab_names(&output);
-    // The server, the library, libc and libstdc++ have no DWARF here (or
-    // some do, with libc6-dbg), but each server was tried once: the
-    // timeout is paid once per session, not once per object.
+    // Two objects at least (the server and its library) wanted debug
+    // info, but each server was tried once: the timeout is paid once per
+    // session, not once per object.
     assert_eq!(hanging.connections(), 1, "{output}");
     let notes = debuginfod_notes(&output);
     assert_eq!(notes.len(), 2, "{output}");
@@ -377,5 +384,52 @@ fn a_server_that_never_answers_is_asked_once_per_session() {
         notes[0].contains(&hanging.url) && notes[1].contains(&refused),
         "{output}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[serial]
+fn frames_shown_while_the_process_runs_never_ask_debuginfod() {
+    let dir = fresh_dir("running");
+    let hanging = Hanging::start();
+    let program = testprog("dbgi_server");
+    let mut command = fdbg_with(
+        &[
+            "run",
+            "--batch",
+            "--json",
+            "-e",
+            "continue --every 100ms",
+            "--",
+        ],
+        &[
+            ("DEBUGINFOD_URLS", hanging.url.as_str()),
+            ("DEBUGINFOD_CACHE_PATH", dir.join("cache").to_str().unwrap()),
+        ],
+    );
+    command.arg(&program).args(["3", "--hold"]);
+    let mut fdbg = Interactive::spawn(command);
+    // A tick naming the sites the logins grew, while the program holds.
+    let tick = fdbg.wait_line("a tick with sites", |line| {
+        line.starts_with("{\"tick\"") && !line.contains("\"sites\":[]")
+    });
+    let tick: Value = serde_json::from_str(&tick).unwrap();
+    let sites = tick["tick"]["sites"].as_array().unwrap();
+    for site in sites {
+        let first = &site["frames"][0];
+        assert!(
+            text(first, "function").contains("login")
+                || text(first, "function").contains("open_channel"),
+            "{tick:#}"
+        );
+        assert!(
+            first["line"].is_null(),
+            "named from the symbol table: {tick:#}"
+        );
+    }
+    // Let the program end: the session ends with it, no report shown.
+    fdbg.send("");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    assert_eq!(hanging.connections(), 0, "{fdbg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
