@@ -553,10 +553,16 @@ impl Session {
         };
         self.tracer
             .symbolizer
-            .frames(pid, &stack)
+            .report_frames(pid, &stack)
             .into_iter()
             .next()
             .unwrap_or_default()
+    }
+
+    /// What the symbolizer had to say during the last command (a
+    /// debuginfod server down), one line each, for the front end.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        self.tracer.symbolizer.take_notes()
     }
 
     /// The signal that asked fdbg to end during the last command, if any.
@@ -822,7 +828,7 @@ impl Session {
         }
         let stack = self.tracer.model.stacks.get(id);
         let shown = (
-            Frames::from(self.tracer.symbolizer.frames(pid, stack)),
+            Frames::from(self.tracer.symbolizer.report_frames(pid, stack)),
             stack.truncated.clone(),
         );
         self.frames_cache.insert((pid, id), shown.clone());

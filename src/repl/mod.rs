@@ -37,10 +37,11 @@ enum Request {
 }
 
 /// The tracer thread's answers to one command: reports made while it
-/// runs (`Progress`, the ticks of `continue --every`), then its end.
+/// runs (`Progress`, the ticks of `continue --every`), then its end, with
+/// the notes made meanwhile (a debuginfod server down).
 enum Reply {
     Progress(Box<Report>),
-    Done(Result<(Vec<Report>, Next), String>),
+    Done(Result<(Vec<Report>, Next), String>, Vec<String>),
 }
 
 fn blocked_signals() -> SigSet {
@@ -190,7 +191,8 @@ fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc:
                     shutdown(&mut session, sig);
                 }
                 let done = matches!(reply, Ok((_, Next::Exit(_))));
-                if replies.send(Reply::Done(reply)).is_err() || done {
+                let notes = session.take_notes();
+                if replies.send(Reply::Done(reply, notes)).is_err() || done {
                     return;
                 }
             }
@@ -209,11 +211,17 @@ pub fn say(text: &str) -> std::io::Result<()> {
 }
 
 /// One report on stdout, written as it is rendered (a report of 50,000
-/// fds is never held whole as text). Errors as for `say`.
-fn show(report: &Report, json: bool) -> std::io::Result<()> {
+/// fds is never held whole as text), with `notes` in its JSON. Errors as
+/// for `say`.
+fn show(report: &Report, json: bool, notes: &[String]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    render::write(&mut out, report, json)?;
+    render::write_noted(&mut out, report, json, notes)?;
     out.flush()
+}
+
+/// Notes of a command that made no report, as a JSON document.
+fn show_notes(notes: &[String]) -> std::io::Result<()> {
+    say(&serde_json::json!({ "notes": notes }).to_string())
 }
 
 /// fdbg was told to end by a signal: detach (or kill), then exit at once.
@@ -320,21 +328,35 @@ impl FrontEnd {
         let reply = loop {
             match self.replies.recv() {
                 Ok(Reply::Progress(report)) => {
-                    if show(&report, json).is_err() {
+                    if show(&report, json, &[]).is_err() {
                         // Nobody reads: end once the command is done.
                         self.failed = true;
                     }
                 }
-                Ok(Reply::Done(done)) => break Ok(done),
+                Ok(Reply::Done(done, notes)) => break Ok((done, notes)),
                 Err(e) => break Err(e),
             }
         };
-        match reply {
+        // Notes on stderr, as one line each; under --json also in the
+        // command's first document (`"notes"`), or one of their own.
+        let notes = match &reply {
+            Ok((_, notes)) => notes.as_slice(),
+            Err(_) => &[],
+        };
+        for note in notes {
+            eprintln!("fdbg: {}", render::escape(note));
+        }
+        let mut notes_left = if json { notes.to_vec() } else { Vec::new() };
+        match reply.map(|(done, _)| done) {
             Ok(Ok((reports, next))) => {
                 for report in &reports {
-                    if show(report, json).is_err() {
+                    let notes = std::mem::take(&mut notes_left);
+                    if show(report, json, &notes).is_err() {
                         return Some(self.output_closed(next));
                     }
+                }
+                if !notes_left.is_empty() && show_notes(&notes_left).is_err() {
+                    return Some(self.output_closed(next));
                 }
                 match next {
                     Next::Prompt => None,

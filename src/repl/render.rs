@@ -27,8 +27,28 @@ pub fn json(report: &Report) -> String {
 /// row by row: the big reports (`fds`, `leaks`, `sockets`, JSON) are never
 /// built whole. Errors are the writer's (EPIPE when the reader is gone).
 pub fn write(out: &mut dyn io::Write, report: &Report, as_json: bool) -> io::Result<()> {
+    write_noted(out, report, as_json, &[])
+}
+
+/// A report's JSON with the notes of its command (`"notes": [...]`, only
+/// when there are some).
+#[derive(serde::Serialize)]
+struct Noted<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    notes: &'a [String],
+}
+
+/// As `write`, the JSON carrying `notes` (text shows notes elsewhere).
+pub fn write_noted(
+    out: &mut dyn io::Write,
+    report: &Report,
+    as_json: bool,
+    notes: &[String],
+) -> io::Result<()> {
     if as_json {
-        serde_json::to_writer(&mut *out, report)?;
+        serde_json::to_writer(&mut *out, &Noted { report, notes })?;
         return out.write_all(b"\n");
     }
     // The streamed reports end with their newline.
@@ -1173,6 +1193,15 @@ mod tests {
             let mut json = Vec::new();
             write(&mut json, report, true).unwrap();
             assert_eq!(String::from_utf8(json).unwrap(), self::json(report) + "\n");
+            // A command's notes: one more field, the rest as it was.
+            let mut noted = Vec::new();
+            let notes = ["debuginfod: a note".to_string()];
+            write_noted(&mut noted, report, true, &notes).unwrap();
+            let mut expected: serde_json::Value =
+                serde_json::from_str(&self::json(report)).unwrap();
+            expected["notes"] = serde_json::json!(notes);
+            let noted: serde_json::Value = serde_json::from_slice(&noted).unwrap();
+            assert_eq!(noted, expected);
         }
         let leaks_text = written(&leaks);
         assert!(

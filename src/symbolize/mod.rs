@@ -12,7 +12,14 @@
 //!
 //! Names come from, in order: the object's DWARF or a separate debug file's
 //! (`/usr/lib/debug/.build-id/`, `.gnu_debuglink`), then `.symtab`/`.dynsym`
-//! (function + offset), then nothing (`module+0xoffset`). No debuginfod.
+//! (function + offset), then nothing (`module+0xoffset`). An object
+//! without DWARF on disk gets its debug file from the debuginfod servers of
+//! `DEBUGINFOD_URLS` (`debuginfod.rs`), but only for a report
+//! (`report_frames`): never while the process waits at a stop (`frames`,
+//! for `break site` and the ticks of `continue --every`), where the object
+//! keeps its symbol-table names until a report asks. What the client had
+//! to say (a server down, a bad download) waits in `take_notes` for the
+//! front end.
 //!
 //! frames[0] is the user's code: the leading frames inside the C runtime
 //! (libc's syscall wrapper and whatever libc, ld.so, libstdc++ or Rust's
@@ -21,12 +28,13 @@
 //! Bad input — a corrupt ELF, truncated DWARF — gives fewer names, never a
 //! panic.
 
+pub mod debuginfod;
 pub mod functions;
 pub(crate) mod object;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -86,11 +94,37 @@ pub struct Symbolizer {
     lookups: HashMap<(usize, u64), Arc<[Located]>>,
     objects_parsed: usize,
     addresses_looked_up: usize,
+    /// The debuginfod client, when `DEBUGINFOD_URLS` names servers.
+    debuginfod: Option<debuginfod::Client>,
+    /// Build-ids whose debug file debuginfod was asked for.
+    fetched: HashSet<Vec<u8>>,
 }
 
 impl Symbolizer {
+    /// A symbolizer with the debuginfod servers of the environment, if any.
     pub fn new() -> Symbolizer {
-        Symbolizer::default()
+        Symbolizer {
+            debuginfod: debuginfod::Settings::from_env().map(debuginfod::Client::new),
+            ..Symbolizer::default()
+        }
+    }
+
+    /// Replaces the debuginfod client (`None`: no debuginfod).
+    pub fn set_debuginfod(&mut self, client: Option<debuginfod::Client>) {
+        self.debuginfod = client;
+    }
+
+    pub fn debuginfod(&self) -> Option<&debuginfod::Client> {
+        self.debuginfod.as_ref()
+    }
+
+    /// What the user should hear of since the last call (a debuginfod
+    /// server down, a bad download), one line each.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        self.debuginfod
+            .as_mut()
+            .map(debuginfod::Client::take_notes)
+            .unwrap_or_default()
     }
 
     /// Objects parsed so far (each once, whatever the number of processes
@@ -191,6 +225,7 @@ impl Symbolizer {
             object_path: &path,
             root: root.exists().then_some(root),
             debug_dir: PathBuf::from(object::DEBUG_DIR),
+            alt_file: None,
         };
         // A copy of an object already parsed (another inode, same build):
         // share it.
@@ -225,7 +260,71 @@ impl Symbolizer {
         found
     }
 
+    /// As `frames`, for a report: objects of the stack without DWARF on
+    /// disk are first given the debug file debuginfod has for them. May
+    /// wait for the network: never at a stop.
+    pub fn report_frames(&mut self, pid: Pid, stack: &Stack) -> Vec<Frame> {
+        if self.debuginfod.is_some() {
+            for (depth, &address) in stack.addresses.iter().enumerate() {
+                let probe = if depth == 0 {
+                    address
+                } else {
+                    address.saturating_sub(1)
+                };
+                if let Some(mapping) = self.mapping(pid, stack.generation, probe) {
+                    self.fetch_debug_file(pid, &mapping);
+                }
+            }
+        }
+        self.frames(pid, stack)
+    }
+
+    /// Asks debuginfod, once per build-id, for the debug file of
+    /// `mapping`'s object when it has no DWARF, and puts the object with
+    /// that file's names in place of the one without.
+    fn fetch_debug_file(&mut self, pid: Pid, mapping: &CodeMapping) {
+        let Some(object) = self.object(pid, mapping) else {
+            return;
+        };
+        let Some(build_id) = object.build_id.clone() else {
+            return;
+        };
+        if object.has_dwarf() || !self.fetched.insert(build_id.clone()) {
+            return;
+        }
+        let Some(client) = self.debuginfod.as_mut() else {
+            return;
+        };
+        let Some(path) = client.debuginfo(&build_id) else {
+            return;
+        };
+        let root = crate::procfs::process_dir(pid).join("root");
+        let mut search = DebugSearch {
+            object_path: &mapping.path,
+            root: root.exists().then_some(root),
+            debug_dir: PathBuf::from(object::DEBUG_DIR),
+            alt_file: None,
+        };
+        if let Some(sup) = object::missing_sup_file(&path, &search) {
+            search.alt_file = client.debuginfo(&sup);
+        }
+        let Some(named) = object.with_debug_file(&path, &search) else {
+            return;
+        };
+        let named = Rc::new(named);
+        for parsed in self.objects.values_mut() {
+            if parsed.as_ref().is_some_and(|p| Rc::ptr_eq(p, &object)) {
+                *parsed = Some(named.clone());
+            }
+        }
+        self.by_build_id.insert(build_id, named);
+        // The old object's lookups go with it (its address may be reused).
+        let old = Rc::as_ptr(&object) as usize;
+        self.lookups.retain(|(at, _), _| *at != old);
+    }
+
     /// The frames of `stack`: the user's code first (see the module doc).
+    /// Never waits for the network (see `report_frames`).
     pub fn frames(&mut self, pid: Pid, stack: &Stack) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(stack.addresses.len());
         for (depth, &address) in stack.addresses.iter().enumerate() {

@@ -76,6 +76,9 @@ pub struct DebugSearch<'a> {
     pub root: Option<PathBuf>,
     /// The global debug directory: [`DEBUG_DIR`] (another one in tests).
     pub debug_dir: PathBuf,
+    /// A supplementary (dwz) file fetched from debuginfod, taken when the
+    /// one a debug file names is not on disk and its build-id matches.
+    pub alt_file: Option<PathBuf>,
 }
 
 impl DebugSearch<'_> {
@@ -137,37 +140,58 @@ impl ObjectSymbols {
             return None;
         }
         let build_id = elf.build_id().ok().flatten().map(<[u8]>::to_vec);
-        let mut symbols = function_symbols(&elf);
-        let mut dwarf = load_dwarf(&elf, search);
-        let mut debug_file = None;
-        if (dwarf.is_none() || symbols.is_empty())
-            && let Some((path, file)) = find_debug_file(&elf, build_id.as_deref(), search)
-        {
-            let cache = ReadCache::new(file);
-            if let Ok(debug) = ElfFile64::<Endianness, _>::parse(&cache) {
-                let debug_search = DebugSearch {
-                    object_path: path.to_str().unwrap_or(search.object_path),
-                    root: search.root.clone(),
-                    debug_dir: search.debug_dir.clone(),
-                };
-                if dwarf.is_none() {
-                    dwarf = load_dwarf(&debug, &debug_search);
-                }
-                // A debug file's .symtab is the full one: prefer it.
-                let debug_symbols = function_symbols(&debug);
-                if debug_symbols.len() > symbols.len() {
-                    symbols = debug_symbols;
-                }
-                debug_file = Some(path);
-            }
-        }
-        Some(ObjectSymbols {
+        let mut parsed = ObjectSymbols {
             loads,
+            dwarf: load_dwarf(&elf, search),
+            symbols: function_symbols(&elf),
+            debug_file: None,
             build_id,
-            dwarf,
-            symbols,
-            debug_file,
-        })
+        };
+        if (parsed.dwarf.is_none() || parsed.symbols.is_empty())
+            && let Some((path, file)) = find_debug_file(&elf, parsed.build_id.as_deref(), search)
+        {
+            parsed.adopt(path, file, search);
+        }
+        Some(parsed)
+    }
+
+    /// These names with a separate debug file's (fetched from debuginfod):
+    /// its DWARF, and its symbol table if larger. `None` if it gives no
+    /// DWARF.
+    pub fn with_debug_file(&self, path: &Path, search: &DebugSearch) -> Option<ObjectSymbols> {
+        let mut parsed = ObjectSymbols {
+            loads: self.loads.clone(),
+            build_id: self.build_id.clone(),
+            dwarf: None,
+            symbols: self.symbols.clone(),
+            debug_file: None,
+        };
+        parsed.adopt(path.to_path_buf(), File::open(path).ok()?, search);
+        parsed.dwarf.is_some().then_some(parsed)
+    }
+
+    /// Takes what the debug file open in `file` adds: its DWARF where the
+    /// object has none, its symbol table when larger.
+    fn adopt(&mut self, path: PathBuf, file: File, search: &DebugSearch) {
+        let cache = ReadCache::new(file);
+        let Ok(debug) = ElfFile64::<Endianness, _>::parse(&cache) else {
+            return;
+        };
+        let debug_search = DebugSearch {
+            object_path: path.to_str().unwrap_or(search.object_path),
+            root: search.root.clone(),
+            debug_dir: search.debug_dir.clone(),
+            alt_file: search.alt_file.clone(),
+        };
+        if self.dwarf.is_none() {
+            self.dwarf = load_dwarf(&debug, &debug_search);
+        }
+        // A debug file's .symtab is the full one: prefer it.
+        let debug_symbols = function_symbols(&debug);
+        if debug_symbols.len() > self.symbols.len() {
+            self.symbols = debug_symbols;
+        }
+        self.debug_file = Some(path);
     }
 
     pub fn has_dwarf(&self) -> bool {
@@ -436,7 +460,25 @@ fn find_sup_file(path: &[u8], build_id: &[u8], search: &DebugSearch) -> Option<F
     };
     candidates
         .iter()
+        .chain(&search.alt_file)
         .find_map(|p| open_matching(p, Some(build_id), None))
+}
+
+/// The build-id of the supplementary (dwz) file that the debug file at
+/// `path` names, when that file is not on disk.
+pub fn missing_sup_file(path: &Path, search: &DebugSearch) -> Option<Vec<u8>> {
+    let cache = ReadCache::new(File::open(path).ok()?);
+    let elf = ElfFile64::<Endianness, _>::parse(&cache).ok()?;
+    let (sup_path, build_id) = elf.gnu_debugaltlink().ok().flatten()?;
+    let search = DebugSearch {
+        object_path: path.to_str()?,
+        root: search.root.clone(),
+        debug_dir: search.debug_dir.clone(),
+        alt_file: None,
+    };
+    find_sup_file(sup_path, build_id, &search)
+        .is_none()
+        .then(|| build_id.to_vec())
 }
 
 /// Opens `path` if it is the debug file wanted: same build-id when both
@@ -475,7 +517,7 @@ fn crc32(file: &mut File) -> Option<u32> {
     Some(!crc)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -498,6 +540,7 @@ mod tests {
             object_path: "/usr/lib/x86_64-linux-gnu/libfoo.so.1",
             root: Some(PathBuf::from("/proc/42/root")),
             debug_dir: PathBuf::from(DEBUG_DIR),
+            alt_file: None,
         };
         let found = search.debuglink_candidates("libfoo.debug");
         let want = [

@@ -21,6 +21,7 @@ fn no_search() -> DebugSearch<'static> {
         object_path: "/nonexistent/object",
         root: None,
         debug_dir: PathBuf::from("/nonexistent/debug"),
+        alt_file: None,
     }
 }
 

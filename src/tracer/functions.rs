@@ -359,7 +359,8 @@ impl Tracer {
         }
     }
 
-    /// The stack of stopped thread `tid`, symbolized, innermost first.
+    /// The stack of stopped thread `tid`, symbolized for a report (the
+    /// process waits at the prompt), innermost first.
     pub fn thread_frames(&mut self, tid: Tid) -> Vec<crate::symbolize::Frame> {
         let Some(pid) = self.threads.get(&tid).map(|t| t.pid) else {
             return Vec::new();
@@ -367,7 +368,7 @@ impl Tracer {
         match self.capture_stack(tid, pid, None) {
             Some(id) => {
                 let stack = self.model.stacks.get(id).clone();
-                self.symbolizer.frames(pid, &stack)
+                self.symbolizer.report_frames(pid, &stack)
             }
             None => Vec::new(),
         }

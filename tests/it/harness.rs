@@ -283,6 +283,11 @@ impl Interactive {
     {
         let mut command = fdbg();
         command.args(args);
+        Interactive::spawn(command)
+    }
+
+    /// As `start`, for an fdbg command made by the caller (its environment).
+    pub fn spawn(mut command: Command) -> Interactive {
         let shown = format!("{command:?}");
         let mut child = command
             .stdin(Stdio::piped())

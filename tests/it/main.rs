@@ -4,6 +4,7 @@ mod annotations;
 mod attach;
 mod churn;
 mod debugger;
+mod debuginfod;
 mod demo;
 mod functions;
 mod go_runtime;

@@ -40,6 +40,11 @@ enum Build {
     CxxWith(&'static str),
     /// rustc -g: a single-file Rust program.
     Rust,
+    /// As `Cxx` or `CxxWith`, then split: its DWARF into
+    /// `split_debug_dir()/NAME.debug` (`objcopy --only-keep-debug`, no
+    /// debuglink), the program stripped of debug info, its symbol table
+    /// kept (`strip --strip-debug`).
+    Split(&'static Build),
 }
 
 const COMMON_FLAGS: &[&str] = &["-Wall", "-Werror", "-pthread"];
@@ -163,6 +168,19 @@ const PROGRAMS: &[Program] = &[
         flags: &["-g"],
         build: Build::Rust,
     },
+    // Debug info only on a debuginfod server (tests/it/debuginfod.rs).
+    Program {
+        name: "libdbgilib.so",
+        sources: &["dbgi_lib.cpp"],
+        flags: &["-g", "-O0", "-fPIC", "-shared"],
+        build: Build::Split(&Build::Cxx),
+    },
+    Program {
+        name: "dbgi_server",
+        sources: &["dbgi_server.cpp"],
+        flags: &["-g", "-O0"],
+        build: Build::Split(&Build::CxxWith("dbgilib")),
+    },
     Program {
         name: "socket_zoo",
         sources: &["socket_zoo.c"],
@@ -253,6 +271,15 @@ pub fn testprog(name: &str) -> PathBuf {
     out_dir.join(name)
 }
 
+/// Where the debug files of the `Build::Split` programs are (and nothing
+/// else): a directory for a debuginfod server to serve.
+pub fn split_debug_dir() -> PathBuf {
+    testprog("dbgi_server")
+        .parent()
+        .expect("in a directory")
+        .join("debuginfod")
+}
+
 /// The C sources, for tests that look at the line an `EXPECT ... site=` names.
 pub fn source_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testprogs")
@@ -294,22 +321,27 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// running the previous binary is never disturbed.
 fn build(program: &Program, output: &Path) -> Result<(), String> {
     let temporary = output.with_extension(format!("tmp{}", std::process::id()));
-    let compiler = match program.build {
+    let kind = match program.build {
+        Build::Split(kind) => *kind,
+        kind => kind,
+    };
+    let compiler = match kind {
         Build::C | Build::StrippedC => "gcc",
         Build::Cxx | Build::CxxWith(_) => "g++",
         Build::Rust => "rustc",
+        Build::Split(_) => unreachable!("a split build names its kind"),
     };
     let mut gcc = Command::new(compiler);
-    match program.build {
+    match kind {
         Build::C | Build::StrippedC => gcc.args(COMMON_FLAGS),
         Build::Cxx | Build::CxxWith(_) => gcc.args(["-Wall", "-Werror"]),
-        Build::Rust => &mut gcc,
+        Build::Rust | Build::Split(_) => &mut gcc,
     };
     gcc.args(program.flags)
         .arg("-o")
         .arg(&temporary)
         .args(program.sources.iter().map(|s| source_dir().join(s)));
-    if let Build::CxxWith(library) = program.build {
+    if let Build::CxxWith(library) = kind {
         let dir = output.parent().expect("output in a directory");
         gcc.arg("-L")
             .arg(dir)
@@ -342,7 +374,39 @@ fn build(program: &Program, output: &Path) -> Result<(), String> {
             ));
         }
     }
+    if let Build::Split(_) = program.build {
+        split_debug_info(program.name, &temporary, output)?;
+    }
     fs::rename(&temporary, output).map_err(|e| format!("installing {}: {e}", output.display()))
+}
+
+/// `binary`'s DWARF into `DIR/debuginfod/NAME.debug` beside `output`, then
+/// `binary` stripped of it.
+fn split_debug_info(name: &str, binary: &Path, output: &Path) -> Result<(), String> {
+    let dir = output.parent().expect("in a directory").join("debuginfod");
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let debug = dir.join(format!("{name}.debug"));
+    let temporary = debug.with_extension(format!("tmp{}", std::process::id()));
+    let steps: [(&str, Vec<&std::ffi::OsStr>); 2] = [
+        (
+            "objcopy",
+            vec![
+                "--only-keep-debug".as_ref(),
+                binary.as_os_str(),
+                temporary.as_os_str(),
+            ],
+        ),
+        ("strip", vec!["--strip-debug".as_ref(), binary.as_os_str()]),
+    ];
+    for (tool, args) in steps {
+        let done = Command::new(tool).args(&args).output();
+        if !done.as_ref().is_ok_and(|d| d.status.success()) {
+            return Err(format!(
+                "{tool} {args:?} failed (apt-get install binutils): {done:?}"
+            ));
+        }
+    }
+    fs::rename(&temporary, &debug).map_err(|e| format!("installing {}: {e}", debug.display()))
 }
 
 /// One `EXPECT <what> key=value ...` line.
