@@ -109,24 +109,32 @@ pub struct Unwinder {
     /// The mapping the last lookup found.
     last_mapping: std::cell::Cell<usize>,
     /// Walks remembered by where they started (see `Memo`).
-    memos: rustc_hash::FxHashMap<(u64, u64, u64, usize), Memo>,
+    memos: rustc_hash::FxHashMap<(u64, u64, usize), Memo>,
     /// The stack words the current walk read, reused from walk to walk.
     reads: Vec<(u64, Option<u64>)>,
     /// Walks answered from a memo.
     repeats: u64,
 }
 
-/// A walk remembered: from its start (ip, sp, bp, and the copy's length),
-/// the stack words it read,
-/// in order, and what it gave. framehop's steps depend on the registers,
-/// the objects' unwind rules and the words it reads; so a walk from the
-/// same start, over the same objects, that finds the same words there gives
-/// the same stack, and checking the words (two or so a frame) costs much
-/// less than walking. An event loop makes its fd syscalls from the same few
-/// places at the same depth: most samples of a server are such repeats.
-/// Forgotten whenever the set of objects changes.
+/// A walk remembered: from its start (ip, sp and the copy's length), the
+/// stack words it depends on, and what it gave. framehop's steps depend on
+/// the registers, the objects' unwind rules and the words it reads; so a
+/// walk from the same start, over the same objects, that finds the same
+/// words there gives the same stack, and checking the words (one a frame)
+/// costs much less than walking. An event loop makes its fd syscalls from
+/// the same few places at the same depth: most samples of a server are
+/// such repeats. Forgotten whenever the set of objects changes.
+///
+/// Which words: a walk whose every frame was unwound from the stack
+/// pointer (CFI's usual rules) depends on the return addresses it read,
+/// one a frame, and not on rbp nor on the registers it restored, which in
+/// code built without frame pointers hold whatever the caller kept there
+/// (nginx: a request's pool, other at every request). A walk that may have
+/// used rbp (a frame-pointer step, framehop's fallback) or ended early
+/// depends on every word it read and on rbp at the start.
 struct Memo {
     reads: Box<[(u64, Option<u64>)]>,
+    bp: Option<u64>,
     stack: Stack,
     needed: usize,
 }
@@ -218,8 +226,9 @@ impl Unwinder {
                 None => None,
             }
         };
-        let start = (regs.ip, regs.sp, regs.bp, stack.len());
+        let start = (regs.ip, regs.sp, stack.len());
         if let Some(memo) = self.memos.get(&start)
+            && memo.bp.is_none_or(|bp| bp == regs.bp)
             && memo
                 .reads
                 .iter()
@@ -231,19 +240,16 @@ impl Unwinder {
         let mut reads = std::mem::take(&mut self.reads);
         reads.clear();
         let mut needed = 0usize;
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            let value = read_word(addr);
-            reads.push((addr, value));
-            if let Some(end) = addr.checked_sub(sp).and_then(|o| o.checked_add(8)) {
-                needed = needed.max(usize::try_from(end).unwrap_or(usize::MAX));
-            }
-            value.ok_or(())
-        };
         let mut framehop_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
         let mut frame = FrameAddress::from_instruction_pointer(regs.ip);
         // Deep enough for most stacks without growing.
         let mut addresses = Vec::with_capacity(32);
         let mut maps_reread = false;
+        // The reads a repeat must find again (indexes into `reads`), while
+        // the walk is known not to depend on rbp.
+        let mut essential: Vec<usize> = Vec::with_capacity(32);
+        let mut uses_bp = false;
+        let mut ends_at_null_bp = false;
         // The loop of framehop's `iter_frames`, unrolled so that modules can
         // be added between two frames (the iterator borrows the unwinder).
         let truncated = loop {
@@ -252,19 +258,50 @@ impl Unwinder {
             if let Lookup::NoUnwindInfo = self.ensure_module(lookup, &mut maps_reread) {
                 break Some(format!("no unwind info for {:#x}", frame.address()));
             }
+            let old_bp = framehop_regs.bp();
+            let first_read = reads.len();
+            let mut read_stack = |addr: u64| -> Result<u64, ()> {
+                let value = read_word(addr);
+                reads.push((addr, value));
+                if let Some(end) = addr.checked_sub(sp).and_then(|o| o.checked_add(8)) {
+                    needed = needed.max(usize::try_from(end).unwrap_or(usize::MAX));
+                }
+                value.ok_or(())
+            };
             let next = self.framehop.unwind_frame(
                 frame,
                 &mut framehop_regs,
                 &mut self.caches[self.owners.cache_for(lookup)],
                 &mut read_stack,
             );
+            // A frame-pointer step reads at rbp and rbp + 8 and moves sp to
+            // rbp + 16; a step from sp that happens to look so counts too.
+            let frame_reads = &reads[first_read..];
+            uses_bp |= frame_reads
+                .iter()
+                .any(|&(addr, _)| addr == old_bp || addr == old_bp.wrapping_add(8));
+            // Ended without a read: an end-of-stack rule, or a
+            // frame-pointer step at rbp 0 (then the 0 matters: it was
+            // the start's rbp or a word read).
+            ends_at_null_bp = frame_reads.is_empty() && old_bp == 0;
             let return_address = match next {
                 Ok(Some(address)) => address,
-                Ok(None) => break None,
-                // A null return address is the conventional end marker.
-                Err(WalkError::ReturnAddressIsNull) => break None,
+                // The end: the last read is the null return address (or
+                // there was none: an end-of-stack rule).
+                Ok(None) | Err(WalkError::ReturnAddressIsNull) => {
+                    if !frame_reads.is_empty() {
+                        essential.push(reads.len() - 1);
+                    }
+                    break None;
+                }
                 Err(e) => break Some(walk_error_reason(e, sp, stack.len())),
             };
+            // The return address is the frame's last read, just below the
+            // caller's sp.
+            let new_sp = framehop_regs.sp();
+            uses_bp |= new_sp == old_bp.wrapping_add(16)
+                || reads.last() != Some(&(new_sp.wrapping_sub(8), Some(return_address)));
+            essential.push(reads.len() - 1);
             let Some(caller) = FrameAddress::from_return_address(return_address) else {
                 break None;
             };
@@ -281,14 +318,25 @@ impl Unwinder {
         if self.memos.len() >= MEMOS_MAX {
             self.memos.clear();
         }
-        self.memos.insert(
-            start,
+        let memo = if uses_bp || stack.truncated.is_some() {
             Memo {
                 reads: reads.as_slice().into(),
+                bp: Some(regs.bp),
                 stack: stack.clone(),
                 needed,
-            },
-        );
+            }
+        } else {
+            if ends_at_null_bp {
+                essential.extend((0..reads.len()).filter(|&i| reads[i].1 == Some(0)));
+            }
+            Memo {
+                reads: essential.iter().map(|&i| reads[i]).collect(),
+                bp: (ends_at_null_bp && regs.bp == 0).then_some(0),
+                stack: stack.clone(),
+                needed,
+            }
+        };
+        self.memos.insert(start, memo);
         self.reads = reads;
         (stack, needed)
     }
