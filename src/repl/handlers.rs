@@ -925,11 +925,8 @@ impl Session {
             return BTreeMap::new();
         }
         match self.listed.get(&pid) {
-            Some(fds) => crate::tracer::socket_infos(pid, fds),
-            None => crate::tracer::socket_infos(
-                pid,
-                &crate::procfs::list_fds(pid, None).unwrap_or_default(),
-            ),
+            Some(fds) => net::socket_infos(pid, fds),
+            None => net::socket_infos(pid, &crate::procfs::list_fds(pid, None).unwrap_or_default()),
         }
     }
 

@@ -1152,7 +1152,7 @@ impl Tracer {
             self.symbolizer.remember(pid);
             if let Ok(fds) = procfs::list_fds(pid, Some(tid)) {
                 self.model.reconcile(pid, &fds);
-                let sockets = socket_infos(pid, &fds);
+                let sockets = net::socket_infos(pid, &fds);
                 for (&fd, info) in &sockets {
                     self.model
                         .set_target(pid, fd, FdKind::Socket, net::target_text(info));
@@ -1305,22 +1305,6 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         self.finish();
     }
-}
-
-/// The endpoints of the sockets among `fds` (as /proc listed them), read
-/// from `pid`'s own network namespace.
-pub fn socket_infos(pid: Pid, fds: &[crate::fdtable::ProcFd]) -> BTreeMap<i32, SocketInfo> {
-    let Ok(table) = net::SocketTable::read(pid) else {
-        return BTreeMap::new();
-    };
-    fds.iter()
-        .filter_map(|f| {
-            Some((
-                f.fd,
-                table.resolve(pid, f.fd, net::socket_inode(&f.target)?),
-            ))
-        })
-        .collect()
 }
 
 fn is_stop_signal(sig: i32) -> bool {
