@@ -1,0 +1,140 @@
+//! Breakpoints, catchpoints and measured functions: `break`, `catch`,
+//! `info breakpoints`, `delete`, `enable`, `disable` and `balance`. Part of
+//! `Session`: data only.
+
+use crate::fdtable;
+use crate::repl::breakpoints::Condition;
+use crate::repl::report::*;
+
+use super::Session;
+
+impl Session {
+    pub fn add_breakpoint(&mut self, condition: Condition) -> Result<Report, String> {
+        let bp = self.breakpoints.add(condition.clone());
+        let (id, describe, is_catch) = (bp.id, bp.describe(), bp.is_catch());
+        if let Condition::Func { pattern } = &condition {
+            let line = crate::symbolize::functions::source_line(pattern);
+            let sites = match (
+                self.tracer.add_function_breakpoint(id, pattern, false),
+                line,
+            ) {
+                // A function: perhaps in a library loaded later.
+                (Ok(sites), None) if sites.is_empty() => {
+                    return match self.tracer.add_pending_breakpoint(id, pattern) {
+                        Ok(()) => Ok(Report::message(format!(
+                            "Breakpoint {id}: {describe} (pending: no function named so is loaded now; fdbg looks again at every library the process loads)"
+                        ))),
+                        Err(why) => {
+                            let _ = self.breakpoints.delete(Some(id));
+                            Err(format!(
+                                "no function named '{}' in the program or the libraries it has loaded, and {why}",
+                                crate::escape::escape(pattern)
+                            ))
+                        }
+                    };
+                }
+                (Ok(sites), Some((file, line))) if sites.is_empty() => Err(format!(
+                    "no code for line {line} of a file named '{}' in the DWARF of the program or the libraries it has loaded now",
+                    crate::escape::escape(file)
+                )),
+                (other, _) => other,
+            };
+            let sites = match sites {
+                Ok(sites) => sites,
+                Err(why) => {
+                    let _ = self.breakpoints.delete(Some(id));
+                    self.tracer.remove_function_breakpoint(Some(id));
+                    return Err(why);
+                }
+            };
+            let pid = self.tracer.main_pid;
+            let locations: Vec<crate::symbolize::Frame> = sites
+                .iter()
+                .map(|site| self.location(pid, site.address))
+                .collect();
+            let shown: Vec<String> = locations
+                .iter()
+                .map(crate::repl::render::frame_text)
+                .collect();
+            if let Some(bp) = self.breakpoints.get_mut(id) {
+                bp.locations = locations;
+            }
+            return Ok(Report::message(format!(
+                "Breakpoint {id}: {describe}: {}",
+                shown.join("; ")
+            )));
+        }
+        let what = if is_catch { "Catchpoint" } else { "Breakpoint" };
+        Ok(Report::message(format!("{what} {id}: {describe}")))
+    }
+
+    /// `balance NAME`: measure every call of NAME from now on.
+    pub(super) fn start_balance(&mut self, name: &str) -> Result<Report, String> {
+        if self.balances.iter().any(|b| b.function == name) {
+            return Err(format!(
+                "'{}' is measured already",
+                crate::escape::escape(name)
+            ));
+        }
+        let id = crate::tracer::BALANCE_BREAKPOINTS + self.balances.len() as u32;
+        let sites = self.tracer.add_function_breakpoint(id, name, false)?;
+        if sites.is_empty() {
+            self.tracer.remove_function_breakpoint(Some(id));
+            return Err(format!(
+                "no function named '{}' in the program or the libraries it has loaded now",
+                crate::escape::escape(name)
+            ));
+        }
+        self.balances
+            .push(crate::repl::balance::Balance::new(id, name));
+        Ok(Report::message(format!(
+            "measuring every call of {} from now on ({} function{}; 2 stops per call)",
+            crate::escape::escape(name),
+            sites.len(),
+            if sites.len() == 1 { "" } else { "s" }
+        )))
+    }
+
+    pub(super) fn balance_report(&mut self) -> Report {
+        self.check_model();
+        let pid = self.tracer.main_pid;
+        let sockets = self.sockets_of(pid);
+        let mut entries = Vec::new();
+        for i in 0..self.balances.len() {
+            let balance = &self.balances[i];
+            let open: Vec<fdtable::OpenFd> = self
+                .tracer
+                .model
+                .open_fds(pid)
+                .into_iter()
+                .filter(|o| {
+                    matches!(o.origin, fdtable::Origin::Created(seq) if balance.creations.contains(&seq))
+                })
+                .cloned()
+                .collect();
+            let still_open = open.len() as u64;
+            let sites = self.tracer.model.sites(pid, open.iter(), "before attach");
+            let (function, calls, opened, closed) = (
+                balance.function.clone(),
+                balance.calls,
+                balance.opened,
+                balance.closed,
+            );
+            let sites = self.site_reports(pid, &sites, &sockets);
+            entries.push(BalanceEntry {
+                function,
+                calls,
+                opened,
+                closed,
+                still_open,
+                per_call: if calls == 0 {
+                    0.0
+                } else {
+                    (still_open as f64 - closed as f64) / calls as f64
+                },
+                sites,
+            });
+        }
+        Report::Balance(BalanceReport { balance: entries })
+    }
+}
