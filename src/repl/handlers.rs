@@ -2,15 +2,20 @@
 //! named (marks), runs on the tracer's thread, and returns reports for the
 //! front end to render (the ticks of `continue --every` through its
 //! progress callback); it writes only the tracer's notices, on stderr.
+//!
+//! `execute` only dispatches: each command has its handler, by concern, in
+//! `handlers/queries.rs` (what the model holds), `handlers/breakpoints.rs`
+//! (what stops the process or is measured), `handlers/running.rs` (letting
+//! it run, and ending the session) and `handlers/reclaim.rs`. This file
+//! keeps what every report shows alike: frames, events, sites, origins and
+//! socket endpoints, each read or symbolized once per command.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::net::{self, SocketInfo};
 
-use crate::fdtable::{
-    self, Event, FdKind, LeakSite, Nanos, Origin, Pid, ProcessEnd, Seq, Snapshot,
-};
+use crate::fdtable::{self, Event, FdKind, LeakSite, Nanos, Origin, Pid, Seq, Snapshot};
 use crate::repl::breakpoints::{Breakpoints, Condition};
 use crate::repl::command::{self, Command};
 use crate::repl::report::*;
@@ -100,52 +105,21 @@ impl Session {
         self.listed.clear();
         self.frames_cache.clear();
         let reports = match command {
-            Command::Continue { duration, every } => {
-                let deadline =
-                    duration.map(|d| Instant::now().checked_add(d).ok_or("duration too long"));
-                self.resume(deadline.transpose()?, None, *every)?
-            }
+            Command::Continue { duration, every } => self.continue_running(*duration, *every)?,
             Command::Step { count } => self.resume(None, Some(*count), None)?,
             Command::Finish => self.finish()?,
             Command::Balance {
                 function: Some(name),
             } => vec![self.start_balance(name)?],
             Command::Balance { function: None } => vec![self.balance_report()],
-            Command::Fds { kind } => {
-                self.check_model();
-                self.report_pids()
-                    .into_iter()
-                    .map(|pid| Report::Fds(self.fds(pid, *kind)))
-                    .collect()
-            }
+            Command::Fds { kind } => self.fds(*kind),
             Command::Leaks {
                 since,
                 min,
                 older,
                 closed,
                 folded,
-            } => {
-                self.check_model();
-                let (since_seq, label) = match since {
-                    Some(name) => (self.mark(name)?.seq, format!("mark {name}")),
-                    None => (0, self.start_label().to_string()),
-                };
-                let filter = LeaksFilter {
-                    since: since_seq,
-                    min: *min,
-                    older: *older,
-                };
-                self.report_pids()
-                    .into_iter()
-                    .map(|pid| {
-                        if *folded {
-                            Report::Folded(self.folded(pid, &filter))
-                        } else {
-                            Report::Leaks(self.leaks(pid, &filter, &label, *closed))
-                        }
-                    })
-                    .collect()
-            }
+            } => self.leaks(since.as_deref(), *min, *older, *closed, *folded)?,
             Command::Reclaim {
                 site,
                 older,
@@ -153,200 +127,23 @@ impl Session {
                 yes,
             } => vec![self.reclaim(*site, *older, *force, *yes)?],
             Command::Who { what } => vec![self.who(*what)],
-            Command::History { fd } => self
-                .report_pids()
-                .into_iter()
-                .map(|pid| {
-                    let history = self.tracer.model.history(pid, *fd);
-                    let events = history
-                        .events
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| {
-                            let mut report = self.event_report(e);
-                            if e.bad_close.is_some() {
-                                report.closed_before = self.closed_before(e, &history.events[..i]);
-                            }
-                            report
-                        })
-                        .collect();
-                    Report::History(HistoryReport {
-                        pid,
-                        fd: *fd,
-                        events,
-                        events_forgotten: history.forgotten,
-                    })
-                })
-                .collect(),
-            Command::Backtrace => match &self.stopped_in {
-                Some((tid, frames)) => vec![Report::Function(FunctionStopReport {
-                    tid: *tid,
-                    frames: frames.clone(),
-                })],
-                None => {
-                    let seq = self.stopped_at.ok_or(
-                        "no stack: the process is not stopped at an fd event or a function",
-                    )?;
-                    let event = self.tracer.model.event(seq).ok_or_else(|| {
-                        format!(
-                            "event #{seq} is no longer kept (fdbg keeps the latest {} events; --keep-events N keeps more)",
-                            self.tracer.model.memory().keeps_at_most
-                        )
-                    })?;
-                    vec![Report::Backtrace(BacktraceReport {
-                        event: self.event_report(&event),
-                    })]
-                }
-            },
-            Command::Mark { name } => {
-                let name = name
-                    .clone()
-                    .unwrap_or_else(|| (self.marks.len() + 1).to_string());
-                let mark = self.tracer.model.snapshot();
-                let seq = mark.seq;
-                self.marks.retain(|(n, _)| *n != name);
-                self.marks.push((name.clone(), mark));
-                vec![Report::message(format!("mark {name} at event #{seq}"))]
-            }
-            Command::Diff { name } => {
-                self.check_model();
-                let name = match name {
-                    Some(n) => n.clone(),
-                    None => self
-                        .marks
-                        .last()
-                        .map(|(n, _)| n.clone())
-                        .ok_or("no mark yet: use 'mark [NAME]' first")?,
-                };
-                let mark = self.mark(&name)?.clone();
-                self.report_pids()
-                    .into_iter()
-                    .map(|pid| {
-                        let diff = self.tracer.model.diff(pid, &mark);
-                        let sockets = self.sockets_of(pid);
-                        let still_open = self.site_reports(pid, &diff.still_open, &sockets);
-                        Report::Diff(DiffReport {
-                            pid,
-                            since: name.clone(),
-                            still_open,
-                            opened_and_closed: diff.opened_and_closed,
-                            closed_from_before: diff.closed_from_before,
-                        })
-                    })
-                    .collect()
-            }
+            Command::History { fd } => self.history(*fd),
+            Command::Backtrace => vec![self.backtrace()?],
+            Command::Mark { name } => vec![self.mark(name.as_deref())],
+            Command::Diff { name } => self.diff(name.as_deref())?,
             Command::Break { condition } => vec![self.add_breakpoint(condition.clone())?],
             Command::Catch { what } => {
                 vec![self.add_breakpoint(Condition::Catch { what: what.clone() })?]
             }
-            Command::InfoBreakpoints => {
-                // Where each function breakpoint is armed now (a pending
-                // one may have resolved in a library loaded since).
-                let pid = self.tracer.main_pid;
-                let armed: Vec<(u32, u64)> = self
-                    .tracer
-                    .function_breakpoints()
-                    .iter()
-                    .flat_map(|b| b.armed.iter().map(move |a| (b.id, a.site.address)))
-                    .collect();
-                let mut breakpoints = self.breakpoints.list().to_vec();
-                for bp in &mut breakpoints {
-                    if matches!(bp.condition, Condition::Func { .. }) {
-                        bp.locations = armed
-                            .iter()
-                            .filter(|(id, _)| *id == bp.id)
-                            .map(|&(_, address)| self.location(pid, address))
-                            .collect();
-                    }
-                }
-                vec![Report::Breakpoints(BreakpointsReport { breakpoints })]
-            }
-            Command::Delete { id } => {
-                let n = self.breakpoints.delete(*id)?;
-                self.tracer.remove_function_breakpoint(*id);
-                vec![Report::message(format!(
-                    "deleted {n} breakpoint{}",
-                    if n == 1 { "" } else { "s" }
-                ))]
-            }
-            Command::Enable { id } => {
-                self.breakpoints.set_enabled(*id, true)?;
-                let func = self
-                    .breakpoints
-                    .list()
-                    .iter()
-                    .find_map(|b| match &b.condition {
-                        Condition::Func { pattern } if b.id == *id => Some(pattern.clone()),
-                        _ => None,
-                    });
-                if let Some(pattern) = func
-                    && !self
-                        .tracer
-                        .function_breakpoints()
-                        .iter()
-                        .any(|f| f.id == *id)
-                {
-                    let sites = self.tracer.add_function_breakpoint(*id, &pattern, false)?;
-                    if sites.is_empty()
-                        && crate::symbolize::functions::source_line(&pattern).is_none()
-                    {
-                        // Still in no loaded object: pending again.
-                        self.tracer.add_pending_breakpoint(*id, &pattern)?;
-                    }
-                }
-                vec![Report::message(format!("breakpoint {id} enabled"))]
-            }
-            Command::Disable { id } => {
-                self.breakpoints.set_enabled(*id, false)?;
-                self.tracer.remove_function_breakpoint(Some(*id));
-                vec![Report::message(format!("breakpoint {id} disabled"))]
-            }
-            Command::Stats => {
-                self.check_model();
-                self.report_pids()
-                    .into_iter()
-                    .map(|pid| Report::Stats(self.stats(pid)))
-                    .collect()
-            }
-            Command::Sockets => {
-                self.check_model();
-                self.report_pids()
-                    .into_iter()
-                    .map(|pid| Report::Sockets(self.sockets(pid)))
-                    .collect()
-            }
-            Command::Threads => vec![Report::Threads(self.threads())],
-            Command::Detach => {
-                if self.tracer.mechanism == crate::tracer::Mechanism::Seccomp {
-                    return Err("detach is refused here: the program's seccomp filter would make every fd \
-                                syscall fail with ENOSYS once no tracer is attached; use quit to end it \
-                                (a program started with perf events, the default where the kernel allows \
-                                them, can be detached)"
-                        .into());
-                }
-                if self.tracer.detached {
-                    return Err("already detached".into());
-                }
-                self.check_model();
-                self.keep_socket_targets();
-                self.tracer.detach();
-                self.stopped_at = None;
-                vec![Report::message(format!(
-                    "detached from process {}; the recorded data stays for queries",
-                    self.tracer.main_pid
-                ))]
-            }
-            Command::Quit => {
-                // Under run, fdbg's status is the program's, as a tracer's
-                // usually is (0 if fdbg ended it).
-                let status = match (self.tracer.mode, self.tracer.main_end) {
-                    (Mode::Run, Some(ProcessEnd::Exited(code))) => code,
-                    (Mode::Run, Some(ProcessEnd::Killed(sig))) => 128 + sig,
-                    _ => 0,
-                };
-                self.tracer.finish();
-                return Ok((Vec::new(), Next::Exit(status)));
-            }
+            Command::InfoBreakpoints => vec![self.info_breakpoints()],
+            Command::Delete { id } => vec![self.delete(*id)?],
+            Command::Enable { id } => vec![self.enable(*id)?],
+            Command::Disable { id } => vec![self.disable(*id)?],
+            Command::Stats => self.stats(),
+            Command::Sockets => self.sockets(),
+            Command::Threads => vec![self.threads()],
+            Command::Detach => vec![self.detach()?],
+            Command::Quit => return Ok((Vec::new(), Next::Exit(self.quit()))),
             Command::Help { topic } => vec![Report::message(
                 command::help(topic.as_deref()).map_err(|e| e.to_string())?,
             )],
@@ -391,7 +188,7 @@ impl Session {
         }
     }
 
-    fn mark(&self, name: &str) -> Result<&Snapshot, String> {
+    fn find_mark(&self, name: &str) -> Result<&Snapshot, String> {
         self.marks
             .iter()
             .rev()

@@ -9,6 +9,8 @@ use crate::repl::report::*;
 use super::Session;
 
 impl Session {
+    /// `break` and `catch`: a new breakpoint or catchpoint; a function
+    /// breakpoint is armed where its function is loaded, else pending.
     pub fn add_breakpoint(&mut self, condition: Condition) -> Result<Report, String> {
         let bp = self.breakpoints.add(condition.clone());
         let (id, describe, is_catch) = (bp.id, bp.describe(), bp.is_catch());
@@ -66,6 +68,76 @@ impl Session {
         }
         let what = if is_catch { "Catchpoint" } else { "Breakpoint" };
         Ok(Report::message(format!("{what} {id}: {describe}")))
+    }
+
+    /// `info breakpoints`: every breakpoint, and where each function
+    /// breakpoint is armed now (a pending one may have resolved in a
+    /// library loaded since).
+    pub(super) fn info_breakpoints(&mut self) -> Report {
+        let pid = self.tracer.main_pid;
+        let armed: Vec<(u32, u64)> = self
+            .tracer
+            .function_breakpoints()
+            .iter()
+            .flat_map(|b| b.armed.iter().map(move |a| (b.id, a.site.address)))
+            .collect();
+        let mut breakpoints = self.breakpoints.list().to_vec();
+        for bp in &mut breakpoints {
+            if matches!(bp.condition, Condition::Func { .. }) {
+                bp.locations = armed
+                    .iter()
+                    .filter(|(id, _)| *id == bp.id)
+                    .map(|&(_, address)| self.location(pid, address))
+                    .collect();
+            }
+        }
+        Report::Breakpoints(BreakpointsReport { breakpoints })
+    }
+
+    /// `delete [N]`: breakpoint N, or every one.
+    pub(super) fn delete(&mut self, id: Option<u32>) -> Result<Report, String> {
+        let n = self.breakpoints.delete(id)?;
+        self.tracer.remove_function_breakpoint(id);
+        Ok(Report::message(format!(
+            "deleted {n} breakpoint{}",
+            if n == 1 { "" } else { "s" }
+        )))
+    }
+
+    /// `enable N`: a function breakpoint is armed again where its function
+    /// is loaded, else pending.
+    pub(super) fn enable(&mut self, id: u32) -> Result<Report, String> {
+        self.breakpoints.set_enabled(id, true)?;
+        let func = self
+            .breakpoints
+            .list()
+            .iter()
+            .find_map(|b| match &b.condition {
+                Condition::Func { pattern } if b.id == id => Some(pattern.clone()),
+                _ => None,
+            });
+        if let Some(pattern) = func
+            && !self
+                .tracer
+                .function_breakpoints()
+                .iter()
+                .any(|f| f.id == id)
+        {
+            let sites = self.tracer.add_function_breakpoint(id, &pattern, false)?;
+            if sites.is_empty() && crate::symbolize::functions::source_line(&pattern).is_none() {
+                // Still in no loaded object: pending again.
+                self.tracer.add_pending_breakpoint(id, &pattern)?;
+            }
+        }
+        Ok(Report::message(format!("breakpoint {id} enabled")))
+    }
+
+    /// `disable N`: kept, but stops nothing (a function breakpoint's probes
+    /// are removed).
+    pub(super) fn disable(&mut self, id: u32) -> Result<Report, String> {
+        self.breakpoints.set_enabled(id, false)?;
+        self.tracer.remove_function_breakpoint(Some(id));
+        Ok(Report::message(format!("breakpoint {id} disabled")))
     }
 
     /// `balance NAME`: measure every call of NAME from now on.

@@ -3,6 +3,7 @@
 //! only.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use crate::fdtable::{self, Event, FdKind, LeakSite, Nanos, Origin, Pid};
 use crate::repl::report::*;
@@ -11,13 +12,163 @@ use crate::stacks::StackId;
 use super::{LeaksFilter, Session};
 
 impl Session {
+    /// `fds [--kind K]`: the fds open now, of each process reported.
+    pub(super) fn fds(&mut self, kind: Option<FdKind>) -> Vec<Report> {
+        self.check_model();
+        self.report_pids()
+            .into_iter()
+            .map(|pid| Report::Fds(self.fds_report(pid, kind)))
+            .collect()
+    }
+
+    /// `leaks`: the sites of the fds still open, since a mark or the start.
+    pub(super) fn leaks(
+        &mut self,
+        since: Option<&str>,
+        min: usize,
+        older: Option<Duration>,
+        closed: bool,
+        folded: bool,
+    ) -> Result<Vec<Report>, String> {
+        self.check_model();
+        let (since_seq, label) = match since {
+            Some(name) => (self.find_mark(name)?.seq, format!("mark {name}")),
+            None => (0, self.start_label().to_string()),
+        };
+        let filter = LeaksFilter {
+            since: since_seq,
+            min,
+            older,
+        };
+        Ok(self
+            .report_pids()
+            .into_iter()
+            .map(|pid| {
+                if folded {
+                    Report::Folded(self.folded(pid, &filter))
+                } else {
+                    Report::Leaks(self.leaks_report(pid, &filter, &label, closed))
+                }
+            })
+            .collect())
+    }
+
+    /// `history FD`: the kept events of fd number `fd`, bad closes beside
+    /// the close that freed their number.
+    pub(super) fn history(&mut self, fd: i32) -> Vec<Report> {
+        self.report_pids()
+            .into_iter()
+            .map(|pid| {
+                let history = self.tracer.model.history(pid, fd);
+                let events = history
+                    .events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let mut report = self.event_report(e);
+                        if e.bad_close.is_some() {
+                            report.closed_before = self.closed_before(e, &history.events[..i]);
+                        }
+                        report
+                    })
+                    .collect();
+                Report::History(HistoryReport {
+                    pid,
+                    fd,
+                    events,
+                    events_forgotten: history.forgotten,
+                })
+            })
+            .collect()
+    }
+
+    /// `bt`: the stack of the function or the fd event stopped at.
+    pub(super) fn backtrace(&mut self) -> Result<Report, String> {
+        if let Some((tid, frames)) = &self.stopped_in {
+            return Ok(Report::Function(FunctionStopReport {
+                tid: *tid,
+                frames: frames.clone(),
+            }));
+        }
+        let seq = self
+            .stopped_at
+            .ok_or("no stack: the process is not stopped at an fd event or a function")?;
+        let event = self.tracer.model.event(seq).ok_or_else(|| {
+            format!(
+                "event #{seq} is no longer kept (fdbg keeps the latest {} events; --keep-events N keeps more)",
+                self.tracer.model.memory().keeps_at_most
+            )
+        })?;
+        Ok(Report::Backtrace(BacktraceReport {
+            event: self.event_report(&event),
+        }))
+    }
+
+    /// `mark [NAME]`: remember what is open now (a new mark of a name
+    /// replaces the old).
+    pub(super) fn mark(&mut self, name: Option<&str>) -> Report {
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| (self.marks.len() + 1).to_string());
+        let mark = self.tracer.model.snapshot();
+        let seq = mark.seq;
+        self.marks.retain(|(n, _)| *n != name);
+        self.marks.push((name.clone(), mark));
+        Report::message(format!("mark {name} at event #{seq}"))
+    }
+
+    /// `diff [NAME]`: what changed since a mark (the latest by default).
+    pub(super) fn diff(&mut self, name: Option<&str>) -> Result<Vec<Report>, String> {
+        self.check_model();
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => self
+                .marks
+                .last()
+                .map(|(n, _)| n.clone())
+                .ok_or("no mark yet: use 'mark [NAME]' first")?,
+        };
+        let mark = self.find_mark(&name)?.clone();
+        Ok(self
+            .report_pids()
+            .into_iter()
+            .map(|pid| {
+                let diff = self.tracer.model.diff(pid, &mark);
+                let sockets = self.sockets_of(pid);
+                let still_open = self.site_reports(pid, &diff.still_open, &sockets);
+                Report::Diff(DiffReport {
+                    pid,
+                    since: name.clone(),
+                    still_open,
+                    opened_and_closed: diff.opened_and_closed,
+                    closed_from_before: diff.closed_from_before,
+                })
+            })
+            .collect())
+    }
+
+    /// `stats`: counts, costs and the open-fd series of each process.
+    pub(super) fn stats(&mut self) -> Vec<Report> {
+        self.check_model();
+        self.report_pids()
+            .into_iter()
+            .map(|pid| Report::Stats(self.stats_report(pid)))
+            .collect()
+    }
+
+    /// `sockets`: each socket's endpoints and state, and the sites of the
+    /// ones netstat cannot see.
+    pub(super) fn sockets(&mut self) -> Vec<Report> {
+        self.check_model();
+        self.report_pids()
+            .into_iter()
+            .map(|pid| Report::Sockets(self.sockets_report(pid)))
+            .collect()
+    }
+
     /// For a bad close: the close that freed its number before it, as the
     /// model kept it, else the latest close of that number in `earlier`.
-    pub(super) fn closed_before(
-        &mut self,
-        bad: &Event,
-        earlier: &[Event],
-    ) -> Option<FirstCloseReport> {
+    fn closed_before(&mut self, bad: &Event, earlier: &[Event]) -> Option<FirstCloseReport> {
         let fd = bad.bad_close?;
         let kept = self
             .tracer
@@ -54,7 +205,7 @@ impl Session {
         }
     }
 
-    pub(super) fn sockets(&mut self, pid: Pid) -> SocketsReport {
+    fn sockets_report(&mut self, pid: Pid) -> SocketsReport {
         let infos = self.sockets_of(pid);
         let mut sockets = Vec::new();
         let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
@@ -113,7 +264,7 @@ impl Session {
         }
     }
 
-    pub(super) fn fds(&mut self, pid: Pid, kind: Option<FdKind>) -> FdsReport {
+    fn fds_report(&mut self, pid: Pid, kind: Option<FdKind>) -> FdsReport {
         let wanted = |f: &&fdtable::OpenFd| kind.is_none_or(|k| f.kind == k);
         // Symbolize each creating stack once; every entry shares its frames.
         let stacks: std::collections::BTreeSet<StackId> = self
@@ -159,7 +310,7 @@ impl Session {
         }
     }
 
-    pub(super) fn leaks(
+    fn leaks_report(
         &mut self,
         pid: Pid,
         filter: &LeaksFilter,
@@ -197,7 +348,7 @@ impl Session {
 
     /// `leaks --folded`: each site's user frames, outermost first, joined
     /// by `;`, and its count.
-    pub(super) fn folded(&mut self, pid: Pid, filter: &LeaksFilter) -> FoldedReport {
+    fn folded(&mut self, pid: Pid, filter: &LeaksFilter) -> FoldedReport {
         let sites = self.leak_sites(pid, filter);
         let folded = sites
             .iter()
@@ -218,7 +369,7 @@ impl Session {
             .leaks_created_before(pid, filter.since, before, filter.min)
     }
 
-    pub(super) fn stats(&mut self, pid: Pid) -> StatsReport {
+    fn stats_report(&mut self, pid: Pid) -> StatsReport {
         let bad = self.tracer.model.bad_closes(pid);
         let bad_close_events = bad.iter().map(|b| self.bad_close_report(b)).collect();
         let now = self.now();
@@ -296,7 +447,8 @@ impl Session {
         }
     }
 
-    pub(super) fn threads(&self) -> ThreadsReport {
+    /// `threads`: every traced thread, its name and state.
+    pub(super) fn threads(&self) -> Report {
         let threads = self
             .tracer
             .threads()
@@ -310,6 +462,6 @@ impl Session {
                     .unwrap_or_else(|| "?".into()),
             })
             .collect();
-        ThreadsReport { threads }
+        Report::Threads(ThreadsReport { threads })
     }
 }

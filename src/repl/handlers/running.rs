@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::fdtable::{self, FdKind, LeakSite, Origin, Pid, Seq, Snapshot};
+use crate::fdtable::{self, FdKind, LeakSite, Origin, Pid, ProcessEnd, Seq, Snapshot};
 use crate::net;
 use crate::repl::report::*;
 use crate::stacks::StackId;
-use crate::tracer::Halt;
+use crate::tracer::{Halt, Mode};
 
 use super::Session;
 
@@ -23,6 +23,54 @@ pub(super) struct Finishing {
 }
 
 impl Session {
+    /// `continue [DURATION] [--every PERIOD]`: run until a breakpoint, an
+    /// interrupt, the end of the process or of the duration.
+    pub(super) fn continue_running(
+        &mut self,
+        duration: Option<Duration>,
+        every: Option<Duration>,
+    ) -> Result<Vec<Report>, String> {
+        let deadline = duration.map(|d| Instant::now().checked_add(d).ok_or("duration too long"));
+        self.resume(deadline.transpose()?, None, every)
+    }
+
+    /// `detach`: let the process go; what was recorded stays for queries.
+    pub(super) fn detach(&mut self) -> Result<Report, String> {
+        if self.tracer.mechanism == crate::tracer::Mechanism::Seccomp {
+            return Err(
+                "detach is refused here: the program's seccomp filter would make every fd \
+                        syscall fail with ENOSYS once no tracer is attached; use quit to end it \
+                        (a program started with perf events, the default where the kernel allows \
+                        them, can be detached)"
+                    .into(),
+            );
+        }
+        if self.tracer.detached {
+            return Err("already detached".into());
+        }
+        self.check_model();
+        self.keep_socket_targets();
+        self.tracer.detach();
+        self.stopped_at = None;
+        Ok(Report::message(format!(
+            "detached from process {}; the recorded data stays for queries",
+            self.tracer.main_pid
+        )))
+    }
+
+    /// `quit`: end the session (detach under attach, kill under run), and
+    /// the status fdbg exits with. Under run, fdbg's status is the
+    /// program's, as a tracer's usually is (0 if fdbg ended it).
+    pub(super) fn quit(&mut self) -> i32 {
+        let status = match (self.tracer.mode, self.tracer.main_end) {
+            (Mode::Run, Some(ProcessEnd::Exited(code))) => code,
+            (Mode::Run, Some(ProcessEnd::Killed(sig))) => 128 + sig,
+            _ => 0,
+        };
+        self.tracer.finish();
+        status
+    }
+
     /// `finish`: run until the function of the current stop returns, and
     /// say what the call left: its return value and its fd delta.
     pub(super) fn finish(&mut self) -> Result<Vec<Report>, String> {
@@ -282,7 +330,7 @@ impl Session {
     /// time, and keep the text as each fd's target in the model (and the
     /// endpoints for `sockets`), so that reports after the detach describe
     /// them as before it (`udp 0.0.0.0:0 unconnected`, not `socket:[…]`).
-    pub(super) fn keep_socket_targets(&mut self) {
+    fn keep_socket_targets(&mut self) {
         let live: Vec<Pid> = self
             .tracer
             .model
