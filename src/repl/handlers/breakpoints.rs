@@ -12,8 +12,8 @@ impl Session {
     /// `break` and `catch`: a new breakpoint or catchpoint; a function
     /// breakpoint is armed where its function is loaded, else pending.
     pub fn add_breakpoint(&mut self, condition: Condition) -> Result<Report, String> {
-        let bp = self.breakpoints.add(condition.clone());
-        let (id, describe, is_catch) = (bp.id, bp.describe(), bp.is_catch());
+        let mut breakpoint = self.breakpoints.add(condition.clone()).clone();
+        let id = breakpoint.id;
         if let Condition::Func { pattern } = &condition {
             let line = crate::symbolize::functions::source_line(pattern);
             let sites = match (
@@ -22,18 +22,14 @@ impl Session {
             ) {
                 // A function: perhaps in a library loaded later.
                 (Ok(sites), None) if sites.is_empty() => {
-                    return match self.tracer.add_pending_breakpoint(id, pattern) {
-                        Ok(()) => Ok(Report::message(format!(
-                            "Breakpoint {id}: {describe} (pending: no function named so is loaded now; fdbg looks again at every library the process loads)"
-                        ))),
-                        Err(why) => {
-                            let _ = self.breakpoints.delete(Some(id));
-                            Err(format!(
-                                "no function named '{}' in the program or the libraries it has loaded, and {why}",
-                                crate::escape::escape(pattern)
-                            ))
-                        }
-                    };
+                    if let Err(why) = self.tracer.add_pending_breakpoint(id, pattern) {
+                        let _ = self.breakpoints.delete(Some(id));
+                        return Err(format!(
+                            "no function named '{}' in the program or the libraries it has loaded, and {why}",
+                            crate::escape::escape(pattern)
+                        ));
+                    }
+                    Ok(Vec::new())
                 }
                 (Ok(sites), Some((file, line))) if sites.is_empty() => Err(format!(
                     "no code for line {line} of a file named '{}' in the DWARF of the program or the libraries it has loaded now",
@@ -54,20 +50,12 @@ impl Session {
                 .iter()
                 .map(|site| self.location(pid, site.address))
                 .collect();
-            let shown: Vec<String> = locations
-                .iter()
-                .map(crate::repl::render::frame_text)
-                .collect();
             if let Some(bp) = self.breakpoints.get_mut(id) {
-                bp.locations = locations;
+                bp.locations = locations.clone();
             }
-            return Ok(Report::message(format!(
-                "Breakpoint {id}: {describe}: {}",
-                shown.join("; ")
-            )));
+            breakpoint.locations = locations;
         }
-        let what = if is_catch { "Catchpoint" } else { "Breakpoint" };
-        Ok(Report::message(format!("{what} {id}: {describe}")))
+        Ok(Report::BreakpointSet(BreakpointSetReport { breakpoint }))
     }
 
     /// `info breakpoints`: every breakpoint, and where each function
