@@ -29,7 +29,7 @@ use crate::procfs;
 use crate::ptrace::{self, ProcessMemory, Resume, Stop, SyscallStop, Tid};
 use crate::stacks::{Stack, StackId};
 use crate::symbolize::Symbolizer;
-use crate::syscalls::{self, Effect, SyscallEntry};
+use crate::syscalls::{self, Effect, Flags, SyscallEntry};
 use crate::unwind::{Unwinder, copy_stack};
 
 mod functions;
@@ -753,7 +753,8 @@ impl Tracer {
     fn complete_close_in_flight(&mut self, tid: Tid) {
         let in_close = self.threads.get(&tid).is_some_and(|t| {
             t.state == ThreadState::Stopped
-                && t.entry.is_some_and(|e| e.nr == libc::SYS_close as u64)
+                && t.entry
+                    .is_some_and(|e| syscalls::flags(e.nr).contains(Flags::CLOSES_FD))
         });
         if in_close {
             self.resume_thread(tid);
@@ -973,7 +974,7 @@ impl Tracer {
                     self.perf_waits_for_unblock && nr == libc::SYS_rt_sigprocmask as u64;
                 if syscalls::is_fd_syscall(nr) {
                     thread.entry = Some(SyscallEntry { nr, args });
-                    if nr == libc::SYS_close as u64 {
+                    if syscalls::flags(nr).contains(Flags::CLOSES_FD) {
                         let pid = thread.pid;
                         self.model.closing(pid, tid, args[0] as i32);
                     }
