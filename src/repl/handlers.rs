@@ -214,6 +214,15 @@ impl Session {
         pids
     }
 
+    /// One report per process reported, the model checked first.
+    fn each_process(&mut self, mut report: impl FnMut(&mut Session, Pid) -> Report) -> Vec<Report> {
+        self.check_model();
+        self.report_pids()
+            .into_iter()
+            .map(|pid| report(self, pid))
+            .collect()
+    }
+
     /// Check the model against /proc before reporting (while traced).
     fn check_model(&mut self) {
         if !self.tracer.detached {

@@ -14,11 +14,7 @@ use super::{LeaksFilter, Session};
 impl Session {
     /// `fds [--kind K]`: the fds open now, of each process reported.
     pub(super) fn fds(&mut self, kind: Option<FdKind>) -> Vec<Report> {
-        self.check_model();
-        self.report_pids()
-            .into_iter()
-            .map(|pid| Report::Fds(self.fds_report(pid, kind)))
-            .collect()
+        self.each_process(|session, pid| Report::Fds(session.fds_report(pid, kind)))
     }
 
     /// `leaks`: the sites of the fds still open, since a mark or the start.
@@ -149,21 +145,13 @@ impl Session {
 
     /// `stats`: counts, costs and the open-fd series of each process.
     pub(super) fn stats(&mut self) -> Vec<Report> {
-        self.check_model();
-        self.report_pids()
-            .into_iter()
-            .map(|pid| Report::Stats(self.stats_report(pid)))
-            .collect()
+        self.each_process(|session, pid| Report::Stats(session.stats_report(pid)))
     }
 
     /// `sockets`: each socket's endpoints and state, and the sites of the
     /// ones netstat cannot see.
     pub(super) fn sockets(&mut self) -> Vec<Report> {
-        self.check_model();
-        self.report_pids()
-            .into_iter()
-            .map(|pid| Report::Sockets(self.sockets_report(pid)))
-            .collect()
+        self.each_process(|session, pid| Report::Sockets(session.sockets_report(pid)))
     }
 
     /// For a bad close: the close that freed its number before it, as the
