@@ -33,7 +33,7 @@
 //!
 //! No ptrace, no stop, no change to the process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -240,6 +240,17 @@ impl SocketTable {
     pub fn tcp(&self) -> &[SocketInfo] {
         &self.tcp
     }
+}
+
+/// The endpoints of the sockets among `fds` (as /proc listed them), read
+/// from `pid`'s own network namespace.
+pub fn socket_infos(pid: i32, fds: &[crate::vocab::ProcFd]) -> BTreeMap<i32, SocketInfo> {
+    let Ok(table) = SocketTable::read(pid) else {
+        return BTreeMap::new();
+    };
+    fds.iter()
+        .filter_map(|f| Some((f.fd, table.resolve(pid, f.fd, socket_inode(&f.target)?))))
+        .collect()
 }
 
 /// The inode of an fd link target `socket:[123]`.

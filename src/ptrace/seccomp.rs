@@ -39,11 +39,11 @@ struct Insn {
 }
 
 /// The filter program: stop (SECCOMP_RET_TRACE) on every syscall in
-/// `traced` other than fcntl, and on fcntl when its command is one of
-/// `fcntl_cmds`; allow everything else, and every syscall of another ABI
-/// (x32, a foreign audit arch).
-pub fn filter(traced: &[u64], fcntl_cmds: &[u64]) -> Vec<libc::sock_filter> {
-    let fcntl = libc::SYS_fcntl as u64;
+/// `traced` other than `by_command.0`, and on that one when its second
+/// argument (fcntl's command) is one of `by_command.1`; allow everything
+/// else, and every syscall of another ABI (x32, a foreign audit arch).
+pub fn filter(traced: &[u64], by_command: (u64, &[u64])) -> Vec<libc::sock_filter> {
+    let (fcntl, fcntl_cmds) = by_command;
     let mut prog = vec![
         Insn {
             code: BPF_LD_W_ABS,

@@ -287,4 +287,66 @@ mod tests {
                 && !valid_catch("sock")
         );
     }
+
+    /// `break` and `catch` answer with the breakpoint; its text and its
+    /// JSON (a message) are what they were as preformatted text.
+    #[test]
+    fn a_new_breakpoint_reads_as_its_message() {
+        use crate::repl::render;
+        use crate::repl::report::{BreakpointSetReport, Report};
+        let set = |condition: Condition, locations: Vec<Frame>| {
+            Report::BreakpointSet(BreakpointSetReport {
+                breakpoint: Breakpoint {
+                    id: 2,
+                    condition,
+                    enabled: true,
+                    hits: 0,
+                    locations,
+                },
+            })
+        };
+        let func = |pattern: &str| Condition::Func {
+            pattern: pattern.into(),
+        };
+        let cases = [
+            (
+                set(
+                    Condition::Catch {
+                        what: vec!["accept".into(), "socket".into()],
+                    },
+                    vec![],
+                ),
+                "Catchpoint 2: catch accept socket",
+            ),
+            (
+                set(Condition::Fd { fd: 7 }, vec![]),
+                "Breakpoint 2: break fd 7",
+            ),
+            (
+                set(func("plugin_\x1b"), vec![]),
+                "Breakpoint 2: break func plugin_\x1b (pending: no function named so is loaded now; fdbg looks again at every library the process loads)",
+            ),
+            (
+                set(
+                    func("on_login"),
+                    vec![frame("on_login", "a.c", 3), frame("on_login", "b.c", 9)],
+                ),
+                "Breakpoint 2: break func on_login: on_login at a.c:3; on_login at b.c:9",
+            ),
+            (
+                set(
+                    func("statsd.c:86"),
+                    vec![frame("statsd_init", "statsd.c", 86)],
+                ),
+                "Breakpoint 2: break statsd.c:86: statsd_init at statsd.c:86",
+            ),
+        ];
+        for (report, message) in cases {
+            assert_eq!(render::text(&report), render::escape(message));
+            assert_eq!(
+                render::json(&report),
+                render::json(&Report::message(message))
+            );
+        }
+    }
 }

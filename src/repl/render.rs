@@ -19,8 +19,17 @@ use crate::symbolize::Frame;
 
 /// One JSON document (one line).
 pub fn json(report: &Report) -> String {
-    serde_json::to_string(report)
+    serde_json::to_string(&json_form(report))
         .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode report: {e}\"}}"))
+}
+
+/// The report JSON writes: a new breakpoint is the message that is its
+/// text (`{"message":"Breakpoint 1: break fd 5"}`).
+fn json_form(report: &Report) -> Cow<'_, Report> {
+    match report {
+        Report::BreakpointSet(set) => Cow::Owned(Report::message(breakpoint_set_message(set))),
+        other => Cow::Borrowed(other),
+    }
 }
 
 /// Write `report` to `out` as `json` or `text` gives it, and a newline,
@@ -48,7 +57,13 @@ pub fn write_noted(
     notes: &[String],
 ) -> io::Result<()> {
     if as_json {
-        serde_json::to_writer(&mut *out, &Noted { report, notes })?;
+        serde_json::to_writer(
+            &mut *out,
+            &Noted {
+                report: &json_form(report),
+                notes,
+            },
+        )?;
         return out.write_all(b"\n");
     }
     // The streamed reports end with their newline.
@@ -107,6 +122,7 @@ pub fn text(report: &Report) -> String {
         Report::Threads(threads) => threads_text(threads),
         Report::Backtrace(bt) => frames_text(&bt.event.frames, bt.event.stack_truncated.as_deref()),
         Report::Breakpoints(b) => breakpoints_text(b),
+        Report::BreakpointSet(set) => escape_keeping_lines(&breakpoint_set_message(set)),
         Report::Sockets(s) => streamed_text(report, |out| write_sockets(out, s)),
         Report::Message(m) => escape_keeping_lines(&m.message),
         Report::Function(f) => frames_text(&f.frames, None),
@@ -978,6 +994,25 @@ fn write_sockets(out: &mut dyn io::Write, report: &SocketsReport) -> io::Result<
         }
     }
     Ok(())
+}
+
+/// What `break` and `catch` say, unescaped: the new breakpoint, and where
+/// a function breakpoint is armed, or that it is pending.
+fn breakpoint_set_message(set: &BreakpointSetReport) -> String {
+    let bp = &set.breakpoint;
+    let (id, describe) = (bp.id, bp.describe());
+    if bp.is_catch() {
+        format!("Catchpoint {id}: {describe}")
+    } else if !bp.is_function() {
+        format!("Breakpoint {id}: {describe}")
+    } else if bp.locations.is_empty() {
+        format!(
+            "Breakpoint {id}: {describe} (pending: no function named so is loaded now; fdbg looks again at every library the process loads)"
+        )
+    } else {
+        let shown: Vec<String> = bp.locations.iter().map(frame_text).collect();
+        format!("Breakpoint {id}: {describe}: {}", shown.join("; "))
+    }
 }
 
 fn breakpoints_text(report: &BreakpointsReport) -> String {

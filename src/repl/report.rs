@@ -449,6 +449,13 @@ pub struct BreakpointsReport {
     pub breakpoints: Vec<crate::repl::breakpoints::Breakpoint>,
 }
 
+/// `break` or `catch`: the breakpoint made, with where a function
+/// breakpoint is armed (no location: pending).
+#[derive(Clone, Debug, Serialize)]
+pub struct BreakpointSetReport {
+    pub breakpoint: crate::repl::breakpoints::Breakpoint,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct MessageReport {
     pub message: String,
@@ -469,6 +476,8 @@ pub enum Report {
     Threads(ThreadsReport),
     Backtrace(BacktraceReport),
     Breakpoints(BreakpointsReport),
+    /// Written in JSON as the message its text is.
+    BreakpointSet(BreakpointSetReport),
     Sockets(SocketsReport),
     Message(MessageReport),
     /// `bt` at a function stop.

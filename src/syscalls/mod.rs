@@ -11,7 +11,9 @@ mod decode;
 mod table;
 
 pub use decode::decode;
-pub use table::{FCNTL_TRACED_CMDS, is_fd_syscall, syscall_name, traced_syscalls};
+pub use table::{
+    Flags, flags, is_fd_syscall, syscall_name, syscalls_with, traced_by_command, traced_syscalls,
+};
 
 use crate::vocab::FdKind;
 pub use crate::vocab::TraceeMemory;

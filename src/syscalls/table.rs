@@ -1,10 +1,13 @@
 //! The syscalls that create, close or re-flag fds (and the socket calls whose
-//! addresses annotate an fd), one row each: number, name and decoder.
+//! addresses annotate an fd), one row each: number, name, decoder, and the
+//! facts the tracer acts on without decoding (`Flags`, as strace's
+//! `syscallent` rows carry theirs).
 //!
 //! This table is the single list of what fdbg stops on: the tracer builds its
-//! seccomp filter from `traced_syscalls` and `FCNTL_TRACED_CMDS`, and `decode`
+//! seccomp filter from `traced_syscalls` and `traced_by_command`, and `decode`
 //! dispatches through the same rows, so a syscall cannot be traced without a
-//! decoder or decoded without being traced. Numbers come from `libc`, i.e. the
+//! decoder or decoded without being traced. What must happen at a close's
+//! entry, and which syscalls a `break fd` watch stops, come from the flags. Numbers come from `libc`, i.e. the
 //! architecture fdbg is built for; a tracee of another ABI (32-bit compat) is
 //! not covered by this table.
 
@@ -17,6 +20,31 @@ pub(super) struct Syscall {
     pub nr: u64,
     pub name: &'static str,
     pub decode: Decoder,
+    pub flags: Flags,
+}
+
+/// What a syscall does with fds that the tracer must know before or
+/// besides decoding it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// Closes the fd of its first argument (close): the kernel frees the
+    /// number as the call begins.
+    pub const CLOSES_FD: Flags = Flags(1);
+    /// Closes (or marks close-on-exec) the fds from its first argument to
+    /// its second (close_range).
+    pub const CLOSES_RANGE: Flags = Flags(2);
+    /// Its new fds are written to the caller's memory, not returned: pipe,
+    /// socketpair, the SCM_RIGHTS of recvmsg.
+    pub const FDS_IN_MEMORY: Flags = Flags(4);
+    /// Changes the fd table only with the commands of `FCNTL_TRACED_CMDS`
+    /// in its second argument (fcntl): not worth a stop with another.
+    pub const BY_COMMAND: Flags = Flags(8);
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
 const fn row(nr: libc::c_long, name: &'static str, decode: Decoder) -> Syscall {
@@ -24,6 +52,17 @@ const fn row(nr: libc::c_long, name: &'static str, decode: Decoder) -> Syscall {
         nr: nr as u64,
         name,
         decode,
+        flags: Flags(0),
+    }
+}
+
+impl Syscall {
+    /// The row with `flags` as well.
+    const fn with(self, flags: Flags) -> Syscall {
+        Syscall {
+            flags: Flags(self.flags.0 | flags.0),
+            ..self
+        }
     }
 }
 
@@ -33,15 +72,15 @@ const fn row(nr: libc::c_long, name: &'static str, decode: Decoder) -> Syscall {
 static TABLE: &[Syscall] = &[
     // sockets
     row(libc::SYS_socket, "socket", d::socket),
-    row(libc::SYS_socketpair, "socketpair", d::socketpair),
+    row(libc::SYS_socketpair, "socketpair", d::socketpair).with(Flags::FDS_IN_MEMORY),
     row(libc::SYS_accept, "accept", d::accept),
     row(libc::SYS_accept4, "accept4", d::accept4),
     // socket annotations: where a socket was bound and connected to
     row(libc::SYS_bind, "bind", d::bind),
     row(libc::SYS_connect, "connect", d::connect),
     row(libc::SYS_listen, "listen", d::listen),
-    row(libc::SYS_recvmsg, "recvmsg", d::recvmsg),
-    row(libc::SYS_recvmmsg, "recvmmsg", d::recvmmsg),
+    row(libc::SYS_recvmsg, "recvmsg", d::recvmsg).with(Flags::FDS_IN_MEMORY),
+    row(libc::SYS_recvmmsg, "recvmmsg", d::recvmmsg).with(Flags::FDS_IN_MEMORY),
     // files
     #[cfg(target_arch = "x86_64")]
     row(libc::SYS_open, "open", d::open),
@@ -56,13 +95,13 @@ static TABLE: &[Syscall] = &[
     ),
     // pipes and duplicates
     #[cfg(target_arch = "x86_64")]
-    row(libc::SYS_pipe, "pipe", d::pipe),
-    row(libc::SYS_pipe2, "pipe2", d::pipe2),
+    row(libc::SYS_pipe, "pipe", d::pipe).with(Flags::FDS_IN_MEMORY),
+    row(libc::SYS_pipe2, "pipe2", d::pipe2).with(Flags::FDS_IN_MEMORY),
     row(libc::SYS_dup, "dup", d::dup),
     #[cfg(target_arch = "x86_64")]
     row(libc::SYS_dup2, "dup2", d::dup2),
     row(libc::SYS_dup3, "dup3", d::dup3),
-    row(libc::SYS_fcntl, "fcntl", d::fcntl),
+    row(libc::SYS_fcntl, "fcntl", d::fcntl).with(Flags::BY_COMMAND),
     // anonymous-inode fds
     #[cfg(target_arch = "x86_64")]
     row(libc::SYS_eventfd, "eventfd", d::eventfd),
@@ -97,8 +136,8 @@ static TABLE: &[Syscall] = &[
         d::io_uring_setup,
     ),
     // closing
-    row(libc::SYS_close, "close", d::close),
-    row(libc::SYS_close_range, "close_range", d::close_range),
+    row(libc::SYS_close, "close", d::close).with(Flags::CLOSES_FD),
+    row(libc::SYS_close_range, "close_range", d::close_range).with(Flags::CLOSES_RANGE),
 ];
 
 /// Syscalls the tracer meets through other stops (fork, exec and exit
@@ -131,8 +170,30 @@ pub const FCNTL_TRACED_CMDS: &[u64] = &[
     libc::F_SETFD as u64,
 ];
 
+/// The syscall that stops only for some commands, and those commands: what
+/// a seccomp filter checks beyond the number.
+pub fn traced_by_command() -> (u64, &'static [u64]) {
+    let nr = syscalls_with(Flags::BY_COMMAND)
+        .next()
+        .map_or(u64::MAX, |(nr, _)| nr);
+    (nr, FCNTL_TRACED_CMDS)
+}
+
 pub fn is_fd_syscall(nr: u64) -> bool {
     lookup(nr).is_some()
+}
+
+/// The flags of traced syscall `nr` (none for an untraced one).
+pub fn flags(nr: u64) -> Flags {
+    lookup(nr).map_or(Flags::default(), |s| s.flags)
+}
+
+/// The traced syscalls with all of `flags`, by number and name.
+pub fn syscalls_with(flags: Flags) -> impl Iterator<Item = (u64, &'static str)> {
+    TABLE
+        .iter()
+        .filter(move |s| s.flags.contains(flags))
+        .map(|s| (s.nr, s.name))
 }
 
 /// The name of a traced syscall, or of one of the process-lifetime syscalls
@@ -253,6 +314,45 @@ mod tests {
         }
         assert_eq!(syscall_name(59), Some("execve"));
         assert_eq!(syscall_name(0), None, "read is not an fd syscall");
+    }
+
+    /// The sets the tracer once listed by hand: close's entry (the model
+    /// takes the fd out there, a stop completes it, a watch stops at it),
+    /// close_range's entry (a watch stops at it), the syscalls whose new
+    /// fds a watch cannot see in the result, and fcntl, which the seccomp
+    /// filter checks by command.
+    #[test]
+    fn flags_give_the_sets_the_tracer_listed() {
+        let numbers = |flags| {
+            syscalls_with(flags)
+                .map(|(nr, _)| nr)
+                .collect::<HashSet<u64>>()
+        };
+        let set = |nrs: &[libc::c_long]| nrs.iter().map(|&n| n as u64).collect::<HashSet<u64>>();
+        assert_eq!(numbers(Flags::CLOSES_FD), set(&[libc::SYS_close]));
+        assert_eq!(numbers(Flags::CLOSES_RANGE), set(&[libc::SYS_close_range]));
+        let mut in_memory = vec![
+            libc::SYS_pipe2,
+            libc::SYS_socketpair,
+            libc::SYS_recvmsg,
+            libc::SYS_recvmmsg,
+        ];
+        #[cfg(target_arch = "x86_64")]
+        in_memory.push(libc::SYS_pipe);
+        assert_eq!(numbers(Flags::FDS_IN_MEMORY), set(&in_memory));
+        assert!(flags(libc::SYS_close as u64).contains(Flags::CLOSES_FD));
+        assert!(!flags(libc::SYS_close_range as u64).contains(Flags::CLOSES_FD));
+        assert!(!flags(libc::SYS_dup3 as u64).contains(Flags::CLOSES_FD));
+        assert_eq!(flags(libc::SYS_read as u64), Flags::default());
+        assert_eq!(
+            traced_by_command(),
+            (libc::SYS_fcntl as u64, FCNTL_TRACED_CMDS)
+        );
+        assert_eq!(syscalls_with(Flags::BY_COMMAND).count(), 1);
+        assert_eq!(
+            syscalls_with(Flags::CLOSES_RANGE).collect::<Vec<_>>(),
+            [(libc::SYS_close_range as u64, "close_range")]
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::procfs;
 use crate::ptrace::{self, ProcessMemory, Resume, Stop, SyscallStop, Tid};
 use crate::stacks::{Stack, StackId};
 use crate::symbolize::Symbolizer;
-use crate::syscalls::{self, Effect, SyscallEntry};
+use crate::syscalls::{self, Effect, Flags, SyscallEntry};
 use crate::unwind::{Unwinder, copy_stack};
 
 mod functions;
@@ -753,7 +753,8 @@ impl Tracer {
     fn complete_close_in_flight(&mut self, tid: Tid) {
         let in_close = self.threads.get(&tid).is_some_and(|t| {
             t.state == ThreadState::Stopped
-                && t.entry.is_some_and(|e| e.nr == libc::SYS_close as u64)
+                && t.entry
+                    .is_some_and(|e| syscalls::flags(e.nr).contains(Flags::CLOSES_FD))
         });
         if in_close {
             self.resume_thread(tid);
@@ -973,7 +974,7 @@ impl Tracer {
                     self.perf_waits_for_unblock && nr == libc::SYS_rt_sigprocmask as u64;
                 if syscalls::is_fd_syscall(nr) {
                     thread.entry = Some(SyscallEntry { nr, args });
-                    if nr == libc::SYS_close as u64 {
+                    if syscalls::flags(nr).contains(Flags::CLOSES_FD) {
                         let pid = thread.pid;
                         self.model.closing(pid, tid, args[0] as i32);
                     }
@@ -1152,7 +1153,7 @@ impl Tracer {
             self.symbolizer.remember(pid);
             if let Ok(fds) = procfs::list_fds(pid, Some(tid)) {
                 self.model.reconcile(pid, &fds);
-                let sockets = socket_infos(pid, &fds);
+                let sockets = net::socket_infos(pid, &fds);
                 for (&fd, info) in &sockets {
                     self.model
                         .set_target(pid, fd, FdKind::Socket, net::target_text(info));
@@ -1305,22 +1306,6 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         self.finish();
     }
-}
-
-/// The endpoints of the sockets among `fds` (as /proc listed them), read
-/// from `pid`'s own network namespace.
-pub fn socket_infos(pid: Pid, fds: &[crate::fdtable::ProcFd]) -> BTreeMap<i32, SocketInfo> {
-    let Ok(table) = net::SocketTable::read(pid) else {
-        return BTreeMap::new();
-    };
-    fds.iter()
-        .filter_map(|f| {
-            Some((
-                f.fd,
-                table.resolve(pid, f.fd, net::socket_inode(&f.target)?),
-            ))
-        })
-        .collect()
 }
 
 fn is_stop_signal(sig: i32) -> bool {

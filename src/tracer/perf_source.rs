@@ -117,15 +117,10 @@ impl std::fmt::Display for Fallback {
 }
 
 /// The ftrace filter on `raw_syscalls:sys_exit` that keeps the fd
-/// syscalls (execve's effect comes from the exec stop instead), for the
+/// syscalls (execve is none: its effect comes from the exec stop), for the
 /// SIGTRAP events and the observing samples alike.
 pub(super) fn fd_syscalls_filter() -> String {
-    let numbers: Vec<u64> = syscalls::traced_syscalls()
-        .iter()
-        .copied()
-        .filter(|&nr| nr != libc::SYS_execve as u64 && nr != libc::SYS_execveat as u64)
-        .collect();
-    perf::syscall_filter(&numbers)
+    perf::syscall_filter(syscalls::traced_syscalls())
 }
 
 /// The tracepoint at the exit of every syscall and `fd_syscalls_filter`.

@@ -234,7 +234,7 @@ impl Tracer {
         let filter = if use_perf {
             Vec::new()
         } else {
-            seccomp::filter(syscalls::traced_syscalls(), syscalls::FCNTL_TRACED_CMDS)
+            seccomp::filter(syscalls::traced_syscalls(), syscalls::traced_by_command())
         };
         let spawned = spawn::spawn_stopped(&c_path, &c_args, &filter, opts.own_process_group)
             .map_err(|e| run_error(e.to_string()))?;

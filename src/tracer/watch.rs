@@ -7,17 +7,18 @@
 //! (or of one that returns its fds in memory: pipe, pipe2, socketpair,
 //! recvmsg, recvmmsg), the entry of `close(N)` and the entry of a
 //! `close_range` that covers N (a SIGTRAP raised at an entry is delivered
-//! on the way back to user space, after the call). At such a stop the
-//! thread's sample is in the ring: every thread is stopped, the rings
-//! drained, and the events since the last check are given to the
-//! breakpoints in order. The events in between are observed and checked
-//! only there: none of them can be N's.
+//! on the way back to user space, after the call); which syscalls those
+//! are, the syscall table's flags say. At such a stop the thread's sample
+//! is in the ring: every thread is stopped, the rings drained, and the
+//! events since the last check are given to the breakpoints in order. The
+//! events in between are observed and checked only there: none of them can
+//! be N's.
 
 use super::Tracer;
 use crate::fdtable::Seq;
 use crate::perf::{self, PerfError, SyscallTrap};
 use crate::ptrace::Tid;
-use crate::syscalls;
+use crate::syscalls::{self, Flags};
 
 /// `si_perf_data` of the watch events' SIGTRAPs.
 pub(super) const WATCH_DATA: u64 = 0x6664_6267_0000_0002;
@@ -31,39 +32,37 @@ pub(super) struct FdWatch {
     traps: Vec<SyscallTrap>,
 }
 
-/// Syscalls whose new fds are in memory, not in their result.
-fn fds_in_memory() -> Vec<u64> {
-    let mut numbers = vec![
-        libc::SYS_pipe2 as u64,
-        libc::SYS_socketpair as u64,
-        libc::SYS_recvmsg as u64,
-        libc::SYS_recvmmsg as u64,
-    ];
-    #[cfg(target_arch = "x86_64")]
-    numbers.push(libc::SYS_pipe as u64);
-    numbers
-}
-
 /// The tracepoints and filters that stop the syscalls that can create or
-/// close `fd`.
+/// close `fd`: the exit of one that returned it or returns its fds in
+/// memory, the entry of one that closes it (the tracepoint's fields are
+/// the syscall's parameters: close's `fd`, close_range's `fd` and
+/// `max_fd`).
 fn watch_events(fd: i32) -> Result<Vec<(u64, String)>, PerfError> {
     let tracefs = perf::tracefs()?;
     let exit = perf::tracepoint_id(&tracefs, "raw_syscalls", "sys_exit")?;
-    let close = perf::tracepoint_id(&tracefs, "syscalls", "sys_enter_close")?;
-    let close_range = perf::tracepoint_id(&tracefs, "syscalls", "sys_enter_close_range")?;
     let returning: Vec<u64> = syscalls::traced_syscalls().to_vec();
-    Ok(vec![
-        (
-            exit,
-            format!(
-                "(ret == {fd} && ({})) || {}",
-                perf::syscall_filter(&returning),
-                perf::syscall_filter(&fds_in_memory())
-            ),
+    let in_memory: Vec<u64> = syscalls::syscalls_with(Flags::FDS_IN_MEMORY)
+        .map(|(nr, _)| nr)
+        .collect();
+    let mut events = vec![(
+        exit,
+        format!(
+            "(ret == {fd} && ({})) || {}",
+            perf::syscall_filter(&returning),
+            perf::syscall_filter(&in_memory)
         ),
-        (close, format!("fd == {fd}")),
-        (close_range, format!("fd <= {fd} && max_fd >= {fd}")),
-    ])
+    )];
+    let closing = [
+        (Flags::CLOSES_FD, format!("fd == {fd}")),
+        (Flags::CLOSES_RANGE, format!("fd <= {fd} && max_fd >= {fd}")),
+    ];
+    for (flags, filter) in closing {
+        for (_, name) in syscalls::syscalls_with(flags) {
+            let entry = perf::tracepoint_id(&tracefs, "syscalls", &format!("sys_enter_{name}"))?;
+            events.push((entry, filter.clone()));
+        }
+    }
+    Ok(events)
 }
 
 impl Tracer {

@@ -45,7 +45,7 @@ impl Session {
         let before = older.map(|older| self.ago(older));
         // Read now, right before closing: never from an earlier look.
         let listed = crate::procfs::list_fds(pid, None).unwrap_or_default();
-        let sockets = crate::tracer::socket_infos(pid, &listed);
+        let sockets = net::socket_infos(pid, &listed);
         let present: BTreeMap<i32, &crate::fdtable::ProcFd> =
             listed.iter().map(|f| (f.fd, f)).collect();
         let mut to_close = Vec::new();
