@@ -27,7 +27,7 @@ use framehop::{
 
 use crate::arch::StackRegs;
 use crate::modules::{self, CodeMapping, ObjectKey, ParsedObject, SectionBytes};
-use crate::stacks::Stack;
+use crate::stacks::{Stack, StackId};
 
 /// The most frames one walk returns.
 pub const MAX_FRAMES: usize = 128;
@@ -114,6 +114,8 @@ pub struct Unwinder {
     reads: Vec<(u64, Option<u64>)>,
     /// Walks answered from a memo.
     repeats: u64,
+    /// The memo of the last walk.
+    last_walk: Option<(u64, u64, usize)>,
 }
 
 /// A walk remembered: from its start (ip, sp and the copy's length), the
@@ -137,6 +139,18 @@ struct Memo {
     bp: Option<u64>,
     stack: Stack,
     needed: usize,
+    /// The caller's id for `stack` in an address-space generation
+    /// (`remember_interned`), so that a repeat costs it no lookup.
+    interned: Option<(u32, StackId)>,
+}
+
+/// A walk's outcome: the stack (remembered by the unwinder), how many bytes
+/// above sp it read, and the id the caller gave this stack before, if the
+/// walk is a repeat of one it was told about.
+pub struct Walk<'a> {
+    pub stack: &'a Stack,
+    pub needed: usize,
+    pub interned: Option<(u32, StackId)>,
 }
 
 /// Walks remembered per process at most; past that, all are forgotten (a
@@ -165,6 +179,7 @@ impl Unwinder {
             memos: rustc_hash::FxHashMap::default(),
             reads: Vec::new(),
             repeats: 0,
+            last_walk: None,
         }
     }
 
@@ -216,6 +231,26 @@ impl Unwinder {
         stack: &[u8],
         beyond_copy: &dyn Fn(u64) -> Option<u64>,
     ) -> (Stack, usize) {
+        let walk = self.walk(regs, stack, beyond_copy);
+        (walk.stack.clone(), walk.needed)
+    }
+
+    /// The id the caller keeps for the last walk's stack, in address-space
+    /// generation `generation`: a repeat of the walk says it
+    /// (`Walk::interned`).
+    pub fn remember_interned(&mut self, generation: u32, id: StackId) {
+        if let Some(memo) = self.last_walk.and_then(|start| self.memos.get_mut(&start)) {
+            memo.interned = Some((generation, id));
+        }
+    }
+
+    /// As `unwind_beyond`, lending the stack (see `Walk`).
+    pub fn walk(
+        &mut self,
+        regs: &StackRegs,
+        stack: &[u8],
+        beyond_copy: &dyn Fn(u64) -> Option<u64>,
+    ) -> Walk<'_> {
         let sp = regs.sp;
         let read_word = |addr: u64| -> Option<u64> {
             let offset = usize::try_from(addr.checked_sub(sp)?).ok()?;
@@ -227,15 +262,22 @@ impl Unwinder {
             }
         };
         let start = (regs.ip, regs.sp, stack.len());
-        if let Some(memo) = self.memos.get(&start)
-            && memo.bp.is_none_or(|bp| bp == regs.bp)
-            && memo
-                .reads
-                .iter()
-                .all(|&(addr, value)| read_word(addr) == value)
-        {
+        self.last_walk = Some(start);
+        let repeat = self.memos.get(&start).is_some_and(|memo| {
+            memo.bp.is_none_or(|bp| bp == regs.bp)
+                && memo
+                    .reads
+                    .iter()
+                    .all(|&(addr, value)| read_word(addr) == value)
+        });
+        if repeat {
             self.repeats += 1;
-            return (memo.stack.clone(), memo.needed);
+            let memo = &self.memos[&start];
+            return Walk {
+                stack: &memo.stack,
+                needed: memo.needed,
+                interned: memo.interned,
+            };
         }
         let mut reads = std::mem::take(&mut self.reads);
         reads.clear();
@@ -322,8 +364,9 @@ impl Unwinder {
             Memo {
                 reads: reads.as_slice().into(),
                 bp: Some(regs.bp),
-                stack: stack.clone(),
+                stack,
                 needed,
+                interned: None,
             }
         } else {
             if ends_at_null_bp {
@@ -332,13 +375,24 @@ impl Unwinder {
             Memo {
                 reads: essential.iter().map(|&i| reads[i]).collect(),
                 bp: (ends_at_null_bp && regs.bp == 0).then_some(0),
-                stack: stack.clone(),
+                stack,
                 needed,
+                interned: None,
             }
         };
-        self.memos.insert(start, memo);
         self.reads = reads;
-        (stack, needed)
+        let memo = match self.memos.entry(start) {
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                slot.insert(memo);
+                slot.into_mut()
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(memo),
+        };
+        Walk {
+            stack: &memo.stack,
+            needed: memo.needed,
+            interned: None,
+        }
     }
 
     /// The process exec'ed: forget all modules and parsed objects (a path

@@ -1092,14 +1092,31 @@ impl Tracer {
                 .and_then(|b| word_at(&b, addr, addr))
                 .or_else(from_snapshot)
         };
-        let (mut stack, needed): (Stack, usize) = unwinder.unwind_beyond(regs, bytes, &beyond_copy);
+        let generation = self.symbolizer.generation(pid);
+        let walk = unwinder.walk(regs, bytes, &beyond_copy);
+        let needed = walk.needed;
+        let known = walk
+            .interned
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, id)| id);
+        let fresh = known.is_none().then(|| Stack {
+            generation,
+            ..walk.stack.clone()
+        });
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the
             // object is unmapped (dlclose) by then.
             self.symbolizer.note_mappings(pid, &unwinder.mappings());
         }
-        stack.generation = self.symbolizer.generation(pid);
-        (self.model.stacks.intern(stack), needed)
+        let id = match (known, fresh) {
+            (Some(id), _) => id,
+            (None, fresh) => {
+                let id = self.model.stacks.intern(fresh.unwrap_or_default());
+                unwinder.remember_interned(generation, id);
+                id
+            }
+        };
+        (id, needed)
     }
 
     fn exec_stop(&mut self, tid: Tid) -> Option<Seq> {
