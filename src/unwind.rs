@@ -9,6 +9,10 @@
 //! end-of-stack markers, and is tested against real compilers' output,
 //! which a hand-written CFI evaluator would have to earn again.
 //!
+//! Code in no object file, in anonymous executable memory (JIT code: V8's,
+//! a JVM's), has no CFI: framehop walks it by frame pointer, which those
+//! runtimes keep. Naming it is the symbolizer's, from perf maps, when shown.
+//!
 //! What this layer owns is the process side: which objects are mapped where
 //! (`modules`), parsing each object once, adding objects that appear later
 //! (dlopen), and saying why a walk stopped early. It never calls ptrace (the
@@ -106,14 +110,19 @@ pub struct Unwinder {
     maps_reads: u64,
     /// Code pages found in no executable mapping at the last maps read.
     unmapped_pages: std::collections::HashSet<u64>,
+    /// Anonymous executable memory (JIT code) at the last maps read.
+    anonymous_code: Vec<std::ops::Range<u64>>,
     /// The mapping the last lookup found.
     last_mapping: std::cell::Cell<usize>,
 }
 
-/// Why looking up a code address failed.
+/// What covers a code address.
 enum Lookup {
     Covered,
     NoUnwindInfo,
+    /// Anonymous executable memory: code a runtime compiled, walked by
+    /// frame pointer (V8's and the JVM's JIT frames keep the chain).
+    Jit,
 }
 
 impl Unwinder {
@@ -128,6 +137,7 @@ impl Unwinder {
             objects_parsed: 0,
             maps_reads: 0,
             unmapped_pages: std::collections::HashSet::new(),
+            anonymous_code: Vec::new(),
             last_mapping: std::cell::Cell::new(0),
         }
     }
@@ -202,9 +212,14 @@ impl Unwinder {
         let truncated = loop {
             addresses.push(frame.address());
             let lookup = frame.address_for_lookup();
-            if let Lookup::NoUnwindInfo = self.ensure_module(lookup, &mut maps_reread) {
-                break Some(format!("no unwind info for {:#x}", frame.address()));
-            }
+            // In no module, framehop walks by frame pointer.
+            let jit = match self.ensure_module(lookup, &mut maps_reread) {
+                Lookup::NoUnwindInfo => {
+                    break Some(format!("no unwind info for {:#x}", frame.address()));
+                }
+                Lookup::Covered => false,
+                Lookup::Jit => true,
+            };
             let next = self.framehop.unwind_frame(
                 frame,
                 &mut framehop_regs,
@@ -213,6 +228,12 @@ impl Unwinder {
             );
             let return_address = match next {
                 Ok(Some(address)) => address,
+                Ok(None) if jit => {
+                    break Some(format!(
+                        "no frame pointer in JIT code at {:#x}",
+                        frame.address()
+                    ));
+                }
                 Ok(None) => break None,
                 // A null return address is the conventional end marker.
                 Err(WalkError::ReturnAddressIsNull) => break None,
@@ -253,14 +274,16 @@ impl Unwinder {
         let page = avma / 4096;
         let index = match self.mapping_index(avma) {
             Some(index) => index,
-            // Known to be in no executable mapping (JIT code, a garbage
-            // frame): not worth reading the maps at every stop.
+            None if self.in_anonymous_code(avma) => return Lookup::Jit,
+            // Known to be in no executable mapping (a garbage frame): not
+            // worth reading the maps at every stop.
             None if self.unmapped_pages.contains(&page) => return Lookup::NoUnwindInfo,
             None if !*maps_reread => {
                 *maps_reread = true;
                 self.reread_maps();
                 match self.mapping_index(avma) {
                     Some(index) => index,
+                    None if self.in_anonymous_code(avma) => return Lookup::Jit,
                     None => {
                         self.unmapped_pages.insert(page);
                         return Lookup::NoUnwindInfo;
@@ -286,6 +309,10 @@ impl Unwinder {
                 }
             }
         }
+    }
+
+    fn in_anonymous_code(&self, avma: u64) -> bool {
+        self.anonymous_code.iter().any(|code| code.contains(&avma))
     }
 
     fn mapping_index(&self, avma: u64) -> Option<usize> {
@@ -316,7 +343,9 @@ impl Unwinder {
         self.maps_reads += 1;
         // New mappings may cover pages that were unmapped before.
         self.unmapped_pages.clear();
-        let mut fresh: Vec<KnownMapping> = modules::read_code_mappings(self.pid)
+        let (code, anonymous) = modules::read_executable_maps(self.pid);
+        self.anonymous_code = anonymous;
+        let mut fresh: Vec<KnownMapping> = code
             .into_iter()
             .map(|mapping| KnownMapping {
                 mapping,

@@ -17,6 +17,7 @@ use crate::repl::report::*;
 use crate::stacks::StackId;
 use crate::tracer::{Halt, Mode, Tracer};
 
+mod jit;
 mod reclaim;
 
 /// What the front end should do after a command.
@@ -69,6 +70,8 @@ pub struct Session {
     sockets_at_detach: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
     /// What /proc listed for the model check of the current command.
     listed: HashMap<Pid, Vec<crate::fdtable::ProcFd>>,
+    /// Stacks whose JIT frames make them one site.
+    jit: jit::JitSites,
 }
 
 impl Session {
@@ -87,6 +90,7 @@ impl Session {
             breakpoints: Breakpoints::default(),
             socket_cache: HashMap::new(),
             listed: HashMap::new(),
+            jit: jit::JitSites::default(),
             frames_cache: HashMap::new(),
             sockets_at_detach: HashMap::new(),
         }
@@ -103,7 +107,7 @@ impl Session {
         self.socket_cache.clear();
         self.listed.clear();
         self.frames_cache.clear();
-        let reports = match command {
+        let mut reports = match command {
             Command::Continue { duration, every } => {
                 let deadline =
                     duration.map(|d| Instant::now().checked_add(d).ok_or("duration too long"));
@@ -355,6 +359,7 @@ impl Session {
                 command::help(topic.as_deref()).map_err(|e| e.to_string())?,
             )],
         };
+        reports.extend(self.jit_hints());
         Ok((reports, Next::Prompt))
     }
 
@@ -607,10 +612,14 @@ impl Session {
         pids
     }
 
-    /// Check the model against /proc before reporting (while traced).
+    /// Check the model against /proc before reporting (while traced), and
+    /// group the sites that differ only inside JIT code.
     fn check_model(&mut self) {
         if !self.tracer.detached {
             self.listed = self.tracer.reconcile();
+        }
+        for pid in self.report_pids() {
+            self.group_jit_sites(pid);
         }
     }
 
