@@ -144,9 +144,38 @@ fn parse_maps_line(line: &str) -> Option<CodeMapping> {
 
 /// Reads the executable mappings of `pid`; empty if the process is gone.
 pub fn read_code_mappings(pid: i32) -> Vec<CodeMapping> {
+    read_executable_maps(pid).0
+}
+
+/// Reads the executable mappings of `pid` and its anonymous executable
+/// memory (see `parse_anonymous_code`); empty if the process is gone.
+pub fn read_executable_maps(pid: i32) -> (Vec<CodeMapping>, Vec<Range<u64>>) {
     std::fs::read_to_string(crate::procfs::process_dir(pid).join("maps"))
-        .map(|text| parse_maps(&text))
+        .map(|text| (parse_maps(&text), parse_anonymous_code(&text)))
         .unwrap_or_default()
+}
+
+/// The anonymous executable mappings of a /proc/PID/maps text, in its
+/// order: code a runtime compiled (JIT), which no object file describes.
+/// Named anonymous memory (`[anon:NAME]`) counts; the kernel's
+/// `[vsyscall]` and other pseudo-files do not.
+pub fn parse_anonymous_code(text: &str) -> Vec<Range<u64>> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, ' ');
+            let (range, perms) = (fields.next()?, fields.next()?);
+            let inode = fields.nth(2)?;
+            let path = fields.next().unwrap_or("").trim_start();
+            let anonymous = path.is_empty() || path.starts_with("[anon:");
+            if perms.as_bytes().get(2) != Some(&b'x') || inode != "0" || !anonymous {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            (start < end).then_some(start..end)
+        })
+        .collect()
 }
 
 /// A `PT_LOAD` program header, reduced to how file offsets map to SVMAs.
@@ -373,6 +402,14 @@ garbage line
         assert_eq!(maps[1].path, "/tmp/with space/lib.so");
         assert!(maps[1].deleted);
         assert_eq!(maps[2].key, ObjectKey::Vdso);
+        let named = "7f0000003000-7f0000004000 r-xp 00000000 00:00 0  [anon:jit]\n";
+        assert_eq!(
+            parse_anonymous_code(&format!("{text}{named}")),
+            vec![
+                0x7f00_0000_0000..0x7f00_0000_1000,
+                0x7f00_0000_3000..0x7f00_0000_4000
+            ]
+        );
     }
 
     fn object_with(loads: Vec<LoadSegment>) -> ParsedObject {

@@ -222,6 +222,13 @@ pub fn status(tid: i32) -> Option<TaskStatus> {
     })
 }
 
+/// The pid of process `pid` in its own pid namespace (the last of
+/// `NSpid`): `pid` itself outside containers.
+pub fn pid_in_namespace(pid: Pid) -> Option<Pid> {
+    let status = procfs::process::Process::new(pid).ok()?.status().ok()?;
+    status.nspid?.last().copied()
+}
+
 /// The `comm` name of a thread, or "?".
 pub fn thread_name(pid: Pid, tid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))

@@ -9,6 +9,10 @@
 //! end-of-stack markers, and is tested against real compilers' output,
 //! which a hand-written CFI evaluator would have to earn again.
 //!
+//! Code in no object file, in anonymous executable memory (JIT code: V8's,
+//! a JVM's), has no CFI: framehop walks it by frame pointer, which those
+//! runtimes keep. Naming it is the symbolizer's, from perf maps, when shown.
+//!
 //! What this layer owns is the process side: which objects are mapped where
 //! (`modules`), parsing each object once, adding objects that appear later
 //! (dlopen), and saying why a walk stopped early. It never calls ptrace (the
@@ -106,6 +110,8 @@ pub struct Unwinder {
     maps_reads: u64,
     /// Code pages found in no executable mapping at the last maps read.
     unmapped_pages: std::collections::HashSet<u64>,
+    /// Anonymous executable memory (JIT code) at the last maps read.
+    anonymous_code: Vec<std::ops::Range<u64>>,
     /// The mapping the last lookup found.
     last_mapping: std::cell::Cell<usize>,
     /// Walks remembered by where they started (see `Memo`).
@@ -157,10 +163,13 @@ pub struct Walk<'a> {
 /// thread per connection starts every walk at another sp).
 const MEMOS_MAX: usize = 1024;
 
-/// Why looking up a code address failed.
+/// What covers a code address.
 enum Lookup {
     Covered,
     NoUnwindInfo,
+    /// Anonymous executable memory: code a runtime compiled, walked by
+    /// frame pointer (V8's and the JVM's JIT frames keep the chain).
+    Jit,
 }
 
 impl Unwinder {
@@ -175,6 +184,7 @@ impl Unwinder {
             objects_parsed: 0,
             maps_reads: 0,
             unmapped_pages: std::collections::HashSet::new(),
+            anonymous_code: Vec::new(),
             last_mapping: std::cell::Cell::new(0),
             memos: rustc_hash::FxHashMap::default(),
             reads: Vec::new(),
@@ -297,9 +307,14 @@ impl Unwinder {
         let truncated = loop {
             addresses.push(frame.address());
             let lookup = frame.address_for_lookup();
-            if let Lookup::NoUnwindInfo = self.ensure_module(lookup, &mut maps_reread) {
-                break Some(format!("no unwind info for {:#x}", frame.address()));
-            }
+            // In no module, framehop walks by frame pointer.
+            let jit = match self.ensure_module(lookup, &mut maps_reread) {
+                Lookup::NoUnwindInfo => {
+                    break Some(format!("no unwind info for {:#x}", frame.address()));
+                }
+                Lookup::Covered => false,
+                Lookup::Jit => true,
+            };
             let old_bp = framehop_regs.bp();
             let first_read = reads.len();
             let mut read_stack = |addr: u64| -> Result<u64, ()> {
@@ -328,6 +343,12 @@ impl Unwinder {
             ends_at_null_bp = frame_reads.is_empty() && old_bp == 0;
             let return_address = match next {
                 Ok(Some(address)) => address,
+                Ok(None) if jit => {
+                    break Some(format!(
+                        "no frame pointer in JIT code at {:#x}",
+                        frame.address()
+                    ));
+                }
                 // The end: the last read is the null return address (or
                 // there was none: an end-of-stack rule).
                 Ok(None) | Err(WalkError::ReturnAddressIsNull) => {
@@ -419,14 +440,16 @@ impl Unwinder {
         let page = avma / 4096;
         let index = match self.mapping_index(avma) {
             Some(index) => index,
-            // Known to be in no executable mapping (JIT code, a garbage
-            // frame): not worth reading the maps at every stop.
+            None if self.in_anonymous_code(avma) => return Lookup::Jit,
+            // Known to be in no executable mapping (a garbage frame): not
+            // worth reading the maps at every stop.
             None if self.unmapped_pages.contains(&page) => return Lookup::NoUnwindInfo,
             None if !*maps_reread => {
                 *maps_reread = true;
                 self.reread_maps();
                 match self.mapping_index(avma) {
                     Some(index) => index,
+                    None if self.in_anonymous_code(avma) => return Lookup::Jit,
                     None => {
                         self.unmapped_pages.insert(page);
                         return Lookup::NoUnwindInfo;
@@ -452,6 +475,10 @@ impl Unwinder {
                 }
             }
         }
+    }
+
+    fn in_anonymous_code(&self, avma: u64) -> bool {
+        self.anonymous_code.iter().any(|code| code.contains(&avma))
     }
 
     fn mapping_index(&self, avma: u64) -> Option<usize> {
@@ -483,7 +510,9 @@ impl Unwinder {
         self.memos.clear();
         // New mappings may cover pages that were unmapped before.
         self.unmapped_pages.clear();
-        let mut fresh: Vec<KnownMapping> = modules::read_code_mappings(self.pid)
+        let (code, anonymous) = modules::read_executable_maps(self.pid);
+        self.anonymous_code = anonymous;
+        let mut fresh: Vec<KnownMapping> = code
             .into_iter()
             .map(|mapping| KnownMapping {
                 mapping,

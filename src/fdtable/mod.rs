@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod groups;
 mod model;
 mod queries;
 mod series;

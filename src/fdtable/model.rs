@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::groups::SiteGroups;
+
 use super::series::Series;
 use super::window::{NewEvent, Window};
 use super::{
@@ -37,6 +39,8 @@ pub(super) struct ProcessState {
     pub(super) displaced: BTreeMap<i32, VecDeque<OpenFd>>,
     /// Each creating site's totals and closers.
     pub(super) sites: HashMap<SiteKey, Site>,
+    /// Stacks counted as one site (`Model::same_site`).
+    pub(super) groups: SiteGroups,
     /// Fds created by this process's events, ever.
     pub(super) created: u64,
     pub(super) series: Series,
@@ -86,6 +90,7 @@ impl ProcessState {
             closing: HashMap::default(),
             displaced: BTreeMap::new(),
             sites: HashMap::default(),
+            groups: SiteGroups::default(),
             created: 0,
             series,
             bad_closes: VecDeque::new(),

@@ -162,19 +162,32 @@ impl Model {
             .unwrap_or_default()
     }
 
-    /// Who closed the fds of the site (`stack`, `syscall`) of `pid`, and
-    /// how many each, most first.
+    /// Who closed the fds of the site (`stack`, `syscall`) of `pid` (with
+    /// the stacks of its site, see `same_site`), and how many each, most
+    /// first.
     pub fn closers(
         &self,
         pid: Pid,
         stack: Option<StackId>,
         syscall: &'static str,
     ) -> Vec<(Closer, u64)> {
-        let mut closers: Vec<(Closer, u64)> = self
-            .processes
-            .get(&pid)
-            .and_then(|state| Some(state.sites.get(&(stack, syscall))?.closers.clone()))
-            .unwrap_or_default();
+        let mut closers: Vec<(Closer, u64)> = Vec::new();
+        if let Some(state) = self.processes.get(&pid) {
+            let site = state.groups.site_of(stack);
+            let stacks =
+                std::iter::once(site).chain(state.groups.members(site).iter().map(|&s| Some(s)));
+            for stack in stacks {
+                let Some(known) = state.sites.get(&(stack, syscall)) else {
+                    continue;
+                };
+                for &(closer, count) in &known.closers {
+                    match closers.iter_mut().find(|(c, _)| *c == closer) {
+                        Some((_, total)) => *total += count,
+                        None => closers.push((closer, count)),
+                    }
+                }
+            }
+        }
         closers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         closers
     }
@@ -251,7 +264,17 @@ impl Model {
         sites.into_iter().filter(|site| site.count >= min).collect()
     }
 
-    /// `fds` grouped by (creating stack, syscall), biggest group first, then
+    /// From now on, the fds of `pid` created by `stack` are of the site of
+    /// `as_stack` (the same code, as the caller, who can name stacks,
+    /// found): the site keeps the first stack's id, and counts the totals
+    /// and closers of all.
+    pub fn same_site(&mut self, pid: Pid, stack: StackId, as_stack: StackId) {
+        if let Some(state) = self.processes.get_mut(&pid) {
+            state.groups.join(stack, as_stack);
+        }
+    }
+
+    /// `fds` grouped by (creating site, syscall), biggest group first, then
     /// oldest first. Fds adopted from /proc group under syscall
     /// "untracked"; fds open when tracing began under `initial` ("before
     /// attach", or "inherited" for a program fdbg started), with seq 0.
@@ -263,11 +286,21 @@ impl Model {
         initial: &'static str,
     ) -> Vec<LeakSite> {
         let mut groups: HashMap<(Option<StackId>, &'static str), LeakSite> = HashMap::new();
-        let totals = |stack: Option<StackId>, syscall: &'static str| {
-            self.processes
-                .get(&pid)
-                .and_then(|state| Some(state.sites.get(&(stack, syscall))?.totals))
-                .unwrap_or_default()
+        let state = self.processes.get(&pid);
+        let site_of = |stack: Option<StackId>| match state {
+            Some(state) => state.groups.site_of(stack),
+            None => stack,
+        };
+        // A site's totals are those of all its stacks.
+        let totals = |site: Option<StackId>, syscall: &'static str| {
+            let Some(state) = state else {
+                return SiteTotals::default();
+            };
+            let members = state.groups.members(site).iter().map(|&s| Some(s));
+            std::iter::once(site)
+                .chain(members)
+                .filter_map(|stack| Some(state.sites.get(&(stack, syscall))?.totals))
+                .fold(SiteTotals::default(), SiteTotals::merged)
         };
         for open in fds {
             let (syscall, seq) = match open.origin {
@@ -275,20 +308,19 @@ impl Model {
                 Origin::Untracked(seq) => (UNTRACKED, seq),
                 Origin::BeforeAttach => (initial, 0),
             };
-            let site = groups
-                .entry((open.stack, syscall))
-                .or_insert_with(|| LeakSite {
-                    count: 0,
-                    syscall,
-                    kind: open.kind,
-                    fds: Vec::new(),
-                    first_seq: seq,
-                    last_seq: seq,
-                    oldest: open.created_at,
-                    newest: open.created_at,
-                    stack: open.stack,
-                    totals: totals(open.stack, syscall),
-                });
+            let stack = site_of(open.stack);
+            let site = groups.entry((stack, syscall)).or_insert_with(|| LeakSite {
+                count: 0,
+                syscall,
+                kind: open.kind,
+                fds: Vec::new(),
+                first_seq: seq,
+                last_seq: seq,
+                oldest: open.created_at,
+                newest: open.created_at,
+                stack,
+                totals: totals(stack, syscall),
+            });
             site.count += 1;
             site.fds.push(open.fd);
             if seq < site.first_seq {

@@ -1164,3 +1164,45 @@ fn accept_notes_the_peer_on_the_new_fd() {
     assert_eq!(&*event.created, [5]);
     assert_eq!(model.counters().events_by_kind[&FdKind::Socket], 1);
 }
+
+#[test]
+fn stacks_of_one_site_group_as_one() {
+    // The same function's interpreted and optimized code: two stacks.
+    let mut model = model_with_std();
+    let interpreted = stack(&mut model, 1);
+    let optimized = stack(&mut model, 2);
+    let closer = stack(&mut model, 3);
+    model.record(PID, PID, &socket(3), interpreted); // 1
+    model.record(PID, PID, &socket(4), interpreted); // 2
+    model.record(PID, PID, &socket(5), optimized); // 3
+    model.record(PID, PID, &socket(6), optimized); // 4
+    model.record(PID, PID, &socket(7), optimized); // 5
+    model.record(PID, PID, &close(4), closer); // 6
+    model.record(PID, PID, &close(6), closer); // 7
+    assert_eq!(model.leaks(PID, 0, 3).len(), 0, "two sites of 1 and 2 fds");
+
+    model.same_site(PID, optimized.unwrap(), interpreted.unwrap());
+    // Joining twice, or joining the site to itself, changes nothing.
+    model.same_site(PID, optimized.unwrap(), interpreted.unwrap());
+    model.same_site(PID, interpreted.unwrap(), optimized.unwrap());
+    let leaks = model.leaks(PID, 0, 3);
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    let site = &leaks[0];
+    assert_eq!(site.stack, interpreted, "the first stack names the site");
+    assert_eq!(site.fds, [3, 5, 7]);
+    assert_eq!((site.first_seq, site.last_seq), (1, 5));
+    assert_eq!((site.totals.created, site.totals.closed), (5, 2));
+    let closers = model.closers(PID, interpreted, "socket");
+    assert_eq!(
+        closers,
+        [(
+            Closer {
+                stack: closer,
+                syscall: "close"
+            },
+            2
+        )]
+    );
+    // Another process's sites are its own.
+    assert!(model.leaks(PID + 1, 0, 1).is_empty());
+}

@@ -23,6 +23,7 @@ use crate::stacks::StackId;
 use crate::tracer::{Mode, Tracer};
 
 mod breakpoints;
+mod jit;
 mod queries;
 mod reclaim;
 mod running;
@@ -70,6 +71,8 @@ pub struct Session {
     sockets_at_detach: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
     /// What /proc listed for the model check of the current command.
     listed: HashMap<Pid, Vec<crate::fdtable::ProcFd>>,
+    /// Stacks whose JIT frames make them one site.
+    jit: jit::JitSites,
 }
 
 impl Session {
@@ -88,6 +91,7 @@ impl Session {
             breakpoints: Breakpoints::default(),
             socket_cache: HashMap::new(),
             listed: HashMap::new(),
+            jit: jit::JitSites::default(),
             frames_cache: HashMap::new(),
             sockets_at_detach: HashMap::new(),
         }
@@ -104,7 +108,7 @@ impl Session {
         self.socket_cache.clear();
         self.listed.clear();
         self.frames_cache.clear();
-        let reports = match command {
+        let mut reports = match command {
             Command::Continue { duration, every } => self.continue_running(*duration, *every)?,
             Command::Step { count } => self.resume(None, Some(*count), None)?,
             Command::Finish => self.finish()?,
@@ -148,6 +152,7 @@ impl Session {
                 command::help(topic.as_deref()).map_err(|e| e.to_string())?,
             )],
         };
+        reports.extend(self.jit_hints());
         Ok((reports, Next::Prompt))
     }
 
@@ -229,10 +234,14 @@ impl Session {
             .collect()
     }
 
-    /// Check the model against /proc before reporting (while traced).
+    /// Check the model against /proc before reporting (while traced), and
+    /// group the sites that differ only inside JIT code.
     fn check_model(&mut self) {
         if !self.tracer.detached {
             self.listed = self.tracer.reconcile();
+        }
+        for pid in self.report_pids() {
+            self.group_jit_sites(pid);
         }
     }
 

@@ -20,21 +20,29 @@
 //! keeps its symbol-table names until a report asks. What the client had
 //! to say (a server down, a bad download) waits in `take_notes` for the
 //! front end.
+//! An address in no object (JIT code) is named from the process's perf map
+//! (`perfmap`: Node.js, a JVM, Python 3.12+), its frame flagged `jit`;
+//! where there is none, the process is noted for `take_unnamed_jit`, a
+//! fact the front end words as a hint.
 //!
-//! frames[0] is the user's code: the leading frames inside the C runtime
-//! (libc's syscall wrapper and whatever libc, ld.so, libstdc++ or Rust's
-//! std ran before the syscall) are moved after the others, in their own
+//! frames[0] is the user's code: the leading frames inside a runtime
+//! (libc's syscall wrapper and whatever libc, ld.so, libstdc++, Rust's
+//! std, Go's runtime or Node's libuv, V8 and own JavaScript ran before the
+//! syscall; one table, `RUNTIMES`) are moved after the others, in their own
 //! order, flagged `wrapper: true`; the text shows them after a marker.
+//! Stacks that differ only inside JIT code share a `jit_site_key`, by which
+//! the front end makes them one site.
 //! Bad input — a corrupt ELF, truncated DWARF — gives fewer names, never a
 //! panic.
 
 pub mod debuginfod;
 pub mod functions;
 pub(crate) mod object;
+pub mod perfmap;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -43,6 +51,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use self::object::{DebugSearch, Located, ObjectSymbols};
+use self::perfmap::PerfMap;
 use crate::modules::{self, CodeMapping, ObjectKey, read_code_mappings};
 use crate::stacks::Stack;
 use crate::vocab::Pid;
@@ -69,6 +78,9 @@ pub struct Frame {
     /// what it called): moved after the user's frames, so that frames[0]
     /// is the user's code. In stack order among themselves.
     pub wrapper: bool,
+    /// JIT code named by the process's perf map (`module` is the map).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub jit: bool,
     /// Offset into the module's file, for `module+0xoffset`.
     #[serde(skip)]
     pub offset: Option<u64>,
@@ -98,6 +110,13 @@ pub struct Symbolizer {
     debuginfod: Option<debuginfod::Client>,
     /// Build-ids whose debug file debuginfod was asked for.
     fetched: HashSet<Vec<u8>>,
+    /// Each process's perf map, once looked for (`None`: none found yet).
+    perf_maps: HashMap<Pid, Option<PerfMap>>,
+    /// Processes whose shown stacks run code that no perf map names, not
+    /// yet taken by `take_unnamed_jit`.
+    unnamed_jit: BTreeMap<Pid, UnnamedJit>,
+    /// Processes `take_unnamed_jit` gave already (said once a session).
+    unnamed_jit_told: HashSet<Pid>,
 }
 
 impl Symbolizer {
@@ -157,6 +176,14 @@ impl Symbolizer {
             }
         }
         self.note_mappings(pid, &maps);
+        // Read while /proc/PID/root still leads to it.
+        let known = self.perf_maps.entry(pid).or_insert(None);
+        if known.is_none() {
+            *known = PerfMap::find(pid);
+        }
+        if let Some(map) = known {
+            map.refresh();
+        }
     }
 
     /// Keep these mappings (of the current generation of `pid`) for later:
@@ -176,6 +203,83 @@ impl Symbolizer {
     /// stay for the stacks recorded in it.
     pub fn exec(&mut self, pid: Pid) {
         *self.generation.entry(pid).or_default() += 1;
+        self.perf_maps.remove(&pid);
+    }
+
+    /// Processes found, since the last call, to run code that no perf map
+    /// names, and why; each process once.
+    pub fn take_unnamed_jit(&mut self) -> Vec<(Pid, UnnamedJit)> {
+        let taken: Vec<(Pid, UnnamedJit)> = std::mem::take(&mut self.unnamed_jit)
+            .into_iter()
+            .filter(|(pid, _)| self.unnamed_jit_told.insert(*pid))
+            .collect();
+        taken
+    }
+
+    /// Notes, for `take_unnamed_jit`, whether `frames` of `pid` run
+    /// JavaScript that V8's interpreter hides from the walk.
+    fn note_interpreter(&mut self, pid: Pid, frames: &[Frame]) {
+        let interpreted = || {
+            frames
+                .iter()
+                .any(|f| f.function.as_deref() == Some(V8_INTERPRETER))
+        };
+        if self.unnamed_jit.contains_key(&pid)
+            || self.unnamed_jit_told.contains(&pid)
+            || !interpreted()
+        {
+            return;
+        }
+        let known = self.perf_maps.entry(pid).or_insert(None);
+        if known.is_none() {
+            *known = PerfMap::find(pid);
+        }
+        let gap = match known {
+            None => UnnamedJit::NoPerfMap,
+            // Functions of node's snapshot run in the interpreter itself
+            // even with the flag: only a stack the map names nothing of
+            // lacks it.
+            Some(_) if !frames.iter().any(|f| f.jit) => UnnamedJit::InterpreterFrames,
+            Some(_) => return,
+        };
+        self.unnamed_jit.insert(pid, gap);
+    }
+
+    /// The frame of JIT code at `probe`, from the perf map of `pid`. The
+    /// map is looked for and read again at most once a stack (`refreshed`),
+    /// when it does not name `probe`.
+    fn jit_frame(&mut self, pid: Pid, probe: u64, refreshed: &mut bool) -> Option<Frame> {
+        let known = self.perf_maps.entry(pid).or_insert(None);
+        let named = match known.as_ref().and_then(|map| map.lookup(probe)) {
+            Some(named) => Some(named),
+            None if !*refreshed => {
+                *refreshed = true;
+                if known.is_none() {
+                    *known = PerfMap::find(pid);
+                }
+                known.as_mut().and_then(|map| {
+                    map.refresh();
+                    map.lookup(probe)
+                })
+            }
+            None => None,
+        };
+        let module = known.as_ref().map(|map| map.path().to_string());
+        let Some(named) = named else {
+            let known = self.unnamed_jit.contains_key(&pid) || self.unnamed_jit_told.contains(&pid);
+            if module.is_none() && !known && in_anonymous_code(pid, probe) {
+                self.unnamed_jit.insert(pid, UnnamedJit::NoPerfMap);
+            }
+            return None;
+        };
+        Some(Frame {
+            module,
+            function: Some(named.function),
+            file: named.file,
+            line: named.line,
+            jit: true,
+            ..Frame::default()
+        })
     }
 
     /// The current address-space generation of `pid`.
@@ -327,6 +431,7 @@ impl Symbolizer {
     /// Never waits for the network (see `report_frames`).
     pub fn frames(&mut self, pid: Pid, stack: &Stack) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(stack.addresses.len());
+        let mut perf_map_read = false;
         for (depth, &address) in stack.addresses.iter().enumerate() {
             // A return address points after the call: look up the call.
             let probe = if depth == 0 {
@@ -335,6 +440,16 @@ impl Symbolizer {
                 address.saturating_sub(1)
             };
             let mapping = self.mapping(pid, stack.generation, probe);
+            if mapping.is_none()
+                && stack.generation == self.generation(pid)
+                && let Some(jit) = self.jit_frame(pid, probe, &mut perf_map_read)
+            {
+                frames.push(Frame {
+                    address: format!("{address:#x}"),
+                    ..jit
+                });
+                continue;
+            }
             let base = Frame {
                 address: format!("{address:#x}"),
                 module: mapping.as_ref().map(|m| m.path.clone()),
@@ -362,8 +477,59 @@ impl Symbolizer {
                 });
             }
         }
+        self.note_interpreter(pid, &frames);
         user_code_first(frames)
     }
+}
+
+/// Why a process's stacks run code that no perf map names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnnamedJit {
+    /// JIT code or V8's interpreter, and no perf map.
+    NoPerfMap,
+    /// A perf map, but a stack of JavaScript run by V8's interpreter and
+    /// nothing the map names: the frames are the interpreter's own (V8's
+    /// `--interpreted-frames-native-stack` gives each function its copy
+    /// of it, in the map).
+    InterpreterFrames,
+}
+
+/// V8's interpreter: a frame of it is a JavaScript function's, unnamed.
+const V8_INTERPRETER: &str = "Builtins_InterpreterEntryTrampoline";
+
+/// Whether `address` is in anonymous executable memory of `pid` (JIT code).
+fn in_anonymous_code(pid: Pid, address: u64) -> bool {
+    modules::read_executable_maps(pid)
+        .1
+        .iter()
+        .any(|code| code.contains(&address))
+}
+
+/// What a stack with JIT frames is grouped by, so that stacks that differ
+/// only inside the JIT tier (a function's interpreted, baseline and
+/// optimized code, and the runtime's frames between) make one site: its
+/// frames outside the `RUNTIMES`, a JIT frame by function, file and line,
+/// any other by address. `None` for a stack without JIT frames, whose
+/// addresses are its identity.
+pub fn jit_site_key(frames: &[Frame]) -> Option<String> {
+    if !frames.iter().any(|frame| frame.jit) {
+        return None;
+    }
+    let key: Vec<String> = frames
+        .iter()
+        .filter(|frame| !frame.wrapper && !is_runtime(frame))
+        .map(|frame| match frame {
+            Frame {
+                jit: true,
+                function,
+                file,
+                line,
+                ..
+            } => format!("{function:?} {file:?} {line:?}"),
+            other => other.address.clone(),
+        })
+        .collect();
+    Some(key.join("\n"))
 }
 
 /// One way a frame shows it belongs to a runtime between the user's code
@@ -389,7 +555,10 @@ enum Runtime {
 /// (DWARF paths under `/rustc/`) and a Rust dependency's wrapper around
 /// the syscall (sources under cargo's registry or git checkouts, as with a
 /// socket crate's `Socket::new`); Go's runtime and standard library (by
-/// name, and sources under a GOROOT); libuv, V8 and Node's own C++.
+/// name, and sources under a GOROOT); libuv (a library, or built into
+/// `node`), V8 and Node's own C++; in JIT code, Node's own JavaScript
+/// (scripts `node:…`) and V8's builtins, stubs and handlers as its perf
+/// map names them.
 const RUNTIMES: &[Runtime] = &[
     Runtime::Library("libc.so"),
     Runtime::Library("libc-"),
@@ -409,11 +578,18 @@ const RUNTIMES: &[Runtime] = &[
     Runtime::Source("/.cargo/git/checkouts/"),
     Runtime::Source("/usr/lib/go/src/"),
     Runtime::Source("/usr/local/go/src/"),
+    Runtime::Source("/deps/uv/src/"),
+    Runtime::Source("node:"),
     Runtime::Function("uv_"),
     Runtime::Function("uv__"),
     Runtime::Function("v8::"),
     Runtime::Function("node::"),
     Runtime::Function("Builtins_"),
+    Runtime::Function("Builtin:"),
+    Runtime::Function("BytecodeHandler:"),
+    Runtime::Function("Stub:"),
+    Runtime::Function("Handler:"),
+    Runtime::Function("RegExp:"),
     // The C runtime's entry, linked into every program: a stack that is
     // runtime up to it (Node's interpreted JS) keeps its innermost frame
     // first.
@@ -430,7 +606,14 @@ fn is_runtime(frame: &Frame) -> bool {
     RUNTIMES.iter().any(|runtime| match runtime {
         Runtime::Library(prefix) => object.starts_with(prefix),
         Runtime::Source(part) => file.contains(part) || goroot_source(file, part),
-        Runtime::Function(prefix) => function.starts_with(prefix),
+        Runtime::Function(prefix) => {
+            // Also after a C++ return type (`void node::TCPWrap::Bind<…>`).
+            function.starts_with(prefix)
+                || function.contains("::")
+                    && function
+                        .split_once(' ')
+                        .is_some_and(|(_, name)| name.starts_with(prefix))
+        }
         Runtime::Symbol(name) => function == *name,
         // Only in Go source: GCC's `f.cold` and `f.part.0` are C.
         Runtime::GoStd => (file.ends_with(".go") || file.ends_with(".s")) && is_go_std(function),

@@ -321,3 +321,88 @@ fn go_runtime_and_standard_library_frames_are_runtime_frames() {
         assert!(is_go_std(name), "{name}");
     }
 }
+
+/// A Node.js stack as its perf map and the node binary name it: libuv
+/// built into node, node's and V8's C++, V8's builtins, Node's own
+/// JavaScript (`node:net`), then the user's functions.
+fn node_stack(tier_address: &str) -> Vec<Frame> {
+    let native = |function: &str, file: Option<&str>| Frame {
+        function: Some(function.into()),
+        file: file.map(str::to_string),
+        module: Some("/usr/bin/node".into()),
+        ..Frame::default()
+    };
+    let js = |address: &str, function: &str, file: &str, line: u32| Frame {
+        address: address.into(),
+        function: Some(function.into()),
+        file: Some(file.into()),
+        line: Some(line),
+        module: Some("/tmp/perf-7.map".into()),
+        jit: true,
+        ..Frame::default()
+    };
+    vec![
+        Frame {
+            function: Some("__GI_socket".into()),
+            module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
+            ..Frame::default()
+        },
+        native("uv__socket", Some("/build/out/../deps/uv/src/unix/core.c")),
+        native("new_socket", Some("/build/out/../deps/uv/src/unix/tcp.c")),
+        native(
+            "void node::TCPWrap::Bind<sockaddr_in6>(v8::FunctionCallbackInfo<v8::Value> const&)",
+            None,
+        ),
+        native("v8::internal::Builtin_HandleApiCall(int)", None),
+        native("Builtins_CEntry_Return1_ArgvOnStack_BuiltinExit", None),
+        js("0x7f0000001000", "createServerHandle", "node:net", 1798),
+        js("0x7f0000002000", "Server.listen", "node:net", 2006),
+        js(tier_address, "statsdInit", "/srv/server.js", 31),
+        native("Builtins_InterpreterEntryTrampoline", None),
+        js("0x7f0000004000", "onLogin", "/srv/server.js", 38),
+        js("0x7f0000005000", "emit", "node:events", 471),
+        native("node::Start(int, char**)", None),
+        native("_start", None),
+    ]
+}
+
+#[test]
+fn node_frames_put_the_users_javascript_first() {
+    let shown = user_code_first(node_stack("0x7f0000003000"));
+    assert_eq!(shown[0].function.as_deref(), Some("statsdInit"));
+    assert_eq!(shown[0].line, Some(31));
+    assert!(!shown[0].wrapper);
+    let flagged = shown.iter().filter(|f| f.wrapper).count();
+    assert_eq!(flagged, 8, "{shown:#?}");
+    for name in [
+        "Builtin:CallFunction",
+        "BytecodeHandler:Ldar",
+        "Stub:CEntry",
+    ] {
+        let frame = Frame {
+            function: Some(name.into()),
+            jit: true,
+            ..Frame::default()
+        };
+        assert!(is_runtime(&frame), "{name}");
+    }
+}
+
+#[test]
+fn stacks_that_differ_inside_jit_code_have_one_key() {
+    let interpreted = user_code_first(node_stack("0x7f0000003000"));
+    let mut optimized = node_stack("0x7f0000009000");
+    // Optimized code calls without the interpreter's trampoline.
+    optimized.retain(|f| f.function.as_deref() != Some("Builtins_InterpreterEntryTrampoline"));
+    let optimized = user_code_first(optimized);
+    let key = jit_site_key(&interpreted);
+    assert!(key.is_some());
+    assert_eq!(jit_site_key(&optimized), key);
+    // Another function, or another line, is another site.
+    let mut other = node_stack("0x7f0000003000");
+    other[8].line = Some(32);
+    assert_ne!(jit_site_key(&user_code_first(other)), key);
+    // Without JIT frames a stack's addresses are its identity.
+    let c: Vec<Frame> = interpreted.into_iter().filter(|f| !f.jit).collect();
+    assert_eq!(jit_site_key(&c), None);
+}

@@ -271,3 +271,44 @@ fn copy_stack_stops_at_the_end_of_the_mapping() {
     let copy = copy_stack(pid, value.as_ptr() as u64, 32);
     assert_eq!(copy, value);
 }
+
+#[test]
+fn jit_frames_are_walked_by_frame_pointer() {
+    // SAFETY: a new private anonymous read+exec mapping at an address the
+    // kernel picks; it aliases no Rust object and nothing executes it.
+    let jit = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(jit, libc::MAP_FAILED);
+    let ip = jit as u64 + 0x10;
+    let walks = walk_on_new_thread();
+    let mut unwinder = walks.unwinder;
+    // A JIT function called from c, its frame pointer pushed: below c's
+    // stack, the saved frame pointer and the return address into c.
+    let sp = walks.regs.sp - 16;
+    let mut stack = walks.regs.bp.to_le_bytes().to_vec();
+    stack.extend(walks.regs.ip.to_le_bytes());
+    stack.extend(&walks.stack);
+    let regs = StackRegs { ip, sp, bp: sp };
+    let stack_through = unwinder.unwind(&regs, &stack);
+    assert_eq!(stack_through.addresses[0], ip);
+    assert_eq!(stack_through.addresses[1..], walks.first.addresses[..]);
+    assert_eq!(stack_through.truncated, None);
+    // Without a frame pointer the walk ends there, saying why.
+    let regs = StackRegs { ip, sp, bp: 0 };
+    let stack_ended = unwinder.unwind(&regs, &stack);
+    assert_eq!(stack_ended.addresses, vec![ip]);
+    assert_eq!(
+        stack_ended.truncated,
+        Some(format!("no frame pointer in JIT code at {ip:#x}"))
+    );
+    // SAFETY: unmaps exactly the mapping made above, which nothing uses.
+    unsafe { libc::munmap(jit, 4096) };
+}

@@ -13,6 +13,7 @@ mod input;
 mod login;
 mod long_session;
 mod memcached;
+mod node_runtime;
 mod observe;
 mod perf;
 mod readme;
