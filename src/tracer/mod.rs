@@ -454,6 +454,9 @@ impl Tracer {
                         if let Some(seq) = self.check_unchecked(on_event) {
                             return Halt::Event(seq);
                         }
+                        if std::mem::take(&mut self.interrupt_seen) {
+                            return Halt::Interrupt;
+                        }
                         self.resume_all();
                     } else if self.perf_unblocked {
                         self.take_over_with_perf(tid);
@@ -530,6 +533,11 @@ impl Tracer {
             if let Some(seq) = hit {
                 self.observed_hit(seq);
                 return Some(Halt::Event(seq));
+            }
+            // Ctrl-C during that stop ends the command, every thread
+            // stopped.
+            if std::mem::take(&mut self.interrupt_seen) {
+                return Some(Halt::Interrupt);
             }
             if grow {
                 self.grow_stack_copies();
