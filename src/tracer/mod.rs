@@ -32,7 +32,9 @@ use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, Flags, SyscallEntry};
 use crate::unwind::{Unwinder, copy_stack};
 
+mod error;
 mod functions;
+mod notice;
 mod observe;
 mod perf_source;
 mod reclaim;
@@ -41,9 +43,9 @@ mod unfollowed;
 mod waker;
 mod watch;
 
-pub use functions::{
-    BALANCE_BREAKPOINTS, FINISH_BREAKPOINT, FunctionBreak, FunctionHit, LOADER_BREAKPOINT,
-};
+pub use error::TracerError;
+pub use functions::{FunctionBreak, FunctionHit, ProbeOwner};
+pub use notice::Notice;
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use reclaim::Closed;
@@ -67,8 +69,7 @@ pub enum Mode {
 }
 
 /// Where fd events come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
     /// A perf event's synchronous SIGTRAP after each fd syscall (attach).
     PerfSigtrap,
@@ -242,11 +243,9 @@ pub struct Tracer {
     /// The sockets of each process that ended, by fd, as they were at its
     /// exit (the socket tables are gone with it).
     pub exit_sockets: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
-    /// Things the user should know about how the session started (a child
-    /// that could not be traced, a slower mechanism and why).
-    pub warnings: Vec<String>,
-    /// Lines for the user from the last `resume_until`.
-    pub notices: Vec<String>,
+    /// What the user should know, since the front end last took them
+    /// (how the session started, what happened while it ran).
+    notices: Vec<Notice>,
     /// Perf SIGTRAPs were refused only because every thread blocked
     /// SIGTRAP (glibc does for a moment in pthread_create and at a
     /// thread's exit): the first rt_sigprocmask that unblocks it hands the
@@ -332,7 +331,6 @@ impl Tracer {
             detached: false,
             symbolizer: Symbolizer::new(),
             exit_sockets: HashMap::default(),
-            warnings: Vec::new(),
             notices: Vec::new(),
             perf_waits_for_unblock: false,
             perf_unblocked: false,
@@ -357,6 +355,11 @@ impl Tracer {
             waker,
             _not_send: PhantomData,
         })
+    }
+
+    /// What the user should know since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The waker the front end uses to interrupt `resume_until`.
@@ -405,7 +408,7 @@ impl Tracer {
             return Halt::Interrupt;
         }
         while let Some(hit) = self.queued_hits.pop_front() {
-            if self.function_breaks.iter().any(|b| b.id == hit.id) {
+            if self.function_breaks.iter().any(|b| b.owner == hit.owner) {
                 return Halt::Function(hit);
             }
         }
@@ -443,7 +446,7 @@ impl Tracer {
                         return Halt::Event(seq);
                     }
                     if let Some(hit) = self.function_hit.take() {
-                        if hit.id != functions::LOADER_BREAKPOINT {
+                        if hit.owner != ProbeOwner::Loader {
                             return Halt::Function(hit);
                         }
                         self.resolve_pending();
@@ -537,8 +540,8 @@ impl Tracer {
             if near {
                 // A `break count` within reach: stop at every event.
                 let need = self.need;
-                if let Some(line) = self.set_need(need) {
-                    self.notices.push(line);
+                if let Some(notice) = self.set_need(need) {
+                    self.notices.push(notice);
                 }
             }
             self.resume_all();
@@ -660,10 +663,7 @@ impl Tracer {
     fn observed_hit(&mut self, seq: Seq) {
         self.stop_all();
         let later = self.model.last_seq().saturating_sub(seq);
-        self.notices.push(format!(
-            "event #{seq} was observed, not stopped at (it came within less than the margin fdbg keeps): the process stopped {later} fd event{} later",
-            if later == 1 { "" } else { "s" }
-        ));
+        self.notices.push(Notice::ObservedLate { seq, later });
     }
 
     /// Bring every thread into a ptrace-stop (PTRACE_INTERRUPT), handling
@@ -722,7 +722,7 @@ impl Tracer {
                 Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
                     if let Some(hit) = self.function_hit.take() {
-                        if hit.id == functions::LOADER_BREAKPOINT {
+                        if hit.owner == ProbeOwner::Loader {
                             self.resolve_pending();
                         } else {
                             self.queued_hits.push_back(hit);
@@ -926,7 +926,7 @@ impl Tracer {
                     if let Some(hit) = self.function_trap(tid, info.perf_data) {
                         // One of a breakpoint deleted since it was queued
                         // is dropped.
-                        if self.function_breaks.iter().any(|b| b.id == hit.id) {
+                        if self.function_breaks.iter().any(|b| b.owner == hit.owner) {
                             self.function_hit = Some(hit);
                         }
                         return None;

@@ -109,10 +109,10 @@ impl Tracer {
             return;
         };
         if let Err(e) = self.open_watch_traps(&mut watch, tid) {
-            self.warnings.push(format!(
-                "fd {} cannot be watched after the exec: {e}",
-                watch.fd
-            ));
+            self.notices.push(super::Notice::NotRewatched {
+                fd: watch.fd,
+                why: e,
+            });
         }
         self.watch = Some(watch);
     }

@@ -429,7 +429,7 @@ impl Session {
             mechanism: self.tracer.mechanism,
             kernel_fd_syscalls: self.tracer.kernel_fd_syscalls(),
             missed: self.tracer.missed(),
-            observed: self.tracer.observed(),
+            observed: self.tracer.observed().map(Into::into),
             memory,
             open_fds_over_time,
         }
