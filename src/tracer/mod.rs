@@ -39,6 +39,7 @@ mod observe;
 mod perf_source;
 mod reclaim;
 mod start;
+mod threads;
 mod unfollowed;
 mod waker;
 mod watch;
@@ -50,6 +51,7 @@ pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use reclaim::Closed;
 pub use start::StartError;
+use threads::{Thread, ThreadState, Threads};
 pub use waker::{WAKE_INTERRUPT, Waker};
 
 /// How many bytes of stack are copied at a stop for the unwinder.
@@ -139,62 +141,6 @@ pub enum Halt {
     Function(FunctionHit),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ThreadState {
-    /// Running (or blocked in the kernel) as far as fdbg knows; or, with
-    /// `group_stopped`, resumed with PTRACE_LISTEN: stopped for the process
-    /// (job control), not for fdbg.
-    Running,
-    /// In a ptrace-stop, waiting for fdbg to resume it.
-    Stopped,
-}
-
-struct Thread {
-    pid: Pid,
-    state: ThreadState,
-    /// An fd syscall seen at entry, waiting for its exit.
-    entry: Option<SyscallEntry>,
-    /// The signal to deliver when the thread is resumed.
-    signal: i32,
-    /// PTRACE_EVENT_EXIT seen: the thread is on its way out.
-    exiting: bool,
-    /// In a group-stop (job control): resumed with PTRACE_LISTEN so that
-    /// it stays stopped for the process.
-    group_stopped: bool,
-    /// A child process auto-attached through clone that fdbg does not
-    /// follow: detached at its first stop.
-    detach_at_stop: bool,
-    /// Known from its creator's clone/fork event, or from the attach. False
-    /// for a thread first seen through its own stop: ptrace does not order
-    /// a new thread's stops after its creator's event.
-    announced: bool,
-    /// The stop it is in (or was last in).
-    last_stop: Option<Stop>,
-    /// In an rt_sigprocmask that may unblock SIGTRAP, while perf waits
-    /// for that.
-    masking: bool,
-    /// Its clones are followed (PTRACE_O_TRACECLONE): see `unfollowed`.
-    follows_clones: bool,
-}
-
-impl Thread {
-    fn new(pid: Pid, state: ThreadState) -> Thread {
-        Thread {
-            pid,
-            state,
-            entry: None,
-            signal: 0,
-            exiting: false,
-            group_stopped: false,
-            detach_at_stop: false,
-            announced: true,
-            last_stop: None,
-            masking: false,
-            follows_clones: true,
-        }
-    }
-}
-
 /// What waiting for the tracees gave.
 enum Waited {
     Status(Tid, Stop),
@@ -204,6 +150,18 @@ enum Waited {
     NoTracees,
     /// A perf ring has samples to take.
     Samples,
+}
+
+/// What tracing has cost the processes: fdbg's stops and the syscalls it
+/// looked at.
+#[derive(Clone, Debug, Default)]
+pub struct Costs {
+    /// Every ptrace stop fdbg has handled.
+    pub stops: u64,
+    /// The same, by process: (ptrace stops, syscall entries seen).
+    pub by_pid: HashMap<Pid, (u64, u64)>,
+    /// Syscall entries seen (all syscalls under attach, fd syscalls under run).
+    pub syscalls: u64,
 }
 
 /// Options common to attach and run.
@@ -227,12 +185,8 @@ pub struct Tracer {
     pub main_pid: Pid,
     pub follow_forks: bool,
     pub model: Model,
-    /// Every ptrace stop fdbg has handled.
-    pub stops: u64,
-    /// The same, by process: (ptrace stops, syscall entries seen).
-    pub cost_by_pid: HashMap<Pid, (u64, u64)>,
-    /// Syscall entries seen (all syscalls under attach, fd syscalls under run).
-    pub syscalls_seen: u64,
+    /// What tracing has cost the processes.
+    pub costs: Costs,
     /// The main process ended; how.
     pub main_end: Option<ProcessEnd>,
     /// fdbg let go of the process (detach); the model stays for queries.
@@ -282,12 +236,7 @@ pub struct Tracer {
     unchecked: Vec<Seq>,
     /// A watch stop was seen: the events since the last check are due.
     watch_hit: bool,
-    threads: HashMap<Tid, Thread>,
-    /// Threads that ended, or children that were let go, before their
-    /// creator's clone event was seen: the event, when it comes, must not
-    /// bring them back as running threads (a wait for their stop would
-    /// never end).
-    ended_unannounced: BTreeSet<Tid>,
+    threads: Threads,
     unwinders: HashMap<Pid, Unwinder>,
     sigchld: SignalFd,
     waker: std::sync::Arc<Waker>,
@@ -324,9 +273,7 @@ impl Tracer {
                 model.set_clock(monotonic_now());
                 model
             },
-            stops: 0,
-            cost_by_pid: HashMap::default(),
-            syscalls_seen: 0,
+            costs: Costs::default(),
             main_end: None,
             detached: false,
             symbolizer: Symbolizer::new(),
@@ -348,8 +295,7 @@ impl Tracer {
             queued_hits: std::collections::VecDeque::new(),
             interrupt_seen: false,
             pending_breaks: Vec::new(),
-            threads: HashMap::default(),
-            ended_unannounced: BTreeSet::new(),
+            threads: Threads::default(),
             unwinders: HashMap::default(),
             sigchld,
             waker,
@@ -784,7 +730,7 @@ impl Tracer {
             let (signal, announced) = (thread.signal, thread.announced);
             self.restore_child_sigtrap(tid);
             if !announced {
-                self.ended_unannounced.insert(tid);
+                self.threads.ended_unannounced.insert(tid);
             }
             self.threads.remove(&tid);
             let _ = ptrace::detach(tid, signal);
@@ -827,7 +773,7 @@ impl Tracer {
             );
             return None;
         }
-        self.stops += 1;
+        self.costs.stops += 1;
         if !self.threads.contains_key(&tid) {
             // A new thread or child whose creator's event has not been seen
             // yet (ptrace does not order them). A child process starts
@@ -845,7 +791,7 @@ impl Tracer {
         if let Some(t) = self.threads.get_mut(&tid) {
             t.state = ThreadState::Stopped;
             t.last_stop = Some(stop);
-            self.cost_by_pid.entry(t.pid).or_default().0 += 1;
+            self.costs.by_pid.entry(t.pid).or_default().0 += 1;
         }
         if self.mechanism == Mechanism::PerfObserve
             && let Stop::Event { event, .. } = stop
@@ -894,7 +840,7 @@ impl Tracer {
                     let parent_pid = self.threads[&tid].pid;
                     if let Some(known) = self.threads.get_mut(&child) {
                         known.announced = true;
-                    } else if !self.ended_unannounced.remove(&child) {
+                    } else if !self.threads.ended_unannounced.remove(&child) {
                         let child_pid = procfs::status(child).map(|s| s.tgid).unwrap_or(child);
                         self.add_thread(child, child_pid, Some(parent_pid));
                     }
@@ -967,9 +913,9 @@ impl Tracer {
     fn syscall_stop(&mut self, tid: Tid) -> Option<Seq> {
         match ptrace::syscall_info(tid) {
             Ok(SyscallStop::Entry { nr, args }) => {
-                self.syscalls_seen += 1;
+                self.costs.syscalls += 1;
                 let thread = self.threads.get_mut(&tid)?;
-                self.cost_by_pid.entry(thread.pid).or_default().1 += 1;
+                self.costs.by_pid.entry(thread.pid).or_default().1 += 1;
                 thread.masking =
                     self.perf_waits_for_unblock && nr == libc::SYS_rt_sigprocmask as u64;
                 if syscalls::is_fd_syscall(nr) {
@@ -1169,7 +1115,7 @@ impl Tracer {
             return;
         };
         if !thread.announced {
-            self.ended_unannounced.insert(tid);
+            self.threads.ended_unannounced.insert(tid);
         }
         if tid == thread.pid {
             // The leader's status comes last: the process is gone.

@@ -703,8 +703,8 @@ impl Tracer {
         let SyscallRecord::Exit { nr, ret } = sample.syscall else {
             return None;
         };
-        self.syscalls_seen += 1;
-        self.cost_by_pid.entry(pid).or_default().1 += 1;
+        self.costs.syscalls += 1;
+        self.costs.by_pid.entry(pid).or_default().1 += 1;
         if syscalls::is_restart(ret) {
             return None;
         }

@@ -469,9 +469,9 @@ impl Tracer {
             return Some(None);
         }
         source.traps_seen += 1;
-        self.syscalls_seen += 1;
+        self.costs.syscalls += 1;
         let pid = self.threads.get(&tid)?.pid;
-        self.cost_by_pid.entry(pid).or_default().1 += 1;
+        self.costs.by_pid.entry(pid).or_default().1 += 1;
         let result = regs.rax as i64;
         if syscalls::is_restart(result) {
             return Some(None);

@@ -256,8 +256,8 @@ impl Tracer {
             let Ok(Some((tid, stop))) = ptrace::wait_for(child, false) else {
                 return Err(run_error("the new process vanished".into()));
             };
-            tracer.stops += 1;
-            tracer.cost_by_pid.entry(child).or_default().0 += 1;
+            tracer.costs.stops += 1;
+            tracer.costs.by_pid.entry(child).or_default().0 += 1;
             match stop {
                 Stop::Event {
                     event: ptrace::EVENT_EXEC,
