@@ -99,6 +99,22 @@ pub struct FunctionBreak {
     pub armed: Vec<ArmedFunction>,
 }
 
+/// The function breakpoints of a session and what they armed.
+#[derive(Default)]
+pub(super) struct Probes {
+    /// Armed, with their uprobes.
+    pub(super) breaks: Vec<FunctionBreak>,
+    /// Uprobe definitions made so far (their names are numbered).
+    pub(super) names: u32,
+    /// A function breakpoint hit by the stop just handled.
+    pub(super) hit: Option<FunctionHit>,
+    /// Hits seen while everything was being stopped: their threads are
+    /// stopped there, and the next `resume_until` reports them first.
+    pub(super) queued: std::collections::VecDeque<FunctionHit>,
+    /// The user's function breakpoints not found yet: (id, pattern).
+    pub(super) pending: Vec<(u32, String)>,
+}
+
 /// A thread stopped at a function breakpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FunctionHit {
@@ -225,7 +241,7 @@ impl Tracer {
         // and the second is lost while the first is pending: one probe an
         // address.
         for site in sites {
-            if let Some(other) = self.function_breaks.iter().find(|b| {
+            if let Some(other) = self.probes.breaks.iter().find(|b| {
                 b.armed.iter().any(|a| {
                     a.site.probe_path == site.probe_path && a.site.file_offset == site.file_offset
                 })
@@ -241,8 +257,8 @@ impl Tracer {
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         let mut armed = Vec::new();
         for (n, site) in sites.iter().enumerate() {
-            self.probe_names += 1;
-            let name = format!("{}{}_{n}", if ret { 'r' } else { 'b' }, self.probe_names);
+            self.probes.names += 1;
+            let name = format!("{}{}_{n}", if ret { 'r' } else { 'b' }, self.probes.names);
             let probe = Uprobe::define(
                 &tracefs,
                 &name,
@@ -285,7 +301,7 @@ impl Tracer {
                 _probe: probe,
             });
         }
-        self.function_breaks.push(FunctionBreak {
+        self.probes.breaks.push(FunctionBreak {
             owner,
             pattern: pattern.to_string(),
             ret,
@@ -298,7 +314,8 @@ impl Tracer {
     /// for again in every library the process loads from now on.
     pub fn add_pending_breakpoint(&mut self, id: u32, pattern: &str) -> Result<(), TracerError> {
         if !self
-            .function_breaks
+            .probes
+            .breaks
             .iter()
             .any(|b| b.owner == ProbeOwner::Loader)
         {
@@ -308,7 +325,7 @@ impl Tracer {
                 return Err(TracerError::NoDynamicLinker);
             }
         }
-        self.pending_breaks.push((id, pattern.to_string()));
+        self.probes.pending.push((id, pattern.to_string()));
         Ok(())
     }
 
@@ -316,21 +333,22 @@ impl Tracer {
     /// breakpoints become pending in the new program (armed as it loads
     /// what has them); `finish` and `balance` probes end.
     pub(super) fn functions_after_exec(&mut self) {
-        if self.function_breaks.is_empty() && self.pending_breaks.is_empty() {
+        if self.probes.breaks.is_empty() && self.probes.pending.is_empty() {
             return;
         }
         let mut user: Vec<(u32, String)> = self
-            .function_breaks
+            .probes
+            .breaks
             .iter()
             .filter_map(|b| match b.owner {
                 ProbeOwner::User(id) => Some((id, b.pattern.clone())),
                 _ => None,
             })
             .collect();
-        user.append(&mut self.pending_breaks);
+        user.append(&mut self.probes.pending);
         user.sort();
         user.dedup();
-        self.function_breaks.clear();
+        self.probes.breaks.clear();
         for (id, pattern) in user {
             if let Err(why) = self.add_pending_breakpoint(id, &pattern) {
                 self.notices
@@ -343,7 +361,7 @@ impl Tracer {
     /// The dynamic linker changed the loaded objects: arm the pending
     /// breakpoints that resolve now.
     pub(super) fn resolve_pending(&mut self) {
-        for (id, pattern) in std::mem::take(&mut self.pending_breaks) {
+        for (id, pattern) in std::mem::take(&mut self.probes.pending) {
             match self.add_function_breakpoint(ProbeOwner::User(id), &pattern, false) {
                 Ok(sites) if !sites.is_empty() => {
                     self.notices.push(Notice::BreakpointResolved {
@@ -352,14 +370,14 @@ impl Tracer {
                         sites: sites.into_iter().map(|s| (s.name, s.module)).collect(),
                     });
                 }
-                Ok(_) => self.pending_breaks.push((id, pattern)),
+                Ok(_) => self.probes.pending.push((id, pattern)),
                 Err(why) => {
                     self.notices.push(Notice::BreakpointFailed {
                         id,
                         pattern: pattern.clone(),
                         why,
                     });
-                    self.pending_breaks.push((id, pattern));
+                    self.probes.pending.push((id, pattern));
                 }
             }
         }
@@ -367,7 +385,7 @@ impl Tracer {
 
     /// The pending breakpoints: (id, pattern).
     pub fn pending_breakpoints(&self) -> &[(u32, String)] {
-        &self.pending_breaks
+        &self.probes.pending
     }
 
     /// Remove the probes of `owner` (every user breakpoint's with `None`,
@@ -378,12 +396,12 @@ impl Tracer {
             Some(owner) => b == owner,
             None => b.is_user(),
         };
-        self.function_breaks.retain(|b| !removed(b.owner));
-        self.pending_breaks
+        self.probes.breaks.retain(|b| !removed(b.owner));
+        self.probes
+            .pending
             .retain(|&(b, _)| !removed(ProbeOwner::User(b)));
-        if self.pending_breaks.is_empty() {
-            self.function_breaks
-                .retain(|b| b.owner != ProbeOwner::Loader);
+        if self.probes.pending.is_empty() {
+            self.probes.breaks.retain(|b| b.owner != ProbeOwner::Loader);
         }
     }
 
@@ -414,7 +432,7 @@ impl Tracer {
     }
 
     pub fn function_breakpoints(&self) -> &[FunctionBreak] {
-        &self.function_breaks
+        &self.probes.breaks
     }
 
     /// Whether the SIGTRAP stop of `tid` is a function breakpoint's; the

@@ -215,27 +215,14 @@ pub struct Tracer {
     exec_pending: Option<Pid>,
     /// Observing: each process's read-only file mappings at the last look.
     file_maps: HashMap<Pid, Vec<crate::modules::FileMapping>>,
-    /// Function breakpoints and the uprobes they armed.
-    function_breaks: Vec<functions::FunctionBreak>,
-    /// Uprobe definitions made so far (their names are numbered).
-    probe_names: u32,
-    /// A function breakpoint hit by the stop just handled.
-    function_hit: Option<FunctionHit>,
-    /// Hits seen while everything was being stopped: their threads are
-    /// stopped there, and the next `resume_until` reports them first.
-    queued_hits: std::collections::VecDeque<FunctionHit>,
+    /// Function breakpoints, armed and pending, and their hits.
+    probes: functions::Probes,
     /// Ctrl-C came while everything was being stopped.
     interrupt_seen: bool,
-    /// Function breakpoints not found yet: (id, pattern).
-    pending_breaks: Vec<(u32, String)>,
     /// What the current `continue` needs (`set_need`).
     need: Need,
-    /// `break fd N` while observing: the kernel's stops for N.
-    watch: Option<watch::FdWatch>,
-    /// Observed events no watch stop has checked yet.
-    unchecked: Vec<Seq>,
-    /// A watch stop was seen: the events since the last check are due.
-    watch_hit: bool,
+    /// `break fd N` while observing.
+    watching: watch::Watching,
     threads: Threads,
     unwinders: HashMap<Pid, Unwinder>,
     sigchld: SignalFd,
@@ -286,15 +273,9 @@ impl Tracer {
             exec_pending: None,
             file_maps: HashMap::default(),
             need: Need::Stops,
-            watch: None,
-            unchecked: Vec::new(),
-            watch_hit: false,
-            function_breaks: Vec::new(),
-            probe_names: 0,
-            function_hit: None,
-            queued_hits: std::collections::VecDeque::new(),
+            watching: watch::Watching::default(),
+            probes: functions::Probes::default(),
             interrupt_seen: false,
-            pending_breaks: Vec::new(),
             threads: Threads::default(),
             unwinders: HashMap::default(),
             sigchld,
@@ -353,18 +334,18 @@ impl Tracer {
         if std::mem::take(&mut self.interrupt_seen) {
             return Halt::Interrupt;
         }
-        while let Some(hit) = self.queued_hits.pop_front() {
-            if self.function_breaks.iter().any(|b| b.owner == hit.owner) {
+        while let Some(hit) = self.probes.queued.pop_front() {
+            if self.probes.breaks.iter().any(|b| b.owner == hit.owner) {
                 return Halt::Function(hit);
             }
         }
         // A watch stop seen while stopping: its events first.
-        if std::mem::take(&mut self.watch_hit)
+        if std::mem::take(&mut self.watching.hit)
             && let Some(seq) = self.check_unchecked(on_event)
         {
             return Halt::Event(seq);
         }
-        self.unchecked.clear();
+        self.watching.unchecked.clear();
         self.resume_all();
         let halt = self.pump(deadline, on_event, ticks);
         self.stop_all();
@@ -391,13 +372,13 @@ impl Tracer {
                     {
                         return Halt::Event(seq);
                     }
-                    if let Some(hit) = self.function_hit.take() {
+                    if let Some(hit) = self.probes.hit.take() {
                         if hit.owner != ProbeOwner::Loader {
                             return Halt::Function(hit);
                         }
                         self.resolve_pending();
                     }
-                    if std::mem::take(&mut self.watch_hit) {
+                    if std::mem::take(&mut self.watching.hit) {
                         // Every thread stopped: every sample is in.
                         self.stop_all();
                         if let Some(seq) = self.check_unchecked(on_event) {
@@ -667,11 +648,11 @@ impl Tracer {
             match self.next_status(None) {
                 Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
-                    if let Some(hit) = self.function_hit.take() {
+                    if let Some(hit) = self.probes.hit.take() {
                         if hit.owner == ProbeOwner::Loader {
                             self.resolve_pending();
                         } else {
-                            self.queued_hits.push_back(hit);
+                            self.probes.queued.push_back(hit);
                         }
                     }
                     self.complete_close_in_flight(tid);
@@ -866,14 +847,14 @@ impl Tracer {
                         return event;
                     }
                     if info.perf_data == watch::WATCH_DATA {
-                        self.watch_hit = true;
+                        self.watching.hit = true;
                         return None;
                     }
                     if let Some(hit) = self.function_trap(tid, info.perf_data) {
                         // One of a breakpoint deleted since it was queued
                         // is dropped.
-                        if self.function_breaks.iter().any(|b| b.owner == hit.owner) {
-                            self.function_hit = Some(hit);
+                        if self.probes.breaks.iter().any(|b| b.owner == hit.owner) {
+                            self.probes.hit = Some(hit);
                         }
                         return None;
                     }
@@ -1178,9 +1159,9 @@ impl Tracer {
     pub fn detach(&mut self) {
         // Function breakpoints go first (the kernel restores the code):
         // none may send a SIGTRAP once the default action is back.
-        self.function_breaks.clear();
-        self.pending_breaks.clear();
-        self.queued_hits.clear();
+        self.probes.breaks.clear();
+        self.probes.pending.clear();
+        self.probes.queued.clear();
         if self.threads.is_empty() {
             self.detached = true;
             return;
@@ -1216,8 +1197,8 @@ impl Tracer {
 
     /// Kill every process fdbg started (run), by PID, and reap them.
     pub fn kill(&mut self) {
-        self.function_breaks.clear();
-        self.pending_breaks.clear();
+        self.probes.breaks.clear();
+        self.probes.pending.clear();
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);

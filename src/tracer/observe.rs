@@ -541,7 +541,7 @@ impl Tracer {
         if self.observer.as_ref().is_some_and(|o| o.wants_more_stack()) {
             self.grow_stack_copies();
         }
-        let functions = !self.function_breaks.is_empty();
+        let functions = !self.probes.breaks.is_empty();
         // A watch's stops are SIGTRAPs: the process ignores it, as for
         // function breakpoints.
         let said = match need {
@@ -556,7 +556,7 @@ impl Tracer {
             }
         };
         let need = self.need;
-        let watching = self.watch.is_some();
+        let watching = self.watching.watch.is_some();
         let observe = self.observe_suffices()
             && (!functions || matches!(need, Need::Observe | Need::WatchFd(_)));
         let observing = self.mechanism == Mechanism::PerfObserve;

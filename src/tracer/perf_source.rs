@@ -489,7 +489,7 @@ impl Tracer {
     /// that a stopped process's model has every event the kernel made.
     pub(super) fn take_queued_trap(&mut self, tid: Tid) {
         let fd_events = self.perf.as_ref().is_some_and(|p| p.fd_events);
-        if !fd_events && self.watch.is_none() {
+        if !fd_events && self.watching.watch.is_none() {
             return;
         }
         let Some(thread) = self.threads.get(&tid) else {
@@ -517,8 +517,8 @@ impl Tracer {
             })
         };
         // A watch stop queued: its event is among those the stop drains.
-        if self.watch.is_some() && queued(super::watch::WATCH_DATA) {
-            self.watch_hit = true;
+        if self.watching.watch.is_some() && queued(super::watch::WATCH_DATA) {
+            self.watching.hit = true;
         }
         if fd_events && queued(SIG_DATA) {
             self.resume_thread(tid);
