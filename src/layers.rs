@@ -242,6 +242,44 @@ fn unsafe_code_only_in_ptrace_and_arch() {
     );
 }
 
+/// Only the front ends (`repl/`, `main.rs`, and `inspect` and the demo's
+/// server, whose output is their own command's) write to stdout or
+/// stderr; the layers below return facts (the tracer's `Notice`s, errors)
+/// for the front end to say. Test files (`tests.rs`) may print what they
+/// skipped.
+#[test]
+fn only_the_front_end_prints() {
+    let mut wrong = Vec::new();
+    for file in rust_files(&src()) {
+        let rel = relative(&file);
+        let module = top_module(&rel);
+        let front_end = layer_of(&module).is_none_or(|layer| layer == FRONT_END);
+        if front_end || rel.file_name().is_some_and(|name| name == "tests.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = code(line);
+            for print in ["println!", "eprintln!", "print!", "eprint!", "dbg!"] {
+                let named = code.match_indices(print).any(|(at, _)| {
+                    !code[..at]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+                if named {
+                    wrong.push(format!("src/{}:{}: {print}", rel.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "printing below the front end (return a Notice or an error instead):\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn crate_paths_are_read_from_use_lines_and_expressions() {
     assert_eq!(

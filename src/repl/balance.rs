@@ -13,7 +13,8 @@ use crate::fdtable::{Event, Pid, Seq};
 
 /// One measured function.
 pub struct Balance {
-    /// The breakpoint id of its entry and return probes.
+    /// Its number: its entry and return probes are `ProbeOwner::Balance`
+    /// of it.
     pub id: u32,
     pub function: String,
     pub calls: u64,

@@ -1,7 +1,8 @@
 //! Commands → report data. A `Session` owns the tracer and what the user
 //! named (marks), runs on the tracer's thread, and returns reports for the
 //! front end to render (the ticks of `continue --every` through its
-//! progress callback); it writes only the tracer's notices, on stderr.
+//! progress callback); it prints nothing: what the user should know
+//! besides the reports goes up as `Note`s.
 //!
 //! `execute` only dispatches: each command has its handler, by concern, in
 //! `handlers/queries.rs` (what the model holds), `handlers/breakpoints.rs`
@@ -30,6 +31,14 @@ mod running;
 
 use running::Finishing;
 
+/// What a command gives while it runs, before its reports.
+pub enum Progress {
+    /// A report made meanwhile (a tick of `continue --every`).
+    Report(Box<Report>),
+    /// Notes to say now, before the process runs on.
+    Notes(Vec<Note>),
+}
+
 /// What the front end should do after a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -43,7 +52,9 @@ pub struct Session {
     /// Each mark and the moment it keeps (bounded by the fds open then).
     marks: Vec<(String, Snapshot)>,
     /// Where reports made while a command runs go (`continue --every`).
-    progress: Option<Box<dyn FnMut(Report)>>,
+    progress: Option<Box<dyn FnMut(Progress)>>,
+    /// Notes of the current command, for `take_notes`.
+    notes: Vec<Note>,
     /// The event the process is stopped at, if it stopped at one.
     stopped_at: Option<Seq>,
     /// The thread and its stack, when the last stop is a function
@@ -81,6 +92,7 @@ impl Session {
             tracer,
             marks: Vec::new(),
             progress: None,
+            notes: Vec::new(),
             stopped_at: None,
             stopped_in: None,
             stopped_in_break: None,
@@ -99,7 +111,7 @@ impl Session {
 
     /// Reports made while a command runs (the ticks of `continue
     /// --every`) go to `progress` as they are made.
-    pub fn set_progress(&mut self, progress: Box<dyn FnMut(Report)>) {
+    pub fn set_progress(&mut self, progress: Box<dyn FnMut(Progress)>) {
         self.progress = Some(progress);
     }
 
@@ -171,10 +183,37 @@ impl Session {
             .unwrap_or_default()
     }
 
-    /// What the symbolizer had to say during the last command (a
-    /// debuginfod server down), one line each, for the front end.
-    pub fn take_notes(&mut self) -> Vec<String> {
-        self.tracer.symbolizer.take_notes()
+    /// What the last command has to say besides its reports: the
+    /// tracer's notices and the session's, in order, then the
+    /// symbolizer's (a debuginfod server down).
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        self.keep_notices();
+        let mut notes = std::mem::take(&mut self.notes);
+        notes.extend(
+            self.tracer
+                .symbolizer
+                .take_notes()
+                .into_iter()
+                .map(Note::Symbolizer),
+        );
+        notes
+    }
+
+    /// The tracer's notices so far, in order with the session's own.
+    fn keep_notices(&mut self) {
+        let notices = self.tracer.take_notices();
+        self.notes.extend(notices.into_iter().map(Note::Tracer));
+    }
+
+    /// Notes to say at once (before the process runs on), through
+    /// `progress`; with none, they wait for the command's end.
+    fn say_now(&mut self) {
+        self.keep_notices();
+        if let Some(progress) = self.progress.as_mut()
+            && !self.notes.is_empty()
+        {
+            progress(Progress::Notes(std::mem::take(&mut self.notes)));
+        }
     }
 
     /// The signal that asked fdbg to end during the last command, if any.

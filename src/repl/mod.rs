@@ -27,8 +27,8 @@ use crate::cli::{Config, Target};
 use crate::demo;
 use crate::tracer::{TraceOptions, Tracer, WAKE_INTERRUPT, Waker};
 use command::{Command, Invocation};
-use handlers::{Next, Session};
-use report::Report;
+use handlers::{Next, Progress, Session};
+use report::{Note, Report};
 
 enum Request {
     Command(Command),
@@ -41,6 +41,8 @@ enum Request {
 /// the notes made meanwhile (a debuginfod server down).
 enum Reply {
     Progress(Box<Report>),
+    /// Notes to say at once, before the command's end.
+    Notes(Vec<String>),
     Done(Result<(Vec<Report>, Next), String>, Vec<String>),
 }
 
@@ -89,14 +91,19 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
                 Target::Run(argv) => Tracer::launch(argv, &options, tracer_waker),
                 Target::Demo { .. } => unreachable!("the demo attaches to its server"),
             };
-            let tracer = match started {
+            let mut tracer = match started {
                 Ok(t) => t,
                 Err(e) => {
                     let _ = started_tx.send(Err(e.to_string()));
                     return;
                 }
             };
-            let _ = started_tx.send(Ok((banner(&tracer), tracer.warnings.clone())));
+            let warnings: Vec<String> = tracer
+                .take_notices()
+                .into_iter()
+                .map(|notice| render::note(&Note::Tracer(notice)))
+                .collect();
+            let _ = started_tx.send(Ok((banner(&tracer), warnings)));
             serve(Session::new(tracer), request_rx, reply_tx);
         })?;
 
@@ -180,8 +187,11 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 /// The tracer thread's loop: one request at a time.
 fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc::Sender<Reply>) {
     let progress = replies.clone();
-    session.set_progress(Box::new(move |report| {
-        let _ = progress.send(Reply::Progress(Box::new(report)));
+    session.set_progress(Box::new(move |made| {
+        let _ = progress.send(match made {
+            Progress::Report(report) => Reply::Progress(report),
+            Progress::Notes(notes) => Reply::Notes(notes.iter().map(render::note).collect()),
+        });
     }));
     while let Ok(request) = requests.recv() {
         match request {
@@ -191,7 +201,7 @@ fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc:
                     shutdown(&mut session, sig);
                 }
                 let done = matches!(reply, Ok((_, Next::Exit(_))));
-                let notes = session.take_notes();
+                let notes = session.take_notes().iter().map(render::note).collect();
                 if replies.send(Reply::Done(reply, notes)).is_err() || done {
                     return;
                 }
@@ -199,7 +209,17 @@ fn serve(mut session: Session, requests: mpsc::Receiver<Request>, replies: mpsc:
             Request::Shutdown(sig) => shutdown(&mut session, sig),
         }
     }
-    // The front end is gone: end as quit would (the tracer's drop does it).
+    // The front end is gone: end as quit would.
+    session.tracer.finish();
+    say_notes(&mut session);
+}
+
+/// What the session still has to say, on stderr (its end: no command's
+/// output to carry it).
+fn say_notes(session: &mut Session) {
+    for note in session.take_notes() {
+        eprintln!("fdbg: {}", render::escape(&render::note(&note)));
+    }
 }
 
 /// One line of output on stdout. An error (EPIPE: the reader is gone) is
@@ -228,6 +248,7 @@ fn show_notes(notes: &[String]) -> std::io::Result<()> {
 fn shutdown(session: &mut Session, sig: i32) -> ! {
     session.tracer.finish();
     let _ = std::io::stdout().flush();
+    say_notes(session);
     if sig != libc::SIGINT {
         eprintln!("fdbg: got signal {sig}; {}", session.ending());
     } else {
@@ -325,8 +346,16 @@ impl FrontEnd {
         if self.requests.send(Request::Command(command)).is_err() {
             return Some(1);
         }
+        // Notes said while it ran, which its JSON carries too.
+        let mut early_notes = Vec::new();
         let reply = loop {
             match self.replies.recv() {
+                Ok(Reply::Notes(notes)) => {
+                    for note in &notes {
+                        eprintln!("fdbg: {}", render::escape(note));
+                    }
+                    early_notes.extend(notes);
+                }
                 Ok(Reply::Progress(report)) => {
                     if show(&report, json, &[]).is_err() {
                         // Nobody reads: end once the command is done.
@@ -346,7 +375,14 @@ impl FrontEnd {
         for note in notes {
             eprintln!("fdbg: {}", render::escape(note));
         }
-        let mut notes_left = if json { notes.to_vec() } else { Vec::new() };
+        let mut notes_left = if json {
+            early_notes
+                .into_iter()
+                .chain(notes.iter().cloned())
+                .collect()
+        } else {
+            Vec::new()
+        };
         match reply.map(|(done, _)| done) {
             Ok(Ok((reports, next))) => {
                 for report in &reports {

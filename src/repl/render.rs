@@ -32,6 +32,73 @@ fn json_form(report: &Report) -> Cow<'_, Report> {
     }
 }
 
+/// A note as one line (said after `fdbg: `, and in JSON's `"notes"`).
+pub fn note(note: &Note) -> String {
+    match note {
+        Note::Tracer(notice) => notice_text(notice),
+        Note::ReturnsNotCaught { address, why } => {
+            format!("balance: cannot catch returns to {address:#x}: {why}")
+        }
+        Note::Symbolizer(text) => text.clone(),
+    }
+}
+
+fn notice_text(notice: &Notice) -> String {
+    const PTRACE_SYSCALL: &str = "fd events through PTRACE_SYSCALL, 2 stops per syscall";
+    match notice {
+        Notice::FellBack(why) => format!("{PTRACE_SYSCALL}: {why}"),
+        Notice::NotObserving(why) => format!(
+            "the process stops once per fd event (perf SIGTRAP); observing without stops needs ring buffers: {why}"
+        ),
+        Notice::ChildNotTraced(e) => format!("child {e}"),
+        Notice::BlocksSigtrap(tid) => format!(
+            "thread {tid} blocks SIGTRAP: its fd events come late or are missed (stats counts them)"
+        ),
+        Notice::NotRearmed { pid, why } => {
+            format!("process {pid} exec'd and its fd events cannot be armed again: {why}")
+        }
+        Notice::NotRewatched { fd, why } => {
+            format!("fd {fd} cannot be watched after the exec: {why}")
+        }
+        Notice::ChildSigtrapKept { child, why } => {
+            format!("child process {child}: cannot restore SIGTRAP's default action: {why}")
+        }
+        Notice::SigtrapKept { pid, why } => {
+            format!("process {pid}: cannot restore SIGTRAP's default action: {why}")
+        }
+        Notice::ObservedLate { seq, later } => format!(
+            "event #{seq} was observed, not stopped at (it came within less than the margin fdbg keeps): the process stopped {later} fd event{} later",
+            if *later == 1 { "" } else { "s" }
+        ),
+        Notice::WatchRefused { fd, why } => format!(
+            "break fd {fd} takes a stop at every fd event, not only at those on {fd}: {why}"
+        ),
+        Notice::CopiesNotGrown(why) => format!("cannot sample longer stack copies: {why}"),
+        Notice::SamplesLost(n) => format!(
+            "{n} fd syscalls were lost in full perf rings; the model was checked against /proc (stats shows what it corrected)"
+        ),
+        Notice::BreakpointGone { id, pattern, why } => {
+            format!("breakpoint {id} ({pattern}) is gone with the exec: {why}")
+        }
+        Notice::BreakpointsPending => {
+            "the process exec'd: function breakpoints are pending in the new program".into()
+        }
+        Notice::BreakpointResolved { id, pattern, sites } => {
+            let names: Vec<String> = sites
+                .iter()
+                .map(|(name, module)| format!("{name} in {module}"))
+                .collect();
+            format!(
+                "breakpoint {id} ({pattern}) resolved in a library just loaded: {}",
+                names.join("; ")
+            )
+        }
+        Notice::BreakpointFailed { id, pattern, why } => {
+            format!("breakpoint {id} ({pattern}): {why}")
+        }
+    }
+}
+
 /// Write `report` to `out` as `json` or `text` gives it, and a newline,
 /// row by row: the big reports (`fds`, `leaks`, `sockets`, JSON) are never
 /// built whole. Errors are the writer's (EPIPE when the reader is gone).

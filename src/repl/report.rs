@@ -3,7 +3,7 @@
 //! scripts) and rendered to text by `render`. Built by
 //! `handlers`, on the tracer's thread; shown by the front end.
 
-pub use crate::tracer::Mechanism;
+pub use crate::tracer::{Mechanism, Notice};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -100,6 +100,7 @@ pub struct StopReport {
     pub signal: Option<i32>,
     pub pid: Pid,
     /// Where fd events came from when it stopped.
+    #[serde(serialize_with = "mechanism_name")]
     pub events_from: crate::tracer::Mechanism,
     /// At a function breakpoint: the thread and its stack.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -333,6 +334,7 @@ pub struct StatsReport {
     pub events_per_sec: f64,
     pub stops_per_event: f64,
     /// Where the events come from.
+    #[serde(serialize_with = "mechanism_name")]
     pub mechanism: crate::tracer::Mechanism,
     /// The kernel's own count of fd syscalls, where it counts them (perf):
     /// the whole session's, every traced process included.
@@ -341,7 +343,7 @@ pub struct StatsReport {
     pub missed: u64,
     /// While observing without stops: what the kernel counted and what its
     /// samples gave (null where fdbg never observed).
-    pub observed: Option<crate::tracer::ObservedFigures>,
+    pub observed: Option<Observed>,
     pub memory: MemoryFigures,
     /// (seconds since tracking began, open fds): the largest count of each
     /// stretch of time, at most a few hundred points, the last one now.
@@ -534,4 +536,54 @@ impl Report {
             message: text.into(),
         })
     }
+}
+
+/// A mechanism as JSON shows it: its name (`perf-observe`, `seccomp`, …).
+fn mechanism_name<S: serde::Serializer>(
+    mechanism: &Mechanism,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(mechanism.as_str())
+}
+
+/// What observing has given (`stats`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Observed {
+    /// Fd syscalls the kernel counted while observing.
+    pub counted: u64,
+    /// Samples of them decoded.
+    pub recorded: u64,
+    /// recorded / counted (1 when nothing was counted).
+    pub coverage: f64,
+    /// Samples the kernel dropped because a ring was full, or throttled.
+    pub lost: u64,
+    /// The stack bytes each sample copies now.
+    pub stack_bytes: u32,
+}
+
+impl From<crate::tracer::ObservedFigures> for Observed {
+    fn from(o: crate::tracer::ObservedFigures) -> Observed {
+        Observed {
+            counted: o.counted,
+            recorded: o.recorded,
+            coverage: o.coverage,
+            lost: o.lost,
+            stack_bytes: o.stack_bytes,
+        }
+    }
+}
+
+/// What the user should know about a command besides its reports: the
+/// tracer's notices, the front end's own, the symbolizer's notes. Said on
+/// stderr, one line each, and under --json in the command's `"notes"`.
+#[derive(Debug)]
+pub enum Note {
+    Tracer(Notice),
+    /// `balance` could not put a breakpoint at a call's return address.
+    ReturnsNotCaught {
+        address: u64,
+        why: String,
+    },
+    /// The symbolizer's (a debuginfod server down, a bad download).
+    Symbolizer(String),
 }

@@ -10,26 +10,63 @@
 use std::collections::BTreeSet;
 
 use super::perf_source::{Fallback, Traps};
-use super::{Mechanism, Tracer};
+use super::{Mechanism, Notice, Tracer, TracerError};
 use crate::fdtable::Pid;
 use crate::perf::uprobe::Uprobe;
 use crate::perf::{self, SyscallTrap};
 use crate::ptrace::Tid;
 use crate::symbolize::functions::{self, FunctionSite};
 
-/// The breakpoint id of `finish`'s return probe.
-pub const FINISH_BREAKPOINT: u32 = 0xf_ffff;
+/// Whose a probe is: what its hit means, and what becomes of it at an
+/// exec or a `delete`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProbeOwner {
+    /// The user's function breakpoint of this id: pending in the new
+    /// program after an exec, removed by `delete`.
+    User(u32),
+    /// `finish`'s return probe.
+    Finish,
+    /// The dynamic linker's `_dl_debug_state`, which it calls around every
+    /// dlopen and dlclose (as gdb uses it): pending breakpoints are looked
+    /// for again there.
+    Loader,
+    /// The probes of `balance`'s function of this number.
+    Balance(u32),
+}
 
-/// The breakpoint id of the dynamic linker's `_dl_debug_state`, which it
-/// calls around every dlopen and dlclose (as gdb uses it): pending
-/// breakpoints are looked for again there.
-pub const LOADER_BREAKPOINT: u32 = 0xf_fffe;
+/// The owners' codes in `si_perf_data` (20 bits): user ids below
+/// `BALANCE_CODES`, balance numbers from it, then the loader and finish.
+const BALANCE_CODES: u32 = 0xe_0000;
+const LOADER_CODE: u32 = 0xf_fffe;
+const FINISH_CODE: u32 = 0xf_ffff;
 
-/// The first breakpoint id of `balance`'s probes (one id per function).
-pub const BALANCE_BREAKPOINTS: u32 = 0xe_0000;
+impl ProbeOwner {
+    fn code(self) -> u32 {
+        match self {
+            ProbeOwner::User(id) => id,
+            ProbeOwner::Balance(n) => BALANCE_CODES + n,
+            ProbeOwner::Loader => LOADER_CODE,
+            ProbeOwner::Finish => FINISH_CODE,
+        }
+    }
+
+    fn from_code(code: u32) -> ProbeOwner {
+        match code {
+            FINISH_CODE => ProbeOwner::Finish,
+            LOADER_CODE => ProbeOwner::Loader,
+            n if n >= BALANCE_CODES => ProbeOwner::Balance(n - BALANCE_CODES),
+            id => ProbeOwner::User(id),
+        }
+    }
+
+    /// A user's breakpoint, whose probes `delete` without a number removes.
+    fn is_user(self) -> bool {
+        matches!(self, ProbeOwner::User(_))
+    }
+}
 
 /// `si_perf_data` of a function breakpoint's SIGTRAP: this base, the
-/// breakpoint's id shifted by 8, and 1 for a return probe.
+/// owner's code shifted by 8, and 1 for a return probe.
 const SIG_DATA_BASE: u64 = 0x6664_6267_1000_0000;
 const SIG_DATA_MASK: u64 = 0xffff_ffff_f000_0000;
 
@@ -56,30 +93,46 @@ pub struct ArmedFunction {
 
 /// A function breakpoint (or a `finish` return probe) and what it armed.
 pub struct FunctionBreak {
-    pub id: u32,
+    pub owner: ProbeOwner,
     pub pattern: String,
     pub ret: bool,
     pub armed: Vec<ArmedFunction>,
 }
 
+/// The function breakpoints of a session and what they armed.
+#[derive(Default)]
+pub(super) struct Probes {
+    /// Armed, with their uprobes.
+    pub(super) breaks: Vec<FunctionBreak>,
+    /// Uprobe definitions made so far (their names are numbered).
+    pub(super) names: u32,
+    /// A function breakpoint hit by the stop just handled.
+    pub(super) hit: Option<FunctionHit>,
+    /// Hits seen while everything was being stopped: their threads are
+    /// stopped there, and the next `resume_until` reports them first.
+    pub(super) queued: std::collections::VecDeque<FunctionHit>,
+    /// The user's function breakpoints not found yet: (id, pattern).
+    pub(super) pending: Vec<(u32, String)>,
+}
+
 /// A thread stopped at a function breakpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FunctionHit {
-    pub id: u32,
+    pub owner: ProbeOwner,
     pub ret: bool,
     pub tid: Tid,
 }
 
 impl Tracer {
-    /// Arm function breakpoint `id` on every function `pattern` names in
-    /// the traced processes (every thread stopped). Errors say why in one
-    /// line; an empty list means nothing matched (yet).
+    /// Arm a function breakpoint of `owner` on every function `pattern`
+    /// names in the traced processes (every thread stopped). An empty
+    /// list means nothing matched (yet).
     pub fn add_function_breakpoint(
         &mut self,
-        id: u32,
+        owner: ProbeOwner,
         pattern: &str,
         ret: bool,
-    ) -> Result<Vec<FunctionSite>, String> {
+    ) -> Result<Vec<FunctionSite>, TracerError> {
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         let mut sites: Vec<FunctionSite> = Vec::new();
         for &pid in &pids {
@@ -94,7 +147,7 @@ impl Tracer {
         }
         if !sites.is_empty() {
             let probe = if ret { Probe::Return } else { Probe::Entry };
-            self.arm_sites(id, pattern, probe, &sites)?;
+            self.arm_sites(owner, pattern, probe, &sites)?;
         }
         Ok(sites)
     }
@@ -103,11 +156,9 @@ impl Tracer {
     /// is stopped in (where the call returns to, in its caller). A
     /// uretprobe would not do: it catches only calls entered after it is
     /// armed.
-    pub fn add_return_breakpoint(&mut self, id: u32, tid: Tid) -> Result<u64, String> {
-        let address = self
-            .return_address(tid)
-            .ok_or("the stack has no caller to return to")?;
-        self.add_address_breakpoint(id, tid, address)?;
+    pub fn add_return_breakpoint(&mut self, tid: Tid) -> Result<u64, TracerError> {
+        let address = self.return_address(tid).ok_or(TracerError::NoCaller)?;
+        self.add_address_breakpoint(ProbeOwner::Finish, tid, address)?;
         Ok(address)
     }
 
@@ -126,36 +177,32 @@ impl Tracer {
     /// walked meanwhile are whole.
     pub fn add_address_breakpoint(
         &mut self,
-        id: u32,
+        owner: ProbeOwner,
         tid: Tid,
         address: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), TracerError> {
         let pid = self
             .threads
             .get(&tid)
             .map(|t| t.pid)
-            .ok_or("the thread is gone")?;
-        let site = functions::site_at(pid, address)
-            .ok_or("the caller's code is in no file fdbg can probe")?;
-        self.arm_sites(id, "the caller", Probe::ReturnAddress, &[site])
+            .ok_or(TracerError::ThreadGone)?;
+        let site = functions::site_at(pid, address).ok_or(TracerError::CallerNotProbeable)?;
+        self.arm_sites(owner, "the caller", Probe::ReturnAddress, &[site])
     }
 
     /// Define a uprobe at each site and open a SIGTRAP event on it in every
     /// thread of the processes that map its object.
     fn arm_sites(
         &mut self,
-        id: u32,
+        owner: ProbeOwner,
         pattern: &str,
         probe: Probe,
         sites: &[FunctionSite],
-    ) -> Result<(), String> {
+    ) -> Result<(), TracerError> {
         let uretprobe = probe == Probe::Return;
         let ret = probe != Probe::Entry;
         if self.mode != super::Mode::Attach && self.mechanism == Mechanism::Seccomp {
-            return Err(
-                "function breakpoints need perf events: run the program with --events sigtrap"
-                    .into(),
-            );
+            return Err(TracerError::SeccompHasNoTraps);
         }
         // Their SIGTRAPs need what the fd events' need: the process
         // ignoring SIGTRAP for the session, so that one in flight when fdbg
@@ -166,13 +213,13 @@ impl Tracer {
                 // A thread's SIGTRAP would wait for its unblock: with
                 // SIGTRAPs for the fd events, fdbg waits for it too.
                 Err(Fallback::Blocked(_)) => {
-                    if let Some(why) = self.set_need(super::Need::Stops)
+                    if let Some(Notice::FellBack(why)) = self.set_need(super::Need::Stops)
                         && !self.perf_waits_for_unblock
                     {
-                        return Err(format!("function breakpoints need perf SIGTRAPs: {why}"));
+                        return Err(TracerError::TrapsFellBack(why));
                     }
                 }
-                Err(why) => return Err(format!("function breakpoints need perf SIGTRAPs: {why}")),
+                Err(why) => return Err(TracerError::NoTraps(why)),
             }
         }
         // Every thread of a process blocks SIGTRAP: wait for one to
@@ -181,42 +228,37 @@ impl Tracer {
             && self.perf_waits_for_unblock
             && let Err(why) = self.arm_perf_now()
         {
-            return Err(format!(
-                "function breakpoints need perf SIGTRAPs: fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
-            ));
+            return Err(TracerError::TrapsFellBack(why));
         }
         let ready = matches!(
             self.mechanism,
             Mechanism::PerfSigtrap | Mechanism::PerfObserve
         ) && self.perf.is_some();
         if !ready {
-            return Err(format!(
-                "function breakpoints need perf SIGTRAPs, and fd events come from {} here (attach without --events ptrace, as root)",
-                self.mechanism.as_str()
-            ));
+            return Err(TracerError::TrapsNotArmed(self.mechanism));
         }
         // Two events on one address send a thread two SIGTRAPs at one hit,
         // and the second is lost while the first is pending: one probe an
         // address.
         for site in sites {
-            if let Some(other) = self.function_breaks.iter().find(|b| {
+            if let Some(other) = self.probes.breaks.iter().find(|b| {
                 b.armed.iter().any(|a| {
                     a.site.probe_path == site.probe_path && a.site.file_offset == site.file_offset
                 })
             }) {
-                return Err(format!(
-                    "{} is where '{}' stops already; delete that first",
-                    site.name, other.pattern
-                ));
+                return Err(TracerError::AddressTaken {
+                    name: site.name.clone(),
+                    pattern: other.pattern.clone(),
+                });
             }
         }
-        let tracefs = perf::tracefs().map_err(|e| e.to_string())?;
+        let tracefs = perf::tracefs()?;
         perf::uprobe::remove_stale(&tracefs);
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         let mut armed = Vec::new();
         for (n, site) in sites.iter().enumerate() {
-            self.probe_names += 1;
-            let name = format!("{}{}_{n}", if ret { 'r' } else { 'b' }, self.probe_names);
+            self.probes.names += 1;
+            let name = format!("{}{}_{n}", if ret { 'r' } else { 'b' }, self.probes.names);
             let probe = Uprobe::define(
                 &tracefs,
                 &name,
@@ -224,8 +266,11 @@ impl Tracer {
                 site.file_offset,
                 uretprobe,
             )
-            .map_err(|e| format!("{}: {e}", site.name))?;
-            let sig_data = SIG_DATA_BASE | u64::from(id) << 8 | u64::from(ret);
+            .map_err(|source| TracerError::Uprobe {
+                name: site.name.clone(),
+                source,
+            })?;
+            let sig_data = SIG_DATA_BASE | u64::from(owner.code()) << 8 | u64::from(ret);
             let mut traps = Vec::new();
             // One event per thread of the processes the object is loaded
             // in; the threads they create later inherit it.
@@ -247,7 +292,7 @@ impl Tracer {
                     // A thread that ended meanwhile needs none.
                     Err(perf::PerfError::Open { source, .. })
                         if source.raw_os_error() == Some(libc::ESRCH) => {}
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 }
             }
             armed.push(ArmedFunction {
@@ -256,8 +301,8 @@ impl Tracer {
                 _probe: probe,
             });
         }
-        self.function_breaks.push(FunctionBreak {
-            id,
+        self.probes.breaks.push(FunctionBreak {
+            owner,
             pattern: pattern.to_string(),
             ret,
             armed,
@@ -265,24 +310,22 @@ impl Tracer {
         Ok(())
     }
 
-    /// Keep breakpoint `id` on `pattern` pending: it is looked for again
-    /// in every library the process loads from now on.
-    pub fn add_pending_breakpoint(&mut self, id: u32, pattern: &str) -> Result<(), String> {
+    /// Keep the user's breakpoint `id` on `pattern` pending: it is looked
+    /// for again in every library the process loads from now on.
+    pub fn add_pending_breakpoint(&mut self, id: u32, pattern: &str) -> Result<(), TracerError> {
         if !self
-            .function_breaks
+            .probes
+            .breaks
             .iter()
-            .any(|b| b.id == LOADER_BREAKPOINT)
+            .any(|b| b.owner == ProbeOwner::Loader)
         {
             let sites =
-                self.add_function_breakpoint(LOADER_BREAKPOINT, "_dl_debug_state", false)?;
+                self.add_function_breakpoint(ProbeOwner::Loader, "_dl_debug_state", false)?;
             if sites.is_empty() {
-                return Err(
-                    "no dynamic linker (_dl_debug_state) in the process: it cannot load libraries later"
-                        .into(),
-                );
+                return Err(TracerError::NoDynamicLinker);
             }
         }
-        self.pending_breaks.push((id, pattern.to_string()));
+        self.probes.pending.push((id, pattern.to_string()));
         Ok(())
     }
 
@@ -290,50 +333,51 @@ impl Tracer {
     /// breakpoints become pending in the new program (armed as it loads
     /// what has them); `finish` and `balance` probes end.
     pub(super) fn functions_after_exec(&mut self) {
-        if self.function_breaks.is_empty() && self.pending_breaks.is_empty() {
+        if self.probes.breaks.is_empty() && self.probes.pending.is_empty() {
             return;
         }
         let mut user: Vec<(u32, String)> = self
-            .function_breaks
+            .probes
+            .breaks
             .iter()
-            .filter(|b| b.id < BALANCE_BREAKPOINTS)
-            .map(|b| (b.id, b.pattern.clone()))
+            .filter_map(|b| match b.owner {
+                ProbeOwner::User(id) => Some((id, b.pattern.clone())),
+                _ => None,
+            })
             .collect();
-        user.append(&mut self.pending_breaks);
+        user.append(&mut self.probes.pending);
         user.sort();
         user.dedup();
-        self.function_breaks.clear();
+        self.probes.breaks.clear();
         for (id, pattern) in user {
             if let Err(why) = self.add_pending_breakpoint(id, &pattern) {
-                self.notices.push(format!(
-                    "breakpoint {id} ({pattern}) is gone with the exec: {why}"
-                ));
+                self.notices
+                    .push(Notice::BreakpointGone { id, pattern, why });
             }
         }
-        self.notices
-            .push("the process exec'd: function breakpoints are pending in the new program".into());
+        self.notices.push(Notice::BreakpointsPending);
     }
 
     /// The dynamic linker changed the loaded objects: arm the pending
     /// breakpoints that resolve now.
     pub(super) fn resolve_pending(&mut self) {
-        for (id, pattern) in std::mem::take(&mut self.pending_breaks) {
-            match self.add_function_breakpoint(id, &pattern, false) {
+        for (id, pattern) in std::mem::take(&mut self.probes.pending) {
+            match self.add_function_breakpoint(ProbeOwner::User(id), &pattern, false) {
                 Ok(sites) if !sites.is_empty() => {
-                    let names: Vec<String> = sites
-                        .iter()
-                        .map(|s| format!("{} in {}", s.name, s.module))
-                        .collect();
-                    self.notices.push(format!(
-                        "breakpoint {id} ({pattern}) resolved in a library just loaded: {}",
-                        names.join("; ")
-                    ));
+                    self.notices.push(Notice::BreakpointResolved {
+                        id,
+                        pattern,
+                        sites: sites.into_iter().map(|s| (s.name, s.module)).collect(),
+                    });
                 }
-                Ok(_) => self.pending_breaks.push((id, pattern)),
+                Ok(_) => self.probes.pending.push((id, pattern)),
                 Err(why) => {
-                    self.notices
-                        .push(format!("breakpoint {id} ({pattern}): {why}"));
-                    self.pending_breaks.push((id, pattern));
+                    self.notices.push(Notice::BreakpointFailed {
+                        id,
+                        pattern: pattern.clone(),
+                        why,
+                    });
+                    self.probes.pending.push((id, pattern));
                 }
             }
         }
@@ -341,21 +385,23 @@ impl Tracer {
 
     /// The pending breakpoints: (id, pattern).
     pub fn pending_breakpoints(&self) -> &[(u32, String)] {
-        &self.pending_breaks
+        &self.probes.pending
     }
 
-    /// Remove function breakpoint `id` (all with `None`): its events close,
-    /// the kernel restores the code, the definitions go.
-    /// `None` removes the user's breakpoints, not `balance`'s probes.
-    pub fn remove_function_breakpoint(&mut self, id: Option<u32>) {
-        let removed = |b: u32| match id {
-            Some(id) => b == id,
-            None => b < BALANCE_BREAKPOINTS,
+    /// Remove the probes of `owner` (every user breakpoint's with `None`,
+    /// not `balance`'s): their events close, the kernel restores the code,
+    /// the definitions go.
+    pub fn remove_function_breakpoint(&mut self, owner: Option<ProbeOwner>) {
+        let removed = |b: ProbeOwner| match owner {
+            Some(owner) => b == owner,
+            None => b.is_user(),
         };
-        self.function_breaks.retain(|b| !removed(b.id));
-        self.pending_breaks.retain(|(b, _)| !removed(*b));
-        if self.pending_breaks.is_empty() {
-            self.function_breaks.retain(|b| b.id != LOADER_BREAKPOINT);
+        self.probes.breaks.retain(|b| !removed(b.owner));
+        self.probes
+            .pending
+            .retain(|&(b, _)| !removed(ProbeOwner::User(b)));
+        if self.probes.pending.is_empty() {
+            self.probes.breaks.retain(|b| b.owner != ProbeOwner::Loader);
         }
     }
 
@@ -386,7 +432,7 @@ impl Tracer {
     }
 
     pub fn function_breakpoints(&self) -> &[FunctionBreak] {
-        &self.function_breaks
+        &self.probes.breaks
     }
 
     /// Whether the SIGTRAP stop of `tid` is a function breakpoint's; the
@@ -395,8 +441,8 @@ impl Tracer {
         if perf_data & SIG_DATA_MASK != SIG_DATA_BASE {
             return None;
         }
-        let id = ((perf_data & !SIG_DATA_MASK) >> 8) as u32;
+        let owner = ProbeOwner::from_code(((perf_data & !SIG_DATA_MASK) >> 8) as u32);
         let ret = perf_data & 1 == 1;
-        Some(FunctionHit { id, ret, tid })
+        Some(FunctionHit { owner, ret, tid })
     }
 }

@@ -32,22 +32,26 @@ use crate::symbolize::Symbolizer;
 use crate::syscalls::{self, Effect, Flags, SyscallEntry};
 use crate::unwind::{Unwinder, copy_stack};
 
+mod error;
 mod functions;
+mod notice;
 mod observe;
 mod perf_source;
 mod reclaim;
 mod start;
+mod threads;
 mod unfollowed;
 mod waker;
 mod watch;
 
-pub use functions::{
-    BALANCE_BREAKPOINTS, FINISH_BREAKPOINT, FunctionBreak, FunctionHit, LOADER_BREAKPOINT,
-};
+pub use error::TracerError;
+pub use functions::{FunctionBreak, FunctionHit, ProbeOwner};
+pub use notice::Notice;
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use reclaim::Closed;
 pub use start::StartError;
+use threads::{Thread, ThreadState, Threads};
 pub use waker::{WAKE_INTERRUPT, Waker};
 
 /// How many bytes of stack are copied at a stop for the unwinder.
@@ -67,8 +71,7 @@ pub enum Mode {
 }
 
 /// Where fd events come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
     /// A perf event's synchronous SIGTRAP after each fd syscall (attach).
     PerfSigtrap,
@@ -138,62 +141,6 @@ pub enum Halt {
     Function(FunctionHit),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ThreadState {
-    /// Running (or blocked in the kernel) as far as fdbg knows; or, with
-    /// `group_stopped`, resumed with PTRACE_LISTEN: stopped for the process
-    /// (job control), not for fdbg.
-    Running,
-    /// In a ptrace-stop, waiting for fdbg to resume it.
-    Stopped,
-}
-
-struct Thread {
-    pid: Pid,
-    state: ThreadState,
-    /// An fd syscall seen at entry, waiting for its exit.
-    entry: Option<SyscallEntry>,
-    /// The signal to deliver when the thread is resumed.
-    signal: i32,
-    /// PTRACE_EVENT_EXIT seen: the thread is on its way out.
-    exiting: bool,
-    /// In a group-stop (job control): resumed with PTRACE_LISTEN so that
-    /// it stays stopped for the process.
-    group_stopped: bool,
-    /// A child process auto-attached through clone that fdbg does not
-    /// follow: detached at its first stop.
-    detach_at_stop: bool,
-    /// Known from its creator's clone/fork event, or from the attach. False
-    /// for a thread first seen through its own stop: ptrace does not order
-    /// a new thread's stops after its creator's event.
-    announced: bool,
-    /// The stop it is in (or was last in).
-    last_stop: Option<Stop>,
-    /// In an rt_sigprocmask that may unblock SIGTRAP, while perf waits
-    /// for that.
-    masking: bool,
-    /// Its clones are followed (PTRACE_O_TRACECLONE): see `unfollowed`.
-    follows_clones: bool,
-}
-
-impl Thread {
-    fn new(pid: Pid, state: ThreadState) -> Thread {
-        Thread {
-            pid,
-            state,
-            entry: None,
-            signal: 0,
-            exiting: false,
-            group_stopped: false,
-            detach_at_stop: false,
-            announced: true,
-            last_stop: None,
-            masking: false,
-            follows_clones: true,
-        }
-    }
-}
-
 /// What waiting for the tracees gave.
 enum Waited {
     Status(Tid, Stop),
@@ -203,6 +150,18 @@ enum Waited {
     NoTracees,
     /// A perf ring has samples to take.
     Samples,
+}
+
+/// What tracing has cost the processes: fdbg's stops and the syscalls it
+/// looked at.
+#[derive(Clone, Debug, Default)]
+pub struct Costs {
+    /// Every ptrace stop fdbg has handled.
+    pub stops: u64,
+    /// The same, by process: (ptrace stops, syscall entries seen).
+    pub by_pid: HashMap<Pid, (u64, u64)>,
+    /// Syscall entries seen (all syscalls under attach, fd syscalls under run).
+    pub syscalls: u64,
 }
 
 /// Options common to attach and run.
@@ -226,12 +185,8 @@ pub struct Tracer {
     pub main_pid: Pid,
     pub follow_forks: bool,
     pub model: Model,
-    /// Every ptrace stop fdbg has handled.
-    pub stops: u64,
-    /// The same, by process: (ptrace stops, syscall entries seen).
-    pub cost_by_pid: HashMap<Pid, (u64, u64)>,
-    /// Syscall entries seen (all syscalls under attach, fd syscalls under run).
-    pub syscalls_seen: u64,
+    /// What tracing has cost the processes.
+    pub costs: Costs,
     /// The main process ended; how.
     pub main_end: Option<ProcessEnd>,
     /// fdbg let go of the process (detach); the model stays for queries.
@@ -242,11 +197,9 @@ pub struct Tracer {
     /// The sockets of each process that ended, by fd, as they were at its
     /// exit (the socket tables are gone with it).
     pub exit_sockets: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
-    /// Things the user should know about how the session started (a child
-    /// that could not be traced, a slower mechanism and why).
-    pub warnings: Vec<String>,
-    /// Lines for the user from the last `resume_until`.
-    pub notices: Vec<String>,
+    /// What the user should know, since the front end last took them
+    /// (how the session started, what happened while it ran).
+    notices: Vec<Notice>,
     /// Perf SIGTRAPs were refused only because every thread blocked
     /// SIGTRAP (glibc does for a moment in pthread_create and at a
     /// thread's exit): the first rt_sigprocmask that unblocks it hands the
@@ -262,33 +215,15 @@ pub struct Tracer {
     exec_pending: Option<Pid>,
     /// Observing: each process's read-only file mappings at the last look.
     file_maps: HashMap<Pid, Vec<crate::modules::FileMapping>>,
-    /// Function breakpoints and the uprobes they armed.
-    function_breaks: Vec<functions::FunctionBreak>,
-    /// Uprobe definitions made so far (their names are numbered).
-    probe_names: u32,
-    /// A function breakpoint hit by the stop just handled.
-    function_hit: Option<FunctionHit>,
-    /// Hits seen while everything was being stopped: their threads are
-    /// stopped there, and the next `resume_until` reports them first.
-    queued_hits: std::collections::VecDeque<FunctionHit>,
+    /// Function breakpoints, armed and pending, and their hits.
+    probes: functions::Probes,
     /// Ctrl-C came while everything was being stopped.
     interrupt_seen: bool,
-    /// Function breakpoints not found yet: (id, pattern).
-    pending_breaks: Vec<(u32, String)>,
     /// What the current `continue` needs (`set_need`).
     need: Need,
-    /// `break fd N` while observing: the kernel's stops for N.
-    watch: Option<watch::FdWatch>,
-    /// Observed events no watch stop has checked yet.
-    unchecked: Vec<Seq>,
-    /// A watch stop was seen: the events since the last check are due.
-    watch_hit: bool,
-    threads: HashMap<Tid, Thread>,
-    /// Threads that ended, or children that were let go, before their
-    /// creator's clone event was seen: the event, when it comes, must not
-    /// bring them back as running threads (a wait for their stop would
-    /// never end).
-    ended_unannounced: BTreeSet<Tid>,
+    /// `break fd N` while observing.
+    watching: watch::Watching,
+    threads: Threads,
     unwinders: HashMap<Pid, Unwinder>,
     sigchld: SignalFd,
     waker: std::sync::Arc<Waker>,
@@ -325,14 +260,11 @@ impl Tracer {
                 model.set_clock(monotonic_now());
                 model
             },
-            stops: 0,
-            cost_by_pid: HashMap::default(),
-            syscalls_seen: 0,
+            costs: Costs::default(),
             main_end: None,
             detached: false,
             symbolizer: Symbolizer::new(),
             exit_sockets: HashMap::default(),
-            warnings: Vec::new(),
             notices: Vec::new(),
             perf_waits_for_unblock: false,
             perf_unblocked: false,
@@ -341,22 +273,20 @@ impl Tracer {
             exec_pending: None,
             file_maps: HashMap::default(),
             need: Need::Stops,
-            watch: None,
-            unchecked: Vec::new(),
-            watch_hit: false,
-            function_breaks: Vec::new(),
-            probe_names: 0,
-            function_hit: None,
-            queued_hits: std::collections::VecDeque::new(),
+            watching: watch::Watching::default(),
+            probes: functions::Probes::default(),
             interrupt_seen: false,
-            pending_breaks: Vec::new(),
-            threads: HashMap::default(),
-            ended_unannounced: BTreeSet::new(),
+            threads: Threads::default(),
             unwinders: HashMap::default(),
             sigchld,
             waker,
             _not_send: PhantomData,
         })
+    }
+
+    /// What the user should know since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The waker the front end uses to interrupt `resume_until`.
@@ -404,18 +334,18 @@ impl Tracer {
         if std::mem::take(&mut self.interrupt_seen) {
             return Halt::Interrupt;
         }
-        while let Some(hit) = self.queued_hits.pop_front() {
-            if self.function_breaks.iter().any(|b| b.id == hit.id) {
+        while let Some(hit) = self.probes.queued.pop_front() {
+            if self.probes.breaks.iter().any(|b| b.owner == hit.owner) {
                 return Halt::Function(hit);
             }
         }
         // A watch stop seen while stopping: its events first.
-        if std::mem::take(&mut self.watch_hit)
+        if std::mem::take(&mut self.watching.hit)
             && let Some(seq) = self.check_unchecked(on_event)
         {
             return Halt::Event(seq);
         }
-        self.unchecked.clear();
+        self.watching.unchecked.clear();
         self.resume_all();
         let halt = self.pump(deadline, on_event, ticks);
         self.stop_all();
@@ -442,13 +372,13 @@ impl Tracer {
                     {
                         return Halt::Event(seq);
                     }
-                    if let Some(hit) = self.function_hit.take() {
-                        if hit.id != functions::LOADER_BREAKPOINT {
+                    if let Some(hit) = self.probes.hit.take() {
+                        if hit.owner != ProbeOwner::Loader {
                             return Halt::Function(hit);
                         }
                         self.resolve_pending();
                     }
-                    if std::mem::take(&mut self.watch_hit) {
+                    if std::mem::take(&mut self.watching.hit) {
                         // Every thread stopped: every sample is in.
                         self.stop_all();
                         if let Some(seq) = self.check_unchecked(on_event) {
@@ -545,8 +475,8 @@ impl Tracer {
             if near {
                 // A `break count` within reach: stop at every event.
                 let need = self.need;
-                if let Some(line) = self.set_need(need) {
-                    self.notices.push(line);
+                if let Some(notice) = self.set_need(need) {
+                    self.notices.push(notice);
                 }
             }
             self.resume_all();
@@ -668,10 +598,7 @@ impl Tracer {
     fn observed_hit(&mut self, seq: Seq) {
         self.stop_all();
         let later = self.model.last_seq().saturating_sub(seq);
-        self.notices.push(format!(
-            "event #{seq} was observed, not stopped at (it came within less than the margin fdbg keeps): the process stopped {later} fd event{} later",
-            if later == 1 { "" } else { "s" }
-        ));
+        self.notices.push(Notice::ObservedLate { seq, later });
     }
 
     /// Bring every thread into a ptrace-stop (PTRACE_INTERRUPT), handling
@@ -729,11 +656,11 @@ impl Tracer {
             match self.next_status(None) {
                 Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
-                    if let Some(hit) = self.function_hit.take() {
-                        if hit.id == functions::LOADER_BREAKPOINT {
+                    if let Some(hit) = self.probes.hit.take() {
+                        if hit.owner == ProbeOwner::Loader {
                             self.resolve_pending();
                         } else {
-                            self.queued_hits.push_back(hit);
+                            self.probes.queued.push_back(hit);
                         }
                     }
                     self.complete_close_in_flight(tid);
@@ -792,7 +719,7 @@ impl Tracer {
             let (signal, announced) = (thread.signal, thread.announced);
             self.restore_child_sigtrap(tid);
             if !announced {
-                self.ended_unannounced.insert(tid);
+                self.threads.ended_unannounced.insert(tid);
             }
             self.threads.remove(&tid);
             let _ = ptrace::detach(tid, signal);
@@ -835,7 +762,7 @@ impl Tracer {
             );
             return None;
         }
-        self.stops += 1;
+        self.costs.stops += 1;
         if !self.threads.contains_key(&tid) {
             // A new thread or child whose creator's event has not been seen
             // yet (ptrace does not order them). A child process starts
@@ -853,7 +780,7 @@ impl Tracer {
         if let Some(t) = self.threads.get_mut(&tid) {
             t.state = ThreadState::Stopped;
             t.last_stop = Some(stop);
-            self.cost_by_pid.entry(t.pid).or_default().0 += 1;
+            self.costs.by_pid.entry(t.pid).or_default().0 += 1;
         }
         if self.mechanism == Mechanism::PerfObserve
             && let Stop::Event { event, .. } = stop
@@ -902,7 +829,7 @@ impl Tracer {
                     let parent_pid = self.threads[&tid].pid;
                     if let Some(known) = self.threads.get_mut(&child) {
                         known.announced = true;
-                    } else if !self.ended_unannounced.remove(&child) {
+                    } else if !self.threads.ended_unannounced.remove(&child) {
                         let child_pid = procfs::status(child).map(|s| s.tgid).unwrap_or(child);
                         self.add_thread(child, child_pid, Some(parent_pid));
                     }
@@ -928,14 +855,14 @@ impl Tracer {
                         return event;
                     }
                     if info.perf_data == watch::WATCH_DATA {
-                        self.watch_hit = true;
+                        self.watching.hit = true;
                         return None;
                     }
                     if let Some(hit) = self.function_trap(tid, info.perf_data) {
                         // One of a breakpoint deleted since it was queued
                         // is dropped.
-                        if self.function_breaks.iter().any(|b| b.id == hit.id) {
-                            self.function_hit = Some(hit);
+                        if self.probes.breaks.iter().any(|b| b.owner == hit.owner) {
+                            self.probes.hit = Some(hit);
                         }
                         return None;
                     }
@@ -975,9 +902,9 @@ impl Tracer {
     fn syscall_stop(&mut self, tid: Tid) -> Option<Seq> {
         match ptrace::syscall_info(tid) {
             Ok(SyscallStop::Entry { nr, args }) => {
-                self.syscalls_seen += 1;
+                self.costs.syscalls += 1;
                 let thread = self.threads.get_mut(&tid)?;
-                self.cost_by_pid.entry(thread.pid).or_default().1 += 1;
+                self.costs.by_pid.entry(thread.pid).or_default().1 += 1;
                 thread.masking =
                     self.perf_waits_for_unblock && nr == libc::SYS_rt_sigprocmask as u64;
                 if syscalls::is_fd_syscall(nr) {
@@ -1194,7 +1121,7 @@ impl Tracer {
             return;
         };
         if !thread.announced {
-            self.ended_unannounced.insert(tid);
+            self.threads.ended_unannounced.insert(tid);
         }
         if tid == thread.pid {
             // The leader's status comes last: the process is gone.
@@ -1257,9 +1184,9 @@ impl Tracer {
     pub fn detach(&mut self) {
         // Function breakpoints go first (the kernel restores the code):
         // none may send a SIGTRAP once the default action is back.
-        self.function_breaks.clear();
-        self.pending_breaks.clear();
-        self.queued_hits.clear();
+        self.probes.breaks.clear();
+        self.probes.pending.clear();
+        self.probes.queued.clear();
         if self.threads.is_empty() {
             self.detached = true;
             return;
@@ -1295,8 +1222,8 @@ impl Tracer {
 
     /// Kill every process fdbg started (run), by PID, and reap them.
     pub fn kill(&mut self) {
-        self.function_breaks.clear();
-        self.pending_breaks.clear();
+        self.probes.breaks.clear();
+        self.probes.pending.clear();
         let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
         for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);

@@ -37,7 +37,7 @@ use crate::ptrace::{ProcessMemory, Tid};
 use crate::syscalls::{self, SyscallEntry};
 use crate::vocab::TraceeMemory;
 
-use super::{Mechanism, Tracer};
+use super::{Mechanism, Notice, Tracer, TracerError};
 
 /// The user stack bytes a sample copies (creations, closes and bad closes
 /// alike): what walking the threads' stacks needed at attach, rounded up to
@@ -430,7 +430,7 @@ pub(super) struct Digested {
 }
 
 /// What observing has given, for `stats`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct ObservedFigures {
     /// Fd syscalls the kernel counted while observing.
     pub counted: u64,
@@ -525,15 +525,15 @@ impl Tracer {
     }
 
     /// Choose the event source for what the next `continue` needs; every
-    /// thread is stopped. Returns a line for the user when the source
-    /// changed for a reason worth saying.
+    /// thread is stopped. Returns what the user should know when the
+    /// source changed for a reason worth saying.
     ///
     /// Function breakpoints stop by themselves: with them, fd events are
     /// still observed when nothing else needs a stop (the samples before a
     /// breakpoint's stop are taken at that stop), and take a stop each
     /// when something does (`break count` near its count included, which
     /// checks each event as it comes).
-    pub fn set_need(&mut self, need: Need) -> Option<String> {
+    pub fn set_need(&mut self, need: Need) -> Option<Notice> {
         self.need = need;
         if self.observer.is_none() || self.detached {
             return None;
@@ -541,16 +541,14 @@ impl Tracer {
         if self.observer.as_ref().is_some_and(|o| o.wants_more_stack()) {
             self.grow_stack_copies();
         }
-        let functions = !self.function_breaks.is_empty();
+        let functions = !self.probes.breaks.is_empty();
         // A watch's stops are SIGTRAPs: the process ignores it, as for
         // function breakpoints.
         let said = match need {
             Need::WatchFd(fd) => self.prepare_watch(fd).err().map(|why| {
                 let _ = self.set_watch(None);
                 self.need = Need::Stops;
-                format!(
-                    "break fd {fd} takes a stop at every fd event, not only at those on {fd}: {why}"
-                )
+                Notice::WatchRefused { fd, why }
             }),
             _ => {
                 let _ = self.set_watch(None);
@@ -558,7 +556,7 @@ impl Tracer {
             }
         };
         let need = self.need;
-        let watching = self.watch.is_some();
+        let watching = self.watching.watch.is_some();
         let observe = self.observe_suffices()
             && (!functions || matches!(need, Need::Observe | Need::WatchFd(_)));
         let observing = self.mechanism == Mechanism::PerfObserve;
@@ -585,9 +583,7 @@ impl Tracer {
                 Ok(()) => said,
                 Err(why) => {
                     self.mechanism = Mechanism::PtraceSyscall;
-                    Some(format!(
-                        "fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
-                    ))
+                    Some(Notice::FellBack(why))
                 }
             }
         } else {
@@ -596,12 +592,11 @@ impl Tracer {
     }
 
     /// SIGTRAP ignored by the processes, then the watch on `fd`.
-    fn prepare_watch(&mut self, fd: i32) -> Result<(), String> {
+    fn prepare_watch(&mut self, fd: i32) -> Result<(), TracerError> {
         if self.perf.is_none() {
-            self.arm_perf(true, false, super::perf_source::Traps::None)
-                .map_err(|e| e.to_string())?;
+            self.arm_perf(true, false, super::perf_source::Traps::None)?;
         }
-        self.set_watch(Some(fd)).map_err(|e| e.to_string())
+        Ok(self.set_watch(Some(fd))?)
     }
 
     /// Whether the need can be met without stops now.
@@ -708,8 +703,8 @@ impl Tracer {
         let SyscallRecord::Exit { nr, ret } = sample.syscall else {
             return None;
         };
-        self.syscalls_seen += 1;
-        self.cost_by_pid.entry(pid).or_default().1 += 1;
+        self.costs.syscalls += 1;
+        self.costs.by_pid.entry(pid).or_default().1 += 1;
         if syscalls::is_restart(ret) {
             return None;
         }
@@ -757,8 +752,7 @@ impl Tracer {
             if let Some(o) = self.observer.as_mut() {
                 o.wanted = 0;
             }
-            self.notices
-                .push(format!("cannot sample longer stack copies: {why}"));
+            self.notices.push(Notice::CopiesNotGrown(why));
         }
     }
 
@@ -771,10 +765,8 @@ impl Tracer {
         let missing = observer.missing();
         let more = missing > observer.lost_reconciled;
         if more {
-            self.notices.push(format!(
-                "{} fd syscalls were lost in full perf rings; the model was checked against /proc (stats shows what it corrected)",
-                missing - observer.lost_reconciled
-            ));
+            self.notices
+                .push(Notice::SamplesLost(missing - observer.lost_reconciled));
         }
         observer.lost_reconciled = missing;
         more

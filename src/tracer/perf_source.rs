@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Mechanism, ThreadState, Tracer};
+use super::{Mechanism, Notice, ThreadState, Tracer, TracerError};
 use crate::fdtable::{Pid, Seq};
 use crate::perf::{self, PerfError, SyscallTrap};
 use crate::procfs::{self, Disposition};
@@ -86,7 +86,7 @@ pub enum Fallback {
     /// The process handles SIGTRAP itself.
     OwnHandler(Pid),
     /// Running a syscall in the process failed.
-    Inject(String),
+    Inject(Box<TracerError>),
     /// A thread blocks SIGTRAP.
     Blocked(Tid),
     /// The process runs 32-bit code.
@@ -115,6 +115,8 @@ impl std::fmt::Display for Fallback {
         }
     }
 }
+
+impl std::error::Error for Fallback {}
 
 /// The ftrace filter on `raw_syscalls:sys_exit` that keeps the fd
 /// syscalls (execve is none: its effect comes from the exec stop), for the
@@ -275,9 +277,7 @@ impl Tracer {
             if !forced {
                 return Err(Fallback::Blocked(blocking));
             }
-            self.warnings.push(format!(
-                "thread {blocking} blocks SIGTRAP: its fd events come late or are missed (stats counts them)"
-            ));
+            self.notices.push(Notice::BlocksSigtrap(blocking));
         }
         let mut to_ignore = Vec::new();
         for &pid in pids.iter().filter(|_| protect) {
@@ -324,7 +324,7 @@ impl Tracer {
                 for &done in &source.ignoring {
                     let _ = self.set_sigtrap(done, SIG_DFL);
                 }
-                return Err(Fallback::Inject(why));
+                return Err(Fallback::Inject(Box::new(why)));
             }
             source.ignoring.insert(pid);
         }
@@ -341,7 +341,7 @@ impl Tracer {
 
     /// Set SIGTRAP's handler in stopped process `pid` to `handler`
     /// (SIG_IGN or SIG_DFL) by running rt_sigaction in one of its threads.
-    fn set_sigtrap(&mut self, pid: Pid, handler: u64) -> Result<(), String> {
+    fn set_sigtrap(&mut self, pid: Pid, handler: u64) -> Result<(), TracerError> {
         let tid = self.injection_thread(pid)?;
         self.set_sigtrap_in(pid, tid, handler)
     }
@@ -349,7 +349,7 @@ impl Tracer {
     /// A stopped thread of `pid` where a syscall can be run: one in an
     /// interrupt stop (or at one of fdbg's SIGTRAPs), with no signal of
     /// its own to deliver; else one brought there.
-    pub(super) fn injection_thread(&mut self, pid: Pid) -> Result<Tid, String> {
+    pub(super) fn injection_thread(&mut self, pid: Pid) -> Result<Tid, TracerError> {
         let ready = |t: &super::Thread| {
             t.signal == 0
                 && matches!(
@@ -380,14 +380,13 @@ impl Tracer {
                     .copied()
                     .find(|&tid| self.settle_for_syscall(tid))
             })
-            .ok_or_else(|| "no thread of it is in a stop where a syscall can run".to_string())
+            .ok_or(TracerError::NoInjectionThread)
     }
 
-    fn set_sigtrap_in(&mut self, pid: Pid, tid: Tid, handler: u64) -> Result<(), String> {
+    fn set_sigtrap_in(&mut self, pid: Pid, tid: Tid, handler: u64) -> Result<(), TracerError> {
         // Through the thread: a leader that exited has no maps.
-        let insn =
-            procfs::vdso_syscall_instruction(tid).ok_or("no syscall instruction in its vDSO")?;
-        let regs = ptrace::registers(tid).map_err(|e| e.to_string())?;
+        let insn = procfs::vdso_syscall_instruction(tid).ok_or(TracerError::NoVdsoSyscall)?;
+        let regs = ptrace::registers(tid)?;
         // struct sigaction as the kernel takes it: handler, flags,
         // restorer, mask; just below the red zone, where a signal frame
         // would go, and put back after.
@@ -400,13 +399,12 @@ impl Tracer {
         let before = memory
             .read(at, act.len())
             .filter(|b| b.len() == act.len())
-            .ok_or("cannot read its stack")?;
+            .ok_or(TracerError::StackUnreadable)?;
         memory
             .write(at, &act)
-            .map_err(|e| format!("writing its stack: {e}"))?;
+            .map_err(TracerError::StackUnwritable)?;
         let args = [libc::SIGTRAP as u64, at, 0, 8, 0, 0];
-        let result = ptrace::inject::syscall(pid, tid, insn, libc::SYS_rt_sigaction as u64, args)
-            .map_err(|e| e.to_string());
+        let result = ptrace::inject::syscall(pid, tid, insn, libc::SYS_rt_sigaction as u64, args);
         let _ = memory.write(at, &before);
         let result = result?;
         if let Some(t) = self.threads.get_mut(&tid) {
@@ -416,7 +414,7 @@ impl Tracer {
             });
         }
         if result != 0 {
-            return Err(format!("rt_sigaction returned {result}"));
+            return Err(TracerError::Sigaction(result));
         }
         Ok(())
     }
@@ -471,9 +469,9 @@ impl Tracer {
             return Some(None);
         }
         source.traps_seen += 1;
-        self.syscalls_seen += 1;
+        self.costs.syscalls += 1;
         let pid = self.threads.get(&tid)?.pid;
-        self.cost_by_pid.entry(pid).or_default().1 += 1;
+        self.costs.by_pid.entry(pid).or_default().1 += 1;
         let result = regs.rax as i64;
         if syscalls::is_restart(result) {
             return Some(None);
@@ -491,7 +489,7 @@ impl Tracer {
     /// that a stopped process's model has every event the kernel made.
     pub(super) fn take_queued_trap(&mut self, tid: Tid) {
         let fd_events = self.perf.as_ref().is_some_and(|p| p.fd_events);
-        if !fd_events && self.watch.is_none() {
+        if !fd_events && self.watching.watch.is_none() {
             return;
         }
         let Some(thread) = self.threads.get(&tid) else {
@@ -519,8 +517,8 @@ impl Tracer {
             })
         };
         // A watch stop queued: its event is among those the stop drains.
-        if self.watch.is_some() && queued(super::watch::WATCH_DATA) {
-            self.watch_hit = true;
+        if self.watching.watch.is_some() && queued(super::watch::WATCH_DATA) {
+            self.watching.hit = true;
         }
         if fd_events && queued(SIG_DATA) {
             self.resume_thread(tid);
@@ -545,9 +543,7 @@ impl Tracer {
             SIG_DATA,
         ) {
             Ok(trap) => source.traps.push((pid, trap)),
-            Err(e) => self.warnings.push(format!(
-                "process {pid} exec'd and its fd events cannot be armed again: {e}"
-            )),
+            Err(why) => self.notices.push(Notice::NotRearmed { pid, why }),
         }
     }
 
@@ -571,9 +567,7 @@ impl Tracer {
             && procfs::disposition(child, libc::SIGTRAP) == Some(Disposition::Ignored)
             && let Err(why) = self.set_sigtrap(child, SIG_DFL)
         {
-            self.warnings.push(format!(
-                "child process {child}: cannot restore SIGTRAP's default action: {why}"
-            ));
+            self.notices.push(Notice::ChildSigtrapKept { child, why });
         }
     }
 
@@ -617,7 +611,7 @@ impl Tracer {
                 .set_sigtrap(pid, SIG_IGN)
                 .and_then(|()| self.set_sigtrap(pid, SIG_DFL));
             if let Err(why) = restored {
-                eprintln!("fdbg: process {pid}: cannot restore SIGTRAP's default action: {why}");
+                self.notices.push(Notice::SigtrapKept { pid, why });
             }
         }
     }

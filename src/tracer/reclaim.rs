@@ -6,26 +6,27 @@
 //!
 //! It decides nothing about which fds may be closed: the caller does.
 
-use super::{Mechanism, Tracer, monotonic_now};
+use super::{Mechanism, Tracer, TracerError, monotonic_now};
 use crate::fdtable::Pid;
 use crate::procfs;
-use crate::ptrace::{self, Stop, inject};
+use crate::ptrace::{self, Stop, TraceError, inject};
 
 /// What closing gave: each fd tried with close()'s result (0, or a
-/// negative errno), in order; and why it stopped before the end, if it did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// negative errno), in order; and why it stopped before the end (after
+/// `results.len()` of the fds asked for), if it did.
+#[derive(Debug, Default)]
 pub struct Closed {
     pub results: Vec<(i32, i64)>,
-    pub stopped_early: Option<String>,
+    pub stopped_early: Option<TraceError>,
 }
 
 impl Tracer {
     /// Close `fds` in stopped process `pid`, one close() each in one of its
     /// threads; the thread is left as it was. Every fd closed is recorded
     /// in the model (`Model::reclaimed`). `Err` when nothing could be tried.
-    pub fn close_in_process(&mut self, pid: Pid, fds: &[i32]) -> Result<Closed, String> {
+    pub fn close_in_process(&mut self, pid: Pid, fds: &[i32]) -> Result<Closed, TracerError> {
         if self.detached || self.model.process(pid).is_none_or(|p| p.end.is_some()) {
-            return Err(format!("process {pid} is not traced any more"));
+            return Err(TracerError::NotTraced(pid));
         }
         if fds.is_empty() {
             return Ok(Closed::default());
@@ -42,7 +43,7 @@ impl Tracer {
         if paused {
             self.pause_observing(false);
         }
-        let ran = ran.map_err(|e| format!("cannot run close() in thread {tid}: {e}"))?;
+        let ran = ran.map_err(|source| TracerError::CloseNotRun { tid, source })?;
         if let Some(thread) = self.threads.get_mut(&tid) {
             thread.last_stop = Some(Stop::Event {
                 event: ptrace::EVENT_STOP,
@@ -63,9 +64,7 @@ impl Tracer {
             }
             closed.results.push((fd, result));
         }
-        closed.stopped_early = ran
-            .stopped_by
-            .map(|e| format!("stopped after {} of {}: {e}", ran.results.len(), fds.len()));
+        closed.stopped_early = ran.stopped_by;
         Ok(closed)
     }
 }
@@ -73,7 +72,7 @@ impl Tracer {
 /// The vDSO's `syscall … ret` and libc's rt_sigreturn restorer in the
 /// process of thread `tid` (read through the thread: a leader that exited
 /// has no maps).
-fn gadgets(tid: Pid) -> Result<inject::Gadgets, String> {
+fn gadgets(tid: Pid) -> Result<inject::Gadgets, TracerError> {
     let find = |code: Vec<(u64, Vec<u8>)>, find: fn(&[u8]) -> Option<usize>| {
         code.iter()
             .find_map(|(start, bytes)| find(bytes).map(|at| start + at as u64))
@@ -82,14 +81,14 @@ fn gadgets(tid: Pid) -> Result<inject::Gadgets, String> {
         procfs::code_of(tid, |path| path == "[vdso]"),
         inject::find_syscall_ret,
     )
-    .ok_or("no `syscall; ret` in its vDSO")?;
+    .ok_or(TracerError::NoSyscallRet)?;
     let is_libc = |path: &str| {
         let name = path.rsplit('/').next().unwrap_or(path);
         name.starts_with("libc.so") || name.starts_with("libc-") || name.starts_with("ld-musl")
     };
     let sigreturn = find(procfs::code_of(tid, is_libc), inject::find_sigreturn)
         .or_else(|| find(procfs::code_of(tid, |_| true), inject::find_sigreturn))
-        .ok_or("no rt_sigreturn restorer (libc's) in its code")?;
+        .ok_or(TracerError::NoSigreturn)?;
     Ok(inject::Gadgets {
         syscall_ret,
         sigreturn,

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use nix::sys::signal::Signal;
 use thiserror::Error;
 
-use super::{EventsChoice, Mode, Thread, ThreadState, TraceOptions, Tracer, Waker};
+use super::{EventsChoice, Mode, Notice, Thread, ThreadState, TraceOptions, Tracer, Waker};
 use crate::fdtable::Pid;
 use crate::procfs;
 use crate::ptrace::{self, Resume, Stop, Tid, TraceError, seccomp, spawn};
@@ -91,7 +91,7 @@ impl Tracer {
                             children.push(child);
                             parents.push(child);
                         }
-                        Err(e) => tracer.warnings.push(format!("child {e}")),
+                        Err(e) => tracer.notices.push(Notice::ChildNotTraced(e)),
                     }
                 }
             }
@@ -125,16 +125,12 @@ impl Tracer {
             (Some(Err(why)), _) if opts.events != EventsChoice::Auto => {
                 return Err(StartError::Perf(why.to_string()));
             }
-            (Some(Err(why)), _) => tracer.warnings.push(format!(
-                "fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
-            )),
+            (Some(Err(why)), _) => tracer.notices.push(Notice::FellBack(why)),
             (Some(Ok(())), Some(why)) if opts.events == EventsChoice::Perf => {
                 tracer.disarm_perf();
                 return Err(StartError::Perf(why.to_string()));
             }
-            (Some(Ok(())), Some(why)) => tracer.warnings.push(format!(
-                "the process stops once per fd event (perf SIGTRAP); observing without stops needs ring buffers: {why}"
-            )),
+            (Some(Ok(())), Some(why)) => tracer.notices.push(Notice::NotObserving(why)),
             _ => {}
         }
         Ok(tracer)
@@ -260,8 +256,8 @@ impl Tracer {
             let Ok(Some((tid, stop))) = ptrace::wait_for(child, false) else {
                 return Err(run_error("the new process vanished".into()));
             };
-            tracer.stops += 1;
-            tracer.cost_by_pid.entry(child).or_default().0 += 1;
+            tracer.costs.stops += 1;
+            tracer.costs.by_pid.entry(child).or_default().0 += 1;
             match stop {
                 Stop::Event {
                     event: ptrace::EVENT_EXEC,
@@ -291,9 +287,7 @@ impl Tracer {
         {
             // Without its filter, the program is traced at every syscall.
             tracer.mechanism = super::Mechanism::PtraceSyscall;
-            tracer.warnings.push(format!(
-                "fd events through PTRACE_SYSCALL, 2 stops per syscall: {why}"
-            ));
+            tracer.notices.push(Notice::FellBack(why));
         }
         Ok(tracer)
     }

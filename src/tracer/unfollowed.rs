@@ -26,8 +26,8 @@ impl Tracer {
         self.mode == Mode::Attach
             && !self.follow_forks
             && self.mechanism == Mechanism::PerfObserve
-            && self.function_breaks.is_empty()
-            && self.watch.is_none()
+            && self.probes.breaks.is_empty()
+            && self.watching.watch.is_none()
     }
 
     /// Before the threads are resumed: set each stopped thread's clone

@@ -32,6 +32,17 @@ pub(super) struct FdWatch {
     traps: Vec<SyscallTrap>,
 }
 
+/// `break fd N` while observing: the kernel's stops for N, and the
+/// observed events they are to check.
+#[derive(Default)]
+pub(super) struct Watching {
+    pub(super) watch: Option<FdWatch>,
+    /// Observed events no watch stop has checked yet.
+    pub(super) unchecked: Vec<Seq>,
+    /// A watch stop was seen: the events since the last check are due.
+    pub(super) hit: bool,
+}
+
 /// The tracepoints and filters that stop the syscalls that can create or
 /// close `fd`: the exit of one that returned it or returns its fds in
 /// memory, the entry of one that closes it (the tracepoint's fields are
@@ -69,11 +80,11 @@ impl Tracer {
     /// Watch fd number `fd` in every thread (every thread stopped), or
     /// nothing with `None`. Errors say why the kernel refused.
     pub(super) fn set_watch(&mut self, fd: Option<i32>) -> Result<(), PerfError> {
-        if self.watch.as_ref().map(|w| w.fd) == fd {
+        if self.watching.watch.as_ref().map(|w| w.fd) == fd {
             return Ok(());
         }
-        self.watch = None;
-        self.unchecked.clear();
+        self.watching.watch = None;
+        self.watching.unchecked.clear();
         let Some(fd) = fd else {
             return Ok(());
         };
@@ -86,7 +97,7 @@ impl Tracer {
         for (tid, _) in self.threads() {
             self.open_watch_traps(&mut watch, tid)?;
         }
-        self.watch = Some(watch);
+        self.watching.watch = Some(watch);
         Ok(())
     }
 
@@ -105,16 +116,16 @@ impl Tracer {
 
     /// An exec removed the program's events: watch in the new one.
     pub(super) fn rewatch_after_exec(&mut self, tid: Tid) {
-        let Some(mut watch) = self.watch.take() else {
+        let Some(mut watch) = self.watching.watch.take() else {
             return;
         };
         if let Err(e) = self.open_watch_traps(&mut watch, tid) {
-            self.warnings.push(format!(
-                "fd {} cannot be watched after the exec: {e}",
-                watch.fd
-            ));
+            self.notices.push(super::Notice::NotRewatched {
+                fd: watch.fd,
+                why: e,
+            });
         }
-        self.watch = Some(watch);
+        self.watching.watch = Some(watch);
     }
 
     /// Give the events no watch stop has checked to `on_event`, in
@@ -128,18 +139,18 @@ impl Tracer {
             Seq,
         ) -> bool,
     ) -> Option<Seq> {
-        let mut events = std::mem::take(&mut self.unchecked).into_iter();
+        let mut events = std::mem::take(&mut self.watching.unchecked).into_iter();
         let hit = events.find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
-        self.unchecked = events.collect();
-        self.watch_hit = hit.is_some() && !self.unchecked.is_empty();
+        self.watching.unchecked = events.collect();
+        self.watching.hit = hit.is_some() && !self.watching.unchecked.is_empty();
         hit
     }
 
     /// Observed events a watch stop has not checked yet (none without a
     /// watch: the caller checks them as they come).
     pub(super) fn hold_unchecked(&mut self, recorded: Vec<Seq>) -> Vec<Seq> {
-        if self.watch.is_some() {
-            self.unchecked.extend(recorded);
+        if self.watching.watch.is_some() {
+            self.watching.unchecked.extend(recorded);
             Vec::new()
         } else {
             recorded

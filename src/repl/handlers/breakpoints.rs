@@ -5,6 +5,7 @@
 use crate::fdtable;
 use crate::repl::breakpoints::Condition;
 use crate::repl::report::*;
+use crate::tracer::ProbeOwner;
 
 use super::Session;
 
@@ -17,7 +18,8 @@ impl Session {
         if let Condition::Func { pattern } = &condition {
             let line = crate::symbolize::functions::source_line(pattern);
             let sites = match (
-                self.tracer.add_function_breakpoint(id, pattern, false),
+                self.tracer
+                    .add_function_breakpoint(ProbeOwner::User(id), pattern, false),
                 line,
             ) {
                 // A function: perhaps in a library loaded later.
@@ -35,13 +37,14 @@ impl Session {
                     "no code for line {line} of a file named '{}' in the DWARF of the program or the libraries it has loaded now",
                     crate::escape::escape(file)
                 )),
-                (other, _) => other,
+                (other, _) => other.map_err(String::from),
             };
             let sites = match sites {
                 Ok(sites) => sites,
                 Err(why) => {
                     let _ = self.breakpoints.delete(Some(id));
-                    self.tracer.remove_function_breakpoint(Some(id));
+                    self.tracer
+                        .remove_function_breakpoint(Some(ProbeOwner::User(id)));
                     return Err(why);
                 }
             };
@@ -67,7 +70,11 @@ impl Session {
             .tracer
             .function_breakpoints()
             .iter()
-            .flat_map(|b| b.armed.iter().map(move |a| (b.id, a.site.address)))
+            .filter_map(|b| match b.owner {
+                ProbeOwner::User(id) => Some((id, b)),
+                _ => None,
+            })
+            .flat_map(|(id, b)| b.armed.iter().map(move |a| (id, a.site.address)))
             .collect();
         let mut breakpoints = self.breakpoints.list().to_vec();
         for bp in &mut breakpoints {
@@ -85,7 +92,8 @@ impl Session {
     /// `delete [N]`: breakpoint N, or every one.
     pub(super) fn delete(&mut self, id: Option<u32>) -> Result<Report, String> {
         let n = self.breakpoints.delete(id)?;
-        self.tracer.remove_function_breakpoint(id);
+        self.tracer
+            .remove_function_breakpoint(id.map(ProbeOwner::User));
         Ok(Report::message(format!(
             "deleted {n} breakpoint{}",
             if n == 1 { "" } else { "s" }
@@ -109,9 +117,11 @@ impl Session {
                 .tracer
                 .function_breakpoints()
                 .iter()
-                .any(|f| f.id == id)
+                .any(|f| f.owner == ProbeOwner::User(id))
         {
-            let sites = self.tracer.add_function_breakpoint(id, &pattern, false)?;
+            let sites =
+                self.tracer
+                    .add_function_breakpoint(ProbeOwner::User(id), &pattern, false)?;
             if sites.is_empty() && crate::symbolize::functions::source_line(&pattern).is_none() {
                 // Still in no loaded object: pending again.
                 self.tracer.add_pending_breakpoint(id, &pattern)?;
@@ -124,7 +134,8 @@ impl Session {
     /// are removed).
     pub(super) fn disable(&mut self, id: u32) -> Result<Report, String> {
         self.breakpoints.set_enabled(id, false)?;
-        self.tracer.remove_function_breakpoint(Some(id));
+        self.tracer
+            .remove_function_breakpoint(Some(ProbeOwner::User(id)));
         Ok(Report::message(format!("breakpoint {id} disabled")))
     }
 
@@ -136,10 +147,11 @@ impl Session {
                 crate::escape::escape(name)
             ));
         }
-        let id = crate::tracer::BALANCE_BREAKPOINTS + self.balances.len() as u32;
-        let sites = self.tracer.add_function_breakpoint(id, name, false)?;
+        let id = self.balances.len() as u32;
+        let owner = ProbeOwner::Balance(id);
+        let sites = self.tracer.add_function_breakpoint(owner, name, false)?;
         if sites.is_empty() {
-            self.tracer.remove_function_breakpoint(Some(id));
+            self.tracer.remove_function_breakpoint(Some(owner));
             return Err(format!(
                 "no function named '{}' in the program or the libraries it has loaded now",
                 crate::escape::escape(name)

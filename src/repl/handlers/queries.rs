@@ -395,7 +395,8 @@ impl Session {
         let secs = self.running.as_secs_f64();
         let (stops, syscalls_seen) = self
             .tracer
-            .cost_by_pid
+            .costs
+            .by_pid
             .get(&pid)
             .copied()
             .unwrap_or_default();
@@ -411,7 +412,7 @@ impl Session {
             bad_closes: counters.bad_closes,
             stops,
             syscalls_seen,
-            stops_all_processes: self.tracer.stops,
+            stops_all_processes: self.tracer.costs.stops,
             adopted: counters.adopted,
             dropped: counters.dropped,
             total_events,
@@ -429,7 +430,7 @@ impl Session {
             mechanism: self.tracer.mechanism,
             kernel_fd_syscalls: self.tracer.kernel_fd_syscalls(),
             missed: self.tracer.missed(),
-            observed: self.tracer.observed(),
+            observed: self.tracer.observed().map(Into::into),
             memory,
             open_fds_over_time,
         }

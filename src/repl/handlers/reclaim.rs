@@ -107,7 +107,7 @@ impl Session {
                 .into_iter()
                 .map(|c| (c.fd, c.why))
                 .collect();
-            for (fd, result) in closed.results {
+            for &(fd, result) in &closed.results {
                 let why = reasons.remove(&fd).unwrap_or_default();
                 if result == 0 || result == -(libc::EINTR as i64) {
                     body.closed.push(fd);
@@ -130,7 +130,13 @@ impl Session {
                 });
             }
             body.why_closed = why_closed;
-            body.stopped_early = closed.stopped_early;
+            body.stopped_early = closed.stopped_early.map(|e| {
+                format!(
+                    "stopped after {} of {}: {e}",
+                    closed.results.len(),
+                    fds.len()
+                )
+            });
             body.open_fds_after = crate::procfs::list_fds(pid, None).ok().map(|l| l.len());
         } else if yes {
             body.open_fds_after = Some(listed.len());

@@ -9,7 +9,9 @@ use crate::fdtable::{self, FdKind, LeakSite, Origin, Pid, ProcessEnd, Seq, Snaps
 use crate::net;
 use crate::repl::report::*;
 use crate::stacks::StackId;
-use crate::tracer::{Halt, Mode};
+use crate::tracer::{Halt, Mode, ProbeOwner};
+
+use super::Progress;
 
 use super::Session;
 
@@ -84,15 +86,14 @@ impl Session {
             .tracer
             .function_breakpoints()
             .iter()
-            .find(|b| b.id == id)
+            .find(|b| b.owner == ProbeOwner::User(id))
             .map(|b| b.pattern.clone())
             .unwrap_or_default();
         let sp = self
             .tracer
             .stack_pointer(tid)
             .ok_or("finish: the thread is gone")?;
-        self.tracer
-            .add_return_breakpoint(crate::tracer::FINISH_BREAKPOINT, tid)?;
+        self.tracer.add_return_breakpoint(tid)?;
         self.finishing = Some(Finishing {
             tid,
             sp,
@@ -152,9 +153,10 @@ impl Session {
         };
         // A Ctrl-C from here on ends this command.
         self.tracer.begin_command();
-        if let Some(line) = self.tracer.set_need(need) {
-            eprintln!("fdbg: {line}");
+        if let Some(notice) = self.tracer.set_need(need) {
+            self.notes.push(Note::Tracer(notice));
         }
+        self.say_now();
         let follow = self.tracer.follow_forks;
         // The events `step` shows (only while stepping: a `continue` of a
         // day keeps none).
@@ -188,7 +190,9 @@ impl Session {
             let mut on_tick =
                 |model: &fdtable::Model, symbolizer: &mut crate::symbolize::Symbolizer| {
                     if let (Some(ticker), Some(progress)) = (ticker.as_mut(), progress.as_mut()) {
-                        progress(Report::Tick(ticker.tick(model, symbolizer)));
+                        progress(Progress::Report(Box::new(Report::Tick(
+                            ticker.tick(model, symbolizer),
+                        ))));
                     }
                 };
             let ticks = every.map(|period| crate::tracer::Ticks {
@@ -199,14 +203,17 @@ impl Session {
             // `finish`: only the return of the call it started from (its
             // thread, a stack pointer above the call's) ends it.
             if let (Halt::Function(h), Some(f)) = (&halt, &self.finishing)
-                && h.id == crate::tracer::FINISH_BREAKPOINT
+                && h.owner == ProbeOwner::Finish
                 && !(h.tid == f.tid && self.tracer.stack_pointer(h.tid).is_some_and(|sp| sp > f.sp))
             {
                 continue;
             }
             // `balance`: account the call, and go on.
             if let Halt::Function(h) = &halt
-                && let Some(balance) = self.balances.iter_mut().find(|b| b.id == h.id)
+                && let Some(balance) = self
+                    .balances
+                    .iter_mut()
+                    .find(|b| ProbeOwner::Balance(b.id) == h.owner)
             {
                 if h.ret {
                     let model = &self.tracer.model;
@@ -227,13 +234,16 @@ impl Session {
                     // per call site.
                     if let Some(address) = self.tracer.return_address(h.tid)
                         && balance.return_sites.insert(address)
-                        && let Err(why) = self
-                            .tracer
-                            .add_address_breakpoint(balance.id, h.tid, address)
+                        && let Err(why) = self.tracer.add_address_breakpoint(
+                            ProbeOwner::Balance(balance.id),
+                            h.tid,
+                            address,
+                        )
                     {
-                        self.tracer.notices.push(format!(
-                            "balance: cannot catch returns to {address:#x}: {why}"
-                        ));
+                        let why = why.to_string();
+                        let notices = self.tracer.take_notices();
+                        self.notes.extend(notices.into_iter().map(Note::Tracer));
+                        self.notes.push(Note::ReturnsNotCaught { address, why });
                     }
                 }
                 continue;
@@ -244,15 +254,12 @@ impl Session {
         self.running += started.elapsed();
         if let Some(finishing) = self.finishing.take() {
             self.tracer
-                .remove_function_breakpoint(Some(crate::tracer::FINISH_BREAKPOINT));
+                .remove_function_breakpoint(Some(ProbeOwner::Finish));
             if let Halt::Function(h) = halt
-                && h.id == crate::tracer::FINISH_BREAKPOINT
+                && h.owner == ProbeOwner::Finish
             {
                 return Ok(vec![self.finished(finishing, h.tid)]);
             }
-        }
-        for line in self.tracer.notices.drain(..) {
-            eprintln!("fdbg: {line}");
         }
         self.stopped_at = None;
         self.stopped_in = None;
@@ -296,8 +303,12 @@ impl Session {
             }
             Halt::Function(hit) => {
                 stop.stop = StopKind::Breakpoint;
-                stop.breakpoint = Some(hit.id);
-                if let Some(bp) = self.breakpoints.get_mut(hit.id) {
+                let id = match hit.owner {
+                    ProbeOwner::User(id) => Some(id),
+                    _ => None,
+                };
+                stop.breakpoint = id;
+                if let Some(bp) = id.and_then(|id| self.breakpoints.get_mut(id)) {
                     bp.hits += 1;
                 }
                 let frames = self.tracer.thread_frames(hit.tid);
@@ -306,7 +317,7 @@ impl Session {
                     frames: frames.clone(),
                 });
                 self.stopped_in = Some((hit.tid, frames));
-                self.stopped_in_break = Some(hit.id);
+                self.stopped_in_break = id;
             }
             Halt::Interrupt => stop.stop = StopKind::Interrupt,
             Halt::Timeout => stop.stop = StopKind::Timeout,
