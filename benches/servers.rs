@@ -244,6 +244,9 @@ struct Outcome {
     stats: Option<Stats>,
     /// fdbg's `fds` after the load, and /proc's after fdbg let go.
     fds_check: Option<(Vec<i32>, Vec<i32>)>,
+    /// fdbg's CPU seconds while the load ran (its attach, and the kernel's
+    /// zeroing of its rings, before).
+    load_cpu_s: Option<f64>,
 }
 
 /// Runs `load` (which returns requests done and requests/s) with `pid`
@@ -264,6 +267,7 @@ fn traced_run(
                 requests,
                 stats: None,
                 fds_check: None,
+                load_cpu_s: None,
             }
         }
         Tracing::Fdbg(events) => {
@@ -287,7 +291,11 @@ fn traced_run(
                 );
             }
             let load_start = Instant::now();
+            let cpu_before = cpu_seconds(tracer.id());
             let (requests, rate) = load();
+            let load_cpu_s = cpu_seconds(tracer.id())
+                .zip(cpu_before)
+                .map(|(after, before)| after - before);
             let mut report = String::new();
             out.read_to_string(&mut report).expect("read fdbg stdout");
             let status = tracer.wait().expect("wait fdbg");
@@ -304,6 +312,7 @@ fn traced_run(
                     parse_fds(&report).unwrap_or_else(|| panic!("no fds document:\n{report}")),
                     proc_fds(pid),
                 )),
+                load_cpu_s,
             }
         }
         Tracing::FdbgElsewhere => {
@@ -317,6 +326,7 @@ fn traced_run(
             Outcome {
                 stats: None,
                 fds_check: None,
+                load_cpu_s: None,
                 ..outcome
             }
         }
@@ -350,6 +360,7 @@ fn traced_run(
                 requests,
                 stats: None,
                 fds_check: None,
+                load_cpu_s: None,
             }
         }
         Tracing::Strace => {
@@ -376,9 +387,23 @@ fn traced_run(
                 requests,
                 stats: None,
                 fds_check: None,
+                load_cpu_s: None,
             }
         }
     }
+}
+
+/// The CPU seconds (user and system) process `pid` has used, from
+/// /proc/PID/stat; None once it is gone.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
 }
 
 /// One table row per (load, tracing).
@@ -468,7 +493,7 @@ fn print_rows(title: &str, rows: &[Row]) {
         }
         if let Some(s) = &row.outcome.stats {
             println!(
-                "{} / {}: events from {}, {} stops, {} syscalls decoded, {} requests, fdbg's CPU {} µs per event",
+                "{} / {}: events from {}, {} stops, {} syscalls decoded, {} requests, fdbg's CPU {} µs per event ({} during the load)",
                 row.load,
                 row.tracing.name(),
                 s.mechanism,
@@ -476,7 +501,14 @@ fn print_rows(title: &str, rows: &[Row]) {
                 s.syscalls_seen,
                 row.outcome.requests,
                 s.cpu_us_per_event
-                    .map_or("?".into(), |us| format!("{us:.2}"))
+                    .map_or("?".into(), |us| format!("{us:.2}")),
+                row.outcome
+                    .load_cpu_s
+                    .filter(|_| s.syscalls_seen > 0)
+                    .map_or("?".into(), |cpu| format!(
+                        "{:.2}",
+                        cpu * 1e6 / s.syscalls_seen as f64
+                    ))
             );
         }
     }
