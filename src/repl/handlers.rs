@@ -173,9 +173,10 @@ impl Session {
         let stack = crate::stacks::Stack {
             addresses: vec![address],
             truncated: None,
-            generation: self.tracer.symbolizer.generation(pid),
+            generation: self.tracer.addresses.symbolizer.generation(pid),
         };
         self.tracer
+            .addresses
             .symbolizer
             .report_frames(pid, &stack)
             .into_iter()
@@ -191,6 +192,7 @@ impl Session {
         let mut notes = std::mem::take(&mut self.notes);
         notes.extend(
             self.tracer
+                .addresses
                 .symbolizer
                 .take_notes()
                 .into_iter()
@@ -223,8 +225,8 @@ impl Session {
 
     /// What ending the session did to the process, for the last words.
     pub fn ending(&self) -> String {
-        let pid = self.tracer.main_pid;
-        match self.tracer.mode {
+        let pid = self.tracer.target.main_pid;
+        match self.tracer.target.mode {
             Mode::Attach => format!("detached from process {pid}, which runs on"),
             Mode::Run => format!("killed process {pid}, which fdbg had started"),
         }
@@ -232,7 +234,7 @@ impl Session {
 
     /// "attach" or "start": what `leaks` counts from by default.
     fn start_label(&self) -> &'static str {
-        match self.tracer.mode {
+        match self.tracer.target.mode {
             Mode::Attach => "attach",
             Mode::Run => "start",
         }
@@ -250,9 +252,9 @@ impl Session {
     /// The processes reports cover: the main one, and with --follow-forks
     /// every process traced.
     fn report_pids(&self) -> Vec<Pid> {
-        let main = self.tracer.main_pid;
+        let main = self.tracer.target.main_pid;
         let mut pids = vec![main];
-        if self.tracer.follow_forks {
+        if self.tracer.target.follow_forks {
             pids.extend(
                 self.tracer
                     .model
@@ -276,7 +278,7 @@ impl Session {
     /// Check the model against /proc before reporting (while traced), and
     /// group the sites that differ only inside JIT code.
     fn check_model(&mut self) {
-        if !self.tracer.detached {
+        if !self.tracer.ends.detached {
             self.listed = self.tracer.reconcile();
         }
         for pid in self.report_pids() {
@@ -294,7 +296,7 @@ impl Session {
         }
         let stack = self.tracer.model.stacks.get(id);
         let shown = (
-            Frames::from(self.tracer.symbolizer.report_frames(pid, stack)),
+            Frames::from(self.tracer.addresses.symbolizer.report_frames(pid, stack)),
             stack.truncated.clone(),
         );
         self.frames_cache.insert((pid, id), shown.clone());
@@ -348,13 +350,13 @@ impl Session {
     /// The endpoints of the sockets of `pid` now, or as they were at its
     /// exit or at the detach (the model no longer follows the process).
     fn sockets_of(&self, pid: Pid) -> BTreeMap<i32, SocketInfo> {
-        if let Some(at_exit) = self.tracer.exit_sockets.get(&pid) {
+        if let Some(at_exit) = self.tracer.ends.exit_sockets.get(&pid) {
             return at_exit.clone();
         }
         if let Some(at_detach) = self.sockets_at_detach.get(&pid) {
             return at_detach.clone();
         }
-        if self.tracer.detached || self.exited(pid) {
+        if self.tracer.ends.detached || self.exited(pid) {
             return BTreeMap::new();
         }
         match self.listed.get(&pid) {
@@ -365,7 +367,7 @@ impl Session {
 
     /// What the reports call fds open when tracing began.
     fn initial_origin(&self) -> FdOrigin {
-        match self.tracer.mode {
+        match self.tracer.target.mode {
             Mode::Attach => FdOrigin::BeforeAttach,
             Mode::Run => FdOrigin::Inherited,
         }
@@ -442,7 +444,7 @@ impl Session {
 
     /// The "syscall" of a site of fds open when tracing began.
     fn initial_site_name(&self) -> &'static str {
-        match self.tracer.mode {
+        match self.tracer.target.mode {
             Mode::Attach => fdtable::BEFORE_ATTACH,
             Mode::Run => fdtable::INHERITED,
         }

@@ -258,13 +258,13 @@ fn shutdown(session: &mut Session, sig: i32) -> ! {
 }
 
 fn banner(tracer: &Tracer) -> String {
-    let pid = tracer.main_pid;
+    let pid = tracer.target.main_pid;
     let name = crate::procfs::status(pid)
         .map(|s| s.name)
         .unwrap_or_else(|| "?".into());
     let threads = tracer.threads().iter().filter(|(_, p)| *p == pid).count();
     let fds = tracer.model.open_count(pid);
-    match tracer.mode {
+    match tracer.target.mode {
         crate::tracer::Mode::Attach => {
             let mut text = format!(
                 "Attached to process {pid} ({}): {}, {}.",
@@ -278,7 +278,7 @@ fn banner(tracer: &Tracer) -> String {
                 .map(|(_, p)| p)
                 .filter(|&p| p != pid)
                 .collect();
-            if tracer.follow_forks {
+            if tracer.target.follow_forks {
                 if !children.is_empty() {
                     let list: Vec<String> = children.iter().map(|c| c.to_string()).collect();
                     text.push_str(&format!(
@@ -297,7 +297,7 @@ fn banner(tracer: &Tracer) -> String {
                     ));
                 }
             }
-            text.push_str(match tracer.mechanism {
+            text.push_str(match tracer.mechanism() {
                 crate::tracer::Mechanism::PerfObserve => {
                     " Fd events: perf-observe (no stop while no breakpoint needs one; then one per fd syscall)."
                 }

@@ -201,20 +201,20 @@ impl Tracer {
     ) -> Result<(), TracerError> {
         let uretprobe = probe == Probe::Return;
         let ret = probe != Probe::Entry;
-        if self.mode != super::Mode::Attach && self.mechanism == Mechanism::Seccomp {
+        if self.target.mode != super::Mode::Attach && self.source.mechanism == Mechanism::Seccomp {
             return Err(TracerError::SeccompHasNoTraps);
         }
         // Their SIGTRAPs need what the fd events' need: the process
         // ignoring SIGTRAP for the session, so that one in flight when fdbg
         // dies is harmless. Observing, the fd events stay observed.
-        if self.mechanism == Mechanism::PerfObserve && self.perf.is_none() {
+        if self.source.mechanism == Mechanism::PerfObserve && self.source.traps.is_none() {
             match self.arm_perf(true, false, Traps::None) {
                 Ok(()) => {}
                 // A thread's SIGTRAP would wait for its unblock: with
                 // SIGTRAPs for the fd events, fdbg waits for it too.
                 Err(Fallback::Blocked(_)) => {
                     if let Some(Notice::FellBack(why)) = self.set_need(super::Need::Stops)
-                        && !self.perf_waits_for_unblock
+                        && !self.source.waits_for_unblock
                     {
                         return Err(TracerError::TrapsFellBack(why));
                     }
@@ -224,18 +224,18 @@ impl Tracer {
         }
         // Every thread of a process blocks SIGTRAP: wait for one to
         // unblock it (most often a moment), or say why not.
-        if self.mechanism == Mechanism::PtraceSyscall
-            && self.perf_waits_for_unblock
+        if self.source.mechanism == Mechanism::PtraceSyscall
+            && self.source.waits_for_unblock
             && let Err(why) = self.arm_perf_now()
         {
             return Err(TracerError::TrapsFellBack(why));
         }
         let ready = matches!(
-            self.mechanism,
+            self.source.mechanism,
             Mechanism::PerfSigtrap | Mechanism::PerfObserve
-        ) && self.perf.is_some();
+        ) && self.source.traps.is_some();
         if !ready {
-            return Err(TracerError::TrapsNotArmed(self.mechanism));
+            return Err(TracerError::TrapsNotArmed(self.source.mechanism));
         }
         // Two events on one address send a thread two SIGTRAPs at one hit,
         // and the second is lost while the first is pending: one probe an
@@ -287,7 +287,7 @@ impl Tracer {
                 if !loaded.contains(&pid) {
                     continue;
                 }
-                match SyscallTrap::open(tid, probe.id, "", self.follow_forks, sig_data) {
+                match SyscallTrap::open(tid, probe.id, "", self.target.follow_forks, sig_data) {
                     Ok(trap) => traps.push(trap),
                     // A thread that ended meanwhile needs none.
                     Err(perf::PerfError::Open { source, .. })
@@ -414,7 +414,7 @@ impl Tracer {
         match self.capture_stack(tid, pid, None) {
             Some(id) => {
                 let stack = self.model.stacks.get(id).clone();
-                self.symbolizer.report_frames(pid, &stack)
+                self.addresses.symbolizer.report_frames(pid, &stack)
             }
             None => Vec::new(),
         }

@@ -38,6 +38,7 @@ mod notice;
 mod observe;
 mod perf_source;
 mod reclaim;
+mod source;
 mod start;
 mod threads;
 mod unfollowed;
@@ -50,6 +51,8 @@ pub use notice::Notice;
 pub use observe::{Need, ObservedFigures};
 pub use perf_source::Fallback;
 pub use reclaim::Closed;
+pub use source::Mechanism;
+use source::Source;
 pub use start::StartError;
 use threads::{Thread, ThreadState, Threads};
 pub use waker::{WAKE_INTERRUPT, Waker};
@@ -68,31 +71,6 @@ const OBSERVE_POLL_MS: u8 = 10;
 pub enum Mode {
     Attach,
     Run,
-}
-
-/// Where fd events come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mechanism {
-    /// A perf event's synchronous SIGTRAP after each fd syscall (attach).
-    PerfSigtrap,
-    /// Syscall-enter and syscall-exit stops of every syscall (attach).
-    PtraceSyscall,
-    /// A seccomp filter that stops only the fd syscalls (run).
-    Seccomp,
-    /// Perf samples of the fd syscalls in ring buffers, no stop (attach,
-    /// while nothing needs one).
-    PerfObserve,
-}
-
-impl Mechanism {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mechanism::PerfSigtrap => "perf-sigtrap",
-            Mechanism::PtraceSyscall => "ptrace-syscall",
-            Mechanism::Seccomp => "seccomp",
-            Mechanism::PerfObserve => "perf-observe",
-        }
-    }
 }
 
 /// The event source the user asked for (`--events`).
@@ -179,55 +157,63 @@ pub struct TraceOptions {
 }
 
 pub struct Tracer {
-    pub mode: Mode,
-    pub mechanism: Mechanism,
-    perf: Option<perf_source::PerfSource>,
-    pub main_pid: Pid,
-    pub follow_forks: bool,
+    /// What is traced, and how it started.
+    pub target: Target,
+    /// Where fd events come from, and every event source's state.
+    source: Source,
     pub model: Model,
     /// What tracing has cost the processes.
     pub costs: Costs,
-    /// The main process ended; how.
-    pub main_end: Option<ProcessEnd>,
-    /// fdbg let go of the process (detach); the model stays for queries.
-    pub detached: bool,
-    /// Names code addresses when they are shown; remembers a process's
-    /// mappings at its exit.
-    pub symbolizer: Symbolizer,
-    /// The sockets of each process that ended, by fd, as they were at its
-    /// exit (the socket tables are gone with it).
-    pub exit_sockets: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
+    /// How the main process and the session ended.
+    pub ends: Ends,
+    /// What turns code addresses into stacks and names.
+    pub addresses: Addresses,
     /// What the user should know, since the front end last took them
     /// (how the session started, what happened while it ran).
     notices: Vec<Notice>,
-    /// Perf SIGTRAPs were refused only because every thread blocked
-    /// SIGTRAP (glibc does for a moment in pthread_create and at a
-    /// thread's exit): the first rt_sigprocmask that unblocks it hands the
-    /// session over to perf.
-    perf_waits_for_unblock: bool,
-    perf_unblocked: bool,
-    observer: Option<observe::Observer>,
-    /// Observing: each thread's stack (sp, bytes) at the last stop, for
-    /// walks that need more than a sample's copy after the memory changed.
-    stack_snapshots: HashMap<Tid, (u64, Vec<u8>)>,
-    /// The process whose samples are being walked at its exec stop: its
-    /// memory is the new program's.
-    exec_pending: Option<Pid>,
-    /// Observing: each process's read-only file mappings at the last look.
-    file_maps: HashMap<Pid, Vec<crate::modules::FileMapping>>,
     /// Function breakpoints, armed and pending, and their hits.
     probes: functions::Probes,
     /// Ctrl-C came while everything was being stopped.
     interrupt_seen: bool,
-    /// What the current `continue` needs (`set_need`).
-    need: Need,
-    /// `break fd N` while observing.
-    watching: watch::Watching,
     threads: Threads,
+    /// What wakes the tracer while the process runs.
+    wake: Wake,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// What is traced, and how it started.
+pub struct Target {
+    pub mode: Mode,
+    pub main_pid: Pid,
+    pub follow_forks: bool,
+}
+
+/// How the main process and the session ended.
+pub struct Ends {
+    /// The main process ended; how.
+    pub main_end: Option<ProcessEnd>,
+    /// fdbg let go of the process (detach); the model stays for queries.
+    pub detached: bool,
+    /// The sockets of each process that ended, by fd, as they were at its
+    /// exit (the socket tables are gone with it).
+    pub exit_sockets: HashMap<Pid, BTreeMap<i32, SocketInfo>>,
+}
+
+/// What turns code addresses into stacks (at a stop) and names (when
+/// shown).
+pub struct Addresses {
+    /// Names code addresses when they are shown; remembers a process's
+    /// mappings at its exit.
+    pub symbolizer: Symbolizer,
+    /// Each process's unwinder.
     unwinders: HashMap<Pid, Unwinder>,
+}
+
+/// What wakes the tracer while the process runs: SIGCHLD (a tracee changed
+/// state) and the other threads' `Waker`.
+struct Wake {
     sigchld: SignalFd,
     waker: std::sync::Arc<Waker>,
-    _not_send: PhantomData<*const ()>,
 }
 
 fn sigchld_fd() -> nix::Result<SignalFd> {
@@ -247,41 +233,39 @@ impl Tracer {
         let sigchld =
             sigchld_fd().map_err(|e| StartError::Setup(format!("signalfd for SIGCHLD: {e}")))?;
         Ok(Tracer {
-            mode,
-            mechanism: match mode {
-                Mode::Attach => Mechanism::PtraceSyscall,
-                Mode::Run => Mechanism::Seccomp,
+            target: Target {
+                mode,
+                main_pid,
+                follow_forks: opts.follow_forks,
             },
-            perf: None,
-            main_pid,
-            follow_forks: opts.follow_forks,
+            source: Source::new(mode),
             model: {
                 let mut model = Model::keeping(opts.keep_events);
                 model.set_clock(monotonic_now());
                 model
             },
             costs: Costs::default(),
-            main_end: None,
-            detached: false,
-            symbolizer: Symbolizer::new(),
-            exit_sockets: HashMap::default(),
+            ends: Ends {
+                main_end: None,
+                detached: false,
+                exit_sockets: HashMap::default(),
+            },
+            addresses: Addresses {
+                symbolizer: Symbolizer::new(),
+                unwinders: HashMap::default(),
+            },
             notices: Vec::new(),
-            perf_waits_for_unblock: false,
-            perf_unblocked: false,
-            observer: None,
-            stack_snapshots: HashMap::default(),
-            exec_pending: None,
-            file_maps: HashMap::default(),
-            need: Need::Stops,
-            watching: watch::Watching::default(),
             probes: functions::Probes::default(),
             interrupt_seen: false,
             threads: Threads::default(),
-            unwinders: HashMap::default(),
-            sigchld,
-            waker,
+            wake: Wake { sigchld, waker },
             _not_send: PhantomData,
         })
+    }
+
+    /// Where fd events come from now.
+    pub fn mechanism(&self) -> Mechanism {
+        self.source.mechanism
     }
 
     /// What the user should know since the last call.
@@ -291,7 +275,7 @@ impl Tracer {
 
     /// The waker the front end uses to interrupt `resume_until`.
     pub fn waker(&self) -> std::sync::Arc<Waker> {
-        self.waker.clone()
+        self.wake.waker.clone()
     }
 
     /// Every traced thread, as (tid, its process), sorted.
@@ -308,7 +292,7 @@ impl Tracer {
 
     /// A new command that resumes: forget a Ctrl-C given at the prompt.
     pub fn begin_command(&mut self) {
-        self.waker.clear_interrupt();
+        self.wake.waker.clear_interrupt();
         self.interrupt_seen = false;
     }
 
@@ -326,7 +310,7 @@ impl Tracer {
         ticks: Option<Ticks<'_>>,
     ) -> Halt {
         if self.threads.is_empty() {
-            return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
+            return Halt::Exited(self.ends.main_end.unwrap_or(ProcessEnd::Exited(0)));
         }
         // Ctrl-C while stopping (between two `resume_until` of one
         // command) ends the command; a hit seen then is reported now,
@@ -340,12 +324,12 @@ impl Tracer {
             }
         }
         // A watch stop seen while stopping: its events first.
-        if std::mem::take(&mut self.watching.hit)
+        if std::mem::take(&mut self.source.watching.hit)
             && let Some(seq) = self.check_unchecked(on_event)
         {
             return Halt::Event(seq);
         }
-        self.watching.unchecked.clear();
+        self.source.watching.unchecked.clear();
         self.resume_all();
         let halt = self.pump(deadline, on_event, ticks);
         self.stop_all();
@@ -366,9 +350,9 @@ impl Tracer {
             };
             match self.next_status(wake) {
                 Waited::Status(tid, stop) => {
-                    let main_was_live = self.main_end.is_none();
+                    let main_was_live = self.ends.main_end.is_none();
                     if let Some(seq) = self.handle(tid, stop)
-                        && on_event(&self.model, &mut self.symbolizer, seq)
+                        && on_event(&self.model, &mut self.addresses.symbolizer, seq)
                     {
                         return Halt::Event(seq);
                     }
@@ -378,7 +362,7 @@ impl Tracer {
                         }
                         self.resolve_pending();
                     }
-                    if std::mem::take(&mut self.watching.hit) {
+                    if std::mem::take(&mut self.source.watching.hit) {
                         // Every thread stopped: every sample is in.
                         self.stop_all();
                         if let Some(seq) = self.check_unchecked(on_event) {
@@ -388,12 +372,12 @@ impl Tracer {
                             return Halt::Interrupt;
                         }
                         self.resume_all();
-                    } else if self.perf_unblocked {
+                    } else if self.source.unblocked {
                         self.take_over_with_perf(tid);
                     } else {
                         self.resume_thread(tid);
                     }
-                    if main_was_live && let Some(end) = self.main_end {
+                    if main_was_live && let Some(end) = self.ends.main_end {
                         return Halt::Exited(end);
                     }
                 }
@@ -419,7 +403,7 @@ impl Tracer {
                             return halt;
                         }
                         if let (Some(t), Some(next)) = (ticks.as_mut(), next_tick.as_mut()) {
-                            (t.on_tick)(&self.model, &mut self.symbolizer);
+                            (t.on_tick)(&self.model, &mut self.addresses.symbolizer);
                             *next = (*next + t.period).max(Instant::now());
                         }
                     }
@@ -430,7 +414,7 @@ impl Tracer {
                 Waited::NoTracees => {
                     self.threads.clear();
                     self.take_samples(true);
-                    return Halt::Exited(self.main_end.unwrap_or(ProcessEnd::Exited(0)));
+                    return Halt::Exited(self.ends.main_end.unwrap_or(ProcessEnd::Exited(0)));
                 }
             }
         }
@@ -447,19 +431,23 @@ impl Tracer {
         let recorded = self.hold_unchecked(recorded);
         let hit = recorded
             .into_iter()
-            .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
+            .find(|&seq| on_event(&self.model, &mut self.addresses.symbolizer, seq));
         if let Some(seq) = hit {
             self.observed_hit(seq);
             return Some(Halt::Event(seq));
         }
-        let grow = self.observer.as_ref().is_some_and(|o| o.wants_more_stack());
+        let grow = self
+            .source
+            .observer
+            .as_ref()
+            .is_some_and(|o| o.wants_more_stack());
         let near = !self.observe_suffices();
         if grow || near {
             // The samples the stop drains are events like any.
             let drained = self.stop_all_taking_samples();
             let hit = drained
                 .into_iter()
-                .find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
+                .find(|&seq| on_event(&self.model, &mut self.addresses.symbolizer, seq));
             if let Some(seq) = hit {
                 self.observed_hit(seq);
                 return Some(Halt::Event(seq));
@@ -474,7 +462,7 @@ impl Tracer {
             }
             if near {
                 // A `break count` within reach: stop at every event.
-                let need = self.need;
+                let need = self.source.need;
                 if let Some(notice) = self.set_need(need) {
                     self.notices.push(notice);
                 }
@@ -508,14 +496,14 @@ impl Tracer {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Waited::Timeout;
         }
-        if self.waker.requested() {
-            match self.waker.take() {
+        if self.wake.waker.requested() {
+            match self.wake.waker.take() {
                 0 => {}
                 request => return Waited::Woken(request),
             }
         }
         // Observing, no thread stops for an fd event: nothing to spin for.
-        let spin = if self.mechanism == Mechanism::PerfObserve {
+        let spin = if self.source.mechanism == Mechanism::PerfObserve {
             std::time::Duration::ZERO
         } else {
             WAIT_SPIN
@@ -554,8 +542,8 @@ impl Tracer {
                 timeout.min(PollTimeout::from(OBSERVE_POLL_MS))
             };
             let mut fds = vec![
-                PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.waker.fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.sigchld.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.waker.fd.as_fd(), PollFlags::POLLIN),
             ];
             fds.extend(
                 rings
@@ -580,9 +568,9 @@ impl Tracer {
             for ring in hung {
                 self.observer_hung(ring);
             }
-            while let Ok(Some(_)) = self.sigchld.read_signal() {}
+            while let Ok(Some(_)) = self.wake.sigchld.read_signal() {}
             if woken {
-                match self.waker.take() {
+                match self.wake.waker.take() {
                     0 => {}
                     request => return Waited::Woken(request),
                 }
@@ -642,7 +630,7 @@ impl Tracer {
         if self.observer_lost_more() {
             self.reconcile();
         }
-        if self.observer.is_some() {
+        if self.source.observer.is_some() {
             self.snapshot_stacks();
         }
         drained
@@ -669,7 +657,7 @@ impl Tracer {
                 Waited::Woken(WAKE_INTERRUPT) => self.interrupt_seen = true,
                 Waited::Timeout | Waited::Samples => {}
                 Waited::Woken(sig) => {
-                    self.waker.wake(sig);
+                    self.wake.waker.wake(sig);
                     break;
                 }
                 Waited::NoTracees => {
@@ -728,13 +716,7 @@ impl Tracer {
         let (how, state) = if thread.group_stopped {
             (Resume::Listen, ThreadState::Running)
         } else {
-            let how = match self.mechanism {
-                Mechanism::PerfSigtrap | Mechanism::PerfObserve => Resume::Cont,
-                Mechanism::PtraceSyscall => Resume::Syscall,
-                // To the syscall's exit, where its result is.
-                Mechanism::Seccomp if thread.entry.is_some() => Resume::Syscall,
-                Mechanism::Seccomp => Resume::Cont,
-            };
+            let how = self.source.mechanism.resume(thread.entry.is_some());
             (how, ThreadState::Running)
         };
         let signal = if how == Resume::Listen {
@@ -782,7 +764,7 @@ impl Tracer {
             t.last_stop = Some(stop);
             self.costs.by_pid.entry(t.pid).or_default().0 += 1;
         }
-        if self.mechanism == Mechanism::PerfObserve
+        if self.source.mechanism == Mechanism::PerfObserve
             && let Stop::Event { event, .. } = stop
             && event != ptrace::EVENT_STOP
         {
@@ -799,10 +781,10 @@ impl Tracer {
             let all = event == ptrace::EVENT_EXEC || last_of_process;
             if event == ptrace::EVENT_EXEC {
                 // At its exec stop the thread's id is its process's.
-                self.exec_pending = Some(tid);
+                self.source.exec_pending = Some(tid);
             }
             self.take_samples(all);
-            self.exec_pending = None;
+            self.source.exec_pending = None;
         }
         match stop {
             Stop::Syscall
@@ -855,7 +837,7 @@ impl Tracer {
                         return event;
                     }
                     if info.perf_data == watch::WATCH_DATA {
-                        self.watching.hit = true;
+                        self.source.watching.hit = true;
                         return None;
                     }
                     if let Some(hit) = self.function_trap(tid, info.perf_data) {
@@ -881,7 +863,7 @@ impl Tracer {
         self.model.set_clock(monotonic_now());
         let mut thread = Thread::new(pid, ThreadState::Running);
         if !known_pid {
-            if self.mode == Mode::Attach && !self.follow_forks {
+            if self.target.mode == Mode::Attach && !self.target.follow_forks {
                 // clone() without CLONE_THREAD is auto-attached even without
                 // fork tracing: such a child is let go at its first stop.
                 thread.detach_at_stop = true;
@@ -889,7 +871,7 @@ impl Tracer {
                 // A new child process starts with a copy of its parent's table.
                 self.model.fork(parent, pid);
                 self.perf_forked(parent, pid);
-                self.preload_unwinder(pid, self.observer.is_some());
+                self.preload_unwinder(pid, self.source.observer.is_some());
             } else {
                 let fds = procfs::list_fds(pid, None).unwrap_or_default();
                 self.model.add_process(pid, fds);
@@ -906,7 +888,7 @@ impl Tracer {
                 let thread = self.threads.get_mut(&tid)?;
                 self.costs.by_pid.entry(thread.pid).or_default().1 += 1;
                 thread.masking =
-                    self.perf_waits_for_unblock && nr == libc::SYS_rt_sigprocmask as u64;
+                    self.source.waits_for_unblock && nr == libc::SYS_rt_sigprocmask as u64;
                 if syscalls::is_fd_syscall(nr) {
                     thread.entry = Some(SyscallEntry { nr, args });
                     if syscalls::flags(nr).contains(Flags::CLOSES_FD) {
@@ -918,8 +900,8 @@ impl Tracer {
             }
             Ok(SyscallStop::Exit { result }) => {
                 let thread = self.threads.get_mut(&tid)?;
-                if std::mem::take(&mut thread.masking) && self.perf_waits_for_unblock {
-                    self.perf_unblocked = !perf_source::blocks_sigtrap(tid);
+                if std::mem::take(&mut thread.masking) && self.source.waits_for_unblock {
+                    self.source.unblocked = !perf_source::blocks_sigtrap(tid);
                 }
                 let entry = self.threads.get_mut(&tid)?.entry.take()?;
                 if syscalls::is_restart(result) {
@@ -1002,6 +984,7 @@ impl Tracer {
         bytes: &[u8],
     ) -> (StackId, usize) {
         let unwinder = self
+            .addresses
             .unwinders
             .entry(pid)
             .or_insert_with(|| Unwinder::new(pid));
@@ -1009,8 +992,8 @@ impl Tracer {
         // Above the copy: the thread's memory now, unless the process
         // exec'd since (then, and when it cannot be read, the stack as it
         // was at the last stop, whose outer frames are likely the same).
-        let snapshot = self.stack_snapshots.get(&tid);
-        let exec_since = self.exec_pending == Some(pid);
+        let snapshot = self.source.stack_snapshots.get(&tid);
+        let exec_since = self.source.exec_pending == Some(pid);
         let word_at = |bytes: &[u8], start: u64, addr: u64| -> Option<u64> {
             let offset = usize::try_from(addr.checked_sub(start)?).ok()?;
             Some(u64::from_le_bytes(
@@ -1027,7 +1010,7 @@ impl Tracer {
                 .and_then(|b| word_at(&b, addr, addr))
                 .or_else(from_snapshot)
         };
-        let generation = self.symbolizer.generation(pid);
+        let generation = self.addresses.symbolizer.generation(pid);
         let walk = unwinder.walk(regs, bytes, &beyond_copy);
         let needed = walk.needed;
         let known = walk
@@ -1041,7 +1024,9 @@ impl Tracer {
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the
             // object is unmapped (dlclose) by then.
-            self.symbolizer.note_mappings(pid, &unwinder.mappings());
+            self.addresses
+                .symbolizer
+                .note_mappings(pid, &unwinder.mappings());
         }
         let id = match (known, fresh) {
             (Some(id), _) => id,
@@ -1075,13 +1060,13 @@ impl Tracer {
             t.exiting = false;
             t.group_stopped = false;
         }
-        if let Some(u) = self.unwinders.get_mut(&pid) {
+        if let Some(u) = self.addresses.unwinders.get_mut(&pid) {
             u.reset();
         }
-        self.symbolizer.exec(pid);
+        self.addresses.symbolizer.exec(pid);
         self.rearm_after_exec(pid, tid);
         self.rewatch_after_exec(tid);
-        self.preload_unwinder(pid, self.observer.is_some());
+        self.preload_unwinder(pid, self.source.observer.is_some());
         self.functions_after_exec();
         self.model.set_clock(monotonic_now());
         Some(self.model.exec(pid, tid))
@@ -1102,7 +1087,7 @@ impl Tracer {
             .filter(|t| t.pid == pid)
             .all(|t| t.exiting);
         if last {
-            self.symbolizer.remember(pid);
+            self.addresses.symbolizer.remember(pid);
             if let Ok(fds) = procfs::list_fds(pid, Some(tid)) {
                 self.model.reconcile(pid, &fds);
                 let sockets = net::socket_infos(pid, &fds);
@@ -1110,13 +1095,13 @@ impl Tracer {
                     self.model
                         .set_target(pid, fd, FdKind::Socket, net::target_text(info));
                 }
-                self.exit_sockets.insert(pid, sockets);
+                self.ends.exit_sockets.insert(pid, sockets);
             }
         }
     }
 
     fn thread_ended(&mut self, tid: Tid, end: ProcessEnd) {
-        self.stack_snapshots.remove(&tid);
+        self.source.stack_snapshots.remove(&tid);
         let Some(thread) = self.threads.remove(&tid) else {
             return;
         };
@@ -1126,11 +1111,11 @@ impl Tracer {
         if tid == thread.pid {
             // The leader's status comes last: the process is gone.
             self.threads.retain(|_, t| t.pid != thread.pid);
-            self.unwinders.remove(&thread.pid);
+            self.addresses.unwinders.remove(&thread.pid);
             self.perf_process_ended(thread.pid);
             self.model.exited(thread.pid, end);
-            if thread.pid == self.main_pid {
-                self.main_end = Some(end);
+            if thread.pid == self.target.main_pid {
+                self.ends.main_end = Some(end);
             }
         }
     }
@@ -1152,8 +1137,12 @@ impl Tracer {
     /// The kernel's count of fd syscalls in the traced processes, where
     /// perf events are the source (else `None`).
     pub fn kernel_fd_syscalls(&self) -> Option<u64> {
-        let traps = self.perf.as_ref().map(|source| source.kernel_count());
-        let samples = self.observer.as_ref().map(|o| o.coverage().0);
+        let traps = self
+            .source
+            .traps
+            .as_ref()
+            .map(|source| source.kernel_count());
+        let samples = self.source.observer.as_ref().map(|o| o.coverage().0);
         match (traps, samples) {
             (None, None) => None,
             (t, s) => Some(t.unwrap_or(0) + s.unwrap_or(0)),
@@ -1163,16 +1152,16 @@ impl Tracer {
     /// The fd syscalls the kernel counted while observing, and the samples
     /// of them fdbg decoded.
     pub fn observed(&self) -> Option<ObservedFigures> {
-        self.observer.as_ref().map(|o| o.figures())
+        self.source.observer.as_ref().map(|o| o.figures())
     }
 
     /// Fd syscalls the kernel counted that fdbg never saw (0 where the
     /// kernel does not count).
     pub fn missed(&self) -> u64 {
-        let traps = self.perf.as_ref().map_or(0, |source| {
+        let traps = self.source.traps.as_ref().map_or(0, |source| {
             source.kernel_count().saturating_sub(source.traps_seen)
         });
-        let samples = self.observer.as_ref().map_or(0, |o| {
+        let samples = self.source.observer.as_ref().map_or(0, |o| {
             let (kernel, sampled) = o.coverage();
             kernel.saturating_sub(sampled)
         });
@@ -1188,7 +1177,7 @@ impl Tracer {
         self.probes.pending.clear();
         self.probes.queued.clear();
         if self.threads.is_empty() {
-            self.detached = true;
+            self.ends.detached = true;
             return;
         }
         self.stop_all();
@@ -1217,7 +1206,7 @@ impl Tracer {
             }
         }
         ptrace::reap_in_background(exiting);
-        self.detached = true;
+        self.ends.detached = true;
     }
 
     /// Kill every process fdbg started (run), by PID, and reap them.
@@ -1247,7 +1236,7 @@ impl Tracer {
     /// End tracing as the mode wants: detach an attached process, kill a
     /// started one.
     pub fn finish(&mut self) {
-        match self.mode {
+        match self.target.mode {
             Mode::Attach => self.detach(),
             Mode::Run => self.kill(),
         }

@@ -473,33 +473,35 @@ impl Tracer {
         for &tid in &tids {
             let (Some(pid), Some((sp, bytes)), Ok(regs)) = (
                 self.threads.get(&tid).map(|t| t.pid),
-                self.stack_snapshots.get(&tid),
+                self.source.stack_snapshots.get(&tid),
                 crate::ptrace::registers(tid),
             ) else {
                 continue;
             };
             let regs = crate::arch::StackRegs::from_user_regs(&regs);
-            if let Some(unwinder) = self.unwinders.get_mut(&pid) {
+            if let Some(unwinder) = self.addresses.unwinders.get_mut(&pid) {
                 debug_assert_eq!(regs.sp, *sp);
                 depth = depth.max(unwinder.unwind_beyond(&regs, bytes, &|_| None).1);
             }
         }
-        let observer = Observer::open(tids, self.follow_forks, depth)?;
-        self.observer = Some(observer);
-        self.mechanism = Mechanism::PerfObserve;
+        let observer = Observer::open(tids, self.target.follow_forks, depth)?;
+        self.source.observer = Some(observer);
+        self.source.mechanism = Mechanism::PerfObserve;
         Ok(())
     }
 
     /// Observing, with every thread stopped: keep each one's stack.
     pub(super) fn snapshot_stacks(&mut self) {
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
-        self.stack_snapshots.retain(|tid, _| tids.contains(tid));
+        self.source
+            .stack_snapshots
+            .retain(|tid, _| tids.contains(tid));
         for tid in tids {
             let Ok(regs) = crate::ptrace::registers(tid) else {
                 continue;
             };
             let bytes = crate::unwind::copy_stack(tid, regs.rsp, super::STACK_COPY);
-            self.stack_snapshots.insert(tid, (regs.rsp, bytes));
+            self.source.stack_snapshots.insert(tid, (regs.rsp, bytes));
         }
     }
 
@@ -511,13 +513,16 @@ impl Tracer {
             return;
         }
         let unwinder = self
+            .addresses
             .unwinders
             .entry(pid)
             .or_insert_with(|| crate::unwind::Unwinder::new(pid));
         unwinder.preload();
-        self.symbolizer.note_mappings(pid, &unwinder.mappings());
+        self.addresses
+            .symbolizer
+            .note_mappings(pid, &unwinder.mappings());
         let maps = std::fs::read_to_string(crate::procfs::process_dir(pid).join("maps"));
-        self.file_maps.insert(
+        self.source.file_maps.insert(
             pid,
             maps.map(|text| crate::modules::parse_readonly_file_maps(&text))
                 .unwrap_or_default(),
@@ -534,11 +539,16 @@ impl Tracer {
     /// when something does (`break count` near its count included, which
     /// checks each event as it comes).
     pub fn set_need(&mut self, need: Need) -> Option<Notice> {
-        self.need = need;
-        if self.observer.is_none() || self.detached {
+        self.source.need = need;
+        if self.source.observer.is_none() || self.ends.detached {
             return None;
         }
-        if self.observer.as_ref().is_some_and(|o| o.wants_more_stack()) {
+        if self
+            .source
+            .observer
+            .as_ref()
+            .is_some_and(|o| o.wants_more_stack())
+        {
             self.grow_stack_copies();
         }
         let functions = !self.probes.breaks.is_empty();
@@ -547,7 +557,7 @@ impl Tracer {
         let said = match need {
             Need::WatchFd(fd) => self.prepare_watch(fd).err().map(|why| {
                 let _ = self.set_watch(None);
-                self.need = Need::Stops;
+                self.source.need = Need::Stops;
                 Notice::WatchRefused { fd, why }
             }),
             _ => {
@@ -555,14 +565,19 @@ impl Tracer {
                 None
             }
         };
-        let need = self.need;
-        let watching = self.watching.watch.is_some();
+        let need = self.source.need;
+        let watching = self.source.watching.watch.is_some();
         let observe = self.observe_suffices()
             && (!functions || matches!(need, Need::Observe | Need::WatchFd(_)));
-        let observing = self.mechanism == Mechanism::PerfObserve;
+        let observing = self.source.mechanism == Mechanism::PerfObserve;
         if observe && !observing {
             // Every thread is stopped: no event falls between the two.
-            if self.observer.as_mut().is_some_and(|o| o.set_enabled(true)) {
+            if self
+                .source
+                .observer
+                .as_mut()
+                .is_some_and(|o| o.set_enabled(true))
+            {
                 if functions || watching {
                     // Armed uprobes and watches send SIGTRAPs: it stays
                     // ignored.
@@ -570,10 +585,10 @@ impl Tracer {
                 } else {
                     self.disarm_perf();
                 }
-                self.mechanism = Mechanism::PerfObserve;
+                self.source.mechanism = Mechanism::PerfObserve;
             }
             said
-        } else if observe && !functions && !watching && self.perf.is_some() {
+        } else if observe && !functions && !watching && self.source.traps.is_some() {
             // The last function breakpoint is gone: SIGTRAP's action back.
             self.disarm_perf();
             None
@@ -582,7 +597,7 @@ impl Tracer {
             match self.arm_perf_at_attach(false) {
                 Ok(()) => said,
                 Err(why) => {
-                    self.mechanism = Mechanism::PtraceSyscall;
+                    self.source.mechanism = Mechanism::PtraceSyscall;
                     Some(Notice::FellBack(why))
                 }
             }
@@ -593,7 +608,7 @@ impl Tracer {
 
     /// SIGTRAP ignored by the processes, then the watch on `fd`.
     fn prepare_watch(&mut self, fd: i32) -> Result<(), TracerError> {
-        if self.perf.is_none() {
+        if self.source.traps.is_none() {
             self.arm_perf(true, false, super::perf_source::Traps::None)?;
         }
         Ok(self.set_watch(Some(fd))?)
@@ -601,13 +616,14 @@ impl Tracer {
 
     /// Whether the need can be met without stops now.
     pub(super) fn observe_suffices(&self) -> bool {
-        match self.need {
+        match self.source.need {
             Need::Observe | Need::WatchFd(_) => true,
             Need::Stops => false,
             Need::StopsNear(n) => {
                 // Samples are decoded up to two drains late: room for
                 // twice that, and for a first burst.
                 let margin = self
+                    .source
                     .observer
                     .as_ref()
                     .map_or(0, |o| 4 * o.largest_batch + 256);
@@ -625,7 +641,8 @@ impl Tracer {
     /// Pause the samplers while fdbg itself runs fd syscalls in the
     /// stopped process (`reclaim`), or resume them; whether they were on.
     pub(super) fn pause_observing(&mut self, paused: bool) -> bool {
-        self.observer
+        self.source
+            .observer
             .as_mut()
             .is_some_and(|o| (o.enabled == paused) && o.set_enabled(!paused))
     }
@@ -633,14 +650,14 @@ impl Tracer {
     /// Disable the samplers, with every thread stopped and their samples
     /// taken.
     fn stop_observing(&mut self) {
-        if let Some(observer) = self.observer.as_mut() {
+        if let Some(observer) = self.source.observer.as_mut() {
             observer.set_enabled(false);
         }
     }
 
     /// Poll fds of the rings to wait on (none when not observing).
     pub(super) fn observer_fds(&self) -> Vec<(usize, std::os::fd::BorrowedFd<'_>)> {
-        match self.observer.as_ref() {
+        match self.source.observer.as_ref() {
             Some(Observer {
                 sampler: Some(sampler),
                 enabled: true,
@@ -657,7 +674,12 @@ impl Tracer {
     }
 
     pub(super) fn observer_hung(&mut self, ring: usize) {
-        if let Some(slot) = self.observer.as_mut().and_then(|o| o.hung.get_mut(ring)) {
+        if let Some(slot) = self
+            .source
+            .observer
+            .as_mut()
+            .and_then(|o| o.hung.get_mut(ring))
+        {
             *slot = true;
         }
     }
@@ -666,7 +688,7 @@ impl Tracer {
     /// stopped (or gone), so none can be missing yet; else the newest wait
     /// for the next drain. Returns the events recorded, in order.
     pub(super) fn take_samples(&mut self, all: bool) -> Vec<Seq> {
-        let Some(mut sampler) = self.observer.as_mut().and_then(|o| o.sampler.take()) else {
+        let Some(mut sampler) = self.source.observer.as_mut().and_then(|o| o.sampler.take()) else {
             return Vec::new();
         };
         // Live memory, read once for the whole batch.
@@ -677,14 +699,14 @@ impl Tracer {
         } else {
             sampler.drain(&mut digest)
         };
-        if let Some(observer) = self.observer.as_mut() {
+        if let Some(observer) = self.source.observer.as_mut() {
             observer.sampler = Some(sampler);
         }
         let recorded: Vec<Seq> = digested
             .into_iter()
             .map(|d| self.record_decoded(d.pid, d.tid, d.decoded, d.stack, d.time))
             .collect();
-        if let Some(observer) = self.observer.as_mut() {
+        if let Some(observer) = self.source.observer.as_mut() {
             observer.largest_batch = observer.largest_batch.max(recorded.len());
         }
         recorded
@@ -718,8 +740,8 @@ impl Tracer {
             pid,
             sp: regs.sp,
             stack: sample.stack,
-            live: (self.exec_pending != Some(pid)).then_some(ProcessMemory { pid: tid }),
-            files: self.file_maps.get(&pid).unwrap_or(&no_files),
+            live: (self.source.exec_pending != Some(pid)).then_some(ProcessMemory { pid: tid }),
+            files: self.source.file_maps.get(&pid).unwrap_or(&no_files),
             pages,
         };
         let decoded = syscalls::decode(&entry, ret, &memory)?;
@@ -727,7 +749,7 @@ impl Tracer {
             None
         } else {
             let (stack, needed) = self.stack_from_copy(pid, tid, &regs.stack_regs(), sample.stack);
-            if let Some(o) = self.observer.as_mut() {
+            if let Some(o) = self.source.observer.as_mut() {
                 o.wanted = o.wanted.max(needed);
             }
             Some(stack)
@@ -746,10 +768,10 @@ impl Tracer {
     /// taken), sample with longer ones from now on.
     pub(super) fn grow_stack_copies(&mut self) {
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
-        let grown = self.observer.as_mut().map(|o| o.grow(tids));
+        let grown = self.source.observer.as_mut().map(|o| o.grow(tids));
         if let Some(Err(why)) = grown {
             // The old sampler goes on; stop asking.
-            if let Some(o) = self.observer.as_mut() {
+            if let Some(o) = self.source.observer.as_mut() {
                 o.wanted = 0;
             }
             self.notices.push(Notice::CopiesNotGrown(why));
@@ -759,7 +781,7 @@ impl Tracer {
     /// Whether samples were lost since the last look: the caller
     /// reconciles the model against /proc.
     pub(super) fn observer_lost_more(&mut self) -> bool {
-        let Some(observer) = self.observer.as_mut() else {
+        let Some(observer) = self.source.observer.as_mut() else {
             return false;
         };
         let missing = observer.missing();
@@ -774,7 +796,7 @@ impl Tracer {
 
     /// Close the samplers (detach): the kernel removes every event.
     pub(super) fn close_observer(&mut self) {
-        if let Some(observer) = self.observer.as_mut() {
+        if let Some(observer) = self.source.observer.as_mut() {
             observer.set_enabled(false);
             observer.closed_coverage = observer.coverage();
             observer.closed_lost = observer.lost();

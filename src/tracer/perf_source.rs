@@ -144,10 +144,10 @@ impl Tracer {
     /// take the events with PTRACE_SYSCALL until a thread unblocks SIGTRAP.
     pub(super) fn arm_perf_at_attach(&mut self, forced: bool) -> Result<(), Fallback> {
         let armed = self.arm_perf(true, forced, Traps::FdEvents);
-        self.perf_waits_for_unblock = matches!(armed, Err(Fallback::Blocked(_)));
+        self.source.waits_for_unblock = matches!(armed, Err(Fallback::Blocked(_)));
         // An unblock seen before (by a thread stopped meanwhile) is
         // history: the next one counts.
-        self.perf_unblocked = false;
+        self.source.unblocked = false;
         armed
     }
 
@@ -169,7 +169,7 @@ impl Tracer {
                 .collect(),
             armed => return armed,
         };
-        self.mechanism = Mechanism::PtraceSyscall;
+        self.source.mechanism = Mechanism::PtraceSyscall;
         for &tid in &blocking {
             self.resume_thread(tid);
         }
@@ -178,7 +178,7 @@ impl Tracer {
             match self.next_status(Some(deadline)) {
                 super::Waited::Status(tid, stop) => {
                     self.handle(tid, stop);
-                    if std::mem::take(&mut self.perf_unblocked) {
+                    if std::mem::take(&mut self.source.unblocked) {
                         break Some(tid);
                     }
                     if blocking.contains(&tid) {
@@ -190,7 +190,7 @@ impl Tracer {
                     break None;
                 }
                 super::Waited::Woken(sig) => {
-                    self.waker.wake(sig);
+                    self.wake.waker.wake(sig);
                     break None;
                 }
                 super::Waited::NoTracees => {
@@ -289,13 +289,14 @@ impl Tracer {
         }
         // Armed again (after observing): the counts go on.
         let (retired, traps_seen) = self
-            .perf
+            .source
+            .traps
             .as_ref()
             .map_or((0, 0), |p| (p.kernel_count(), p.traps_seen));
         let mut source = PerfSource {
             tracepoint,
             filter,
-            follow_forks: self.follow_forks,
+            follow_forks: self.target.follow_forks,
             fd_events: traps == Traps::FdEvents,
             traps: Vec::new(),
             retired,
@@ -329,13 +330,13 @@ impl Tracer {
             source.ignoring.insert(pid);
         }
         // What the session set to ignored before stays to restore.
-        if let Some(old) = self.perf.as_mut() {
+        if let Some(old) = self.source.traps.as_mut() {
             source.ignoring.append(&mut old.ignoring);
         }
         if source.fd_events {
-            self.mechanism = Mechanism::PerfSigtrap;
+            self.source.mechanism = Mechanism::PerfSigtrap;
         }
-        self.perf = Some(source);
+        self.source.traps = Some(source);
         Ok(())
     }
 
@@ -456,7 +457,7 @@ impl Tracer {
     /// returned; its number, arguments and result are in the registers),
     /// or `None` for another's.
     pub(super) fn perf_stop(&mut self, tid: Tid, perf_data: u64) -> Option<Option<Seq>> {
-        let source = self.perf.as_mut()?;
+        let source = self.source.traps.as_mut()?;
         if perf_data != SIG_DATA {
             return None;
         }
@@ -488,8 +489,8 @@ impl Tracer {
     /// queued (its fd syscall returned just before): let it report it, so
     /// that a stopped process's model has every event the kernel made.
     pub(super) fn take_queued_trap(&mut self, tid: Tid) {
-        let fd_events = self.perf.as_ref().is_some_and(|p| p.fd_events);
-        if !fd_events && self.watching.watch.is_none() {
+        let fd_events = self.source.traps.as_ref().is_some_and(|p| p.fd_events);
+        if !fd_events && self.source.watching.watch.is_none() {
             return;
         }
         let Some(thread) = self.threads.get(&tid) else {
@@ -517,8 +518,8 @@ impl Tracer {
             })
         };
         // A watch stop queued: its event is among those the stop drains.
-        if self.watching.watch.is_some() && queued(super::watch::WATCH_DATA) {
-            self.watching.hit = true;
+        if self.source.watching.watch.is_some() && queued(super::watch::WATCH_DATA) {
+            self.source.watching.hit = true;
         }
         if fd_events && queued(SIG_DATA) {
             self.resume_thread(tid);
@@ -528,7 +529,7 @@ impl Tracer {
     /// After an exec, the kernel removed the program's events
     /// (`remove_on_exec`): arm the new program.
     pub(super) fn rearm_after_exec(&mut self, pid: Pid, tid: Tid) {
-        let Some(source) = self.perf.as_mut() else {
+        let Some(source) = self.source.traps.as_mut() else {
             return;
         };
         source.retire(|p| p == pid);
@@ -549,7 +550,7 @@ impl Tracer {
 
     /// A followed child starts with its parent's events and dispositions.
     pub(super) fn perf_forked(&mut self, parent: Pid, child: Pid) {
-        if let Some(source) = self.perf.as_mut()
+        if let Some(source) = self.source.traps.as_mut()
             && source.ignoring.contains(&parent)
         {
             source.ignoring.insert(child);
@@ -559,7 +560,7 @@ impl Tracer {
     /// A child process about to be let go (not followed) inherited the
     /// session's ignored SIGTRAP from its parent: give it the default back.
     pub(super) fn restore_child_sigtrap(&mut self, child: Tid) {
-        let Some(source) = self.perf.as_ref() else {
+        let Some(source) = self.source.traps.as_ref() else {
             return;
         };
         let from_session = procfs::status(child).is_some_and(|s| source.ignoring.contains(&s.ppid));
@@ -573,7 +574,7 @@ impl Tracer {
 
     /// A process ended: its events count no more.
     pub(super) fn perf_process_ended(&mut self, pid: Pid) {
-        if let Some(source) = self.perf.as_mut() {
+        if let Some(source) = self.source.traps.as_mut() {
             source.retire(|p| p == pid);
             source.ignoring.remove(&pid);
         }
@@ -583,7 +584,7 @@ impl Tracer {
     /// function breakpoints (every thread stopped): the fd events are
     /// observed now.
     pub(super) fn disarm_fd_events(&mut self) {
-        if let Some(source) = self.perf.as_mut() {
+        if let Some(source) = self.source.traps.as_mut() {
             source.retire(|_| true);
             source.fd_events = false;
         }
@@ -592,7 +593,7 @@ impl Tracer {
     /// Close every event and give each process its SIGTRAP disposition
     /// back; every thread is stopped, with no SIGTRAP of fdbg's queued.
     pub(super) fn disarm_perf(&mut self) {
-        let Some(source) = self.perf.as_mut() else {
+        let Some(source) = self.source.traps.as_mut() else {
             return;
         };
         source.retire(|_| true);

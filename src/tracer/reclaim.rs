@@ -25,7 +25,7 @@ impl Tracer {
     /// threads; the thread is left as it was. Every fd closed is recorded
     /// in the model (`Model::reclaimed`). `Err` when nothing could be tried.
     pub fn close_in_process(&mut self, pid: Pid, fds: &[i32]) -> Result<Closed, TracerError> {
-        if self.detached || self.model.process(pid).is_none_or(|p| p.end.is_some()) {
+        if self.ends.detached || self.model.process(pid).is_none_or(|p| p.end.is_some()) {
             return Err(TracerError::NotTraced(pid));
         }
         if fds.is_empty() {
@@ -50,8 +50,8 @@ impl Tracer {
                 signal: 0,
             });
         }
-        if self.mechanism == Mechanism::PerfSigtrap
-            && let Some(source) = self.perf.as_mut()
+        if self.source.mechanism == Mechanism::PerfSigtrap
+            && let Some(source) = self.source.traps.as_mut()
         {
             // The kernel counted them among the process's fd syscalls.
             source.traps_seen += ran.results.len() as u64;

@@ -97,7 +97,7 @@ impl Tracer {
             }
         }
         tracer.stop_all();
-        if tracer.main_end.is_some() {
+        if tracer.ends.main_end.is_some() {
             return Err(StartError::NoSuchProcess { pid });
         }
         for pid in std::iter::once(pid).chain(children) {
@@ -286,7 +286,7 @@ impl Tracer {
             && let Err(why) = tracer.arm_perf(false, true, super::perf_source::Traps::FdEvents)
         {
             // Without its filter, the program is traced at every syscall.
-            tracer.mechanism = super::Mechanism::PtraceSyscall;
+            tracer.source.mechanism = super::Mechanism::PtraceSyscall;
             tracer.notices.push(Notice::FellBack(why));
         }
         Ok(tracer)

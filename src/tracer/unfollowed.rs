@@ -23,11 +23,11 @@ impl Tracer {
     /// Whether threads created from now on may run untraced: nothing but
     /// the samplers needs them.
     fn may_leave_clones(&self) -> bool {
-        self.mode == Mode::Attach
-            && !self.follow_forks
-            && self.mechanism == Mechanism::PerfObserve
+        self.target.mode == Mode::Attach
+            && !self.target.follow_forks
+            && self.source.mechanism == Mechanism::PerfObserve
             && self.probes.breaks.is_empty()
-            && self.watching.watch.is_none()
+            && self.source.watching.watch.is_none()
     }
 
     /// Before the threads are resumed: set each stopped thread's clone

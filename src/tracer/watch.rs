@@ -80,11 +80,11 @@ impl Tracer {
     /// Watch fd number `fd` in every thread (every thread stopped), or
     /// nothing with `None`. Errors say why the kernel refused.
     pub(super) fn set_watch(&mut self, fd: Option<i32>) -> Result<(), PerfError> {
-        if self.watching.watch.as_ref().map(|w| w.fd) == fd {
+        if self.source.watching.watch.as_ref().map(|w| w.fd) == fd {
             return Ok(());
         }
-        self.watching.watch = None;
-        self.watching.unchecked.clear();
+        self.source.watching.watch = None;
+        self.source.watching.unchecked.clear();
         let Some(fd) = fd else {
             return Ok(());
         };
@@ -97,13 +97,13 @@ impl Tracer {
         for (tid, _) in self.threads() {
             self.open_watch_traps(&mut watch, tid)?;
         }
-        self.watching.watch = Some(watch);
+        self.source.watching.watch = Some(watch);
         Ok(())
     }
 
     fn open_watch_traps(&self, watch: &mut FdWatch, tid: Tid) -> Result<(), PerfError> {
         for (id, filter) in &watch.events {
-            match SyscallTrap::open(tid, *id, filter, self.follow_forks, WATCH_DATA) {
+            match SyscallTrap::open(tid, *id, filter, self.target.follow_forks, WATCH_DATA) {
                 Ok(trap) => watch.traps.push(trap),
                 // A thread that ended meanwhile needs none.
                 Err(PerfError::Open { source, .. })
@@ -116,7 +116,7 @@ impl Tracer {
 
     /// An exec removed the program's events: watch in the new one.
     pub(super) fn rewatch_after_exec(&mut self, tid: Tid) {
-        let Some(mut watch) = self.watching.watch.take() else {
+        let Some(mut watch) = self.source.watching.watch.take() else {
             return;
         };
         if let Err(e) = self.open_watch_traps(&mut watch, tid) {
@@ -125,7 +125,7 @@ impl Tracer {
                 why: e,
             });
         }
-        self.watching.watch = Some(watch);
+        self.source.watching.watch = Some(watch);
     }
 
     /// Give the events no watch stop has checked to `on_event`, in
@@ -139,18 +139,18 @@ impl Tracer {
             Seq,
         ) -> bool,
     ) -> Option<Seq> {
-        let mut events = std::mem::take(&mut self.watching.unchecked).into_iter();
-        let hit = events.find(|&seq| on_event(&self.model, &mut self.symbolizer, seq));
-        self.watching.unchecked = events.collect();
-        self.watching.hit = hit.is_some() && !self.watching.unchecked.is_empty();
+        let mut events = std::mem::take(&mut self.source.watching.unchecked).into_iter();
+        let hit = events.find(|&seq| on_event(&self.model, &mut self.addresses.symbolizer, seq));
+        self.source.watching.unchecked = events.collect();
+        self.source.watching.hit = hit.is_some() && !self.source.watching.unchecked.is_empty();
         hit
     }
 
     /// Observed events a watch stop has not checked yet (none without a
     /// watch: the caller checks them as they come).
     pub(super) fn hold_unchecked(&mut self, recorded: Vec<Seq>) -> Vec<Seq> {
-        if self.watching.watch.is_some() {
-            self.watching.unchecked.extend(recorded);
+        if self.source.watching.watch.is_some() {
+            self.source.watching.unchecked.extend(recorded);
             Vec::new()
         } else {
             recorded

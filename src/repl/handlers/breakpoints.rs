@@ -48,7 +48,7 @@ impl Session {
                     return Err(why);
                 }
             };
-            let pid = self.tracer.main_pid;
+            let pid = self.tracer.target.main_pid;
             let locations: Vec<crate::symbolize::Frame> = sites
                 .iter()
                 .map(|site| self.location(pid, site.address))
@@ -65,7 +65,7 @@ impl Session {
     /// breakpoint is armed now (a pending one may have resolved in a
     /// library loaded since).
     pub(super) fn info_breakpoints(&mut self) -> Report {
-        let pid = self.tracer.main_pid;
+        let pid = self.tracer.target.main_pid;
         let armed: Vec<(u32, u64)> = self
             .tracer
             .function_breakpoints()
@@ -169,7 +169,7 @@ impl Session {
 
     pub(super) fn balance_report(&mut self) -> Report {
         self.check_model();
-        let pid = self.tracer.main_pid;
+        let pid = self.tracer.target.main_pid;
         let sockets = self.sockets_of(pid);
         let mut entries = Vec::new();
         for i in 0..self.balances.len() {

@@ -49,6 +49,7 @@ impl Session {
     /// have JIT frames without names: how its runtime writes a perf map.
     pub(super) fn jit_hints(&mut self) -> Vec<Report> {
         self.tracer
+            .addresses
             .symbolizer
             .take_unnamed_jit()
             .into_iter()

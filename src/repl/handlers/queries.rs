@@ -427,7 +427,7 @@ impl Session {
             } else {
                 0.0
             },
-            mechanism: self.tracer.mechanism,
+            mechanism: self.tracer.mechanism(),
             kernel_fd_syscalls: self.tracer.kernel_fd_syscalls(),
             missed: self.tracer.missed(),
             observed: self.tracer.observed().map(Into::into),

@@ -25,8 +25,8 @@ impl Session {
         force: bool,
         yes: bool,
     ) -> Result<Report, String> {
-        let pid = self.tracer.main_pid;
-        if self.tracer.detached || self.exited(pid) {
+        let pid = self.tracer.target.main_pid;
+        if self.tracer.ends.detached || self.exited(pid) {
             return Err("reclaim needs the process traced and alive".into());
         }
         self.check_model();
@@ -146,7 +146,7 @@ impl Session {
 
     /// `who`: the fd holding the inode, or fd `n` of the main process.
     pub(super) fn who(&mut self, what: WhoTarget) -> Report {
-        let main = self.tracer.main_pid;
+        let main = self.tracer.target.main_pid;
         let found = match what {
             WhoTarget::Number(n) => {
                 let as_fd = i32::try_from(n)

@@ -38,7 +38,7 @@ impl Session {
 
     /// `detach`: let the process go; what was recorded stays for queries.
     pub(super) fn detach(&mut self) -> Result<Report, String> {
-        if self.tracer.mechanism == crate::tracer::Mechanism::Seccomp {
+        if self.tracer.mechanism() == crate::tracer::Mechanism::Seccomp {
             return Err(
                 "detach is refused here: the program's seccomp filter would make every fd \
                         syscall fail with ENOSYS once no tracer is attached; use quit to end it \
@@ -47,7 +47,7 @@ impl Session {
                     .into(),
             );
         }
-        if self.tracer.detached {
+        if self.tracer.ends.detached {
             return Err("already detached".into());
         }
         self.check_model();
@@ -56,7 +56,7 @@ impl Session {
         self.stopped_at = None;
         Ok(Report::message(format!(
             "detached from process {}; the recorded data stays for queries",
-            self.tracer.main_pid
+            self.tracer.target.main_pid
         )))
     }
 
@@ -64,7 +64,7 @@ impl Session {
     /// the status fdbg exits with. Under run, fdbg's status is the
     /// program's, as a tracer's usually is (0 if fdbg ended it).
     pub(super) fn quit(&mut self) -> i32 {
-        let status = match (self.tracer.mode, self.tracer.main_end) {
+        let status = match (self.tracer.target.mode, self.tracer.ends.main_end) {
             (Mode::Run, Some(ProcessEnd::Exited(code))) => code,
             (Mode::Run, Some(ProcessEnd::Killed(sig))) => 128 + sig,
             _ => 0,
@@ -109,7 +109,7 @@ impl Session {
     /// The report of a `finish` whose call returned in thread `tid`.
     fn finished(&mut self, finishing: Finishing, tid: Pid) -> Report {
         self.check_model();
-        let pid = self.tracer.main_pid;
+        let pid = self.tracer.target.main_pid;
         let return_value = self.tracer.return_value(tid);
         let diff = self.tracer.model.diff(pid, &finishing.mark);
         let sockets = self.sockets_of(pid);
@@ -135,8 +135,8 @@ impl Session {
         steps: Option<usize>,
         every: Option<Duration>,
     ) -> Result<Vec<Report>, String> {
-        let main = self.tracer.main_pid;
-        if self.tracer.detached {
+        let main = self.tracer.target.main_pid;
+        if self.tracer.ends.detached {
             return Err("the process is detached; nothing to resume".into());
         }
         if !self.tracer.is_live() {
@@ -157,7 +157,7 @@ impl Session {
             self.notes.push(Note::Tracer(notice));
         }
         self.say_now();
-        let follow = self.tracer.follow_forks;
+        let follow = self.tracer.target.follow_forks;
         // The events `step` shows (only while stepping: a `continue` of a
         // day keeps none).
         let mut seen: Vec<Seq> = Vec::new();
@@ -282,7 +282,7 @@ impl Session {
             exit_code: None,
             signal: None,
             pid: main,
-            events_from: self.tracer.mechanism,
+            events_from: self.tracer.mechanism(),
             function: None,
         };
         match halt {
