@@ -6,6 +6,7 @@
 //
 //	EXPECT listen port=N
 //	EXPECT leak fd=N syscall=socket site=server.js:LINE fn=statsdInit
+//	EXPECT closed fd=N   (a connection, once the server closed it)
 //
 // A JIT frame is named by the function it is in, at the line where that
 // function begins: statsdInit's EXPECT line is computed on that line.
@@ -41,6 +42,9 @@ function onLogin(conn) {
 }
 
 const server = net.createServer((conn) => {
+  const fd = conn._handle.fd;
+  // 'close' comes once the handle, and its fd, are closed.
+  conn.on('close', () => expect(`closed fd=${fd}`));
   let buffered = '';
   conn.on('data', (chunk) => {
     buffered += chunk;

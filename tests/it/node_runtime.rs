@@ -70,9 +70,18 @@ fn leaks_after_logins(server: &mut NodeServer, logins: usize) -> (Interactive, V
     let client =
         run(Command::new(testprog("login_client")).args([&server.port, &logins.to_string()]));
     client.assert_success();
-    let leaked: Vec<Expect> = (0..logins)
-        .map(|_| server.output.wait_for("leak"))
-        .collect();
+    // Each login's leak, and its connection closed by the server (a
+    // moment after the client is gone).
+    let mut leaked = Vec::new();
+    let mut closed = 0;
+    while leaked.len() < logins || closed < logins {
+        let line = server.output.wait_for_any(&["leak", "closed"]);
+        if line.what == "leak" {
+            leaked.push(line);
+        } else {
+            closed += 1;
+        }
+    }
     fdbg.signal(libc::SIGINT);
     fdbg.wait_prefix("Interrupted");
     fdbg.send("leaks --json");

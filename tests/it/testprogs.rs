@@ -677,6 +677,19 @@ impl OutputStream {
         }
     }
 
+    /// The next `EXPECT` line of one of the kinds `whats`.
+    pub fn wait_for_any(&mut self, whats: &[&str]) -> Expect {
+        let wanted =
+            |line: &str| parse_expect(line).is_some_and(|e| whats.contains(&e.what.as_str()));
+        match next_line_where(&self.lines, &mut self.seen, wanted) {
+            Ok(line) => parse_expect(&line).expect("checked by `wanted`"),
+            Err(error) => panic!(
+                "no `EXPECT` line of {whats:?} ({error:?}); output so far:\n{}",
+                self.seen.join("\n")
+            ),
+        }
+    }
+
     /// Every line up to EOF (the program exited), at most [`TIMEOUT`].
     pub fn rest(&mut self) -> Vec<String> {
         let deadline = Instant::now() + TIMEOUT;
