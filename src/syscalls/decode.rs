@@ -429,10 +429,10 @@ fn open_kind(flags: u64) -> FdKind {
 
 /// The mode argument matters only when the call may create a file.
 fn push_mode_suffix(out: &mut String, flags: u64, mode: u64) {
-    use std::fmt::Write as _;
     let tmpfile = libc::O_TMPFILE as u64;
     if has(flags, libc::O_CREAT) || flags & tmpfile == tmpfile {
-        let _ = write!(out, ", 0{mode:02o}");
+        out.push_str(", ");
+        args::push_mode(out, mode);
     }
 }
 

@@ -667,24 +667,21 @@ impl OutputStream {
 
     /// The next `EXPECT <what>` line; panics with everything seen on EOF or timeout.
     pub fn wait_for(&mut self, what: &str) -> Expect {
-        let wanted = |line: &str| parse_expect(line).is_some_and(|e| e.what == what);
-        match next_line_where(&self.lines, &mut self.seen, wanted) {
-            Ok(line) => parse_expect(&line).expect("checked by `wanted`"),
-            Err(error) => panic!(
-                "no `EXPECT {what}` line ({error:?}); output so far:\n{}",
-                self.seen.join("\n")
-            ),
-        }
+        self.wait_expect(&format!("`EXPECT {what}` line"), &[what])
     }
 
     /// The next `EXPECT` line of one of the kinds `whats`.
     pub fn wait_for_any(&mut self, whats: &[&str]) -> Expect {
+        self.wait_expect(&format!("`EXPECT` line of {whats:?}"), whats)
+    }
+
+    fn wait_expect(&mut self, description: &str, whats: &[&str]) -> Expect {
         let wanted =
             |line: &str| parse_expect(line).is_some_and(|e| whats.contains(&e.what.as_str()));
         match next_line_where(&self.lines, &mut self.seen, wanted) {
             Ok(line) => parse_expect(&line).expect("checked by `wanted`"),
             Err(error) => panic!(
-                "no `EXPECT` line of {whats:?} ({error:?}); output so far:\n{}",
+                "no {description} ({error:?}); output so far:\n{}",
                 self.seen.join("\n")
             ),
         }

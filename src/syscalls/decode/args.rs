@@ -66,7 +66,15 @@ pub fn pointer(addr: u64) -> String {
 
 /// A file mode in octal with a leading zero: `0644`, `000`.
 pub fn mode(mode: u64) -> String {
-    format!("0{mode:02o}")
+    let mut out = String::new();
+    push_mode(&mut out, mode);
+    out
+}
+
+/// `mode`, written at the end of `out`.
+pub fn push_mode(out: &mut String, mode: u64) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "0{mode:02o}");
 }
 
 /// A directory fd argument of the *at syscalls.
