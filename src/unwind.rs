@@ -381,34 +381,29 @@ impl Unwinder {
         if self.memos.len() >= MEMOS_MAX {
             self.memos.clear();
         }
-        let memo = if uses_bp || stack.truncated.is_some() {
-            Memo {
-                reads: reads.as_slice().into(),
-                bp: Some(regs.bp),
-                stack,
-                needed,
-                interned: None,
-            }
+        let (reads_kept, bp) = if uses_bp || stack.truncated.is_some() {
+            (reads.as_slice().into(), Some(regs.bp))
         } else {
             if ends_at_null_bp {
                 essential.extend((0..reads.len()).filter(|&i| reads[i].1 == Some(0)));
             }
-            Memo {
-                reads: essential.iter().map(|&i| reads[i]).collect(),
-                bp: (ends_at_null_bp && regs.bp == 0).then_some(0),
+            (
+                essential.iter().map(|&i| reads[i]).collect(),
+                (ends_at_null_bp && regs.bp == 0).then_some(0),
+            )
+        };
+        self.reads = reads;
+        let memo = self
+            .memos
+            .entry(start)
+            .insert_entry(Memo {
+                reads: reads_kept,
+                bp,
                 stack,
                 needed,
                 interned: None,
-            }
-        };
-        self.reads = reads;
-        let memo = match self.memos.entry(start) {
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                slot.insert(memo);
-                slot.into_mut()
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(memo),
-        };
+            })
+            .into_mut();
         Walk {
             stack: &memo.stack,
             needed: memo.needed,

@@ -344,6 +344,13 @@ impl Tracer {
     ) -> Halt {
         let mut next_tick = ticks.as_ref().map(|t| Instant::now() + t.period);
         loop {
+            // A Ctrl-C that came while a handler stopped every thread for
+            // its own reasons (longer stack copies, a watch's check, perf
+            // taking over, a `break count` within reach) ends the command
+            // now, not at the next one.
+            if std::mem::take(&mut self.interrupt_seen) {
+                return Halt::Interrupt;
+            }
             let wake = match (deadline, next_tick) {
                 (Some(d), Some(t)) => Some(d.min(t)),
                 (d, t) => d.or(t),
@@ -367,9 +374,6 @@ impl Tracer {
                         self.stop_all();
                         if let Some(seq) = self.check_unchecked(on_event) {
                             return Halt::Event(seq);
-                        }
-                        if std::mem::take(&mut self.interrupt_seen) {
-                            return Halt::Interrupt;
                         }
                         self.resume_all();
                     } else if self.source.unblocked {
@@ -451,11 +455,6 @@ impl Tracer {
             if let Some(seq) = hit {
                 self.observed_hit(seq);
                 return Some(Halt::Event(seq));
-            }
-            // Ctrl-C during that stop ends the command, every thread
-            // stopped.
-            if std::mem::take(&mut self.interrupt_seen) {
-                return Some(Halt::Interrupt);
             }
             if grow {
                 self.grow_stack_copies();
@@ -686,6 +685,11 @@ impl Tracer {
 
     /// Resume every stopped thread.
     fn resume_all(&mut self) {
+        // A Ctrl-C seen while stopping them: they stay stopped, and the
+        // running command ends there (`pump` returns at once).
+        if self.interrupt_seen {
+            return;
+        }
         self.follow_clones_as_needed();
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
         for tid in tids {
@@ -1013,14 +1017,18 @@ impl Tracer {
         let generation = self.addresses.symbolizer.generation(pid);
         let walk = unwinder.walk(regs, bytes, &beyond_copy);
         let needed = walk.needed;
-        let known = walk
-            .interned
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, id)| id);
-        let fresh = known.is_none().then(|| Stack {
-            generation,
-            ..walk.stack.clone()
-        });
+        let id = match walk.interned {
+            Some((interned_in, id)) if interned_in == generation => id,
+            _ => {
+                let stack = Stack {
+                    generation,
+                    ..walk.stack.clone()
+                };
+                let id = self.model.stacks.intern(stack);
+                unwinder.remember_interned(generation, id);
+                id
+            }
+        };
         if unwinder.maps_reads() != reads {
             // New mappings: keep them for symbolizing later, even if the
             // object is unmapped (dlclose) by then.
@@ -1028,14 +1036,6 @@ impl Tracer {
                 .symbolizer
                 .note_mappings(pid, &unwinder.mappings());
         }
-        let id = match (known, fresh) {
-            (Some(id), _) => id,
-            (None, fresh) => {
-                let id = self.model.stacks.intern(fresh.unwrap_or_default());
-                unwinder.remember_interned(generation, id);
-                id
-            }
-        };
         (id, needed)
     }
 
