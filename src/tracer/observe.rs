@@ -40,14 +40,22 @@ use crate::vocab::TraceeMemory;
 use super::{Mechanism, Notice, Tracer, TracerError};
 
 /// The user stack bytes a sample copies (creations, closes and bad closes
-/// alike): what walking the threads' stacks needed at attach, rounded up to
-/// a power of two, at least `STACK_SAMPLE_MIN` and at most
-/// `STACK_SAMPLE_MAX`. A walk that needs words above the copy reads them
-/// from the process (see `Unwinder::unwind_beyond`), where a return address
-/// may have changed since the call: the copy then grows to what the walk
-/// needed at the next chance (all threads stopped).
+/// alike): what walking the threads' stacks needed at attach, plus
+/// `HANDLER_ROOM`, rounded up to a power of two, at least
+/// `STACK_SAMPLE_MIN` and at most `STACK_SAMPLE_MAX`. A walk that needs
+/// words above the copy reads them from the process (see
+/// `Unwinder::unwind_beyond`), where a return address may have changed
+/// since the call: the copy then grows to what the walk needed at the next
+/// chance, which costs a stop of every thread.
 const STACK_SAMPLE_MIN: u32 = 1024;
 const STACK_SAMPLE_MAX: u32 = 32 * 1024;
+
+/// How much deeper than at attach the fd syscalls are expected: a server
+/// is attached while it waits (accept, epoll_wait), and opens and closes
+/// fds in the handlers that wait calls, a few frames deeper. The login
+/// server waits at 456 bytes and creates its sockets at 984; nginx waits
+/// at about 1.5 KiB and opens files at about 3 KiB.
+const HANDLER_ROOM: usize = 1024;
 
 /// The copy for walks that need `needed` bytes, with room for a frame more.
 fn copy_size(needed: usize) -> u32 {
@@ -130,7 +138,7 @@ impl Observer {
     ) -> Result<Observer, PerfError> {
         perf::raw_samples_permitted()?;
         raise_fd_limit();
-        let stack_bytes = copy_size(depth);
+        let stack_bytes = copy_size(depth + HANDLER_ROOM);
         let sampler = open_sampler(tids, follow_forks, stack_bytes)?;
         let rings = sampler.poll_fds().len();
         Ok(Observer {
