@@ -29,7 +29,8 @@
 //! - `ptrace`: the only caller of ptrace(2) and waitpid(2); the seccomp
 //!   filter, `run`'s child, pidfds
 //! - `perf`: perf events on the syscall tracepoints: a SIGTRAP after each
-//!   fd syscall, the kernel's count of them
+//!   fd syscall, the kernel's count of them; samples in perf rings, or
+//!   from a BPF program at sys_exit in a BPF ring
 //! - `procfs`: /proc readers: fds, threads, status
 //! - `arch`: x86_64 register layouts and the seccomp audit arch
 //! - `vocab`: words every layer shares: `FdKind`, `Pid`, `ProcFd`,

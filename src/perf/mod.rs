@@ -14,6 +14,7 @@
 //! [`ring`] is the other way to take fd events: samples in ring buffers,
 //! decoded later, with no stop at all.
 
+pub mod bpf;
 pub mod format;
 pub mod record;
 pub mod ring;

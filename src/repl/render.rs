@@ -875,11 +875,12 @@ fn stats_text(s: &StatsReport) -> String {
     if let Some(o) = &s.observed {
         let _ = writeln!(
             out,
-            "observed without stops: {} of the {} fd syscalls the kernel counted (coverage {:.2}%), {} lost in full rings",
+            "observed without stops: {} of the {} fd syscalls the kernel counted (coverage {:.2}%), {} lost in full rings; sampled by {}",
             o.recorded,
             o.counted,
             o.coverage * 100.0,
-            o.lost
+            o.lost,
+            o.sampler
         );
     }
     let _ = writeln!(

@@ -559,6 +559,9 @@ pub struct Observed {
     pub lost: u64,
     /// The stack bytes each sample copies now.
     pub stack_bytes: u32,
+    /// What takes the samples (a BPF program at sys_exit, or perf events
+    /// per thread and why).
+    pub sampler: String,
 }
 
 impl From<crate::tracer::ObservedFigures> for Observed {
@@ -569,6 +572,7 @@ impl From<crate::tracer::ObservedFigures> for Observed {
             coverage: o.coverage,
             lost: o.lost,
             stack_bytes: o.stack_bytes,
+            sampler: o.sampler,
         }
     }
 }

@@ -38,6 +38,7 @@ mod notice;
 mod observe;
 mod perf_source;
 mod reclaim;
+mod samplers;
 mod source;
 mod start;
 mod threads;

@@ -30,6 +30,7 @@
 use std::collections::BTreeSet;
 
 use crate::fdtable::{Pid, Seq};
+use crate::perf::bpf::BpfConfig;
 use crate::perf::{
     self, PerfError, Sample, SamplerConfig, SyscallRecord, SyscallSampler, TracepointSpec,
 };
@@ -37,6 +38,7 @@ use crate::ptrace::{ProcessMemory, Tid};
 use crate::syscalls::{self, SyscallEntry};
 use crate::vocab::TraceeMemory;
 
+use super::samplers::{self, NoBpf, Samplers};
 use super::{Mechanism, Notice, Tracer, TracerError};
 
 /// The user stack bytes a sample copies (creations, closes and bad closes
@@ -74,6 +76,9 @@ fn copy_size(needed: usize) -> u32 {
 /// the kernel refuses the lock (`perf_event_mlock_kb` without
 /// CAP_IPC_LOCK).
 const RINGS_BYTES: usize = 128 << 20;
+
+/// The BPF program's one ring, shared by the CPUs.
+const BPF_RING_BYTES: usize = 64 << 20;
 const RING_PAGES_LOG2_MAX: u32 = 14;
 const RING_PAGES_LOG2_MIN: u32 = 4;
 
@@ -107,7 +112,9 @@ fn tracepoints(stack_bytes: u32) -> Vec<TracepointSpec> {
 pub(super) struct Observer {
     /// None once closed (detach); `closed_coverage` keeps the figures of
     /// the samplers closed so far.
-    sampler: Option<SyscallSampler<Digested>>,
+    sampler: Option<Samplers<Digested>>,
+    /// What takes the samples, and why not the BPF program when not.
+    sampled_by: String,
     closed_coverage: (u64, u64),
     closed_lost: u64,
     follow_forks: bool,
@@ -133,15 +140,17 @@ impl Observer {
     /// attach.
     pub(super) fn open(
         tids: Vec<Tid>,
+        pids: &BTreeSet<Pid>,
         follow_forks: bool,
         depth: usize,
     ) -> Result<Observer, PerfError> {
         perf::raw_samples_permitted()?;
         raise_fd_limit();
         let stack_bytes = copy_size(depth + HANDLER_ROOM);
-        let sampler = open_sampler(tids, follow_forks, stack_bytes)?;
+        let (sampler, no_bpf) = open_sampler(tids, pids, follow_forks, stack_bytes)?;
         let rings = sampler.poll_fds().len();
         Ok(Observer {
+            sampled_by: sampled_by(&sampler, no_bpf.as_ref()),
             sampler: Some(sampler),
             closed_coverage: (0, 0),
             closed_lost: 0,
@@ -167,6 +176,7 @@ impl Observer {
             },
             lost: self.missing(),
             stack_bytes: self.stack_bytes,
+            sampler: self.sampled_by.clone(),
         }
     }
 
@@ -185,9 +195,10 @@ impl Observer {
 
     /// Replace the sampler by one whose short copies are twice as long;
     /// every thread (`tids`) is stopped and the old sampler drained.
-    fn grow(&mut self, tids: Vec<Tid>) -> Result<(), PerfError> {
+    fn grow(&mut self, tids: Vec<Tid>, pids: &BTreeSet<Pid>) -> Result<(), PerfError> {
         let stack_bytes = self.stack_bytes.max(copy_size(self.wanted));
-        let sampler = open_sampler(tids, self.follow_forks, stack_bytes)?;
+        let (sampler, no_bpf) = open_sampler(tids, pids, self.follow_forks, stack_bytes)?;
+        self.sampled_by = sampled_by(&sampler, no_bpf.as_ref());
         self.closed_lost = self.lost();
         self.closed_coverage = self.coverage();
         self.hung = vec![false; sampler.poll_fds().len()];
@@ -198,9 +209,44 @@ impl Observer {
     }
 }
 
-/// Samplers on `tids` (and the threads they create) with the stack copies
-/// `stack_bytes`.
+/// What `stats` says takes the samples.
+fn sampled_by(sampler: &Samplers<Digested>, no_bpf: Option<&NoBpf>) -> String {
+    match no_bpf {
+        None => sampler.kind().to_string(),
+        Some(why) => format!("{} (not BPF: {why})", sampler.kind()),
+    }
+}
+
+/// Samplers on the processes `pids` (the BPF program), or on their
+/// threads `tids` and the threads they create (perf events), with the
+/// stack copies `stack_bytes`; and why not the BPF program.
 fn open_sampler(
+    tids: Vec<Tid>,
+    pids: &BTreeSet<Pid>,
+    follow_forks: bool,
+    stack_bytes: u32,
+) -> Result<(Samplers<Digested>, Option<NoBpf>), PerfError> {
+    let no_bpf = if follow_forks {
+        NoBpf::FollowForks
+    } else if samplers::perf_asked() {
+        NoBpf::Asked
+    } else {
+        let config = BpfConfig {
+            syscalls: syscalls::traced_syscalls().to_vec(),
+            stack_bytes,
+            ring_bytes: BPF_RING_BYTES,
+            wakeup_bytes: WAKEUP_BYTES,
+        };
+        match Samplers::bpf(&config, pids) {
+            Ok(sampler) => return Ok((sampler, None)),
+            Err(why) => why,
+        }
+    };
+    open_perf_sampler(tids, follow_forks, stack_bytes).map(|s| (Samplers::Perf(s), Some(no_bpf)))
+}
+
+/// perf events on `tids` (and the threads they create).
+fn open_perf_sampler(
     tids: Vec<Tid>,
     follow_forks: bool,
     stack_bytes: u32,
@@ -235,27 +281,22 @@ impl Observer {
         let Some(sampler) = self.sampler.as_ref() else {
             return self.closed_coverage;
         };
-        sampler
-            .coverage()
-            .iter()
-            .fold(self.closed_coverage, |(k, s), c| {
-                (k + c.kernel, s + c.sampled)
-            })
+        let (kernel, sampled) = sampler.coverage();
+        (
+            self.closed_coverage.0 + kernel,
+            self.closed_coverage.1 + sampled,
+        )
     }
 
     /// Samples the kernel said it dropped or throttled.
     pub(super) fn lost(&self) -> u64 {
-        self.closed_lost
-            + self.sampler.as_ref().map_or(0, |sampler| {
-                let stats = sampler.stats();
-                stats.lost + stats.throttles
-            })
+        self.closed_lost + self.sampler.as_ref().map_or(0, Samplers::lost)
     }
 
     fn set_enabled(&mut self, enabled: bool) -> bool {
         let done = self
             .sampler
-            .as_ref()
+            .as_mut()
             .is_some_and(|s| s.set_enabled(enabled).is_ok());
         if done {
             self.enabled = enabled;
@@ -450,6 +491,8 @@ pub struct ObservedFigures {
     pub lost: u64,
     /// The stack bytes each sample copies now.
     pub stack_bytes: u32,
+    /// What takes the samples, and why not the BPF program when not.
+    pub sampler: String,
 }
 
 /// What the front end needs of the next `continue`.
@@ -492,7 +535,7 @@ impl Tracer {
                 depth = depth.max(unwinder.unwind_beyond(&regs, bytes, &|_| None).1);
             }
         }
-        let observer = Observer::open(tids, self.target.follow_forks, depth)?;
+        let observer = Observer::open(tids, &pids, self.target.follow_forks, depth)?;
         self.source.observer = Some(observer);
         self.source.mechanism = Mechanism::PerfObserve;
         Ok(())
@@ -776,7 +819,8 @@ impl Tracer {
     /// taken), sample with longer ones from now on.
     pub(super) fn grow_stack_copies(&mut self) {
         let tids: Vec<Tid> = self.threads.keys().copied().collect();
-        let grown = self.source.observer.as_mut().map(|o| o.grow(tids));
+        let pids: BTreeSet<Pid> = self.threads.values().map(|t| t.pid).collect();
+        let grown = self.source.observer.as_mut().map(|o| o.grow(tids, &pids));
         if let Some(Err(why)) = grown {
             // The old sampler goes on; stop asking.
             if let Some(o) = self.source.observer.as_mut() {

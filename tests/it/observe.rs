@@ -9,7 +9,9 @@ use std::process::Command;
 use serde_json::Value;
 use serial_test::serial;
 
-use crate::harness::{Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, num};
+use crate::harness::{
+    self, Interactive, Shape, TEST_LIMIT, Watchdog, assert_untraced_and_running, num,
+};
 use crate::login::Server;
 use crate::testprogs::{ChildGuard, open_fds, testprog};
 
@@ -236,15 +238,42 @@ fn threads_report_the_same_observed_and_stopped() {
 }
 
 /// The login server's logins, observed: its leaks and sockets reports, and
-/// the process never stopped for an fd event.
+/// the process never stopped for an fd event; sampled by the BPF program
+/// (fdbg runs as root in the tests that observe).
 #[test]
 #[serial]
 fn login_server_leaks_observed_without_a_stop_per_login() {
     let _watchdog = Watchdog::new("observe_login", TEST_LIMIT);
+    let stats = observe_logins(None);
+    let sampler = stats["observed"]["sampler"].as_str().unwrap_or_default();
+    assert!(sampler.starts_with("a BPF program"), "{stats}");
+}
+
+/// The same with perf tracepoint events per thread, the BPF program's
+/// fallback (and the sampler under `--follow-forks`).
+#[test]
+#[serial]
+fn login_server_leaks_observed_by_perf_events() {
+    let _watchdog = Watchdog::new("observe_login_perf", TEST_LIMIT);
+    let stats = observe_logins(Some("perf"));
+    let sampler = stats["observed"]["sampler"].as_str().unwrap_or_default();
+    assert!(sampler.starts_with("perf tracepoint events"), "{stats}");
+}
+
+/// 30 logins observed (`FDBG_OBSERVE` set to `observe`, if any): the leaks
+/// exact, no stop but the attach's and Ctrl-C's, every fd syscall the
+/// kernel counted recorded; `stats --json`.
+fn observe_logins(observe: Option<&str>) -> Value {
     const LOGINS: usize = 30;
     let mut server = Server::start();
     let pid = server.pid();
-    let mut fdbg = Interactive::attach(pid, "perf");
+    let mut command = harness::fdbg();
+    command.args(["attach", &pid.to_string(), "--events", "perf"]);
+    if let Some(observe) = observe {
+        command.env("FDBG_OBSERVE", observe);
+    }
+    let mut fdbg = Interactive::spawn(command);
+    fdbg.wait_attached();
     fdbg.send("continue");
     server.logins(LOGINS);
     fdbg.signal(libc::SIGINT);
@@ -279,6 +308,7 @@ fn login_server_leaks_observed_without_a_stop_per_login() {
     let figures = &stats["observed"];
     assert_eq!(num(figures, "recorded"), num(figures, "counted"), "{stats}");
     assert_untraced_and_running(pid, &fdbg);
+    stats
 }
 
 /// A thread per session, observed: its threads come and go without a

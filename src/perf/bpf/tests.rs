@@ -1,0 +1,129 @@
+//! The BPF sampler against the real kernel: this test process is the
+//! target; a thread created after the program is attached makes a known
+//! sequence of fd syscalls, and its records must be exactly those, in
+//! order, with the results it saw, its registers and a stack copy; a child
+//! process, not a target, leaves no record. Skipped, saying why, where BPF
+//! is refused.
+
+use std::io;
+use std::process::Command;
+
+use super::*;
+
+fn errno_or(ret: i64) -> i64 {
+    if ret < 0 {
+        -(io::Error::last_os_error().raw_os_error().unwrap() as i64)
+    } else {
+        ret
+    }
+}
+
+fn config() -> BpfConfig {
+    BpfConfig {
+        syscalls: vec![
+            libc::SYS_openat as u64,
+            libc::SYS_close as u64,
+            libc::SYS_dup as u64,
+        ],
+        stack_bytes: 1024,
+        ring_bytes: 1 << 20,
+        wakeup_bytes: 1 << 18,
+    }
+}
+
+fn open_or_skip() -> Option<BpfSampler> {
+    match BpfSampler::open(&config()) {
+        Ok(s) => Some(s),
+        Err(BpfError::Refused(e)) => {
+            eprintln!("skipped: BPF refused here ({e})");
+            None
+        }
+        Err(e) => panic!("BPF sampler: {e}"),
+    }
+}
+
+#[test]
+fn a_new_thread_of_a_target_is_recorded_exactly() {
+    let Some(mut sampler) = open_or_skip() else {
+        return;
+    };
+    sampler.add_target(std::process::id() as i32).unwrap();
+    let me = std::process::id() as i32;
+    let mut got = Vec::new();
+    let mut others = Vec::new();
+    // Created after the program is attached: followed without anything
+    // done for it.
+    let want = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let tid = nix::unistd::gettid().as_raw();
+                // Words in this frame that stay as they are: the copies
+                // must hold them where they lie.
+                let marker: [u64; 4] = std::hint::black_box([0x6664_6267_0000_0000, 1, 2, 3]);
+                let marker_at = std::hint::black_box(&marker) as *const [u64; 4] as u64;
+                let mut want = Vec::new();
+                // SAFETY: plain fd syscalls on fds this thread owns (or
+                // none: EBADF).
+                unsafe {
+                    let fd = errno_or(libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) as i64);
+                    want.push((libc::SYS_openat, fd));
+                    let copy = errno_or(libc::dup(fd as i32) as i64);
+                    want.push((libc::SYS_dup, copy));
+                    want.push((libc::SYS_close, errno_or(libc::close(copy as i32) as i64)));
+                    want.push((libc::SYS_close, errno_or(libc::close(fd as i32) as i64)));
+                    want.push((libc::SYS_close, errno_or(libc::close(-1) as i64)));
+                    libc::getppid();
+                }
+                // Another process: not a target.
+                let child = Command::new("cat").arg("/dev/null").status().unwrap();
+                assert!(child.success());
+                sampler.drain(|s| {
+                    let SyscallRecord::Exit { nr, ret } = s.syscall else {
+                        panic!("an exit record")
+                    };
+                    if s.tid == tid {
+                        let regs = s.regs.expect("registers");
+                        assert_eq!(s.pid, me);
+                        assert_eq!(s.stack.len(), 1024, "a whole copy");
+                        let off = marker_at.checked_sub(regs.sp).expect("marker above sp") as usize;
+                        let words: Vec<u64> = s.stack[off..off + 32]
+                            .chunks_exact(8)
+                            .map(|w| u64::from_ne_bytes(w.try_into().unwrap()))
+                            .collect();
+                        assert_eq!(words, marker, "the copy at sp+{off}");
+                        got.push((nr, ret));
+                    } else if s.pid != me {
+                        others.push(s.pid);
+                    }
+                });
+                want
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(got, want);
+    assert!(others.is_empty(), "records of other processes: {others:?}");
+    let (hits, lost) = sampler.counts();
+    assert!(hits >= want.len() as u64, "hits {hits}");
+    assert_eq!(lost, 0);
+}
+
+#[test]
+fn a_removed_target_is_no_longer_recorded() {
+    let Some(mut sampler) = open_or_skip() else {
+        return;
+    };
+    let me = std::process::id() as i32;
+    sampler.add_target(me).unwrap();
+    sampler.remove_target(me).unwrap();
+    let tid = std::thread::spawn(|| {
+        // SAFETY: EBADF, nothing closed.
+        unsafe { libc::close(-1) };
+        nix::unistd::gettid().as_raw()
+    })
+    .join()
+    .unwrap();
+    let mut seen = 0;
+    sampler.drain(|s| seen += usize::from(s.tid == tid));
+    assert_eq!(seen, 0);
+}
