@@ -150,6 +150,13 @@ struct Memo {
     interned: Option<(u32, StackId)>,
 }
 
+/// What a walk depended on: the stack words (address, value) and rbp at
+/// its start, when it used it.
+pub struct WalkProof {
+    pub words: Vec<(u64, u64)>,
+    pub bp: Option<u64>,
+}
+
 /// A walk's outcome: the stack (remembered by the unwinder), how many bytes
 /// above sp it read, and the id the caller gave this stack before, if the
 /// walk is a repeat of one it was told about.
@@ -248,6 +255,27 @@ impl Unwinder {
     /// The id the caller keeps for the last walk's stack, in address-space
     /// generation `generation`: a repeat of the walk says it
     /// (`Walk::interned`).
+    /// What the last walk depended on, when every word it read was in
+    /// the copy and it reached the stack's end: the (address, value) pairs
+    /// that, found again at the same ip and sp (and rbp, when it is the
+    /// second value: the walk used it), give the same stack.
+    pub fn last_walk_proof(&self, copy_len: usize) -> Option<WalkProof> {
+        let start = self.last_walk?;
+        let memo = self.memos.get(&start)?;
+        if memo.stack.truncated.is_some() {
+            return None;
+        }
+        let (_, sp, _) = start;
+        memo.reads
+            .iter()
+            .map(|&(addr, value)| {
+                let inside = addr.checked_sub(sp)? + 8 <= copy_len as u64;
+                inside.then_some((addr, value?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|words| WalkProof { words, bp: memo.bp })
+    }
+
     pub fn remember_interned(&mut self, generation: u32, id: StackId) {
         if let Some(memo) = self.last_walk.and_then(|start| self.memos.get_mut(&start)) {
             memo.interned = Some((generation, id));

@@ -105,6 +105,9 @@ pub struct Sample<'a> {
     /// do not copy it. In the ring itself, where the record does not wrap
     /// around its end.
     pub stack: &'a [u8],
+    /// For a sample without a stack copy: the walk the kernel found again
+    /// (the BPF sampler's memo id; see `BpfSampler::add_memo`).
+    pub memo: Option<u32>,
 }
 
 /// A sample's fields before its raw data is decoded.

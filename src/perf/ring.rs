@@ -298,6 +298,7 @@ impl Decoder<'_> {
             syscall,
             regs,
             stack,
+            memo: None,
         })
     }
 }

@@ -882,6 +882,13 @@ fn stats_text(s: &StatsReport) -> String {
             o.lost,
             o.sampler
         );
+        if o.walks_found_again > 0 {
+            let _ = writeln!(
+                out,
+                "stacks found again by the kernel (no copy taken): {} of {} samples",
+                o.walks_found_again, o.recorded
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -562,6 +562,9 @@ pub struct Observed {
     /// What takes the samples (a BPF program at sys_exit, or perf events
     /// per thread and why).
     pub sampler: String,
+    /// Samples that carried no stack copy: the kernel found a remembered
+    /// walk's return addresses on the stack again.
+    pub walks_found_again: u64,
 }
 
 impl From<crate::tracer::ObservedFigures> for Observed {
@@ -573,6 +576,7 @@ impl From<crate::tracer::ObservedFigures> for Observed {
             lost: o.lost,
             stack_bytes: o.stack_bytes,
             sampler: o.sampler,
+            walks_found_again: o.walks_found_again,
         }
     }
 }

@@ -30,7 +30,7 @@
 use std::collections::BTreeSet;
 
 use crate::fdtable::{Pid, Seq};
-use crate::perf::bpf::BpfConfig;
+use crate::perf::bpf::{BpfConfig, MemoStart};
 use crate::perf::{
     self, PerfError, Sample, SamplerConfig, SyscallRecord, SyscallSampler, TracepointSpec,
 };
@@ -38,7 +38,7 @@ use crate::ptrace::{ProcessMemory, Tid};
 use crate::syscalls::{self, SyscallEntry};
 use crate::vocab::TraceeMemory;
 
-use super::samplers::{self, NoBpf, Samplers};
+use super::samplers::{self, KernelMemos, NoBpf, Samplers};
 use super::{Mechanism, Notice, Tracer, TracerError};
 
 /// The user stack bytes a sample copies (creations, closes and bad closes
@@ -115,6 +115,9 @@ pub(super) struct Observer {
     sampler: Option<Samplers<Digested>>,
     /// What takes the samples, and why not the BPF program when not.
     sampled_by: String,
+    /// Walks remembered in the kernel (the BPF sampler only).
+    memos: KernelMemos,
+    takes_memos: bool,
     closed_coverage: (u64, u64),
     closed_lost: u64,
     follow_forks: bool,
@@ -151,6 +154,8 @@ impl Observer {
         let rings = sampler.poll_fds().len();
         Ok(Observer {
             sampled_by: sampled_by(&sampler, no_bpf.as_ref()),
+            memos: KernelMemos::default(),
+            takes_memos: sampler.takes_memos(),
             sampler: Some(sampler),
             closed_coverage: (0, 0),
             closed_lost: 0,
@@ -177,6 +182,7 @@ impl Observer {
             lost: self.missing(),
             stack_bytes: self.stack_bytes,
             sampler: self.sampled_by.clone(),
+            walks_found_again: self.memos.found_again,
         }
     }
 
@@ -199,6 +205,9 @@ impl Observer {
         let stack_bytes = self.stack_bytes.max(copy_size(self.wanted));
         let (sampler, no_bpf) = open_sampler(tids, pids, self.follow_forks, stack_bytes)?;
         self.sampled_by = sampled_by(&sampler, no_bpf.as_ref());
+        // The new program's memos map is empty.
+        self.memos = KernelMemos::default();
+        self.takes_memos = sampler.takes_memos();
         self.closed_lost = self.lost();
         self.closed_coverage = self.coverage();
         self.hung = vec![false; sampler.poll_fds().len()];
@@ -493,6 +502,9 @@ pub struct ObservedFigures {
     pub stack_bytes: u32,
     /// What takes the samples, and why not the BPF program when not.
     pub sampler: String,
+    /// Samples whose stack the kernel found to be a remembered walk's, so
+    /// that they carried no copy.
+    pub walks_found_again: u64,
 }
 
 /// What the front end needs of the next `continue`.
@@ -751,6 +763,7 @@ impl Tracer {
             sampler.drain(&mut digest)
         };
         if let Some(observer) = self.source.observer.as_mut() {
+            sampler.send_memos(&mut observer.memos);
             observer.sampler = Some(sampler);
         }
         let recorded: Vec<Seq> = digested
@@ -796,13 +809,24 @@ impl Tracer {
             pages,
         };
         let decoded = syscalls::decode(&entry, ret, &memory)?;
-        let stack = if decoded.effects.is_empty() || sample.stack.is_empty() {
+        let stack = if decoded.effects.is_empty() {
+            None
+        } else if let Some(id) = sample.memo {
+            // The kernel found a remembered walk's return addresses again.
+            let generation = self.addresses.symbolizer.generation(pid);
+            self.source
+                .observer
+                .as_mut()
+                .and_then(|o| o.memos.stack(id, pid, generation))
+        } else if sample.stack.is_empty() {
             None
         } else {
-            let (stack, needed) = self.stack_from_copy(pid, tid, &regs.stack_regs(), sample.stack);
+            let stack_regs = regs.stack_regs();
+            let (stack, needed) = self.stack_from_copy(pid, tid, &stack_regs, sample.stack);
             if let Some(o) = self.source.observer.as_mut() {
                 o.wanted = o.wanted.max(needed);
             }
+            self.remember_in_kernel(pid, &stack_regs, sample.stack.len(), stack);
             Some(stack)
         };
         debug_assert_eq!(sample.tracepoint, EXITS);
@@ -813,6 +837,43 @@ impl Tracer {
             stack,
             time: sample.time,
         })
+    }
+
+    /// Remember the walk just made from a sample's copy in the kernel, when
+    /// the sampler can take it and it depended on return addresses alone.
+    fn remember_in_kernel(
+        &mut self,
+        pid: Pid,
+        regs: &crate::arch::StackRegs,
+        copy_len: usize,
+        stack: crate::stacks::StackId,
+    ) {
+        let Some(observer) = self.source.observer.as_mut() else {
+            return;
+        };
+        if !observer.takes_memos {
+            return;
+        }
+        let Some(unwinder) = self.addresses.unwinders.get(&pid) else {
+            return;
+        };
+        if let Some(crate::unwind::WalkProof { words, bp }) = unwinder.last_walk_proof(copy_len) {
+            let key = (
+                pid,
+                MemoStart {
+                    ip: regs.ip,
+                    sp: regs.sp,
+                    bp,
+                },
+            );
+            if observer.memos.knows(&key) {
+                return;
+            }
+            let generation = self.addresses.symbolizer.generation(pid);
+            observer
+                .memos
+                .make(key, words, stack, generation, unwinder.maps_reads());
+        }
     }
 
     /// Copies fell short: with every thread stopped (and its samples

@@ -11,9 +11,12 @@
 use std::collections::BTreeSet;
 use std::os::fd::BorrowedFd;
 
+use rustc_hash::FxHashMap;
+
 use crate::fdtable::Pid;
-use crate::perf::bpf::{BpfConfig, BpfError, BpfSampler};
+use crate::perf::bpf::{BpfConfig, BpfError, BpfSampler, MEMO_WORDS, MemoStart};
 use crate::perf::{PerfError, Sample, SyscallSampler};
+use crate::stacks::StackId;
 
 /// The samples' source of an observing session.
 pub(super) enum Samplers<T> {
@@ -142,6 +145,27 @@ impl<T> Samplers<T> {
         }
     }
 
+    /// Hand the memos made (and forgotten) since the last call to the
+    /// kernel; the perf events have none.
+    pub(super) fn send_memos(&mut self, memos: &mut KernelMemos) {
+        let Samplers::Bpf { sampler, .. } = self else {
+            memos.waiting.clear();
+            return;
+        };
+        for (pid, start) in memos.forgotten.drain(..) {
+            sampler.remove_memo(pid, &start);
+        }
+        for WaitingMemo { key, id, words } in memos.waiting.drain(..) {
+            let (pid, start) = key;
+            sampler.add_memo(pid, &start, id, &words);
+        }
+    }
+
+    /// Whether samples can carry memos instead of stack copies.
+    pub(super) fn takes_memos(&self) -> bool {
+        matches!(self, Samplers::Bpf { .. })
+    }
+
     /// Samples the kernel dropped (no room) or throttled.
     pub(super) fn lost(&self) -> u64 {
         match self {
@@ -151,5 +175,99 @@ impl<T> Samplers<T> {
             }
             Samplers::Bpf { sampler, .. } => sampler.counts().1,
         }
+    }
+}
+
+/// Walks remembered in the kernel (the BPF program's `memos` map): a
+/// sample whose stack holds the same return addresses at the same ip and
+/// sp carries the memo's id instead of a stack copy, and its stack is the
+/// one interned when the memo was made. Made while a drain decodes (the
+/// sampler is busy then), handed to the sampler after it.
+#[derive(Default)]
+pub(super) struct KernelMemos {
+    /// By id - 1: the process, the address-space generation and the stack;
+    /// None once forgotten (the process's code changed).
+    stacks: Vec<Option<(Pid, u32, StackId)>>,
+    /// The memos made, by (pid, ip, sp), with their ids.
+    known: FxHashMap<MemoKey, u32>,
+    /// Made and not yet in the kernel: key, id, the words.
+    waiting: Vec<WaitingMemo>,
+    /// Forgotten and still in the kernel.
+    forgotten: Vec<MemoKey>,
+    /// Each process's maps reads when its memos were made: a new read
+    /// may mean other code at the same addresses.
+    maps_reads: FxHashMap<Pid, u64>,
+    /// Samples that carried a memo's id, and got its stack.
+    pub(super) found_again: u64,
+}
+
+/// Where a walk started: the process, ip and sp (and rbp).
+type MemoKey = (Pid, MemoStart);
+
+/// A memo made and not yet in the kernel: where, its id, its words.
+struct WaitingMemo {
+    key: MemoKey,
+    id: u32,
+    words: Vec<(u64, u64)>,
+}
+
+/// Memos made at most (the kernel map's size).
+const KERNEL_MEMOS_MAX: usize = 4096;
+
+impl KernelMemos {
+    /// The stack memo `id` stands for, if it is still of generation
+    /// `generation` of process `pid`.
+    pub(super) fn stack(&mut self, id: u32, pid: Pid, generation: u32) -> Option<StackId> {
+        let (p, g, stack) = (*self.stacks.get(id.checked_sub(1)? as usize)?)?;
+        let found = p == pid && g == generation;
+        self.found_again += u64::from(found);
+        found.then_some(stack)
+    }
+
+    /// Remember the walk just made (of `stack`, depending on `words`
+    /// alone) unless it is known; `maps_reads`: the unwinder's count now.
+    pub(super) fn make(
+        &mut self,
+        key: MemoKey,
+        words: Vec<(u64, u64)>,
+        stack: StackId,
+        generation: u32,
+        maps_reads: u64,
+    ) {
+        let pid = key.0;
+        if self
+            .maps_reads
+            .insert(pid, maps_reads)
+            .is_some_and(|r| r != maps_reads)
+        {
+            self.forget(pid);
+        }
+        if self.known.contains_key(&key)
+            || self.stacks.len() >= KERNEL_MEMOS_MAX
+            || words.len() > MEMO_WORDS
+        {
+            return;
+        }
+        self.stacks.push(Some((pid, generation, stack)));
+        let id = self.stacks.len() as u32;
+        self.known.insert(key, id);
+        self.waiting.push(WaitingMemo { key, id, words });
+    }
+
+    /// Whether a walk from this start is remembered already.
+    pub(super) fn knows(&self, key: &MemoKey) -> bool {
+        self.known.contains_key(key)
+    }
+
+    /// Forget every memo of `pid`.
+    pub(super) fn forget(&mut self, pid: Pid) {
+        let keys: Vec<MemoKey> = self.known.keys().filter(|k| k.0 == pid).copied().collect();
+        for key in keys {
+            if let Some(id) = self.known.remove(&key) {
+                self.stacks[id as usize - 1] = None;
+            }
+            self.forgotten.push(key);
+        }
+        self.waiting.retain(|w| w.key.0 != pid);
     }
 }

@@ -249,6 +249,49 @@ fn login_server_leaks_observed_without_a_stop_per_login() {
     assert!(sampler.starts_with("a BPF program"), "{stats}");
 }
 
+/// Logins after a stop: their stacks repeat the first logins' (one
+/// accept, socket and close site each, at the same depth), which the stop
+/// drained and walked; the kernel finds their return addresses again and
+/// copies no stack, and the leaks are still exact, at statsd_init.
+#[test]
+#[serial]
+fn repeated_stacks_are_found_again_by_the_kernel_without_a_copy() {
+    let _watchdog = Watchdog::new("observe_found_again", TEST_LIMIT);
+    const LOGINS: usize = 10;
+    let mut server = Server::start();
+    let pid = server.pid();
+    let mut fdbg = Interactive::attach(pid, "perf");
+    for _ in 0..2 {
+        fdbg.send("continue");
+        server.logins(LOGINS);
+        fdbg.signal(libc::SIGINT);
+        fdbg.wait_prefix("Interrupted");
+    }
+    fdbg.send("leaks --json");
+    let leaks = fdbg.wait_doc(Shape::Leaks);
+    fdbg.send("stats --json");
+    let stats = fdbg.wait_doc(Shape::Stats);
+    fdbg.send("quit");
+    assert!(fdbg.wait_exit().success(), "{fdbg}");
+    let leaked: BTreeSet<i64> = (0..2 * LOGINS)
+        .map(|_| server.output.wait_for("leak").fd() as i64)
+        .collect();
+    let site = &leaks["sites"][0];
+    assert_eq!(site["frames"][0]["function"], "statsd_init", "{fdbg}");
+    let fds: BTreeSet<i64> = site["fds"]
+        .as_array()
+        .expect("fds")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(fds, leaked, "{fdbg}");
+    // Every event of the second round: 3 per login.
+    let again = num(&stats["observed"], "walks_found_again");
+    assert!(again >= 3 * LOGINS as i64, "{stats}");
+    assert_eq!(num(&stats, "total_events"), 6 * LOGINS as i64, "{stats}");
+    assert_untraced_and_running(pid, &fdbg);
+}
+
 /// The same with perf tracepoint events per thread, the BPF program's
 /// fallback (and the sampler under `--follow-forks`).
 #[test]

@@ -63,21 +63,46 @@ const SYSCALLS_MAX: u32 = 512;
 const TARGETS_MAX: u32 = 4096;
 
 /// The record the program writes, in u64 words: syscall number, result,
-/// tgid << 32 | tid, CLOCK_MONOTONIC ns, CPU, bytes of stack copied, then
-/// the thread's `struct pt_regs`, then the stack copy.
+/// tgid << 32 | tid, CLOCK_MONOTONIC ns, CPU, bytes of stack copied, the
+/// memo id whose walk the stack held again (0: none), then the thread's
+/// `struct pt_regs`, then the stack copy.
 const REC_NR: i16 = 0;
 const REC_RET: i16 = 8;
 const REC_PID_TGID: i16 = 16;
 const REC_TIME: i16 = 24;
 const REC_CPU: i16 = 32;
 const REC_COPIED: i16 = 40;
-const REC_REGS: i16 = 48;
+const REC_MEMO: i16 = 48;
+const REC_REGS: i16 = 56;
 /// x86_64 `struct pt_regs`: 21 words.
 const PT_REGS: i16 = 21 * 8;
 const REC_STACK: i16 = REC_REGS + PT_REGS;
 /// Offsets in `struct pt_regs` (arch/x86/include/asm/ptrace.h).
+const PT_BP: i16 = 4 * 8;
+const PT_R10: i16 = 7 * 8;
+const PT_DX: i16 = 12 * 8;
+const PT_SI: i16 = 13 * 8;
+const PT_DI: i16 = 14 * 8;
 const PT_ORIG_AX: i16 = 15 * 8;
+const PT_IP: i16 = 16 * 8;
 const PT_SP: i16 = 19 * 8;
+
+/// The return addresses a memo holds at most: a walk that read more is
+/// not remembered in the kernel.
+pub const MEMO_WORDS: usize = 24;
+/// Memos in the kernel at most.
+const MEMOS_MAX: u32 = 4096;
+/// A memo: its id (u32), how many words (u32), the bytes from sp to the
+/// end of its last word (u32), 4 bytes of padding, then per word its
+/// offset from sp (u32, then 4 bytes of padding) and its value (u64).
+const MEMO_HEADER: i16 = 16;
+const MEMO_VALUE: u32 = MEMO_HEADER as u32 + 16 * MEMO_WORDS as u32;
+/// The stack bytes a memo may span: the per-CPU scratch they are read
+/// into (a power of two).
+const SCRATCH_BYTES: u32 = 8192;
+/// Its key: tgid (u32), whether rbp is part of it (u32), ip, sp, rbp (or
+/// 0).
+const MEMO_KEY_SIZE: u32 = 32;
 
 /// Counts, per CPU: the targets' fd syscalls, and the records the ring had
 /// no room for.
@@ -116,17 +141,28 @@ pub struct BpfConfig {
     pub wakeup_bytes: u32,
 }
 
+/// The program's maps.
+struct Maps {
+    /// tgid → 0: the processes sampled.
+    targets: Map,
+    /// syscall number → 1: the syscalls sampled.
+    syscalls: Map,
+    /// Per CPU: hits, losses.
+    counts: Map,
+    /// (tgid, ip, sp) → a memo (`MEMO_VALUE`).
+    memos: Map,
+    /// Per CPU, one `SCRATCH_BYTES` value: the stack a memo spans.
+    scratch: Map,
+    ring: Map,
+}
+
 /// The BPF program attached at sys_exit, its maps and its ring.
 pub struct BpfSampler {
-    targets: Map,
-    counts: Map,
+    maps: Maps,
     ring: RingBuf,
-    /// The ring's map.
-    _ring_map: Map,
     /// Edge-triggered on the ring: readable once the program woke fdbg
     /// (a poll of the ring itself is readable while any record waits).
     woken: Epoll,
-    _syscalls: Map,
     _program: OwnedFd,
     /// Attached while open; dropping it detaches the program.
     _link: OwnedFd,
@@ -165,30 +201,51 @@ impl BpfSampler {
             config.ring_bytes as u32,
         )
         .map_err(BpfError::Map)?;
-        let code = program(config, &targets, &syscalls, &counts, &ring_map)?;
+        let memos = Map::create(
+            sys::MAP_TYPE_HASH,
+            "fdbg_memos",
+            MEMO_KEY_SIZE,
+            MEMO_VALUE,
+            MEMOS_MAX,
+        )
+        .map_err(BpfError::Map)?;
+        let scratch = Map::create(
+            sys::MAP_TYPE_PERCPU_ARRAY,
+            "fdbg_scratch",
+            4,
+            SCRATCH_BYTES,
+            1,
+        )
+        .map_err(BpfError::Map)?;
+        let maps = Maps {
+            targets,
+            syscalls,
+            counts,
+            memos,
+            scratch,
+            ring: ring_map,
+        };
+        let code = program(config, &maps)?;
         let prog = sys::load_program(sys::PROG_TYPE_RAW_TRACEPOINT, "fdbg_fd_exit", &code)
             .map_err(|e| match e.error.raw_os_error() {
                 Some(libc::EPERM) => BpfError::Refused(e.error),
                 _ => BpfError::Load(e),
             })?;
-        let ring =
-            RingBuf::map(ring_map.owned_fd().as_fd(), config.ring_bytes).map_err(BpfError::Ring)?;
+        let ring = RingBuf::map(maps.ring.owned_fd().as_fd(), config.ring_bytes)
+            .map_err(BpfError::Ring)?;
         let woken =
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| BpfError::Ring(e.into()))?;
         woken
             .add(
-                ring_map.owned_fd(),
+                maps.ring.owned_fd(),
                 EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
             )
             .map_err(|e| BpfError::Ring(e.into()))?;
         let link = sys::attach_raw_tracepoint(c"sys_exit", &prog).map_err(BpfError::Attach)?;
         Ok(BpfSampler {
-            targets,
-            counts,
+            maps,
             ring,
-            _ring_map: ring_map,
             woken,
-            _syscalls: syscalls,
             _program: prog,
             _link: link,
             cpus: sys::possible_cpus(),
@@ -199,16 +256,55 @@ impl BpfSampler {
 
     /// Sample process `tgid` (all its threads, present and future).
     pub fn add_target(&self, tgid: i32) -> io::Result<()> {
-        self.targets
+        self.maps
+            .targets
             .update(&(tgid as u32).to_ne_bytes(), &0u32.to_ne_bytes())
     }
 
     /// Stop sampling process `tgid`.
     pub fn remove_target(&self, tgid: i32) -> io::Result<()> {
-        match self.targets.delete(&(tgid as u32).to_ne_bytes()) {
+        match self.maps.targets.delete(&(tgid as u32).to_ne_bytes()) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             other => other,
         }
+    }
+
+    /// Remember in the kernel that a walk of process `tgid` from `start`
+    /// depended only on `words` (address, value): a sample that finds
+    /// them again carries `id` instead of a stack copy. False when the
+    /// walk read too many words or the map is full.
+    pub fn add_memo(&self, tgid: i32, start: &MemoStart, id: u32, words: &[(u64, u64)]) -> bool {
+        let sp = start.sp;
+        if words.len() > MEMO_WORDS {
+            return false;
+        }
+        let mut value = vec![0u8; MEMO_VALUE as usize];
+        value[0..4].copy_from_slice(&id.to_ne_bytes());
+        value[4..8].copy_from_slice(&(words.len() as u32).to_ne_bytes());
+        let mut span = 0u32;
+        for (i, &(addr, word)) in words.iter().enumerate() {
+            let Some(off) = addr
+                .checked_sub(sp)
+                .and_then(|o| u32::try_from(o).ok())
+                .filter(|&o| o % 8 == 0 && o + 8 <= SCRATCH_BYTES)
+            else {
+                return false;
+            };
+            span = span.max(off + 8);
+            let at = MEMO_HEADER as usize + 16 * i;
+            value[at..at + 4].copy_from_slice(&off.to_ne_bytes());
+            value[at + 8..at + 16].copy_from_slice(&word.to_ne_bytes());
+        }
+        value[8..12].copy_from_slice(&span.to_ne_bytes());
+        self.maps
+            .memos
+            .update(&memo_key(tgid, start), &value)
+            .is_ok()
+    }
+
+    /// Forget a memo (its process's code changed).
+    pub fn remove_memo(&self, tgid: i32, start: &MemoStart) {
+        let _ = self.maps.memos.delete(&memo_key(tgid, start));
     }
 
     /// The kernel's counts over all CPUs: fd syscalls of the targets, and
@@ -216,7 +312,12 @@ impl BpfSampler {
     pub fn counts(&self) -> (u64, u64) {
         let sum = |key: u32| {
             let mut values = vec![0u8; 8 * self.cpus];
-            if self.counts.lookup(&key.to_ne_bytes(), &mut values).is_err() {
+            if self
+                .maps
+                .counts
+                .lookup(&key.to_ne_bytes(), &mut values)
+                .is_err()
+            {
                 return 0;
             }
             values
@@ -260,6 +361,25 @@ impl BpfSampler {
     }
 }
 
+fn memo_key(tgid: i32, start: &MemoStart) -> [u8; MEMO_KEY_SIZE as usize] {
+    let mut key = [0u8; MEMO_KEY_SIZE as usize];
+    key[0..4].copy_from_slice(&(tgid as u32).to_ne_bytes());
+    key[4..8].copy_from_slice(&u32::from(start.bp.is_some()).to_ne_bytes());
+    key[8..16].copy_from_slice(&start.ip.to_ne_bytes());
+    key[16..24].copy_from_slice(&start.sp.to_ne_bytes());
+    key[24..32].copy_from_slice(&start.bp.unwrap_or(0).to_ne_bytes());
+    key
+}
+
+/// Where a remembered walk starts: ip and sp, and rbp when the walk
+/// depended on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemoStart {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: Option<u64>,
+}
+
 fn word(record: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(record.get(at..at + 8)?.try_into().ok()?))
 }
@@ -272,6 +392,7 @@ fn decode(record: &[u8]) -> Option<Sample<'_>> {
     let time = word(record, REC_TIME as usize)?;
     let cpu = word(record, REC_CPU as usize)? as u32;
     let copied = usize::try_from(word(record, REC_COPIED as usize)?).ok()?;
+    let memo = u32::try_from(word(record, REC_MEMO as usize)?).ok()?;
     let pt = |i: usize| word(record, REC_REGS as usize + 8 * i);
     let regs = UserRegs {
         r15: pt(0)?,
@@ -303,57 +424,138 @@ fn decode(record: &[u8]) -> Option<Sample<'_>> {
         syscall: SyscallRecord::Exit { nr, ret },
         regs: Some(regs),
         stack,
+        memo: (memo != 0).then_some(memo),
     })
 }
 
 /// The program: at a syscall's exit (r1: the raw tracepoint's arguments,
 /// the thread's `struct pt_regs *` and the result), for a target's fd
-/// syscall, one record in the ring.
-fn program(
-    config: &BpfConfig,
-    targets: &Map,
-    syscalls: &Map,
-    counts: &Map,
-    ring: &Map,
-) -> Result<Vec<u8>, asm::AsmError> {
+/// syscall, one record in the ring: without a stack copy when the
+/// `memos` map has a walk from the same ip and sp whose return addresses
+/// the stack holds again, else with the copy.
+fn program(config: &BpfConfig, maps: &Maps) -> Result<Vec<u8>, asm::AsmError> {
     let stack_bytes = (config.stack_bytes.min(32 * 1024) & !7) as i32;
-    let record = i32::from(REC_STACK) + stack_bytes;
     let mut a = Asm::new();
+    // An fd syscall (pt_regs->orig_ax; an array lookup, cheaper than the
+    // targets' hash, and most syscalls are not fd syscalls)?
     a.mov(R6, R1);
-    // A target's thread?
+    a.load(Size::DW, R7, R6, 0);
+    read_kernel(&mut a, NR, PT_ORIG_AX);
+    a.jump_imm(Cond::Ne, R0, 0, "out");
+    a.load(Size::DW, R1, R10, NR);
+    a.jump_imm(Cond::Ge, R1, SYSCALLS_MAX as i32, "out");
+    a.store(Size::W, R10, KEY, R1);
+    lookup(&mut a, &maps.syscalls, KEY, "out");
+    a.load(Size::W, R1, R0, 0);
+    a.jump_imm(Cond::Eq, R1, 0, "out");
+    // Of a target's thread?
     a.call(GET_CURRENT_PID_TGID);
     a.mov(R9, R0);
     a.mov(R1, R0);
     a.alu_imm(Alu::Rsh, R1, 32);
     a.store(Size::W, R10, KEY, R1);
-    lookup(&mut a, targets, "out");
-    // Its syscall number: pt_regs->orig_ax.
-    a.load(Size::DW, R7, R6, 0);
-    a.mov(R1, R10);
-    a.alu_imm(Alu::Add, R1, i32::from(NR));
-    a.mov_imm(R2, 8);
-    a.mov(R3, R7);
-    a.alu_imm(Alu::Add, R3, i32::from(PT_ORIG_AX));
-    a.call(PROBE_READ_KERNEL);
-    a.jump_imm(Cond::Ne, R0, 0, "out");
-    a.load(Size::DW, R1, R10, NR);
-    a.jump_imm(Cond::Ge, R1, SYSCALLS_MAX as i32, "out");
-    a.store(Size::W, R10, KEY, R1);
-    lookup(&mut a, syscalls, "out");
-    a.load(Size::W, R1, R0, 0);
-    a.jump_imm(Cond::Eq, R1, 0, "out");
-    // Counted, then recorded.
-    count(&mut a, counts, COUNT_HITS, "counted")?;
-    a.load_map(R1, ring.fd());
-    a.mov_imm(R2, record);
+    lookup(&mut a, &maps.targets, KEY, "out");
+    count(&mut a, &maps.counts, COUNT_HITS, "counted")?;
+    a.load(Size::DW, R1, R6, 8);
+    a.store(Size::DW, R10, RET, R1);
+    a.store_imm(Size::DW, R10, MEMO_ID, 0);
+    // A remembered walk from this ip and sp (key: tgid, 0, ip, sp, 0), or
+    // from this ip, sp and rbp (tgid, 1, ip, sp, rbp)?
+    a.mov(R1, R9);
+    a.alu_imm(Alu::Rsh, R1, 32);
+    a.store(Size::W, R10, MEMO_KEY, R1);
+    a.store_imm(Size::W, R10, MEMO_KEY + 4, 0);
+    read_kernel(&mut a, MEMO_KEY + 8, PT_IP);
+    a.jump_imm(Cond::Ne, R0, 0, "full");
+    read_kernel(&mut a, MEMO_KEY + 16, PT_SP);
+    a.jump_imm(Cond::Ne, R0, 0, "full");
+    // An argument that points into the stack the copy would hold (a path,
+    // an address, the array pipe2 fills): the copy, so that it is read as
+    // it was at the call, not later from a stack in use again.
+    for (off, next) in [
+        (PT_DI, "arg_si"),
+        (PT_SI, "arg_dx"),
+        (PT_DX, "arg_r10"),
+        (PT_R10, "args_checked"),
+    ] {
+        read_kernel(&mut a, ARG, off);
+        a.jump_imm(Cond::Ne, R0, 0, "full");
+        a.load(Size::DW, R1, R10, ARG);
+        a.load(Size::DW, R2, R10, MEMO_KEY + 16);
+        a.jump_reg(Cond::Lt, R1, R2, next);
+        a.alu_imm(Alu::Add, R2, stack_bytes);
+        a.jump_reg(Cond::Lt, R1, R2, "full");
+        a.label(next)?;
+    }
+    a.store_imm(Size::DW, R10, MEMO_KEY + 24, 0);
+    lookup(&mut a, &maps.memos, MEMO_KEY, "memo_bp");
+    a.goto("memo_found");
+    a.label("memo_bp")?;
+    a.store_imm(Size::W, R10, MEMO_KEY + 4, 1);
+    read_kernel(&mut a, MEMO_KEY + 24, PT_BP);
+    a.jump_imm(Cond::Ne, R0, 0, "full");
+    lookup(&mut a, &maps.memos, MEMO_KEY, "full");
+    a.label("memo_found")?;
+    a.mov(R6, R0);
+    // The stack from sp to the memo's last word, in one read into this
+    // CPU's scratch (one read costs less than a read per word), then the
+    // words compared there.
+    a.store_imm(Size::W, R10, KEY, 0);
+    lookup(&mut a, &maps.scratch, KEY, "full");
+    a.mov(R8, R0);
+    a.mov(R1, R8);
+    a.load(Size::W, R2, R6, 8);
+    a.jump_imm(Cond::Gt, R2, SCRATCH_BYTES as i32, "full");
+    a.load(Size::DW, R3, R10, MEMO_KEY + 16);
+    a.call(PROBE_READ_USER);
+    a.jump_imm(Cond::Ne, R0, 0, "full");
+    for i in 0..MEMO_WORDS as i16 {
+        a.load(Size::W, R1, R6, 4);
+        a.jump_imm(Cond::Le, R1, i32::from(i), "verified");
+        a.load(Size::W, R1, R6, MEMO_HEADER + 16 * i);
+        // In the scratch, aligned: the verifier's bound (the offsets are).
+        a.alu_imm(Alu::And, R1, (SCRATCH_BYTES - 8) as i32 & !7);
+        a.mov(R2, R8);
+        a.alu_reg(Alu::Add, R2, R1);
+        a.load(Size::DW, R1, R2, 0);
+        a.load(Size::DW, R2, R6, MEMO_HEADER + 8 + 16 * i);
+        a.jump_reg(Cond::Ne, R1, R2, "full");
+    }
+    a.label("verified")?;
+    a.load(Size::W, R1, R6, 0);
+    a.store(Size::DW, R10, MEMO_ID, R1);
+    record(&mut a, config, maps, 0, ("copied_none", "quiet_short"))?;
+    a.label("full")?;
+    record(&mut a, config, maps, stack_bytes, ("copied", "quiet"))?;
+    a.label("lost")?;
+    count(&mut a, &maps.counts, COUNT_LOST, "lost_counted")?;
+    a.label("out")?;
+    a.mov_imm(R0, 0);
+    a.exit();
+    a.finish()
+}
+
+/// Reserve, fill and submit one record with a stack copy of `stack_bytes`
+/// (0: none), then on to `out`; a full ring goes to `lost`. r7: the
+/// thread's pt_regs; r9: its tgid and tid; the frame: NR, RET, MEMO_ID.
+fn record(
+    a: &mut Asm,
+    config: &BpfConfig,
+    maps: &Maps,
+    stack_bytes: i32,
+    labels: (&'static str, &'static str),
+) -> Result<(), asm::AsmError> {
+    let (copied, quiet) = labels;
+    a.load_map(R1, maps.ring.fd());
+    a.mov_imm(R2, i32::from(REC_STACK) + stack_bytes);
     a.mov_imm(R3, 0);
     a.call(RINGBUF_RESERVE);
     a.jump_imm(Cond::Eq, R0, 0, "lost");
     a.mov(R8, R0);
-    a.load(Size::DW, R1, R10, NR);
-    a.store(Size::DW, R8, REC_NR, R1);
-    a.load(Size::DW, R1, R6, 8);
-    a.store(Size::DW, R8, REC_RET, R1);
+    for (from, to) in [(NR, REC_NR), (RET, REC_RET), (MEMO_ID, REC_MEMO)] {
+        a.load(Size::DW, R1, R10, from);
+        a.store(Size::DW, R8, to, R1);
+    }
     a.store(Size::DW, R8, REC_PID_TGID, R9);
     a.call(KTIME_GET_NS);
     a.store(Size::DW, R8, REC_TIME, R0);
@@ -374,42 +576,53 @@ fn program(
         a.mov_imm(R2, size);
         a.call(PROBE_READ_USER);
         a.mov_imm(R1, size);
-        a.jump_imm(Cond::Eq, R0, 0, "copied");
+        a.jump_imm(Cond::Eq, R0, 0, copied);
         size /= 2;
     }
     a.mov_imm(R1, 0);
-    a.label("copied")?;
+    a.label(copied)?;
     a.store(Size::DW, R8, REC_COPIED, R1);
     // Wake fdbg only once enough waits: a wakeup per record would cost
     // the thread an interrupt each.
-    a.load_map(R1, ring.fd());
+    a.load_map(R1, maps.ring.fd());
     a.mov_imm(R2, RB_AVAIL_DATA);
     a.call(RINGBUF_QUERY);
     a.mov_imm(R2, RB_NO_WAKEUP);
-    a.jump_imm(Cond::Lt, R0, config.wakeup_bytes as i32, "quiet");
+    a.jump_imm(Cond::Lt, R0, config.wakeup_bytes as i32, quiet);
     a.mov_imm(R2, RB_FORCE_WAKEUP);
-    a.label("quiet")?;
+    a.label(quiet)?;
     a.mov(R1, R8);
     a.call(RINGBUF_SUBMIT);
     a.goto("out");
-    a.label("lost")?;
-    count(&mut a, counts, COUNT_LOST, "lost_counted")?;
-    a.label("out")?;
-    a.mov_imm(R0, 0);
-    a.exit();
-    a.finish()
+    Ok(())
 }
 
-/// The program's stack frame: a u32 map key at -4, the syscall number at
-/// -16.
+/// r0 = probe_read_kernel(r10 + slot, 8, r7 + offset): a word of the
+/// thread's pt_regs into the frame.
+fn read_kernel(a: &mut Asm, slot: i16, offset: i16) {
+    a.mov(R1, R10);
+    a.alu_imm(Alu::Add, R1, i32::from(slot));
+    a.mov_imm(R2, 8);
+    a.mov(R3, R7);
+    a.alu_imm(Alu::Add, R3, i32::from(offset));
+    a.call(PROBE_READ_KERNEL);
+}
+
+/// The program's stack frame: a u32 map key, the syscall number, its
+/// result, the memo id found (0: none), the memos' key (`MEMO_KEY_SIZE`),
+/// an argument register.
 const KEY: i16 = -4;
 const NR: i16 = -16;
+const RET: i16 = -24;
+const MEMO_ID: i16 = -32;
+const MEMO_KEY: i16 = -72;
+const ARG: i16 = -80;
 
-/// r0 = map[the key at KEY], or on to `missing` when it has none.
-fn lookup(a: &mut Asm, map: &Map, missing: &'static str) {
+/// r0 = map[the key at `key`], or on to `missing` when it has none.
+fn lookup(a: &mut Asm, map: &Map, key: i16, missing: &'static str) {
     a.load_map(R1, map.fd());
     a.mov(R2, R10);
-    a.alu_imm(Alu::Add, R2, i32::from(KEY));
+    a.alu_imm(Alu::Add, R2, i32::from(key));
     a.call(MAP_LOOKUP_ELEM);
     a.jump_imm(Cond::Eq, R0, 0, missing);
 }
@@ -417,7 +630,7 @@ fn lookup(a: &mut Asm, map: &Map, missing: &'static str) {
 /// counts[key] += 1 on this CPU; continues at `done`.
 fn count(a: &mut Asm, counts: &Map, key: u32, done: &'static str) -> Result<(), asm::AsmError> {
     a.store_imm(Size::W, R10, KEY, key as i32);
-    lookup(a, counts, done);
+    lookup(a, counts, KEY, done);
     a.load(Size::DW, R1, R0, 0);
     a.alu_imm(Alu::Add, R1, 1);
     a.store(Size::DW, R0, 0, R1);

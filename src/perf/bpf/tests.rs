@@ -127,3 +127,84 @@ fn a_removed_target_is_no_longer_recorded() {
     sampler.drain(|s| seen += usize::from(s.tid == tid));
     assert_eq!(seen, 0);
 }
+
+/// close(-1) from one place: the same ip and sp each time.
+#[inline(never)]
+fn close_here() {
+    // SAFETY: EBADF, nothing closed.
+    unsafe { libc::close(-1) };
+}
+
+#[test]
+fn a_memo_found_again_replaces_the_stack_copy_and_a_changed_word_brings_it_back() {
+    let Some(mut sampler) = open_or_skip() else {
+        return;
+    };
+    let me = std::process::id() as i32;
+    sampler.add_target(me).unwrap();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let tid = nix::unistd::gettid().as_raw();
+                let code = code_ranges();
+                sampler.drain(|_| {});
+                let take = |sampler: &mut BpfSampler| {
+                    close_here();
+                    let mut mine = Vec::new();
+                    sampler.drain(|s| {
+                        if s.tid == tid {
+                            let regs = s.regs.unwrap();
+                            mine.push((regs.ip, regs.sp, s.stack.to_vec(), s.memo));
+                        }
+                    });
+                    assert_eq!(mine.len(), 1, "one close");
+                    mine.pop().unwrap()
+                };
+                let (ip, sp, first, _) = take(&mut sampler);
+                let (ip2, sp2, second, memo) = take(&mut sampler);
+                assert_eq!((ip2, sp2, memo), (ip, sp, None));
+                let (_, _, third, _) = take(&mut sampler);
+                // Return addresses (words into code) the two copies agree
+                // on stand for a walk's reads.
+                let words: Vec<(u64, u64)> = (0..first.len() / 8)
+                    .filter(|i| {
+                        let word = i * 8..i * 8 + 8;
+                        first[word.clone()] == second[word.clone()]
+                            && first[word.clone()] == third[word]
+                    })
+                    .map(|i| {
+                        let value = u64::from_ne_bytes(first[i * 8..i * 8 + 8].try_into().unwrap());
+                        (sp + 8 * i as u64, value)
+                    })
+                    .filter(|&(_, value)| code.iter().any(|r| r.contains(&value)))
+                    .take(5)
+                    .collect();
+                assert!(words.len() >= 2, "{words:x?}");
+                let start = MemoStart { ip, sp, bp: None };
+                assert!(sampler.add_memo(me, &start, 7, &words));
+                let (_, _, stack, memo) = take(&mut sampler);
+                assert_eq!((memo, stack.len()), (Some(7), 0));
+                let mut changed = words.clone();
+                changed[1].1 ^= 1;
+                assert!(sampler.add_memo(me, &start, 8, &changed));
+                let (_, _, stack, memo) = take(&mut sampler);
+                assert_eq!((memo, stack.len()), (None, 1024));
+                sampler.remove_memo(me, &start);
+            })
+            .join()
+            .unwrap()
+    });
+}
+
+/// The executable mappings of this process.
+fn code_ranges() -> Vec<std::ops::Range<u64>> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some(u64::from_str_radix(lo, 16).ok()?..u64::from_str_radix(hi, 16).ok()?)
+        })
+        .collect()
+}
