@@ -2,7 +2,8 @@
 //! stop. Following a new thread costs three stops (its creator's clone
 //! event, its own first stop, its exit), which halved the throughput of a
 //! server that makes a thread per session; observing needs none of them,
-//! since the perf samplers follow new threads by inheritance.
+//! since the samplers follow new threads by themselves (the BPF program
+//! chooses by process, perf events are inherited).
 //!
 //! So while the event source is the samplers alone (no SIGTRAP of fdbg's
 //! can reach a thread: no function breakpoint, no `break fd` watch), the
