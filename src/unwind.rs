@@ -252,9 +252,6 @@ impl Unwinder {
         (walk.stack.clone(), walk.needed)
     }
 
-    /// The id the caller keeps for the last walk's stack, in address-space
-    /// generation `generation`: a repeat of the walk says it
-    /// (`Walk::interned`).
     /// What the last walk depended on, when every word it read was in
     /// the copy and it reached the stack's end: the (address, value) pairs
     /// that, found again at the same ip and sp (and rbp, when it is the
@@ -276,6 +273,9 @@ impl Unwinder {
             .map(|words| WalkProof { words, bp: memo.bp })
     }
 
+    /// The id the caller keeps for the last walk's stack, in address-space
+    /// generation `generation`: a repeat of the walk says it
+    /// (`Walk::interned`).
     pub fn remember_interned(&mut self, generation: u32, id: StackId) {
         if let Some(memo) = self.last_walk.and_then(|start| self.memos.get_mut(&start)) {
             memo.interned = Some((generation, id));

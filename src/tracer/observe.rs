@@ -117,7 +117,6 @@ pub(super) struct Observer {
     sampled_by: String,
     /// Walks remembered in the kernel (the BPF sampler only).
     memos: KernelMemos,
-    takes_memos: bool,
     closed_coverage: (u64, u64),
     closed_lost: u64,
     follow_forks: bool,
@@ -154,8 +153,7 @@ impl Observer {
         let rings = sampler.poll_fds().len();
         Ok(Observer {
             sampled_by: sampled_by(&sampler, no_bpf.as_ref()),
-            memos: KernelMemos::default(),
-            takes_memos: sampler.takes_memos(),
+            memos: sampler.memos(),
             sampler: Some(sampler),
             closed_coverage: (0, 0),
             closed_lost: 0,
@@ -205,9 +203,7 @@ impl Observer {
         let stack_bytes = self.stack_bytes.max(copy_size(self.wanted));
         let (sampler, no_bpf) = open_sampler(tids, pids, self.follow_forks, stack_bytes)?;
         self.sampled_by = sampled_by(&sampler, no_bpf.as_ref());
-        // The new program's memos map is empty.
-        self.memos = KernelMemos::default();
-        self.takes_memos = sampler.takes_memos();
+        self.memos = sampler.memos();
         self.closed_lost = self.lost();
         self.closed_coverage = self.coverage();
         self.hung = vec![false; sampler.poll_fds().len()];
@@ -851,7 +847,9 @@ impl Tracer {
         let Some(observer) = self.source.observer.as_mut() else {
             return;
         };
-        if !observer.takes_memos {
+        // Asked first: a copy taken though the walk is known (an argument
+        // pointed into the stack) costs no proof.
+        if !observer.memos.wants(pid, regs.ip, regs.sp, regs.bp) {
             return;
         }
         let Some(unwinder) = self.addresses.unwinders.get(&pid) else {
@@ -866,9 +864,6 @@ impl Tracer {
                     bp,
                 },
             );
-            if observer.memos.knows(&key) {
-                return;
-            }
             let generation = self.addresses.symbolizer.generation(pid);
             observer
                 .memos

@@ -24,7 +24,6 @@ pub(super) enum Samplers<T> {
         sampler: BpfSampler,
         /// The processes sampled while enabled.
         targets: BTreeSet<Pid>,
-        enabled: bool,
     },
     Perf(SyscallSampler<T>),
 }
@@ -67,7 +66,6 @@ impl<T> Samplers<T> {
         Ok(Samplers::Bpf {
             sampler,
             targets: pids.clone(),
-            enabled: true,
         })
     }
 
@@ -82,11 +80,7 @@ impl<T> Samplers<T> {
     pub(super) fn set_enabled(&mut self, on: bool) -> Result<(), PerfError> {
         match self {
             Samplers::Perf(sampler) => sampler.set_enabled(on),
-            Samplers::Bpf {
-                sampler,
-                targets,
-                enabled,
-            } => {
+            Samplers::Bpf { sampler, targets } => {
                 for &pid in targets.iter() {
                     let done = if on {
                         sampler.add_target(pid)
@@ -95,7 +89,6 @@ impl<T> Samplers<T> {
                     };
                     done.map_err(PerfError::Ring)?;
                 }
-                *enabled = on;
                 Ok(())
             }
         }
@@ -161,9 +154,17 @@ impl<T> Samplers<T> {
         }
     }
 
-    /// Whether samples can carry memos instead of stack copies.
-    pub(super) fn takes_memos(&self) -> bool {
-        matches!(self, Samplers::Bpf { .. })
+    /// No memo yet, for this sampler (whose kernel map is empty).
+    pub(super) fn memos(&self) -> KernelMemos {
+        KernelMemos {
+            taken: matches!(self, Samplers::Bpf { .. }),
+            stacks: Vec::new(),
+            known: FxHashMap::default(),
+            waiting: Vec::new(),
+            forgotten: Vec::new(),
+            maps_reads: FxHashMap::default(),
+            found_again: 0,
+        }
     }
 
     /// Samples the kernel dropped (no room) or throttled.
@@ -183,8 +184,9 @@ impl<T> Samplers<T> {
 /// sp carries the memo's id instead of a stack copy, and its stack is the
 /// one interned when the memo was made. Made while a drain decodes (the
 /// sampler is busy then), handed to the sampler after it.
-#[derive(Default)]
 pub(super) struct KernelMemos {
+    /// Whether the sampler takes memos (the perf events do not).
+    taken: bool,
     /// By id - 1: the process, the address-space generation and the stack;
     /// None once forgotten (the process's code changed).
     stacks: Vec<Option<(Pid, u32, StackId)>>,
@@ -254,9 +256,14 @@ impl KernelMemos {
         self.waiting.push(WaitingMemo { key, id, words });
     }
 
-    /// Whether a walk from this start is remembered already.
-    pub(super) fn knows(&self, key: &MemoKey) -> bool {
-        self.known.contains_key(key)
+    /// Whether a walk of `pid` from `ip` and `sp` should be remembered:
+    /// the sampler takes memos and none from there is known, whether or
+    /// not it used `bp`.
+    pub(super) fn wants(&self, pid: Pid, ip: u64, sp: u64, bp: u64) -> bool {
+        self.taken
+            && [None, Some(bp)]
+                .into_iter()
+                .all(|bp| !self.known.contains_key(&(pid, MemoStart { ip, sp, bp })))
     }
 
     /// Forget every memo of `pid`.

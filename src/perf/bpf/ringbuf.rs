@@ -30,7 +30,7 @@ unsafe impl Send for RingBuf {}
 impl RingBuf {
     /// Map ring `fd` of `size` data bytes (a power of two pages).
     pub fn map(fd: BorrowedFd<'_>, size: usize) -> io::Result<RingBuf> {
-        let page = page_size();
+        let page = crate::perf::ring::page_size();
         // SAFETY: the consumer page of a ringbuf map: one shared RW page at
         // offset 0, as the kernel lays it out.
         let consumer = unsafe {
@@ -96,9 +96,9 @@ impl RingBuf {
     }
 
     /// Hand each complete record to `each`, in order, up to the first
-    /// still being written or `each` returning false; the space is given
-    /// back to the kernel as the records are consumed. Returns how many.
-    pub fn consume(&mut self, mut each: impl FnMut(&[u8]) -> bool) -> usize {
+    /// still being written; the space is given back to the kernel as the
+    /// records are consumed. Returns how many.
+    pub fn consume(&mut self, mut each: impl FnMut(&[u8])) -> usize {
         let (consumer, producer) = self.positions();
         let mut pos = consumer.load(Ordering::Relaxed);
         let end = producer.load(Ordering::Acquire);
@@ -115,21 +115,16 @@ impl RingBuf {
             }
             let body = (len & !(BUSY | DISCARD)) as usize;
             let next = pos + ((HEADER + body + 7) & !7) as u64;
-            let keep_going = if len & DISCARD == 0 {
+            if len & DISCARD == 0 {
                 count += 1;
                 // SAFETY: the record lies within the double mapping (at most
                 // `size` bytes from `at`), complete (not busy).
                 let record =
                     unsafe { std::slice::from_raw_parts(self.data.add(at + HEADER), body) };
-                each(record)
-            } else {
-                true
-            };
+                each(record);
+            }
             pos = next;
             consumer.store(pos, Ordering::Release);
-            if !keep_going {
-                break;
-            }
         }
         count
     }
@@ -143,10 +138,4 @@ impl Drop for RingBuf {
             libc::munmap(self.producer.cast(), self.page + 2 * self.size);
         }
     }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf reads a constant of the system.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as usize } else { 4096 }
 }
