@@ -336,6 +336,9 @@ fn traced_run(
                  tracepoint:syscalls:sys_enter_accept4, tracepoint:syscalls:sys_enter_accept, \
                  tracepoint:syscalls:sys_enter_socket /pid == {pid}/ {{ @[ustack] = count(); }}"
             );
+            // bpftrace finds the syscall tracepoints in tracefs, which it
+            // does not mount (fdbg does, where it needs them).
+            fdbg::perf::tracefs().expect("tracefs, for bpftrace's tracepoints");
             let mut tracer = Command::new("bpftrace")
                 .args(["-e", &script])
                 .stdin(Stdio::null())
@@ -350,11 +353,24 @@ fn traced_run(
                 kill_and_reap(&mut tracer);
                 panic!("bpftrace did not attach: {first:?}");
             }
-            // Its maps at the end are read away, never kept.
-            let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+            // Its map, printed at the end: the stacks it counted.
+            let drain = std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = out.read_to_string(&mut text);
+                text
+            });
             let (requests, rate) = load();
             signal_and_reap(&mut tracer, libc::SIGINT);
-            let _ = drain.join();
+            let counts = drain.join().unwrap_or_default();
+            let counted: u64 = counts
+                .lines()
+                .filter_map(|line| line.strip_prefix("]: ")?.trim().parse::<u64>().ok())
+                .sum();
+            assert!(
+                counted > 0,
+                "bpftrace counted no fd syscall in {requests} requests: its probes \
+                 did not fire\n{counts}"
+            );
             Outcome {
                 rate,
                 requests,

@@ -83,6 +83,19 @@ fn paranoid() -> String {
 
 /// Open a perf event on thread `tid`, on `cpu` (-1: any), close-on-exec;
 /// the caller names what a refusal means for it.
+/// A tracepoint event that counts (and samples) every hit: the fields
+/// every event fdbg opens shares.
+fn tracepoint_attr(id: u64) -> sys::bindings::perf_event_attr {
+    let mut attr = sys::bindings::perf_event_attr {
+        type_: sys::bindings::PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+        config: id,
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_period = 1;
+    attr
+}
+
 fn open_event(mut attr: sys::bindings::perf_event_attr, tid: i32, cpu: i32) -> io::Result<OwnedFd> {
     // SAFETY: `attr` is a fully initialised perf_event_attr of the size it
     // declares; the kernel only reads it. No group.
@@ -304,13 +317,7 @@ impl SyscallTrap {
         inherit_processes: bool,
         sig_data: u64,
     ) -> Result<SyscallTrap, PerfError> {
-        let mut attr = sys::bindings::perf_event_attr {
-            type_: sys::bindings::PERF_TYPE_TRACEPOINT,
-            size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
-            config: id,
-            ..Default::default()
-        };
-        attr.__bindgen_anon_1.sample_period = 1;
+        let mut attr = tracepoint_attr(id);
         attr.set_disabled(1);
         attr.set_inherit(1);
         attr.set_inherit_thread(u64::from(!inherit_processes));

@@ -608,24 +608,18 @@ fn sample_attr(
     wakeup_bytes: u32,
 ) -> sys::bindings::perf_event_attr {
     use sys::bindings as b;
-    let mut attr = b::perf_event_attr {
-        type_: b::PERF_TYPE_TRACEPOINT,
-        size: std::mem::size_of::<b::perf_event_attr>() as u32,
-        config: id,
-        sample_type: (b::PERF_SAMPLE_IDENTIFIER
-            | b::PERF_SAMPLE_TID
-            | b::PERF_SAMPLE_TIME
-            | b::PERF_SAMPLE_RAW
-            | b::PERF_SAMPLE_REGS_USER) as u64,
-        sample_regs_user: record::REGS_MASK,
-        clockid: libc::CLOCK_MONOTONIC,
-        ..Default::default()
-    };
+    let mut attr = super::tracepoint_attr(id);
+    attr.sample_type = (b::PERF_SAMPLE_IDENTIFIER
+        | b::PERF_SAMPLE_TID
+        | b::PERF_SAMPLE_TIME
+        | b::PERF_SAMPLE_RAW
+        | b::PERF_SAMPLE_REGS_USER) as u64;
+    attr.sample_regs_user = record::REGS_MASK;
+    attr.clockid = libc::CLOCK_MONOTONIC;
     if stack_bytes > 0 {
         attr.sample_type |= b::PERF_SAMPLE_STACK_USER as u64;
         attr.sample_stack_user = stack_bytes;
     }
-    attr.__bindgen_anon_1.sample_period = 1;
     attr.__bindgen_anon_2.wakeup_watermark = wakeup_bytes;
     attr.set_watermark(1);
     attr.set_use_clockid(1);

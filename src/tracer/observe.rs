@@ -237,7 +237,11 @@ fn open_sampler(
         NoBpf::Asked
     } else {
         let config = BpfConfig {
-            syscalls: syscalls::traced_syscalls().to_vec(),
+            syscalls: syscalls::traced_syscalls()
+                .iter()
+                .filter_map(|&nr| Some((nr, syscalls::syscall_name(nr)?)))
+                .collect(),
+            at_sys_exit: samplers::sys_exit_asked(),
             stack_bytes,
             ring_bytes: BPF_RING_BYTES,
             wakeup_bytes: WAKEUP_BYTES,

@@ -1,12 +1,14 @@
-//! Where observed samples come from: the BPF program at sys_exit, which
+//! Where observed samples come from: the BPF program at the fd syscalls'
+//! exit tracepoints (or, where they are missing, at sys_exit), which
 //! chooses the traced processes by tgid in the kernel (threads come and go
 //! at no cost), or, where BPF is refused or forks are followed, perf
 //! tracepoint events per thread, inherited by the threads (and with
 //! `--follow-forks` the processes) they create. Both give the same samples;
 //! the observer does not tell them apart.
 //!
-//! `FDBG_OBSERVE=perf` chooses the perf events (to compare the two, and
-//! for the tests of each).
+//! `FDBG_OBSERVE=perf` chooses the perf events, `FDBG_OBSERVE=sys_exit`
+//! the BPF program at sys_exit (to compare them, and for the tests of
+//! each).
 
 use std::collections::BTreeSet;
 use std::os::fd::BorrowedFd;
@@ -54,6 +56,12 @@ pub(super) fn perf_asked() -> bool {
     std::env::var("FDBG_OBSERVE").is_ok_and(|v| v == "perf")
 }
 
+/// Whether `FDBG_OBSERVE=sys_exit` asks for the BPF program at sys_exit
+/// rather than at the syscalls' own tracepoints.
+pub(super) fn sys_exit_asked() -> bool {
+    std::env::var("FDBG_OBSERVE").is_ok_and(|v| v == "sys_exit")
+}
+
 impl<T> Samplers<T> {
     /// The BPF program sampling `pids`, enabled.
     pub(super) fn bpf(config: &BpfConfig, pids: &BTreeSet<Pid>) -> Result<Samplers<T>, NoBpf> {
@@ -70,10 +78,12 @@ impl<T> Samplers<T> {
     }
 
     /// Which of the two, for `stats`.
-    pub(super) fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> String {
         match self {
-            Samplers::Bpf { .. } => "a BPF program at sys_exit, by process",
-            Samplers::Perf(_) => "perf tracepoint events, per thread",
+            Samplers::Bpf { sampler, .. } => {
+                format!("a BPF program {}, by process", sampler.hook())
+            }
+            Samplers::Perf(_) => "perf tracepoint events, per thread".to_string(),
         }
     }
 

@@ -239,14 +239,32 @@ fn threads_report_the_same_observed_and_stopped() {
 
 /// The login server's logins, observed: its leaks and sockets reports, and
 /// the process never stopped for an fd event; sampled by the BPF program
-/// (fdbg runs as root in the tests that observe).
+/// at the fd syscalls' own exit tracepoints (fdbg runs as root in the
+/// tests that observe, and mounts tracefs where it is not).
 #[test]
 #[serial]
 fn login_server_leaks_observed_without_a_stop_per_login() {
     let _watchdog = Watchdog::new("observe_login", TEST_LIMIT);
     let stats = observe_logins(None);
     let sampler = stats["observed"]["sampler"].as_str().unwrap_or_default();
-    assert!(sampler.starts_with("a BPF program"), "{stats}");
+    assert!(
+        sampler.starts_with("a BPF program at the fd syscalls' exit tracepoints"),
+        "{stats}"
+    );
+}
+
+/// The same with the BPF program at the raw tracepoint sys_exit, its
+/// fallback where the syscalls' tracepoints are missing.
+#[test]
+#[serial]
+fn login_server_leaks_observed_by_the_bpf_program_at_sys_exit() {
+    let _watchdog = Watchdog::new("observe_login_sys_exit", TEST_LIMIT);
+    let stats = observe_logins(Some("sys_exit"));
+    let sampler = stats["observed"]["sampler"].as_str().unwrap_or_default();
+    assert!(
+        sampler.starts_with("a BPF program at sys_exit (not at the fd syscalls' own tracepoints: sys_exit was asked for)"),
+        "{stats}"
+    );
 }
 
 /// Logins after a stop: their stacks repeat the first logins' (one

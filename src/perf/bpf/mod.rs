@@ -1,14 +1,18 @@
-//! fd syscalls observed by a BPF program at every syscall exit, as records
-//! in one BPF ring buffer: the same samples as [`super::ring`]'s (thread,
-//! time, result, user registers, a copy of the top of the user stack), but
-//! chosen by process (tgid) in the kernel, so that threads come and go at no
-//! cost: a perf tracepoint event is per thread, and the kernel clones it for
-//! every thread created (measured: pthread_create + join 37 → 65 µs with
-//! the perf sampler attached).
+//! fd syscalls observed by a BPF program, as records in one BPF ring
+//! buffer: the same samples as [`super::ring`]'s (thread, time, result,
+//! user registers, a copy of the top of the user stack), but chosen by
+//! process (tgid) in the kernel, so that threads come and go at no cost: a
+//! perf tracepoint event is per thread, and the kernel clones it for every
+//! thread created (measured: pthread_create + join 37 → 65 µs with the
+//! perf sampler attached).
 //!
-//! The program (`program`) runs at the raw tracepoint `sys_exit` for every
-//! thread of the machine; for one whose tgid is in the `targets` map and a
-//! syscall in the `syscalls` map, it counts the hit, reserves a record,
+//! Where the program runs: at the exit tracepoint of each fd syscall
+//! (`syscalls:sys_exit_openat`, ...), one perf event each for the whole
+//! machine, so that other syscalls pass the kernel's check of a bit and no
+//! program; or, where those tracepoints are missing, at the raw tracepoint
+//! `sys_exit`, which every syscall passes and where the program looks the
+//! syscall up in the `syscalls` map. Either way, for a thread whose tgid
+//! is in the `targets` map, the program counts the hit, reserves a record,
 //! fills it and submits it; a full ring counts a loss instead. The counts
 //! (per CPU) are what coverage is checked against, as the perf events'
 //! counts are for the perf sampler.
@@ -18,7 +22,7 @@
 //! that load BPF (aya, libbpf-rs) take ELF objects made by a BPF compiler,
 //! which building fdbg would then need.
 //!
-//! Nothing stays in the kernel: the program, its maps and its attachment
+//! Nothing stays in the kernel: the program, its maps and its attachments
 //! are fds; closing them (or fdbg's end, however it ends) removes them.
 
 pub mod asm;
@@ -29,7 +33,7 @@ pub mod sys;
 mod tests;
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
@@ -45,6 +49,8 @@ const MAP_LOOKUP_ELEM: i32 = 1;
 const KTIME_GET_NS: i32 = 5;
 const GET_SMP_PROCESSOR_ID: i32 = 8;
 const GET_CURRENT_PID_TGID: i32 = 14;
+const GET_CURRENT_TASK_BTF: i32 = 158;
+const TASK_PT_REGS: i32 = 175;
 const PROBE_READ_USER: i32 = 112;
 const PROBE_READ_KERNEL: i32 = 113;
 const RINGBUF_RESERVE: i32 = 131;
@@ -129,8 +135,12 @@ pub enum BpfError {
 /// How the sampler is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BpfConfig {
-    /// The syscalls sampled (x86_64 numbers below 512).
-    pub syscalls: Vec<u64>,
+    /// The syscalls sampled: x86_64 numbers below 512, and names (the
+    /// exit tracepoint of `openat` is `syscalls:sys_exit_openat`).
+    pub syscalls: Vec<(u64, &'static str)>,
+    /// Run at `sys_exit` even where the syscalls' own tracepoints could
+    /// be used.
+    pub at_sys_exit: bool,
     /// Bytes of the user stack each record copies: a multiple of 8, at
     /// most 32 KiB. Where the stack is shorter, the longest of the halves
     /// that can be read is copied.
@@ -164,8 +174,10 @@ pub struct BpfSampler {
     /// (a poll of the ring itself is readable while any record waits).
     woken: Epoll,
     _program: OwnedFd,
-    /// Attached while open; dropping it detaches the program.
-    _link: OwnedFd,
+    /// The program's attachments: dropping them detaches it.
+    _links: Vec<OwnedFd>,
+    /// Where the program runs.
+    hook: Hook,
     cpus: usize,
     /// Records decoded (one too short for its layout is not: coverage
     /// shows it missing).
@@ -183,7 +195,7 @@ impl BpfSampler {
             Map::create(sys::MAP_TYPE_HASH, "fdbg_targets", 4, 4, TARGETS_MAX).map_err(refused)?;
         let syscalls = Map::create(sys::MAP_TYPE_ARRAY, "fdbg_syscalls", 4, 4, SYSCALLS_MAX)
             .map_err(BpfError::Map)?;
-        for &nr in &config.syscalls {
+        for &(nr, _) in &config.syscalls {
             if nr < u64::from(SYSCALLS_MAX) {
                 syscalls
                     .update(&(nr as u32).to_ne_bytes(), &1u32.to_ne_bytes())
@@ -224,12 +236,6 @@ impl BpfSampler {
             scratch,
             ring: ring_map,
         };
-        let code = program(config, &maps)?;
-        let prog = sys::load_program(sys::PROG_TYPE_RAW_TRACEPOINT, "fdbg_fd_exit", &code)
-            .map_err(|e| match e.error.raw_os_error() {
-                Some(libc::EPERM) => BpfError::Refused(e.error),
-                _ => BpfError::Load(e),
-            })?;
         let ring = RingBuf::map(maps.ring.owned_fd().as_fd(), config.ring_bytes)
             .map_err(BpfError::Ring)?;
         let woken =
@@ -240,16 +246,32 @@ impl BpfSampler {
                 EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0),
             )
             .map_err(|e| BpfError::Ring(e.into()))?;
-        let link = sys::attach_raw_tracepoint(c"sys_exit", &prog).map_err(BpfError::Attach)?;
+        let at_tracepoints = match config.at_sys_exit {
+            true => Err("sys_exit was asked for".to_string()),
+            false => at_syscall_tracepoints(config, &maps),
+        };
+        let (program, links, hook) = match at_tracepoints {
+            Ok((program, links)) => (program, links, Hook::SyscallTracepoints),
+            Err(why) => {
+                let (program, link) = at_sys_exit(config, &maps)?;
+                (program, vec![link], Hook::SysExit { why })
+            }
+        };
         Ok(BpfSampler {
             maps,
             ring,
             woken,
-            _program: prog,
-            _link: link,
+            _program: program,
+            _links: links,
+            hook,
             cpus: sys::possible_cpus(),
             decoded: 0,
         })
+    }
+
+    /// Where the program runs.
+    pub fn hook(&self) -> &Hook {
+        &self.hook
     }
 
     /// Sample process `tgid` (all its threads, present and future).
@@ -354,6 +376,84 @@ impl BpfSampler {
     }
 }
 
+/// Where the sampler's program runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// At each fd syscall's exit tracepoint.
+    SyscallTracepoints,
+    /// At the raw tracepoint `sys_exit`, and why not at the syscalls'
+    /// own.
+    SysExit { why: String },
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::SyscallTracepoints => write!(f, "at the fd syscalls' exit tracepoints"),
+            Hook::SysExit { why } => {
+                write!(
+                    f,
+                    "at sys_exit (not at the fd syscalls' own tracepoints: {why})"
+                )
+            }
+        }
+    }
+}
+
+fn load(entry: Entry, code: &[u8]) -> Result<OwnedFd, BpfError> {
+    let prog_type = match entry {
+        Entry::SysExit => sys::PROG_TYPE_RAW_TRACEPOINT,
+        Entry::Tracepoint => sys::PROG_TYPE_TRACEPOINT,
+    };
+    sys::load_program(prog_type, "fdbg_fd_exit", code).map_err(|e| match e.error.raw_os_error() {
+        Some(libc::EPERM) => BpfError::Refused(e.error),
+        _ => BpfError::Load(e),
+    })
+}
+
+/// The program at `sys_exit`, and its attachment.
+fn at_sys_exit(config: &BpfConfig, maps: &Maps) -> Result<(OwnedFd, OwnedFd), BpfError> {
+    let program = load(
+        Entry::SysExit,
+        &self::program(config, maps, Entry::SysExit)?,
+    )?;
+    let link = sys::attach_raw_tracepoint(c"sys_exit", &program).map_err(BpfError::Attach)?;
+    Ok((program, link))
+}
+
+/// The program at every syscall's exit tracepoint (a perf event on CPU 0
+/// runs it on every CPU: the kernel keeps a tracepoint's programs per
+/// tracepoint, not per event), and its attachments; or why not.
+fn at_syscall_tracepoints(
+    config: &BpfConfig,
+    maps: &Maps,
+) -> Result<(OwnedFd, Vec<OwnedFd>), String> {
+    let tracefs = super::tracefs().map_err(|e| e.to_string())?;
+    let code = program(config, maps, Entry::Tracepoint).map_err(|e| e.to_string())?;
+    let program = load(Entry::Tracepoint, &code).map_err(|e| e.to_string())?;
+    let mut links = Vec::new();
+    for &(_, name) in &config.syscalls {
+        let tracepoint = format!("sys_exit_{name}");
+        let id = super::tracepoint_id(&tracefs, "syscalls", &tracepoint)
+            .map_err(|_| format!("no tracepoint syscalls:{tracepoint}"))?;
+        let event = super::open_event(super::tracepoint_attr(id), -1, 0)
+            .map_err(|e| format!("cannot open syscalls:{tracepoint}: {e}"))?;
+        // SAFETY: `event` is a perf tracepoint event and `program` a
+        // loaded tracepoint program; the kernel takes a reference to it.
+        let set = unsafe {
+            perf_event_open_sys::ioctls::SET_BPF(event.as_raw_fd(), program.as_raw_fd() as u32)
+        };
+        if set != 0 {
+            return Err(format!(
+                "cannot attach to syscalls:{tracepoint}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        links.push(event);
+    }
+    Ok((program, links))
+}
+
 fn memo_key(tgid: i32, start: &MemoStart) -> [u8; MEMO_KEY_SIZE as usize] {
     let mut key = [0u8; MEMO_KEY_SIZE as usize];
     key[0..4].copy_from_slice(&(tgid as u32).to_ne_bytes());
@@ -421,26 +521,49 @@ fn decode(record: &[u8]) -> Option<Sample<'_>> {
     })
 }
 
-/// The program: at a syscall's exit (r1: the raw tracepoint's arguments,
-/// the thread's `struct pt_regs *` and the result), for a target's fd
-/// syscall, one record in the ring: without a stack copy when the
-/// `memos` map has a walk from the same ip and sp whose return addresses
-/// the stack holds again, else with the copy.
-fn program(config: &BpfConfig, maps: &Maps) -> Result<Vec<u8>, asm::AsmError> {
+/// Where the program runs, and so what its context is.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// The raw tracepoint `sys_exit`, for every syscall: the thread's
+    /// `struct pt_regs *` and the result.
+    SysExit,
+    /// A syscall's exit tracepoint: the trace entry's header (8 bytes),
+    /// the syscall number (int), the result (long).
+    Tracepoint,
+}
+
+/// In a syscall exit tracepoint's context: the number and the result.
+const TP_NR: i16 = 8;
+const TP_RET: i16 = 16;
+
+/// The program: at a syscall's exit, for a target's fd syscall, one
+/// record in the ring: without a stack copy when the `memos` map has a
+/// walk from the same ip and sp whose return addresses the stack holds
+/// again, else with the copy.
+fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm::AsmError> {
     let stack_bytes = (config.stack_bytes.min(32 * 1024) & !7) as i32;
     let mut a = Asm::new();
-    // An fd syscall (pt_regs->orig_ax; an array lookup, cheaper than the
-    // targets' hash, and most syscalls are not fd syscalls)?
     a.mov(R6, R1);
-    a.load(Size::DW, R7, R6, 0);
-    read_kernel(&mut a, NR, PT_ORIG_AX);
-    a.jump_imm(Cond::Ne, R0, 0, "out");
-    a.load(Size::DW, R1, R10, NR);
-    a.jump_imm(Cond::Ge, R1, SYSCALLS_MAX as i32, "out");
-    a.store(Size::W, R10, KEY, R1);
-    lookup(&mut a, &maps.syscalls, KEY, "out");
-    a.load(Size::W, R1, R0, 0);
-    a.jump_imm(Cond::Eq, R1, 0, "out");
+    match entry {
+        Entry::SysExit => {
+            // An fd syscall (pt_regs->orig_ax; an array lookup, cheaper
+            // than the targets' hash, and most syscalls are not fd
+            // syscalls)?
+            a.load(Size::DW, R7, R6, 0);
+            read_kernel(&mut a, NR, PT_ORIG_AX);
+            a.jump_imm(Cond::Ne, R0, 0, "out");
+            a.load(Size::DW, R1, R10, NR);
+            a.jump_imm(Cond::Ge, R1, SYSCALLS_MAX as i32, "out");
+            a.store(Size::W, R10, KEY, R1);
+            lookup(&mut a, &maps.syscalls, KEY, "out");
+            a.load(Size::W, R1, R0, 0);
+            a.jump_imm(Cond::Eq, R1, 0, "out");
+        }
+        Entry::Tracepoint => {
+            a.load(Size::W, R1, R6, TP_NR);
+            a.store(Size::DW, R10, NR, R1);
+        }
+    }
     // Of a target's thread?
     a.call(GET_CURRENT_PID_TGID);
     a.mov(R9, R0);
@@ -449,7 +572,18 @@ fn program(config: &BpfConfig, maps: &Maps) -> Result<Vec<u8>, asm::AsmError> {
     a.store(Size::W, R10, KEY, R1);
     lookup(&mut a, &maps.targets, KEY, "out");
     count(&mut a, &maps.counts, COUNT_HITS, "counted")?;
-    a.load(Size::DW, R1, R6, 8);
+    match entry {
+        Entry::SysExit => a.load(Size::DW, R1, R6, 8),
+        Entry::Tracepoint => {
+            // The thread's registers, where the kernel saved them at its
+            // entry.
+            a.call(GET_CURRENT_TASK_BTF);
+            a.mov(R1, R0);
+            a.call(TASK_PT_REGS);
+            a.mov(R7, R0);
+            a.load(Size::DW, R1, R6, TP_RET)
+        }
+    }
     a.store(Size::DW, R10, RET, R1);
     a.store_imm(Size::DW, R10, MEMO_ID, 0);
     // The thread's registers, once, into the frame.

@@ -18,6 +18,7 @@ pub const MAP_TYPE_ARRAY: u32 = 2;
 pub const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const MAP_TYPE_RINGBUF: u32 = 27;
 
+pub const PROG_TYPE_TRACEPOINT: u32 = 5;
 pub const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 
 /// bpf(cmd, attr): `attr` is the prefix of `union bpf_attr` the command

@@ -18,13 +18,14 @@ fn errno_or(ret: i64) -> i64 {
     }
 }
 
-fn config() -> BpfConfig {
+fn config_at(at_sys_exit: bool) -> BpfConfig {
     BpfConfig {
         syscalls: vec![
-            libc::SYS_openat as u64,
-            libc::SYS_close as u64,
-            libc::SYS_dup as u64,
+            (libc::SYS_openat as u64, "openat"),
+            (libc::SYS_close as u64, "close"),
+            (libc::SYS_dup as u64, "dup"),
         ],
+        at_sys_exit,
         stack_bytes: 1024,
         ring_bytes: 1 << 20,
         wakeup_bytes: 1 << 18,
@@ -32,8 +33,21 @@ fn config() -> BpfConfig {
 }
 
 fn open_or_skip() -> Option<BpfSampler> {
-    match BpfSampler::open(&config()) {
-        Ok(s) => Some(s),
+    open_at_or_skip(false)
+}
+
+/// The sampler, at the syscalls' own tracepoints (which tracefs, where
+/// it can be mounted, always has) or at sys_exit.
+fn open_at_or_skip(at_sys_exit: bool) -> Option<BpfSampler> {
+    match BpfSampler::open(&config_at(at_sys_exit)) {
+        Ok(s) => {
+            if at_sys_exit {
+                assert!(matches!(s.hook(), Hook::SysExit { .. }), "{}", s.hook());
+            } else if crate::perf::tracefs().is_ok() {
+                assert_eq!(s.hook(), &Hook::SyscallTracepoints, "{}", s.hook());
+            }
+            Some(s)
+        }
         Err(BpfError::Refused(e)) => {
             eprintln!("skipped: BPF refused here ({e})");
             None
@@ -43,16 +57,27 @@ fn open_or_skip() -> Option<BpfSampler> {
 }
 
 #[test]
-fn a_new_thread_of_a_target_is_recorded_exactly() {
-    let Some(mut sampler) = open_or_skip() else {
-        return;
-    };
+fn a_new_thread_of_a_target_is_recorded_exactly_on_every_cpu() {
+    for at_sys_exit in [false, true] {
+        let Some(sampler) = open_at_or_skip(at_sys_exit) else {
+            return;
+        };
+        new_thread_recorded_exactly(sampler);
+    }
+}
+
+/// A thread created after the sampler is attached makes a known sequence
+/// of fd syscalls on each CPU in turn: its records are exactly those, with
+/// its registers (openat's path pointer, the result in ax) and a copy of
+/// its stack.
+fn new_thread_recorded_exactly(mut sampler: BpfSampler) {
     sampler.add_target(std::process::id() as i32).unwrap();
     let me = std::process::id() as i32;
+    let path = c"/dev/null";
+    // Asked here: the answer reads cgroup files.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut got = Vec::new();
     let mut others = Vec::new();
-    // Created after the program is attached: followed without anything
-    // done for it.
     let want = std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -62,17 +87,24 @@ fn a_new_thread_of_a_target_is_recorded_exactly() {
                 let marker: [u64; 4] = std::hint::black_box([0x6664_6267_0000_0000, 1, 2, 3]);
                 let marker_at = std::hint::black_box(&marker) as *const [u64; 4] as u64;
                 let mut want = Vec::new();
-                // SAFETY: plain fd syscalls on fds this thread owns (or
-                // none: EBADF).
-                unsafe {
-                    let fd = errno_or(libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) as i64);
-                    want.push((libc::SYS_openat, fd));
-                    let copy = errno_or(libc::dup(fd as i32) as i64);
-                    want.push((libc::SYS_dup, copy));
-                    want.push((libc::SYS_close, errno_or(libc::close(copy as i32) as i64)));
-                    want.push((libc::SYS_close, errno_or(libc::close(fd as i32) as i64)));
-                    want.push((libc::SYS_close, errno_or(libc::close(-1) as i64)));
-                    libc::getppid();
+                for cpu in 0..cpus {
+                    let mut set = nix::sched::CpuSet::new();
+                    set.set(cpu).unwrap();
+                    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+                    // SAFETY: plain fd syscalls on fds this thread owns (or
+                    // none: EBADF).
+                    unsafe {
+                        let fd = errno_or(libc::open(path.as_ptr(), libc::O_RDONLY) as i64);
+                        want.push((libc::SYS_openat, fd, cpu));
+                        let copy = errno_or(libc::dup(fd as i32) as i64);
+                        want.push((libc::SYS_dup, copy, cpu));
+                        let closed = errno_or(libc::close(copy as i32) as i64);
+                        want.push((libc::SYS_close, closed, cpu));
+                        let closed = errno_or(libc::close(fd as i32) as i64);
+                        want.push((libc::SYS_close, closed, cpu));
+                        want.push((libc::SYS_close, errno_or(libc::close(-1) as i64), cpu));
+                        libc::getppid();
+                    }
                 }
                 // Another process: not a target.
                 let child = Command::new("cat").arg("/dev/null").status().unwrap();
@@ -84,6 +116,10 @@ fn a_new_thread_of_a_target_is_recorded_exactly() {
                     if s.tid == tid {
                         let regs = s.regs.expect("registers");
                         assert_eq!(s.pid, me);
+                        assert_eq!(regs.ax as i64, ret, "ax holds the result");
+                        if nr == libc::SYS_openat {
+                            assert_eq!(regs.si, path.as_ptr() as u64, "openat's path");
+                        }
                         assert_eq!(s.stack.len(), 1024, "a whole copy");
                         let off = marker_at.checked_sub(regs.sp).expect("marker above sp") as usize;
                         let words: Vec<u64> = s.stack[off..off + 32]
@@ -91,7 +127,7 @@ fn a_new_thread_of_a_target_is_recorded_exactly() {
                             .map(|w| u64::from_ne_bytes(w.try_into().unwrap()))
                             .collect();
                         assert_eq!(words, marker, "the copy at sp+{off}");
-                        got.push((nr, ret));
+                        got.push((nr, ret, s.cpu as usize));
                     } else if s.pid != me {
                         others.push(s.pid);
                     }
@@ -101,7 +137,7 @@ fn a_new_thread_of_a_target_is_recorded_exactly() {
             .join()
             .unwrap()
     });
-    assert_eq!(got, want);
+    assert_eq!(got, want, "{}", sampler.hook());
     assert!(others.is_empty(), "records of other processes: {others:?}");
     let (hits, lost) = sampler.counts();
     assert!(hits >= want.len() as u64, "hits {hits}");
