@@ -256,8 +256,15 @@ impl Model {
     ///
     /// When `decoded.kind` is Other but the syscall created fds (dup of a
     /// socket), the event takes the kind of the first fd it created.
-    pub fn record(&mut self, pid: Pid, tid: Pid, decoded: &Decoded, stack: Option<StackId>) -> Seq {
-        self.record_by(pid, tid, decoded, stack, decoded.name)
+    pub fn record(
+        &mut self,
+        pid: Pid,
+        tid: Pid,
+        mut decoded: Decoded,
+        stack: Option<StackId>,
+    ) -> Seq {
+        let name = decoded.name;
+        self.record_by(pid, tid, &mut decoded, stack, name)
     }
 
     /// Fd `fd` of `pid` was closed by fdbg itself, in thread `tid`
@@ -267,23 +274,24 @@ impl Model {
         let kind = self
             .open_fd(pid, fd)
             .map_or(FdKind::Other, |open| open.kind);
-        let decoded = Decoded {
+        let mut decoded = Decoded {
             name: "close",
             args_text: format!("{fd} (closed by fdbg)"),
             result: 0,
             kind,
             effects: vec![Effect::Close { fd }],
         };
-        self.record_by(pid, tid, &decoded, None, CLOSED_BY_FDBG)
+        self.record_by(pid, tid, &mut decoded, None, CLOSED_BY_FDBG)
     }
 
     /// `record`, the fds it closes counted as closed by `closer` (the
-    /// syscall's name, or `CLOSED_BY_FDBG`).
+    /// syscall's name, or `CLOSED_BY_FDBG`). The new fds' targets are
+    /// taken out of `decoded`.
     fn record_by(
         &mut self,
         pid: Pid,
         tid: Pid,
-        decoded: &Decoded,
+        decoded: &mut Decoded,
         stack: Option<StackId>,
         closer: &'static str,
     ) -> Seq {
@@ -324,18 +332,18 @@ impl Model {
             created_at: now,
             notes,
         };
-        for effect in &decoded.effects {
+        for effect in &mut decoded.effects {
             match *effect {
                 Effect::Open {
                     fd,
                     kind,
                     cloexec,
-                    ref target,
+                    ref mut target,
                 } => {
                     if let Some(holder) = table.remove(&fd) {
                         displaced.entry(fd).or_default().push_back(holder);
                     }
-                    table.insert(fd, new_fd(fd, kind, target.clone(), cloexec, Vec::new()));
+                    table.insert(fd, new_fd(fd, kind, target.take(), cloexec, Vec::new()));
                     created.push(fd);
                 }
                 Effect::Dup { from, to, cloexec } => {
@@ -543,7 +551,7 @@ impl Model {
             effects: closing.into_iter().map(|fd| Effect::Close { fd }).collect(),
             ..decoded
         };
-        self.record(pid, tid, &decoded, None)
+        self.record(pid, tid, decoded, None)
     }
 
     /// The process ended. Nothing is closed: its fds stay listed as open at

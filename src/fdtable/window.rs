@@ -20,6 +20,10 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// front, a chunk freed once nothing in it is live.
 struct Fifo<T> {
     chunks: VecDeque<Vec<T>>,
+    /// The last chunk freed, kept for the next one needed: a window that
+    /// is full frees and needs one at the same pace, and memory the
+    /// allocator gave back to the kernel would fault in again.
+    spare: Option<Vec<T>>,
     /// The absolute position of `chunks[0][0]`.
     first: u64,
     /// The absolute positions of the first live item and past the last.
@@ -37,6 +41,7 @@ impl<T: Copy> Fifo<T> {
     fn new() -> Self {
         Fifo {
             chunks: VecDeque::new(),
+            spare: None,
             first: 0,
             front: 0,
             end: 0,
@@ -48,7 +53,7 @@ impl<T: Copy> Fifo<T> {
     }
 
     fn bytes(&self) -> usize {
-        self.chunks.len() * Self::PER_CHUNK * size_of::<T>()
+        (self.chunks.len() + usize::from(self.spare.is_some())) * Self::PER_CHUNK * size_of::<T>()
     }
 
     fn push(&mut self, items: &[T]) {
@@ -59,7 +64,11 @@ impl<T: Copy> Fifo<T> {
                 .back()
                 .is_none_or(|c| c.len() == Self::PER_CHUNK);
             if full {
-                self.chunks.push_back(Vec::with_capacity(Self::PER_CHUNK));
+                let chunk = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(Self::PER_CHUNK));
+                self.chunks.push_back(chunk);
             }
             let Some(chunk) = self.chunks.back_mut() else {
                 return;
@@ -75,7 +84,10 @@ impl<T: Copy> Fifo<T> {
     fn pop(&mut self, n: usize) {
         self.front = (self.front + n as u64).min(self.end);
         while self.chunks.len() > 1 && self.first + Self::PER_CHUNK as u64 <= self.front {
-            self.chunks.pop_front();
+            if let Some(mut chunk) = self.chunks.pop_front() {
+                chunk.clear();
+                self.spare = Some(chunk);
+            }
             self.first += Self::PER_CHUNK as u64;
         }
         if self.front == self.end

@@ -446,13 +446,12 @@ fn opens_path(c: &Call, prefix: &str, path_addr: u64, suffix: &str, fl: u64) -> 
 
 /// open and openat, the commonest fd syscalls: their text in one buffer.
 fn opens_with_flags(c: &Call, dirfd: Option<i32>, path_addr: u64, fl: u64, mode: u64) -> Outcome {
-    let (path, target) = args::string_arg(c.mem, path_addr);
-    let mut text = String::with_capacity(path.len() + 48);
+    let mut text = String::with_capacity(96);
     if let Some(dirfd) = dirfd {
         text.push_str(&args::dirfd(dirfd));
         text.push_str(", ");
     }
-    text.push_str(&path);
+    let target = args::push_string_arg(&mut text, c.mem, path_addr);
     text.push_str(", ");
     args::push_open_flags(&mut text, fl);
     push_mode_suffix(&mut text, fl, mode);

@@ -961,7 +961,7 @@ impl Tracer {
             }
         }
         self.model.set_clock(time);
-        self.model.record(pid, tid, &decoded, stack)
+        self.model.record(pid, tid, decoded, stack)
     }
 
     fn capture_stack(

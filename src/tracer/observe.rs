@@ -479,6 +479,26 @@ impl TraceeMemory for SampledMemory<'_> {
 
 /// A sample made ready for the model: what the ring held is given back
 /// to the kernel, this waits for its turn in time order.
+/// A batch of samples being taken: each digested, then recorded.
+struct Taking<'a> {
+    tracer: &'a mut Tracer,
+    pages: std::cell::RefCell<LivePages>,
+    recorded: Vec<Seq>,
+}
+
+impl samplers::Taker<Digested> for Taking<'_> {
+    fn digest(&mut self, sample: &Sample<'_>) -> Option<Digested> {
+        self.tracer.digest_sample(sample, &self.pages)
+    }
+
+    fn apply(&mut self, d: Digested) {
+        let seq = self
+            .tracer
+            .record_decoded(d.pid, d.tid, d.decoded, d.stack, d.time);
+        self.recorded.push(seq);
+    }
+}
+
 pub(super) struct Digested {
     pid: Pid,
     tid: Tid,
@@ -754,23 +774,21 @@ impl Tracer {
         let Some(mut sampler) = self.source.observer.as_mut().and_then(|o| o.sampler.take()) else {
             return Vec::new();
         };
-        // Live memory, read once for the whole batch.
-        let pages = std::cell::RefCell::new(LivePages::default());
-        let mut digest = |sample: &Sample<'_>| self.digest_sample(sample, &pages);
-        let digested = if all {
-            sampler.drain_all(&mut digest)
-        } else {
-            sampler.drain(&mut digest)
+        let mut taking = Taking {
+            tracer: self,
+            // Live memory, read once for the whole batch.
+            pages: std::cell::RefCell::new(LivePages::default()),
+            recorded: Vec::new(),
         };
+        if all {
+            sampler.drain_all(&mut taking);
+        } else {
+            sampler.drain(&mut taking);
+        }
+        let recorded = taking.recorded;
         if let Some(observer) = self.source.observer.as_mut() {
             sampler.send_memos(&mut observer.memos);
             observer.sampler = Some(sampler);
-        }
-        let recorded: Vec<Seq> = digested
-            .into_iter()
-            .map(|d| self.record_decoded(d.pid, d.tid, d.decoded, d.stack, d.time))
-            .collect();
-        if let Some(observer) = self.source.observer.as_mut() {
             observer.largest_batch = observer.largest_batch.max(recorded.len());
         }
         recorded

@@ -20,6 +20,16 @@ use crate::perf::bpf::{BpfConfig, BpfError, BpfSampler, MEMO_WORDS, MemoStart};
 use crate::perf::{PerfError, Sample, SyscallSampler};
 use crate::stacks::StackId;
 
+/// What becomes of samples: each digested where it lies in its ring, and
+/// the digests applied in the order their syscalls ended. The BPF ring
+/// holds them in that order, so each is applied at once, while it is
+/// still in the cache; the perf events' per-CPU rings are merged by time
+/// first.
+pub(super) trait Taker<T> {
+    fn digest(&mut self, sample: &Sample<'_>) -> Option<T>;
+    fn apply(&mut self, digested: T);
+}
+
 /// The samples' source of an observing session.
 pub(super) enum Samplers<T> {
     Bpf {
@@ -112,28 +122,36 @@ impl<T> Samplers<T> {
         }
     }
 
-    /// The digests of the samples taken so far, in order (for the perf
-    /// events, up to what another CPU's ring may still hold older).
-    pub(super) fn drain(&mut self, digest: &mut impl FnMut(&Sample<'_>) -> Option<T>) -> Vec<T> {
+    /// Digest the samples taken so far, and apply the digests in order
+    /// (for the perf events, up to what another CPU's ring may still hold
+    /// older).
+    pub(super) fn drain(&mut self, taker: &mut impl Taker<T>) {
         match self {
-            Samplers::Perf(sampler) => sampler.drain(digest),
+            Samplers::Perf(sampler) => {
+                for digested in sampler.drain(&mut |sample| taker.digest(sample)) {
+                    taker.apply(digested);
+                }
+            }
             Samplers::Bpf { sampler, .. } => {
-                let mut out = Vec::new();
-                sampler.drain(|sample| out.extend(digest(sample)));
-                out
+                sampler.drain(|sample| {
+                    if let Some(digested) = taker.digest(sample) {
+                        taker.apply(digested);
+                    }
+                });
             }
         }
     }
 
-    /// Every sample's digest, for when no sampled thread can be inside a
+    /// `drain`, every sample, for when no sampled thread can be inside a
     /// syscall.
-    pub(super) fn drain_all(
-        &mut self,
-        digest: &mut impl FnMut(&Sample<'_>) -> Option<T>,
-    ) -> Vec<T> {
+    pub(super) fn drain_all(&mut self, taker: &mut impl Taker<T>) {
         match self {
-            Samplers::Perf(sampler) => sampler.drain_all(digest),
-            Samplers::Bpf { .. } => self.drain(digest),
+            Samplers::Perf(sampler) => {
+                for digested in sampler.drain_all(&mut |sample| taker.digest(sample)) {
+                    taker.apply(digested);
+                }
+            }
+            Samplers::Bpf { .. } => self.drain(taker),
         }
     }
 

@@ -98,25 +98,39 @@ pub fn fd_list(fds: &[i32]) -> String {
 /// target (not escaped: reports escape it when they print it; invalid
 /// UTF-8 replaced; `...` after when capped).
 pub fn string_arg(mem: &dyn TraceeMemory, addr: u64) -> (String, Option<String>) {
+    let mut text = String::new();
+    let target = push_string_arg(&mut text, mem, addr);
+    (text, target)
+}
+
+/// `string_arg`, its text written at the end of `text`.
+pub fn push_string_arg(text: &mut String, mem: &dyn TraceeMemory, addr: u64) -> Option<String> {
     let bytes = if addr == 0 {
         None
     } else {
         mem.read_cstr(addr, STRING_MAX + 1)
     };
     let Some(bytes) = bytes else {
-        return (pointer(addr), None);
+        text.push_str(&pointer(addr));
+        return None;
     };
     let capped = bytes.len() > STRING_MAX;
     let shown = &bytes[..bytes.len().min(STRING_MAX)];
     let dots = if capped { "..." } else { "" };
-    let mut text = String::with_capacity(shown.len() + 5);
+    text.reserve(shown.len() + 5);
     text.push('"');
-    escape_into(&mut text, shown);
+    escape_into(text, shown);
     text.push('"');
     text.push_str(dots);
-    let mut target = String::from_utf8_lossy(shown).into_owned();
+    let mut target = match capped {
+        true => String::from_utf8_lossy(shown).into_owned(),
+        // The bytes read become the target, without a copy when they are
+        // UTF-8.
+        false => String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    };
     target.push_str(dots);
-    (text, Some(target))
+    Some(target)
 }
 
 /// Escape bytes for a double-quoted string: `\n`, `\t`, `\"`, `\\`, and
@@ -130,13 +144,22 @@ pub fn escape(bytes: &[u8]) -> String {
 /// `escape`, written at the end of `out`.
 pub fn escape_into(out: &mut String, bytes: &[u8]) {
     use std::fmt::Write as _;
-    for &b in bytes {
+    let plain = |b: u8| matches!(b, 0x20..=0x7e) && b != b'"' && b != b'\\';
+    let mut rest = bytes;
+    while let Some(&b) = rest.first() {
+        // A run of bytes shown as they are, at once.
+        let run = rest.iter().position(|&b| !plain(b)).unwrap_or(rest.len());
+        if run > 0 {
+            out.push_str(std::str::from_utf8(&rest[..run]).unwrap_or_default());
+            rest = &rest[run..];
+            continue;
+        }
+        rest = &rest[1..];
         match b {
             b'\n' => out.push_str("\\n"),
             b'\t' => out.push_str("\\t"),
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
             _ => {
                 let _ = write!(out, "\\x{b:02x}");
             }
