@@ -885,7 +885,7 @@ fn stats_text(s: &StatsReport) -> String {
         if o.walks_found_again > 0 {
             let _ = writeln!(
                 out,
-                "stacks found again by the kernel (no copy taken): {} of {} samples",
+                "stacks found again by the kernel (no stack copy to walk): {} of {} samples",
                 o.walks_found_again, o.recorded
             );
         }

@@ -539,7 +539,8 @@ const TP_RET: i16 = 16;
 /// The program: at a syscall's exit, for a target's fd syscall, one
 /// record in the ring: without a stack copy when the `memos` map has a
 /// walk from the same ip and sp whose return addresses the stack holds
-/// again, else with the copy.
+/// again (with a short one when arguments point into the stack near sp),
+/// else with the whole copy.
 fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm::AsmError> {
     let stack_bytes = (config.stack_bytes.min(32 * 1024) & !7) as i32;
     let mut a = Asm::new();
@@ -604,8 +605,11 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
     a.load(Size::DW, R1, R10, REGS + PT_SP);
     a.store(Size::DW, R10, MEMO_KEY + 16, R1);
     // An argument that points into the stack the copy would hold (a path,
-    // an address, the array pipe2 fills): the copy, so that it is read as
-    // it was at the call, not later from a stack in use again.
+    // an address, the array pipe2 fills) is read from a copy, as it was at
+    // the call, not later from a stack in use again: near sp, a short copy
+    // beside a remembered walk; further up, the whole copy.
+    let (args_copy, args_near) = args_copy(stack_bytes);
+    a.store_imm(Size::W, R10, ARGS_IN_STACK, 0);
     for (off, next) in [
         (PT_DI, "arg_si"),
         (PT_SI, "arg_dx"),
@@ -615,8 +619,12 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
         a.load(Size::DW, R1, R10, REGS + off);
         a.load(Size::DW, R2, R10, REGS + PT_SP);
         a.jump_reg(Cond::Lt, R1, R2, next);
+        a.mov(R3, R2);
+        a.alu_imm(Alu::Add, R3, args_near);
         a.alu_imm(Alu::Add, R2, stack_bytes);
-        a.jump_reg(Cond::Lt, R1, R2, "full");
+        a.jump_reg(Cond::Ge, R1, R2, next);
+        a.jump_reg(Cond::Ge, R1, R3, "full");
+        a.store_imm(Size::W, R10, ARGS_IN_STACK, 1);
         a.label(next)?;
     }
     a.store_imm(Size::DW, R10, MEMO_KEY + 24, 0);
@@ -656,7 +664,17 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
     a.label("verified")?;
     a.load(Size::W, R1, R6, 0);
     a.store(Size::DW, R10, MEMO_ID, R1);
+    a.load(Size::W, R1, R10, ARGS_IN_STACK);
+    a.jump_imm(Cond::Ne, R1, 0, "with_args");
     record(&mut a, config, maps, 0, ("copied_none", "quiet_short"))?;
+    a.label("with_args")?;
+    record(
+        &mut a,
+        config,
+        maps,
+        args_copy,
+        ("copied_args", "quiet_args"),
+    )?;
     a.label("full")?;
     record(&mut a, config, maps, stack_bytes, ("copied", "quiet"))?;
     a.label("lost")?;
@@ -667,9 +685,17 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
     a.finish()
 }
 
+/// The short copy that goes with a remembered walk when arguments point
+/// into the stack, and how far above sp they may point for it: the
+/// arguments' memory (a sockaddr, an fd pair, a path) fits in the rest.
+fn args_copy(stack_bytes: i32) -> (i32, i32) {
+    let copy = stack_bytes.min(1024);
+    (copy, (copy - 256).max(0))
+}
+
 /// Reserve, fill and submit one record with a stack copy of `stack_bytes`
-/// (0: none), then on to `out`; a full ring goes to `lost`. r7: the
-/// thread's pt_regs; r9: its tgid and tid; the frame: NR, RET, MEMO_ID.
+/// (0: none), then on to `out`; a full ring goes to `lost`. r9: the
+/// thread's tgid and tid; the frame: NR, RET, MEMO_ID, REGS.
 fn record(
     a: &mut Asm,
     config: &BpfConfig,
@@ -693,11 +719,11 @@ fn record(
     a.store(Size::DW, R8, REC_TIME, R0);
     a.call(GET_SMP_PROCESSOR_ID);
     a.store(Size::DW, R8, REC_CPU, R0);
-    a.mov(R1, R8);
-    a.alu_imm(Alu::Add, R1, i32::from(REC_REGS));
-    a.mov_imm(R2, i32::from(PT_REGS));
-    a.mov(R3, R7);
-    a.call(PROBE_READ_KERNEL);
+    // The registers, from the frame (read there once).
+    for word in (0..PT_REGS).step_by(8) {
+        a.load(Size::DW, R1, R10, REGS + word);
+        a.store(Size::DW, R8, REC_REGS + word, R1);
+    }
     // The stack from sp: the whole copy, or where the stack ends sooner,
     // the longest half that reads.
     let mut size = stack_bytes;
@@ -740,10 +766,13 @@ fn read_kernel(a: &mut Asm, slot: i16, offset: i16) {
     a.call(PROBE_READ_KERNEL);
 }
 
-/// The program's stack frame: a u32 map key, the syscall number, its
+/// The program's stack frame: a u32 map key, a u32 flag (arguments near
+/// sp), the syscall number, its
 /// result, the memo id found (0: none), the memos' key (`MEMO_KEY_SIZE`),
 /// the thread's `struct pt_regs`.
 const KEY: i16 = -4;
+/// Whether an argument points into the stack near sp (a u32).
+const ARGS_IN_STACK: i16 = -8;
 const NR: i16 = -16;
 const RET: i16 = -24;
 const MEMO_ID: i16 = -32;

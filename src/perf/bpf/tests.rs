@@ -18,6 +18,10 @@ fn errno_or(ret: i64) -> i64 {
     }
 }
 
+/// The tests' whole copy: longer than the short one that goes with a
+/// remembered walk.
+const STACK_BYTES: u32 = 2048;
+
 fn config_at(at_sys_exit: bool) -> BpfConfig {
     BpfConfig {
         syscalls: vec![
@@ -26,7 +30,7 @@ fn config_at(at_sys_exit: bool) -> BpfConfig {
             (libc::SYS_dup as u64, "dup"),
         ],
         at_sys_exit,
-        stack_bytes: 1024,
+        stack_bytes: STACK_BYTES,
         ring_bytes: 1 << 20,
         wakeup_bytes: 1 << 18,
     }
@@ -120,7 +124,7 @@ fn new_thread_recorded_exactly(mut sampler: BpfSampler) {
                         if nr == libc::SYS_openat {
                             assert_eq!(regs.si, path.as_ptr() as u64, "openat's path");
                         }
-                        assert_eq!(s.stack.len(), 1024, "a whole copy");
+                        assert_eq!(s.stack.len(), STACK_BYTES as usize, "a whole copy");
                         let off = marker_at.checked_sub(regs.sp).expect("marker above sp") as usize;
                         let words: Vec<u64> = s.stack[off..off + 32]
                             .chunks_exact(8)
@@ -224,7 +228,86 @@ fn a_memo_found_again_replaces_the_stack_copy_and_a_changed_word_brings_it_back(
                 changed[1].1 ^= 1;
                 assert!(sampler.add_memo(me, &start, 8, &changed));
                 let (_, _, stack, memo) = take(&mut sampler);
-                assert_eq!((memo, stack.len()), (None, 1024));
+                assert_eq!((memo, stack.len()), (None, STACK_BYTES as usize));
+                sampler.remove_memo(me, &start);
+            })
+            .join()
+            .unwrap()
+    });
+}
+
+/// openat of a path in this frame, then its close, from one place: the
+/// openat's registers and stack copy, and its memo.
+#[inline(never)]
+fn open_from_the_stack(
+    sampler: &mut BpfSampler,
+    tid: i32,
+) -> (u64, u64, u64, Vec<u8>, Option<u32>) {
+    let path = std::hint::black_box(*b"/dev/null\0");
+    // SAFETY: a NUL-terminated path; the fd is closed at once.
+    unsafe {
+        libc::close(libc::openat(
+            libc::AT_FDCWD,
+            path.as_ptr().cast(),
+            libc::O_RDONLY,
+        ))
+    };
+    let mut mine = Vec::new();
+    sampler.drain(|s| {
+        if s.tid == tid
+            && matches!(s.syscall, SyscallRecord::Exit { nr, .. } if nr == libc::SYS_openat)
+        {
+            let regs = s.regs.unwrap();
+            mine.push((regs.ip, regs.sp, regs.si, s.stack.to_vec(), s.memo));
+        }
+    });
+    assert_eq!(mine.len(), 1, "one openat");
+    mine.pop().unwrap()
+}
+
+#[test]
+fn a_remembered_walk_with_a_path_in_the_stack_comes_with_a_short_copy_that_holds_it() {
+    let Some(mut sampler) = open_or_skip() else {
+        return;
+    };
+    let me = std::process::id() as i32;
+    sampler.add_target(me).unwrap();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let tid = nix::unistd::gettid().as_raw();
+                let code = code_ranges();
+                sampler.drain(|_| {});
+                let (ip, sp, path, first, memo) = open_from_the_stack(&mut sampler, tid);
+                assert_eq!((memo, first.len()), (None, STACK_BYTES as usize));
+                let at = (path - sp) as usize;
+                assert!(at < 768, "the path is near sp: sp+{at}");
+                assert_eq!(&first[at..at + 10], b"/dev/null\0");
+                let (_, _, _, second, _) = open_from_the_stack(&mut sampler, tid);
+                let (_, _, _, third, _) = open_from_the_stack(&mut sampler, tid);
+                let words: Vec<(u64, u64)> = (0..first.len() / 8)
+                    .filter(|i| {
+                        let word = i * 8..i * 8 + 8;
+                        first[word.clone()] == second[word.clone()]
+                            && first[word.clone()] == third[word]
+                    })
+                    .map(|i| {
+                        let value = u64::from_ne_bytes(first[i * 8..i * 8 + 8].try_into().unwrap());
+                        (sp + 8 * i as u64, value)
+                    })
+                    .filter(|&(_, value)| code.iter().any(|r| r.contains(&value)))
+                    // The words nearest sp (the return addresses into this
+                    // function): further up, a word of the test harness
+                    // can look like code and change.
+                    .take(2)
+                    .collect();
+                assert!(words.len() >= 2, "{words:x?}");
+                let start = MemoStart { ip, sp, bp: None };
+                assert!(sampler.add_memo(me, &start, 9, &words));
+                let (ip3, sp3, path3, short, memo) = open_from_the_stack(&mut sampler, tid);
+                assert_eq!((ip3, sp3, path3, memo), (ip, sp, path, Some(9)));
+                assert_eq!(short.len(), 1024, "the short copy");
+                assert_eq!(&short[at..at + 10], b"/dev/null\0");
                 sampler.remove_memo(me, &start);
             })
             .join()
