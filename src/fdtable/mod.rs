@@ -109,14 +109,16 @@ impl OpenFd {
     /// Add a note, replacing an older one of the same verb (`connect ...`
     /// replaces `connect ... failed: ...`), dropping the oldest past
     /// `NOTES_MAX`.
-    pub fn annotate(&mut self, note: &str) {
-        let verb = |n: &str| n.split(' ').next().unwrap_or_default().to_string();
-        let new_verb = verb(note);
+    pub fn annotate(&mut self, note: String) {
+        fn verb(note: &str) -> &str {
+            note.split(' ').next().unwrap_or_default()
+        }
+        let new_verb = verb(&note);
         self.notes.retain(|old| verb(old) != new_verb);
         if self.notes.len() >= NOTES_MAX {
             self.notes.remove(0);
         }
-        self.notes.push(note.to_string());
+        self.notes.push(note);
     }
 }
 

@@ -434,12 +434,12 @@ impl Model {
                         open.cloexec = cloexec;
                     }
                 }
-                Effect::Annotate { fd, ref note } => {
+                Effect::Annotate { fd, ref mut note } => {
                     // Neither a creation nor a close: the note goes on the
                     // open fd, the event remembers which fd it was about
                     // (its arguments carry the address for `history`).
                     if let Some(open) = table.get_mut(&fd) {
-                        open.annotate(note);
+                        open.annotate(std::mem::take(note));
                     }
                     if fd >= 0 {
                         annotated = Some(fd);

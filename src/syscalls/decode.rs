@@ -90,12 +90,15 @@ impl Call<'_> {
         target: Option<String>,
     ) -> Outcome {
         let effects = if self.ok() {
-            vec![Effect::Open {
+            // Room for the note an accepted socket gets.
+            let mut effects = Vec::with_capacity(2);
+            effects.push(Effect::Open {
                 fd: self.result as i32,
                 kind,
                 cloexec,
                 target,
-            }]
+            });
+            effects
         } else {
             Vec::new()
         };
@@ -192,17 +195,21 @@ pub(super) fn socketpair(c: &Call) -> Option<Outcome> {
 /// argument text: every distinct peer in the text would be one more
 /// interned string per event), or the pointers when it wrote none (NULL, a
 /// failed call) or cannot be read.
-fn accepted_peer(c: &Call) -> (String, Option<SockAddr>) {
+/// accept's and accept4's text after the listening fd (`{...}, [16]`,
+/// written at the end of `text`), and the peer.
+fn accepted_peer(c: &Call, text: &mut String) -> Option<SockAddr> {
+    use std::fmt::Write as _;
     let (addr, len_addr) = (c.args[1], c.args[2]);
     let len = sockaddr::read_len(c.mem, len_addr);
     let peer = match len {
         Some(len) if c.ok() => sockaddr::read(c.mem, addr, len.into()),
         _ => None,
     };
-    match (&peer, len) {
-        (Some(peer), Some(len)) => (format!("{{...}}, [{len}]"), Some(peer.clone())),
-        _ => (format!("{}, {}", pointer(addr), pointer(len_addr)), None),
-    }
+    let _ = match (&peer, len) {
+        (Some(_), Some(len)) => write!(text, "{{...}}, [{len}]"),
+        _ => write!(text, "{}, {}", pointer(addr), pointer(len_addr)),
+    };
+    peer
 }
 
 /// The Open of an accepted fd, followed by its peer as a note.
@@ -218,15 +225,18 @@ fn accepted(c: &Call, text: String, cloexec: bool, peer: Option<SockAddr>) -> Ou
 }
 
 pub(super) fn accept(c: &Call) -> Option<Outcome> {
-    let (addrs, peer) = accepted_peer(c);
-    let text = format!("{}, {addrs}", c.int(0));
+    let mut text = format!("{}, ", c.int(0));
+    let peer = accepted_peer(c, &mut text);
     Some(accepted(c, text, false, peer))
 }
 
 pub(super) fn accept4(c: &Call) -> Option<Outcome> {
     let fl = c.bits(3);
-    let (addrs, peer) = accepted_peer(c);
-    let text = format!("{}, {addrs}, {}", c.int(0), flags(fl, args::SOCK_FLAGS));
+    let mut text = String::with_capacity(64);
+    let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{}, ", c.int(0)));
+    let peer = accepted_peer(c, &mut text);
+    text.push_str(", ");
+    args::push_flags(&mut text, fl, args::SOCK_FLAGS);
     Some(accepted(c, text, has(fl, libc::SOCK_CLOEXEC), peer))
 }
 
