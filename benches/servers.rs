@@ -290,14 +290,24 @@ fn traced_run(
                     "fdbg attach --events {events} {pid} did not attach and continue: {banner:?}"
                 );
             }
+            // Read while the load runs: a load that outlasts the continue
+            // meets fdbg printing its report with the process stopped,
+            // and a report longer than the pipe holds would wait for a
+            // reader that waits for the load.
+            let reader = std::thread::spawn(move || {
+                let mut report = String::new();
+                out.read_to_string(&mut report).map(|_| report)
+            });
             let load_start = Instant::now();
             let cpu_before = cpu_seconds(tracer.id());
             let (requests, rate) = load();
             let load_cpu_s = cpu_seconds(tracer.id())
                 .zip(cpu_before)
                 .map(|(after, before)| after - before);
-            let mut report = String::new();
-            out.read_to_string(&mut report).expect("read fdbg stdout");
+            let report = reader
+                .join()
+                .expect("fdbg's stdout reader")
+                .expect("read fdbg stdout");
             let status = tracer.wait().expect("wait fdbg");
             assert!(status.success(), "fdbg attach failed: {status}\n{report}");
             assert!(
