@@ -627,6 +627,14 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
         a.store_imm(Size::W, R10, ARGS_IN_STACK, 1);
         a.label(next)?;
     }
+    // recvmsg's and recvmmsg's headers point further (to the buffer the
+    // fds passed land in, often higher in the same frame): the whole copy.
+    a.load(Size::W, R1, R10, ARGS_IN_STACK);
+    a.jump_imm(Cond::Eq, R1, 0, "args_placed");
+    a.load(Size::DW, R1, R10, NR);
+    a.jump_imm(Cond::Eq, R1, libc::SYS_recvmsg as i32, "full");
+    a.jump_imm(Cond::Eq, R1, libc::SYS_recvmmsg as i32, "full");
+    a.label("args_placed")?;
     a.store_imm(Size::DW, R10, MEMO_KEY + 24, 0);
     lookup(&mut a, &maps.memos, MEMO_KEY, "memo_bp");
     a.goto("memo_found");
