@@ -121,7 +121,7 @@ fn one(n: u64) {
             model.record(
                 PID,
                 PID,
-                decoded(
+                &mut decoded(
                     "socket",
                     fd.into(),
                     FdKind::Socket,
@@ -187,7 +187,12 @@ fn one(n: u64) {
             } else {
                 None
             };
-            model.record(PID, PID, decoded(name, result, kind, effects, args), stack);
+            model.record(
+                PID,
+                PID,
+                &mut decoded(name, result, kind, effects, args),
+                stack,
+            );
             if mark.is_none() {
                 mark = Some(model.snapshot());
             }

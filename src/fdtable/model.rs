@@ -256,15 +256,18 @@ impl Model {
     ///
     /// When `decoded.kind` is Other but the syscall created fds (dup of a
     /// socket), the event takes the kind of the first fd it created.
+    ///
+    /// The new fds' targets and notes are taken out of `decoded`; the
+    /// rest is left for the caller to reuse.
     pub fn record(
         &mut self,
         pid: Pid,
         tid: Pid,
-        mut decoded: Decoded,
+        decoded: &mut Decoded,
         stack: Option<StackId>,
     ) -> Seq {
         let name = decoded.name;
-        self.record_by(pid, tid, &mut decoded, stack, name)
+        self.record_by(pid, tid, decoded, stack, name)
     }
 
     /// Fd `fd` of `pid` was closed by fdbg itself, in thread `tid`
@@ -547,11 +550,11 @@ impl Model {
                     .collect()
             })
             .unwrap_or_default();
-        let decoded = Decoded {
+        let mut decoded = Decoded {
             effects: closing.into_iter().map(|fd| Effect::Close { fd }).collect(),
             ..decoded
         };
-        self.record(pid, tid, decoded, None)
+        self.record(pid, tid, &mut decoded, None)
     }
 
     /// The process ended. Nothing is closed: its fds stay listed as open at

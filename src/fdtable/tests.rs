@@ -93,7 +93,7 @@ fn fds(model: &Model, pid: Pid) -> Vec<i32> {
 fn open_then_close() {
     let mut model = model_with_std();
     let site = stack(&mut model, 1);
-    let seq = model.record(PID, PID, socket(3), site);
+    let seq = model.record(PID, PID, &mut socket(3), site);
     assert_eq!(seq, 1);
     let open = model.open_fds(PID)[3].clone();
     assert_eq!(open.kind, FdKind::Socket);
@@ -104,7 +104,7 @@ fn open_then_close() {
     assert_eq!(event.open_fds, 4);
     assert_eq!(&*event.args, "socket args");
 
-    let seq = model.record(PID, PID + 1, close(3), None);
+    let seq = model.record(PID, PID + 1, &mut close(3), None);
     let event = model.event(seq).unwrap();
     assert_eq!((event.tid, &*event.closed), (PID + 1, &[3][..]));
     assert_eq!(event.open_fds, 3);
@@ -152,8 +152,8 @@ fn close_outcomes() {
     ];
     for case in cases {
         let mut model = model_with_std();
-        model.record(PID, PID, openat(3), None);
-        let seq = model.record(PID, PID, case.call.clone(), None);
+        model.record(PID, PID, &mut openat(3), None);
+        let seq = model.record(PID, PID, &mut case.call.clone(), None);
         let event = model.event(seq).unwrap();
         assert_eq!(fds(&model, PID), case.open_after, "{}", case.name);
         assert_eq!(&*event.closed, case.closed, "{}", case.name);
@@ -176,9 +176,9 @@ fn close_outcomes() {
 #[test]
 fn double_close_is_a_bad_close_in_history() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None);
-    model.record(PID, PID, close(3), None);
-    model.record(PID, PID, bad_close(3), None);
+    model.record(PID, PID, &mut socket(3), None);
+    model.record(PID, PID, &mut close(3), None);
+    model.record(PID, PID, &mut bad_close(3), None);
     let history: Vec<Seq> = model.history(PID, 3).events.iter().map(|e| e.seq).collect();
     assert_eq!(history, [1, 2, 3]);
     assert_eq!(model.counters().bad_closes, 1);
@@ -188,9 +188,9 @@ fn double_close_is_a_bad_close_in_history() {
 fn dup2_onto_an_open_fd_closes_then_creates() {
     let mut model = model_with_std();
     let site = stack(&mut model, 7);
-    model.record(PID, PID, socket(3), None);
-    model.record(PID, PID, openat(4), None);
-    let seq = model.record(PID, PID, dup2(3, 4), site);
+    model.record(PID, PID, &mut socket(3), None);
+    model.record(PID, PID, &mut openat(4), None);
+    let seq = model.record(PID, PID, &mut dup2(3, 4), site);
     let event = model.event(seq).unwrap();
     assert_eq!(*event.closed, [4]);
     assert_eq!(*event.created, [4]);
@@ -208,7 +208,7 @@ fn dup2_onto_an_open_fd_closes_then_creates() {
 #[test]
 fn dup_of_an_unknown_fd_is_other() {
     let mut model = Model::new();
-    model.record(PID, PID, dup2(8, 9), None);
+    model.record(PID, PID, &mut dup2(8, 9), None);
     let dup = model.open_fd(PID, 9).unwrap();
     assert_eq!((dup.kind, dup.target.as_deref()), (FdKind::Other, None));
 }
@@ -216,9 +216,9 @@ fn dup_of_an_unknown_fd_is_other() {
 #[test]
 fn dup2_onto_itself_changes_nothing() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None);
+    model.record(PID, PID, &mut socket(3), None);
     let before = model.open_fds(PID).into_iter().cloned().collect::<Vec<_>>();
-    let seq = model.record(PID, PID, dup2(3, 3), None);
+    let seq = model.record(PID, PID, &mut dup2(3, 3), None);
     let event = model.event(seq).unwrap();
     assert!(event.created.is_empty() && event.closed.is_empty());
     let after = model.open_fds(PID).into_iter().cloned().collect::<Vec<_>>();
@@ -228,8 +228,8 @@ fn dup2_onto_itself_changes_nothing() {
 #[test]
 fn open_onto_a_believed_open_fd_drops_the_stale_one() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None);
-    let seq = model.record(PID, PID, openat(3), None);
+    model.record(PID, PID, &mut socket(3), None);
+    let seq = model.record(PID, PID, &mut openat(3), None);
     assert_eq!(model.open_fd(PID, 3).unwrap().origin, Origin::Created(seq));
     assert!(model.event(seq).unwrap().closed.is_empty());
     // The stale holder may still see its close come (another thread's,
@@ -250,9 +250,9 @@ fn open_onto_a_believed_open_fd_drops_the_stale_one() {
 fn a_close_seen_after_the_reuse_of_its_number_closes_the_displaced_fd() {
     let mut model = model_with_std();
     let (pid, a, b) = (PID, PID, PID + 1);
-    model.record(pid, a, openat(5), None);
-    let new = model.record(pid, b, socket(5), None);
-    model.record(pid, a, close(5), None);
+    model.record(pid, a, &mut openat(5), None);
+    let new = model.record(pid, b, &mut socket(5), None);
+    model.record(pid, a, &mut close(5), None);
     let open = model.open_fd(pid, 5).expect("B's socket stays open");
     assert_eq!(open.origin, Origin::Created(new));
     let listed: Vec<ProcFd> = (0..3)
@@ -265,10 +265,10 @@ fn a_close_seen_after_the_reuse_of_its_number_closes_the_displaced_fd() {
 
     // B closes its socket before A's close is seen: each close takes its own.
     let mut model = model_with_std();
-    model.record(pid, a, openat(5), None);
-    model.record(pid, b, socket(5), None);
-    model.record(pid, b, close(5), None);
-    model.record(pid, a, close(5), None);
+    model.record(pid, a, &mut openat(5), None);
+    model.record(pid, b, &mut socket(5), None);
+    model.record(pid, b, &mut close(5), None);
+    model.record(pid, a, &mut close(5), None);
     assert_eq!(fds(&model, pid), vec![0, 1, 2]);
     let listed: Vec<ProcFd> = (0..3)
         .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
@@ -285,7 +285,7 @@ fn a_close_seen_after_the_reuse_of_its_number_closes_the_displaced_fd() {
 fn close_range_closes_what_is_open_in_range() {
     let mut model = model_with_std();
     for fd in 3..8 {
-        model.record(PID, PID, openat(fd), None);
+        model.record(PID, PID, &mut openat(fd), None);
     }
     let call = decoded(
         "close_range",
@@ -293,7 +293,7 @@ fn close_range_closes_what_is_open_in_range() {
         FdKind::Other,
         vec![Effect::CloseRange { first: 4, last: 6 }],
     );
-    let seq = model.record(PID, PID, call.clone(), None);
+    let seq = model.record(PID, PID, &mut call.clone(), None);
     assert_eq!(*model.event(seq).unwrap().closed, [4, 5, 6]);
     assert_eq!(fds(&model, PID), [0, 1, 2, 3, 7]);
 
@@ -302,17 +302,27 @@ fn close_range_closes_what_is_open_in_range() {
         last: u32::MAX,
     };
     let call = decoded("close_range", 0, FdKind::Other, vec![to_the_end]);
-    model.record(PID, PID, call.clone(), None);
+    model.record(PID, PID, &mut call.clone(), None);
     assert_eq!(fds(&model, PID), [0, 1, 2]);
 }
 
 #[test]
 fn close_on_exec_sweep() {
     let mut model = model_with_std();
-    model.record(PID, PID, openat(3), None);
-    model.record(PID, PID, openat(4), None);
-    model.record(PID, PID, open_as("socket", 5, FdKind::Socket, true), None);
-    model.record(PID, PID, open_as("openat", 6, FdKind::File, true), None);
+    model.record(PID, PID, &mut openat(3), None);
+    model.record(PID, PID, &mut openat(4), None);
+    model.record(
+        PID,
+        PID,
+        &mut open_as("socket", 5, FdKind::Socket, true),
+        None,
+    );
+    model.record(
+        PID,
+        PID,
+        &mut open_as("openat", 6, FdKind::File, true),
+        None,
+    );
     // fcntl(6, F_SETFD, 0): cleared, so 6 survives exec.
     let clear = decoded(
         "fcntl",
@@ -323,7 +333,7 @@ fn close_on_exec_sweep() {
             cloexec: false,
         }],
     );
-    model.record(PID, PID, clear.clone(), None);
+    model.record(PID, PID, &mut clear.clone(), None);
     // close_range(4, 4, CLOSE_RANGE_CLOEXEC): 4 is marked.
     let mark = decoded(
         "close_range",
@@ -331,7 +341,7 @@ fn close_on_exec_sweep() {
         FdKind::Other,
         vec![Effect::CloexecRange { first: 4, last: 4 }],
     );
-    model.record(PID, PID, mark.clone(), None);
+    model.record(PID, PID, &mut mark.clone(), None);
     assert!(model.open_fd(PID, 4).unwrap().cloexec);
 
     let seq = model.exec(PID, PID);
@@ -349,15 +359,15 @@ fn close_on_exec_sweep() {
 fn fork_copies_then_tables_are_independent() {
     let mut model = model_with_std();
     let site = stack(&mut model, 1);
-    model.record(PID, PID, socket(3), site);
+    model.record(PID, PID, &mut socket(3), site);
     let mark = model.snapshot();
     let child = PID + 50;
     model.fork(PID, child);
     assert_eq!(model.open_fds(child), model.open_fds(PID));
     assert_eq!(model.process(child).unwrap().parent, Some(PID));
 
-    model.record(child, child, close(3), None);
-    model.record(PID, PID, openat(4), None);
+    model.record(child, child, &mut close(3), None);
+    model.record(PID, PID, &mut openat(4), None);
     assert_eq!(fds(&model, PID), [0, 1, 2, 3, 4]);
     assert_eq!(fds(&model, child), [0, 1, 2]);
     // The child's close was of an fd that existed before its own tracking.
@@ -371,7 +381,7 @@ fn fork_copies_then_tables_are_independent() {
 #[test]
 fn exited_keeps_fds_open_and_stops_reconcile() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None);
+    model.record(PID, PID, &mut socket(3), None);
     model.exited(PID, ProcessEnd::Exited(0));
     assert!(!model.is_tracked(PID));
     assert_eq!(model.process(PID).unwrap().end, Some(ProcessEnd::Exited(0)));
@@ -384,8 +394,8 @@ fn exited_keeps_fds_open_and_stops_reconcile() {
 #[test]
 fn reconcile_adopts_drops_and_refines() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None);
-    model.record(PID, PID, dup2(9, 4), None); // source unknown: Other
+    model.record(PID, PID, &mut socket(3), None);
+    model.record(PID, PID, &mut dup2(9, 4), None); // source unknown: Other
     let actual = [
         proc_fd(0, FdKind::File, "/dev/pts/0"),
         proc_fd(1, FdKind::File, "/dev/pts/0"),
@@ -431,13 +441,13 @@ fn leaks_grouping_order_min_and_since() {
     let mut model = model_with_std();
     let a = stack(&mut model, 1);
     let b = stack(&mut model, 2);
-    model.record(PID, PID, socket(3), a); // 1
-    model.record(PID, PID, openat(4), b); // 2
-    model.record(PID, PID, socket(5), a); // 3
-    model.record(PID, PID, openat(6), b); // 4
-    model.record(PID, PID, socket(7), b); // 5: same stack, other syscall
-    model.record(PID, PID, openat(8), b); // 6
-    model.record(PID, PID, close(4), None); // 7
+    model.record(PID, PID, &mut socket(3), a); // 1
+    model.record(PID, PID, &mut openat(4), b); // 2
+    model.record(PID, PID, &mut socket(5), a); // 3
+    model.record(PID, PID, &mut openat(6), b); // 4
+    model.record(PID, PID, &mut socket(7), b); // 5: same stack, other syscall
+    model.record(PID, PID, &mut openat(8), b); // 6
+    model.record(PID, PID, &mut close(4), None); // 7
 
     let leaks = model.leaks(PID, 0, 1);
     let shape: Vec<_> = leaks
@@ -474,8 +484,8 @@ fn leaks_grouping_order_min_and_since() {
 fn sites_group_any_fds_like_leaks_with_the_initial_name() {
     let mut model = model_with_std();
     let a = stack(&mut model, 1);
-    model.record(PID, PID, socket(3), a); // 1
-    model.record(PID, PID, socket(4), a); // 2
+    model.record(PID, PID, &mut socket(3), a); // 1
+    model.record(PID, PID, &mut socket(4), a); // 2
     let mut actual: Vec<ProcFd> = (0..3)
         .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
         .collect();
@@ -518,14 +528,14 @@ fn sites_group_any_fds_like_leaks_with_the_initial_name() {
 #[test]
 fn history_across_reuse_of_an_fd_number() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None); // 1
-    model.record(PID, PID, openat(4), None); // 2
-    model.record(PID, PID, close(3), None); // 3
-    model.record(PID, PID, openat(3), None); // 4
-    model.record(PID + 1, PID + 1, socket(3), None); // 5: another process
-    model.record(PID, PID, dup2(4, 3), None); // 6: closes and creates 3
-    model.record(PID, PID, close(3), None); // 7
-    model.record(PID, PID, bad_close(3), None); // 8
+    model.record(PID, PID, &mut socket(3), None); // 1
+    model.record(PID, PID, &mut openat(4), None); // 2
+    model.record(PID, PID, &mut close(3), None); // 3
+    model.record(PID, PID, &mut openat(3), None); // 4
+    model.record(PID + 1, PID + 1, &mut socket(3), None); // 5: another process
+    model.record(PID, PID, &mut dup2(4, 3), None); // 6: closes and creates 3
+    model.record(PID, PID, &mut close(3), None); // 7
+    model.record(PID, PID, &mut bad_close(3), None); // 8
     let seqs: Vec<Seq> = model.history(PID, 3).events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 3, 4, 6, 7, 8]);
     let seqs: Vec<Seq> = model.history(PID, 4).events.iter().map(|e| e.seq).collect();
@@ -535,17 +545,17 @@ fn history_across_reuse_of_an_fd_number() {
 #[test]
 fn diff_counts_since_a_mark() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None); // 1
-    model.record(PID, PID, socket(4), None); // 2
+    model.record(PID, PID, &mut socket(3), None); // 1
+    model.record(PID, PID, &mut socket(4), None); // 2
     let mark = model.snapshot();
-    model.record(PID, PID, close(4), None); // 3: from before
-    model.record(PID, PID, close(1), None); // 4: from before attach
-    model.record(PID, PID, socket(4), None); // 5: reused number
-    model.record(PID, PID, openat(5), None); // 6
-    model.record(PID, PID, openat(6), None); // 7
-    model.record(PID, PID, close(4), None); // 8: opened after, closed
-    model.record(PID, PID, close(6), None); // 9: opened after, closed
-    model.record(PID, PID, dup2(5, 7), None); // 10: still open
+    model.record(PID, PID, &mut close(4), None); // 3: from before
+    model.record(PID, PID, &mut close(1), None); // 4: from before attach
+    model.record(PID, PID, &mut socket(4), None); // 5: reused number
+    model.record(PID, PID, &mut openat(5), None); // 6
+    model.record(PID, PID, &mut openat(6), None); // 7
+    model.record(PID, PID, &mut close(4), None); // 8: opened after, closed
+    model.record(PID, PID, &mut close(6), None); // 9: opened after, closed
+    model.record(PID, PID, &mut dup2(5, 7), None); // 10: still open
     let diff = model.diff(PID, &mark);
     assert_eq!(diff.opened_and_closed, 2);
     assert_eq!(diff.closed_from_before, [1, 4]);
@@ -562,13 +572,13 @@ fn diff_counts_since_a_mark() {
 #[test]
 fn diff_sees_fds_adopted_after_the_mark() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None); // 1
+    model.record(PID, PID, &mut socket(3), None); // 1
     let mark = model.snapshot();
-    model.record(PID, PID, openat(4), None); // 2
+    model.record(PID, PID, &mut openat(4), None); // 2
     let mut actual: Vec<ProcFd> = (0..5).map(|fd| proc_fd(fd, FdKind::File, "/x")).collect();
     actual.push(proc_fd(9, FdKind::IoUring, "anon_inode:[io_uring]"));
     model.reconcile(PID, &actual);
-    model.record(PID, PID, close(9), None); // 3
+    model.record(PID, PID, &mut close(9), None); // 3
     let diff = model.diff(PID, &mark);
     assert!(diff.closed_from_before.is_empty());
 }
@@ -576,16 +586,16 @@ fn diff_sees_fds_adopted_after_the_mark() {
 #[test]
 fn counters_by_syscall_and_kind() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None);
-    model.record(PID, PID, socket(4), None);
-    model.record(PID, PID, openat(5), None);
+    model.record(PID, PID, &mut socket(3), None);
+    model.record(PID, PID, &mut socket(4), None);
+    model.record(PID, PID, &mut openat(5), None);
     model.record(
         PID,
         PID,
-        decoded("socket", -24, FdKind::Socket, vec![]),
+        &mut decoded("socket", -24, FdKind::Socket, vec![]),
         None,
     );
-    model.record(PID, PID, close(3), None);
+    model.record(PID, PID, &mut close(3), None);
     let counters = model.counters();
     let by_syscall: Vec<_> = counters
         .events_by_syscall
@@ -612,8 +622,8 @@ fn a_million_events_keep_a_bounded_window_and_exact_site_totals() {
     let mut bytes_at_half = 0;
     for i in 0..EVENTS / 2 {
         let slot = i % 10;
-        model.record(PID, PID, opens[slot].clone(), stacks[i % 100]);
-        model.record(PID, PID, closes[slot].clone(), None);
+        model.record(PID, PID, &mut opens[slot].clone(), stacks[i % 100]);
+        model.record(PID, PID, &mut closes[slot].clone(), None);
         if i == EVENTS / 4 {
             bytes_at_half = model.memory().window_bytes;
         }
@@ -675,7 +685,7 @@ fn churn(model: &mut Model, events: usize, marks: &mut Vec<Snapshot>) {
                 }],
             ),
         };
-        model.record(PID, PID, decoded.clone(), site);
+        model.record(PID, PID, &mut decoded.clone(), site);
         if i % 997 == 0 {
             marks.push(model.snapshot());
         }
@@ -777,7 +787,7 @@ fn bad_closes_keep_the_latest_few_with_their_events() {
     let mut model = model_with_std();
     model.keep_events(3);
     for fd in 100..120 {
-        model.record(PID, PID, bad_close(fd), None);
+        model.record(PID, PID, &mut bad_close(fd), None);
     }
     assert_eq!(model.process(PID).unwrap().counters.bad_closes, 20);
     let kept: Vec<Option<i32>> = model
@@ -795,15 +805,15 @@ fn a_bad_close_names_the_close_that_freed_its_number_even_out_of_the_window() {
     let opener = stack(&mut model, 1);
     let first_closer = stack(&mut model, 2);
     let second_closer = stack(&mut model, 3);
-    model.record(PID, PID, openat(5), opener);
-    let freed = model.record(PID, PID, close(5), first_closer);
+    model.record(PID, PID, &mut openat(5), opener);
+    let freed = model.record(PID, PID, &mut close(5), first_closer);
     // Many events later (none kept of the close), the number is closed again.
     for fd in 10..20 {
-        model.record(PID, PID, socket(fd), opener);
+        model.record(PID, PID, &mut socket(fd), opener);
     }
-    model.record(PID, PID, bad_close(5), second_closer);
+    model.record(PID, PID, &mut bad_close(5), second_closer);
     // A number never opened has no first close.
-    model.record(PID, PID, bad_close(77), second_closer);
+    model.record(PID, PID, &mut bad_close(77), second_closer);
     let bad = model.bad_closes(PID);
     assert_eq!(bad.len(), 2);
     assert_eq!(bad[0].event.stack, second_closer);
@@ -826,11 +836,11 @@ fn each_site_counts_who_closed_its_fds() {
     let happy = stack(&mut model, 2);
     let error_path = stack(&mut model, 3);
     for fd in 3..8 {
-        model.record(PID, PID, socket(fd), opener);
+        model.record(PID, PID, &mut socket(fd), opener);
     }
-    model.record(PID, PID, close(3), happy);
-    model.record(PID, PID, close(4), happy);
-    model.record(PID, PID, close(5), error_path);
+    model.record(PID, PID, &mut close(3), happy);
+    model.record(PID, PID, &mut close(4), happy);
+    model.record(PID, PID, &mut close(5), error_path);
     // fdbg closes one; /proc lacks another.
     model.reclaimed(PID, PID, 6);
     let actual: Vec<ProcFd> = (0..3)
@@ -888,7 +898,7 @@ fn events_are_stamped_with_the_clock_and_sites_know_their_ages() {
     let site = stack(&mut model, 1);
     for i in 0..5u64 {
         model.set_clock(1_000 + i * 1_000_000_000);
-        model.record(PID, PID, socket(3 + i as i32), site);
+        model.record(PID, PID, &mut socket(3 + i as i32), site);
     }
     // The clock never goes back.
     model.set_clock(5);
@@ -908,10 +918,10 @@ fn events_are_stamped_with_the_clock_and_sites_know_their_ages() {
 fn a_close_racing_a_reuse_of_its_number_closes_the_old_fd() {
     let mut model = model_with_std();
     let (pid, a, b) = (PID, PID, PID + 1);
-    model.record(pid, a, openat(5), None);
+    model.record(pid, a, &mut openat(5), None);
     model.closing(pid, a, 5);
-    let new = model.record(pid, b, socket(5), None);
-    model.record(pid, a, close(5), None);
+    let new = model.record(pid, b, &mut socket(5), None);
+    model.record(pid, a, &mut close(5), None);
     let open = model.open_fd(pid, 5).expect("B's socket stays open");
     assert_eq!(open.origin, Origin::Created(new));
     assert_eq!(open.kind, FdKind::Socket);
@@ -933,25 +943,25 @@ fn a_close_racing_a_reuse_of_its_number_closes_the_old_fd() {
 fn diff_after_a_close_racing_a_reuse_counts_no_fd_from_before() {
     let mut model = model_with_std();
     let (pid, a, b) = (PID, PID, PID + 1);
-    model.record(pid, a, openat(5), None);
+    model.record(pid, a, &mut openat(5), None);
     model.closing(pid, a, 5);
-    model.record(pid, b, socket(5), None);
-    model.record(pid, a, close(5), None);
+    model.record(pid, b, &mut socket(5), None);
+    model.record(pid, a, &mut close(5), None);
     model.closing(pid, b, 5);
-    model.record(pid, b, close(5), None);
+    model.record(pid, b, &mut close(5), None);
     let diff = model.diff(pid, &Snapshot::default());
     assert_eq!(diff.closed_from_before, Vec::<i32>::new());
     assert_eq!(diff.opened_and_closed, 2);
 
     // The same with fd 5 open before the mark: one close from before.
     let mut model = model_with_std();
-    model.record(pid, a, openat(5), None);
+    model.record(pid, a, &mut openat(5), None);
     let mark = model.snapshot();
     model.closing(pid, a, 5);
-    model.record(pid, b, socket(5), None);
-    model.record(pid, a, close(5), None);
+    model.record(pid, b, &mut socket(5), None);
+    model.record(pid, a, &mut close(5), None);
     model.closing(pid, b, 5);
-    model.record(pid, b, close(5), None);
+    model.record(pid, b, &mut close(5), None);
     let diff = model.diff(pid, &mark);
     assert_eq!(diff.closed_from_before, vec![5]);
     assert_eq!(diff.opened_and_closed, 1);
@@ -964,7 +974,7 @@ fn diff_after_a_close_racing_a_reuse_counts_no_fd_from_before() {
 fn a_close_stopped_at_its_entry_is_not_adopted_by_a_report() {
     let mut model = model_with_std();
     let (pid, a) = (PID, PID);
-    model.record(pid, a, socket(5), None);
+    model.record(pid, a, &mut socket(5), None);
     model.closing(pid, a, 5);
     let mut listed: Vec<ProcFd> = (0..3)
         .map(|fd| proc_fd(fd, FdKind::File, "/dev/pts/0"))
@@ -973,7 +983,7 @@ fn a_close_stopped_at_its_entry_is_not_adopted_by_a_report() {
     model.reconcile(pid, &listed);
     assert_eq!(model.counters().adopted, 0);
     assert_eq!(model.counters().dropped, 0);
-    model.record(pid, a, close(5), None);
+    model.record(pid, a, &mut close(5), None);
     assert_eq!(fds(&model, pid), vec![0, 1, 2]);
 }
 
@@ -984,11 +994,11 @@ fn a_close_stopped_at_its_entry_is_not_adopted_by_a_report() {
 fn closes_seen_late_take_every_displaced_holder_in_turn() {
     let mut model = model_with_std();
     let (pid, a, b, c) = (PID, PID, PID + 1, PID + 2);
-    model.record(pid, a, openat(5), None);
-    model.record(pid, b, socket(5), None);
-    let newest = model.record(pid, c, socket(5), None);
-    model.record(pid, a, close(5), None);
-    model.record(pid, b, close(5), None);
+    model.record(pid, a, &mut openat(5), None);
+    model.record(pid, b, &mut socket(5), None);
+    let newest = model.record(pid, c, &mut socket(5), None);
+    model.record(pid, a, &mut close(5), None);
+    model.record(pid, b, &mut close(5), None);
     assert_eq!(
         model.open_fd(pid, 5).map(|open| open.origin),
         Some(Origin::Created(newest))
@@ -1029,7 +1039,7 @@ fn notes(model: &Model, fd: i32) -> Vec<&str> {
 fn annotations_note_the_open_fd_and_create_or_close_nothing() {
     let mut model = model_with_std();
     let s = stack(&mut model, 1);
-    model.record(PID, PID, socket(3), s); // 1
+    model.record(PID, PID, &mut socket(3), s); // 1
     let mark = model.snapshot();
     let bind = annotate(
         "bind",
@@ -1038,9 +1048,9 @@ fn annotations_note_the_open_fd_and_create_or_close_nothing() {
         "bind 0.0.0.0:8125",
         "3, {AF_INET, 0.0.0.0:8125}, 16",
     );
-    model.record(PID, PID, bind.clone(), s); // 2
+    model.record(PID, PID, &mut bind.clone(), s); // 2
     let listen = annotate("listen", 0, 3, "listen backlog 128", "3, 128");
-    let seq = model.record(PID, PID, listen.clone(), s); // 3
+    let seq = model.record(PID, PID, &mut listen.clone(), s); // 3
     assert_eq!(
         notes(&model, 3),
         ["bind 0.0.0.0:8125", "listen backlog 128"]
@@ -1079,7 +1089,7 @@ fn annotations_note_the_open_fd_and_create_or_close_nothing() {
     );
 
     // an annotation of an fd the model does not know records, changes nothing
-    let seq = model.record(PID, PID, connect(9, "10.0.0.1:80"), None);
+    let seq = model.record(PID, PID, &mut connect(9, "10.0.0.1:80"), None);
     assert_eq!(model.event(seq).unwrap().kind, FdKind::Other);
     assert!(model.open_fd(PID, 9).is_none());
 }
@@ -1087,10 +1097,10 @@ fn annotations_note_the_open_fd_and_create_or_close_nothing() {
 #[test]
 fn history_after_close_still_shows_where_a_socket_was_connected() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None); // 1
-    model.record(PID, PID, connect(3, "127.0.0.1:8125"), None); // 2
-    model.record(PID, PID, close(3), None); // 3
-    model.record(PID, PID, openat(3), None); // 4: the number is reused
+    model.record(PID, PID, &mut socket(3), None); // 1
+    model.record(PID, PID, &mut connect(3, "127.0.0.1:8125"), None); // 2
+    model.record(PID, PID, &mut close(3), None); // 3
+    model.record(PID, PID, &mut openat(3), None); // 4: the number is reused
     let history = model.history(PID, 3).events;
     let seqs: Vec<Seq> = history.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
@@ -1102,7 +1112,7 @@ fn history_after_close_still_shows_where_a_socket_was_connected() {
 #[test]
 fn notes_keep_the_latest_of_each_verb_follow_dups_and_stay_bounded() {
     let mut model = model_with_std();
-    model.record(PID, PID, socket(3), None);
+    model.record(PID, PID, &mut socket(3), None);
     let refused = annotate(
         "connect",
         -111,
@@ -1110,15 +1120,15 @@ fn notes_keep_the_latest_of_each_verb_follow_dups_and_stay_bounded() {
         "connect 127.0.0.1:1 failed: ECONNREFUSED",
         "3, {AF_INET, 127.0.0.1:1}, 16",
     );
-    model.record(PID, PID, refused.clone(), None);
+    model.record(PID, PID, &mut refused.clone(), None);
     assert_eq!(
         notes(&model, 3),
         ["connect 127.0.0.1:1 failed: ECONNREFUSED"]
     );
-    model.record(PID, PID, connect(3, "127.0.0.1:2"), None);
+    model.record(PID, PID, &mut connect(3, "127.0.0.1:2"), None);
     assert_eq!(notes(&model, 3), ["connect 127.0.0.1:2"]);
 
-    model.record(PID, PID, dup2(3, 7), None);
+    model.record(PID, PID, &mut dup2(3, 7), None);
     assert_eq!(
         notes(&model, 7),
         ["connect 127.0.0.1:2"],
@@ -1127,7 +1137,7 @@ fn notes_keep_the_latest_of_each_verb_follow_dups_and_stay_bounded() {
 
     for verb in ["a", "b", "c", "d", "e"] {
         let d = annotate("bind", 0, 3, &format!("{verb} x"), "");
-        model.record(PID, PID, d.clone(), None);
+        model.record(PID, PID, &mut d.clone(), None);
     }
     assert_eq!(notes(&model, 3), ["b x", "c x", "d x", "e x"]);
     assert_eq!(
@@ -1158,7 +1168,7 @@ fn accept_notes_the_peer_on_the_new_fd() {
             },
         ],
     };
-    let seq = model.record(PID, PID, accept.clone(), None);
+    let seq = model.record(PID, PID, &mut accept.clone(), None);
     assert_eq!(notes(&model, 5), ["accepted from 127.0.0.1:53422"]);
     let event = model.event(seq).unwrap();
     assert_eq!(&*event.created, [5]);
@@ -1172,13 +1182,13 @@ fn stacks_of_one_site_group_as_one() {
     let interpreted = stack(&mut model, 1);
     let optimized = stack(&mut model, 2);
     let closer = stack(&mut model, 3);
-    model.record(PID, PID, socket(3), interpreted); // 1
-    model.record(PID, PID, socket(4), interpreted); // 2
-    model.record(PID, PID, socket(5), optimized); // 3
-    model.record(PID, PID, socket(6), optimized); // 4
-    model.record(PID, PID, socket(7), optimized); // 5
-    model.record(PID, PID, close(4), closer); // 6
-    model.record(PID, PID, close(6), closer); // 7
+    model.record(PID, PID, &mut socket(3), interpreted); // 1
+    model.record(PID, PID, &mut socket(4), interpreted); // 2
+    model.record(PID, PID, &mut socket(5), optimized); // 3
+    model.record(PID, PID, &mut socket(6), optimized); // 4
+    model.record(PID, PID, &mut socket(7), optimized); // 5
+    model.record(PID, PID, &mut close(4), closer); // 6
+    model.record(PID, PID, &mut close(6), closer); // 7
     assert_eq!(model.leaks(PID, 0, 3).len(), 0, "two sites of 1 and 2 fds");
 
     model.same_site(PID, optimized.unwrap(), interpreted.unwrap());

@@ -12,6 +12,8 @@ mod sockaddr;
 #[cfg(test)]
 mod tests;
 
+use std::cell::Cell;
+
 use super::table;
 use super::{Decoded, Effect, SyscallEntry, TraceeMemory};
 use crate::vocab::FdKind;
@@ -28,13 +30,30 @@ use sockaddr::SockAddr;
 /// `Decoded.kind` is the kind the syscall creates whether or not this call
 /// succeeded, so a failed socket() still counts as a socket event.
 pub fn decode(entry: &SyscallEntry, result: i64, mem: &dyn TraceeMemory) -> Option<Decoded> {
+    decode_reusing(entry, result, mem, &mut Spare::default())
+}
+
+/// `decode`, the commonest syscalls' text and effects written into
+/// `spare`'s buffers (what is left of them stays there): a caller that
+/// hands each recorded event's buffers back allocates nothing for them.
+pub fn decode_reusing(
+    entry: &SyscallEntry,
+    result: i64,
+    mem: &dyn TraceeMemory,
+    spare: &mut Spare,
+) -> Option<Decoded> {
     let syscall = table::lookup(entry.nr)?;
     let call = Call {
         args: entry.args,
         result,
         mem,
+        text: Cell::new(std::mem::take(&mut spare.text)),
+        effects: Cell::new(std::mem::take(&mut spare.effects)),
     };
-    let outcome = (syscall.decode)(&call)?;
+    let outcome = (syscall.decode)(&call);
+    spare.text = call.text.take();
+    spare.effects = call.effects.take();
+    let outcome = outcome?;
     Some(Decoded {
         name: syscall.name,
         args_text: outcome.args_text,
@@ -44,11 +63,42 @@ pub fn decode(entry: &SyscallEntry, result: i64, mem: &dyn TraceeMemory) -> Opti
     })
 }
 
+/// Buffers for `decode_reusing`: a recorded event's text and effects,
+/// emptied.
+#[derive(Default)]
+pub struct Spare {
+    text: String,
+    effects: Vec<Effect>,
+}
+
+impl Spare {
+    /// Keep `decoded`'s buffers for the next decode (not one grown
+    /// unusually large).
+    pub fn keep(&mut self, decoded: Decoded) {
+        let Decoded {
+            mut args_text,
+            mut effects,
+            ..
+        } = decoded;
+        if args_text.capacity() <= 4096 {
+            args_text.clear();
+            self.text = args_text;
+        }
+        if effects.capacity() <= 16 {
+            effects.clear();
+            self.effects = effects;
+        }
+    }
+}
+
 /// A completed syscall as a decoder sees it.
 pub(super) struct Call<'a> {
     args: [u64; 6],
     result: i64,
     mem: &'a dyn TraceeMemory,
+    /// Empty buffers to build the outcome in (`text`, `effects`).
+    text: Cell<String>,
+    effects: Cell<Vec<Effect>>,
 }
 
 /// What a decoder found; `decode` adds the name and result.
@@ -61,6 +111,16 @@ pub(super) struct Outcome {
 pub(super) type Decoder = fn(&Call) -> Option<Outcome>;
 
 impl Call<'_> {
+    /// An empty buffer for the call's text.
+    fn text(&self) -> String {
+        self.text.take()
+    }
+
+    /// An empty list for the call's effects.
+    fn effects(&self) -> Vec<Effect> {
+        self.effects.take()
+    }
+
     fn ok(&self) -> bool {
         self.result >= 0
     }
@@ -90,8 +150,7 @@ impl Call<'_> {
         target: Option<String>,
     ) -> Outcome {
         let effects = if self.ok() {
-            // Room for the note an accepted socket gets.
-            let mut effects = Vec::with_capacity(2);
+            let mut effects = self.effects();
             effects.push(Effect::Open {
                 fd: self.result as i32,
                 kind,
@@ -232,7 +291,7 @@ pub(super) fn accept(c: &Call) -> Option<Outcome> {
 
 pub(super) fn accept4(c: &Call) -> Option<Outcome> {
     let fl = c.bits(3);
-    let mut text = String::with_capacity(64);
+    let mut text = c.text();
     let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{}, ", c.int(0)));
     let peer = accepted_peer(c, &mut text);
     text.push_str(", ");
@@ -456,7 +515,7 @@ fn opens_path(c: &Call, prefix: &str, path_addr: u64, suffix: &str, fl: u64) -> 
 
 /// open and openat, the commonest fd syscalls: their text in one buffer.
 fn opens_with_flags(c: &Call, dirfd: Option<i32>, path_addr: u64, fl: u64, mode: u64) -> Outcome {
-    let mut text = String::with_capacity(96);
+    let mut text = c.text();
     if let Some(dirfd) = dirfd {
         text.push_str(&args::dirfd(dirfd));
         text.push_str(", ");
@@ -741,10 +800,14 @@ pub(super) fn close(c: &Call) -> Option<Outcome> {
         r if r == -i64::from(libc::EBADF) => Effect::BadClose { fd },
         _ => Effect::Close { fd },
     };
+    let mut text = c.text();
+    let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{fd}"));
+    let mut effects = c.effects();
+    effects.push(effect);
     Some(Outcome {
-        args_text: fd.to_string(),
+        args_text: text,
         kind: FdKind::Other,
-        effects: vec![effect],
+        effects,
     })
 }
 

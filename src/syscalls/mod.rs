@@ -10,7 +10,7 @@
 mod decode;
 mod table;
 
-pub use decode::decode;
+pub use decode::{Spare, decode, decode_reusing};
 pub use table::{
     Flags, flags, is_fd_syscall, syscall_name, syscalls_with, traced_by_command, traced_syscalls,
 };

@@ -961,7 +961,9 @@ impl Tracer {
             }
         }
         self.model.set_clock(time);
-        self.model.record(pid, tid, decoded, stack)
+        let seq = self.model.record(pid, tid, &mut decoded, stack);
+        self.source.spare.keep(decoded);
+        seq
     }
 
     fn capture_stack(

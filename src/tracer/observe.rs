@@ -826,7 +826,7 @@ impl Tracer {
             files: self.source.file_maps.get(&pid).unwrap_or(&no_files),
             pages,
         };
-        let decoded = syscalls::decode(&entry, ret, &memory)?;
+        let decoded = syscalls::decode_reusing(&entry, ret, &memory, &mut self.source.spare)?;
         let stack = if decoded.effects.is_empty() {
             None
         } else if let Some(id) = sample.memo {

@@ -91,6 +91,9 @@ pub(super) struct Source {
     pub(super) watching: Watching,
     /// What the current `continue` needs (`set_need`).
     pub(super) need: Need,
+    /// The last recorded event's text and effects buffers, for the next
+    /// decode: the steady state allocates none.
+    pub(super) spare: crate::syscalls::Spare,
 }
 
 impl Source {
@@ -108,6 +111,7 @@ impl Source {
             observer: None,
             stack_snapshots: HashMap::default(),
             exec_pending: None,
+            spare: crate::syscalls::Spare::default(),
             file_maps: HashMap::default(),
             watching: Watching::default(),
             need: Need::Stops,

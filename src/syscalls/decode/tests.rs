@@ -785,3 +785,29 @@ fn failures_that_reach_no_socket_note_nothing() {
         vec![note(3, "connect 127.0.0.1:8125 in progress")]
     );
 }
+
+/// Decoded with the buffers of the event recorded before: opens and
+/// closes in the steady state allocate no text and no effect list.
+#[test]
+fn the_buffers_kept_from_one_event_are_the_next_ones() {
+    let mem = memory();
+    let mut spare = Spare::default();
+    let entry = |nr: libc::c_long, args: &[i64]| SyscallEntry {
+        nr: nr as u64,
+        args: a(args),
+    };
+    let open = entry(libc::SYS_openat, &[libc::AT_FDCWD as i64, PATH as i64, 0]);
+    let close = entry(libc::SYS_close, &[3]);
+    let first = decode_reusing(&open, 3, &mem, &mut spare).unwrap();
+    let buffers = |d: &Decoded| (d.args_text.as_ptr(), d.effects.as_ptr());
+    let kept = buffers(&first);
+    spare.keep(first);
+    let closed = decode_reusing(&close, 0, &mem, &mut spare).unwrap();
+    assert_eq!(closed.args_text, "3");
+    assert_eq!(closed.effects, vec![Effect::Close { fd: 3 }]);
+    assert_eq!(buffers(&closed), kept);
+    spare.keep(closed);
+    let again = decode_reusing(&open, 3, &mem, &mut spare).unwrap();
+    assert_eq!(again, decode(&open, 3, &mem).unwrap());
+    assert_eq!(buffers(&again), kept);
+}
