@@ -97,12 +97,17 @@ impl RingBuf {
 
     /// Hand each complete record to `each`, in order, up to the first
     /// still being written; the space is given back to the kernel as the
-    /// records are consumed. Returns how many.
+    /// records are consumed, an eighth of the ring at a time (the
+    /// consumer's position shares a cache line the program reads at every
+    /// record: written at each, it would move between the CPUs at each).
+    /// Returns how many.
     pub fn consume(&mut self, mut each: impl FnMut(&[u8])) -> usize {
         let (consumer, producer) = self.positions();
         let mut pos = consumer.load(Ordering::Relaxed);
+        let mut given_back = pos;
         let end = producer.load(Ordering::Acquire);
         let mask = self.size as u64 - 1;
+        let step = (self.size / 8) as u64;
         let mut count = 0;
         while pos < end {
             let at = (pos & mask) as usize;
@@ -124,6 +129,12 @@ impl RingBuf {
                 each(record);
             }
             pos = next;
+            if pos - given_back >= step {
+                consumer.store(pos, Ordering::Release);
+                given_back = pos;
+            }
+        }
+        if pos != given_back {
             consumer.store(pos, Ordering::Release);
         }
         count
