@@ -477,8 +477,6 @@ impl TraceeMemory for SampledMemory<'_> {
     }
 }
 
-/// A sample made ready for the model: what the ring held is given back
-/// to the kernel, this waits for its turn in time order.
 /// A batch of samples being taken: each digested, then recorded.
 struct Taking<'a> {
     tracer: &'a mut Tracer,
@@ -499,6 +497,8 @@ impl samplers::Taker<Digested> for Taking<'_> {
     }
 }
 
+/// A sample made ready for the model: what the ring held is given back
+/// to the kernel, this waits for its turn in time order.
 pub(super) struct Digested {
     pid: Pid,
     tid: Tid,

@@ -421,7 +421,7 @@ fn at_sys_exit(config: &BpfConfig, maps: &Maps) -> Result<(OwnedFd, OwnedFd), Bp
     Ok((program, link))
 }
 
-/// The program at every syscall's exit tracepoint (a perf event on CPU 0
+/// The program at each fd syscall's exit tracepoint (a perf event on CPU 0
 /// runs it on every CPU: the kernel keeps a tracepoint's programs per
 /// tracepoint, not per event), and its attachments; or why not.
 fn at_syscall_tracepoints(
