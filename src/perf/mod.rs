@@ -81,8 +81,6 @@ fn paranoid() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Open a perf event on thread `tid`, on `cpu` (-1: any), close-on-exec;
-/// the caller names what a refusal means for it.
 /// A tracepoint event that counts (and samples) every hit: the fields
 /// every event fdbg opens shares.
 fn tracepoint_attr(id: u64) -> sys::bindings::perf_event_attr {
@@ -96,6 +94,8 @@ fn tracepoint_attr(id: u64) -> sys::bindings::perf_event_attr {
     attr
 }
 
+/// Open a perf event on thread `tid`, on `cpu` (-1: any), close-on-exec;
+/// the caller names what a refusal means for it.
 fn open_event(mut attr: sys::bindings::perf_event_attr, tid: i32, cpu: i32) -> io::Result<OwnedFd> {
     // SAFETY: `attr` is a fully initialised perf_event_attr of the size it
     // declares; the kernel only reads it. No group.

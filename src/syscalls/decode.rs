@@ -116,6 +116,13 @@ impl Call<'_> {
         self.text.take()
     }
 
+    /// The buffer for the call's text, starting with `start`.
+    fn text_with(&self, start: std::fmt::Arguments) -> String {
+        let mut text = self.text();
+        let _ = std::fmt::Write::write_fmt(&mut text, start);
+        text
+    }
+
     /// An empty list for the call's effects.
     fn effects(&self) -> Vec<Effect> {
         self.effects.take()
@@ -284,15 +291,14 @@ fn accepted(c: &Call, text: String, cloexec: bool, peer: Option<SockAddr>) -> Ou
 }
 
 pub(super) fn accept(c: &Call) -> Option<Outcome> {
-    let mut text = format!("{}, ", c.int(0));
+    let mut text = c.text_with(format_args!("{}, ", c.int(0)));
     let peer = accepted_peer(c, &mut text);
     Some(accepted(c, text, false, peer))
 }
 
 pub(super) fn accept4(c: &Call) -> Option<Outcome> {
     let fl = c.bits(3);
-    let mut text = c.text();
-    let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{}, ", c.int(0)));
+    let mut text = c.text_with(format_args!("{}, ", c.int(0)));
     let peer = accepted_peer(c, &mut text);
     text.push_str(", ");
     args::push_flags(&mut text, fl, args::SOCK_FLAGS);
@@ -800,8 +806,7 @@ pub(super) fn close(c: &Call) -> Option<Outcome> {
         r if r == -i64::from(libc::EBADF) => Effect::BadClose { fd },
         _ => Effect::Close { fd },
     };
-    let mut text = c.text();
-    let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{fd}"));
+    let text = c.text_with(format_args!("{fd}"));
     let mut effects = c.effects();
     effects.push(effect);
     Some(Outcome {

@@ -41,6 +41,10 @@ impl Flags {
     /// Changes the fd table only with the commands of `FCNTL_TRACED_CMDS`
     /// in its second argument (fcntl): not worth a stop with another.
     pub const BY_COMMAND: Flags = Flags(8);
+    /// Its arguments point to memory that points further (recvmsg's
+    /// header to the buffer its fds land in): a copy of the memory near
+    /// an argument need not hold all that decoding reads.
+    pub const POINTS_FURTHER: Flags = Flags(16);
 
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
@@ -79,8 +83,12 @@ static TABLE: &[Syscall] = &[
     row(libc::SYS_bind, "bind", d::bind),
     row(libc::SYS_connect, "connect", d::connect),
     row(libc::SYS_listen, "listen", d::listen),
-    row(libc::SYS_recvmsg, "recvmsg", d::recvmsg).with(Flags::FDS_IN_MEMORY),
-    row(libc::SYS_recvmmsg, "recvmmsg", d::recvmmsg).with(Flags::FDS_IN_MEMORY),
+    row(libc::SYS_recvmsg, "recvmsg", d::recvmsg)
+        .with(Flags::FDS_IN_MEMORY)
+        .with(Flags::POINTS_FURTHER),
+    row(libc::SYS_recvmmsg, "recvmmsg", d::recvmmsg)
+        .with(Flags::FDS_IN_MEMORY)
+        .with(Flags::POINTS_FURTHER),
     // files
     #[cfg(target_arch = "x86_64")]
     row(libc::SYS_open, "open", d::open),
@@ -340,6 +348,10 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         in_memory.push(libc::SYS_pipe);
         assert_eq!(numbers(Flags::FDS_IN_MEMORY), set(&in_memory));
+        assert_eq!(
+            numbers(Flags::POINTS_FURTHER),
+            set(&[libc::SYS_recvmsg, libc::SYS_recvmmsg])
+        );
         assert!(flags(libc::SYS_close as u64).contains(Flags::CLOSES_FD));
         assert!(!flags(libc::SYS_close_range as u64).contains(Flags::CLOSES_FD));
         assert!(!flags(libc::SYS_dup3 as u64).contains(Flags::CLOSES_FD));

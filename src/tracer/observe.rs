@@ -242,6 +242,9 @@ fn open_sampler(
                 .filter_map(|&nr| Some((nr, syscalls::syscall_name(nr)?)))
                 .collect(),
             at_sys_exit: samplers::sys_exit_asked(),
+            whole_copy: syscalls::syscalls_with(syscalls::Flags::POINTS_FURTHER)
+                .map(|(nr, _)| nr)
+                .collect(),
             stack_bytes,
             ring_bytes: BPF_RING_BYTES,
             wakeup_bytes: WAKEUP_BYTES,

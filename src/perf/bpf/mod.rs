@@ -141,6 +141,10 @@ pub struct BpfConfig {
     /// Run at `sys_exit` even where the syscalls' own tracepoints could
     /// be used.
     pub at_sys_exit: bool,
+    /// Syscalls whose arguments point further than the memory near them
+    /// (recvmsg's header to its fds' buffer): with an argument in the
+    /// stack, the whole copy, never the short one.
+    pub whole_copy: Vec<u64>,
     /// Bytes of the user stack each record copies: a multiple of 8, at
     /// most 32 KiB. Where the stack is shorter, the longest of the halves
     /// that can be read is copied.
@@ -627,13 +631,14 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
         a.store_imm(Size::W, R10, ARGS_IN_STACK, 1);
         a.label(next)?;
     }
-    // recvmsg's and recvmmsg's headers point further (to the buffer the
-    // fds passed land in, often higher in the same frame): the whole copy.
+    // Arguments that point further (to a buffer often higher in the same
+    // frame): the whole copy.
     a.load(Size::W, R1, R10, ARGS_IN_STACK);
     a.jump_imm(Cond::Eq, R1, 0, "args_placed");
     a.load(Size::DW, R1, R10, NR);
-    a.jump_imm(Cond::Eq, R1, libc::SYS_recvmsg as i32, "full");
-    a.jump_imm(Cond::Eq, R1, libc::SYS_recvmmsg as i32, "full");
+    for &nr in &config.whole_copy {
+        a.jump_imm(Cond::Eq, R1, nr as i32, "full");
+    }
     a.label("args_placed")?;
     a.store_imm(Size::DW, R10, MEMO_KEY + 24, 0);
     lookup(&mut a, &maps.memos, MEMO_KEY, "memo_bp");

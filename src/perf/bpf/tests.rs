@@ -30,6 +30,7 @@ fn config_at(at_sys_exit: bool) -> BpfConfig {
             (libc::SYS_dup as u64, "dup"),
         ],
         at_sys_exit,
+        whole_copy: Vec::new(),
         stack_bytes: STACK_BYTES,
         ring_bytes: 1 << 20,
         wakeup_bytes: 1 << 18,
@@ -186,6 +187,7 @@ fn a_memo_found_again_replaces_the_stack_copy_and_a_changed_word_brings_it_back(
         scope
             .spawn(|| {
                 let tid = nix::unistd::gettid().as_raw();
+                // Read before the samples: reading it opens a file.
                 let code = code_ranges();
                 sampler.drain(|_| {});
                 let take = |sampler: &mut BpfSampler| {
@@ -204,21 +206,7 @@ fn a_memo_found_again_replaces_the_stack_copy_and_a_changed_word_brings_it_back(
                 let (ip2, sp2, second, memo) = take(&mut sampler);
                 assert_eq!((ip2, sp2, memo), (ip, sp, None));
                 let (_, _, third, _) = take(&mut sampler);
-                // Return addresses (words into code) the two copies agree
-                // on stand for a walk's reads.
-                let words: Vec<(u64, u64)> = (0..first.len() / 8)
-                    .filter(|i| {
-                        let word = i * 8..i * 8 + 8;
-                        first[word.clone()] == second[word.clone()]
-                            && first[word.clone()] == third[word]
-                    })
-                    .map(|i| {
-                        let value = u64::from_ne_bytes(first[i * 8..i * 8 + 8].try_into().unwrap());
-                        (sp + 8 * i as u64, value)
-                    })
-                    .filter(|&(_, value)| code.iter().any(|r| r.contains(&value)))
-                    .take(5)
-                    .collect();
+                let words = return_addresses([&first, &second, &third], sp, &code, 5);
                 assert!(words.len() >= 2, "{words:x?}");
                 let start = MemoStart { ip, sp, bp: None };
                 assert!(sampler.add_memo(me, &start, 7, &words));
@@ -276,43 +264,57 @@ fn a_remembered_walk_with_a_path_in_the_stack_comes_with_a_short_copy_that_holds
         scope
             .spawn(|| {
                 let tid = nix::unistd::gettid().as_raw();
+                // Read before the samples: reading it opens a file.
                 let code = code_ranges();
                 sampler.drain(|_| {});
                 let (ip, sp, path, first, memo) = open_from_the_stack(&mut sampler, tid);
                 assert_eq!((memo, first.len()), (None, STACK_BYTES as usize));
+                let (short_bytes, near) = args_copy(STACK_BYTES as i32);
                 let at = (path - sp) as usize;
-                assert!(at < 768, "the path is near sp: sp+{at}");
+                assert!(at < near as usize, "the path is near sp: sp+{at}");
                 assert_eq!(&first[at..at + 10], b"/dev/null\0");
                 let (_, _, _, second, _) = open_from_the_stack(&mut sampler, tid);
                 let (_, _, _, third, _) = open_from_the_stack(&mut sampler, tid);
-                let words: Vec<(u64, u64)> = (0..first.len() / 8)
-                    .filter(|i| {
-                        let word = i * 8..i * 8 + 8;
-                        first[word.clone()] == second[word.clone()]
-                            && first[word.clone()] == third[word]
-                    })
-                    .map(|i| {
-                        let value = u64::from_ne_bytes(first[i * 8..i * 8 + 8].try_into().unwrap());
-                        (sp + 8 * i as u64, value)
-                    })
-                    .filter(|&(_, value)| code.iter().any(|r| r.contains(&value)))
-                    // The words nearest sp (the return addresses into this
-                    // function): further up, a word of the test harness
-                    // can look like code and change.
-                    .take(2)
-                    .collect();
+                // The words nearest sp (the return addresses into this
+                // function): further up, a word of the test harness can
+                // look like code and change.
+                let words = return_addresses([&first, &second, &third], sp, &code, 2);
                 assert!(words.len() >= 2, "{words:x?}");
                 let start = MemoStart { ip, sp, bp: None };
                 assert!(sampler.add_memo(me, &start, 9, &words));
                 let (ip3, sp3, path3, short, memo) = open_from_the_stack(&mut sampler, tid);
                 assert_eq!((ip3, sp3, path3, memo), (ip, sp, path, Some(9)));
-                assert_eq!(short.len(), 1024, "the short copy");
+                assert_eq!(short.len(), short_bytes as usize, "the short copy");
                 assert_eq!(&short[at..at + 10], b"/dev/null\0");
                 sampler.remove_memo(me, &start);
             })
             .join()
             .unwrap()
     });
+}
+
+/// The first `n` words that three stack copies taken at `sp` agree on
+/// and that point into `code`, with their addresses: return addresses, as
+/// a walk would read them.
+fn return_addresses(
+    copies: [&[u8]; 3],
+    sp: u64,
+    code: &[std::ops::Range<u64>],
+    n: usize,
+) -> Vec<(u64, u64)> {
+    let [first, second, third] = copies;
+    (0..first.len() / 8)
+        .filter(|i| {
+            let word = i * 8..i * 8 + 8;
+            first[word.clone()] == second[word.clone()] && first[word.clone()] == third[word]
+        })
+        .map(|i| {
+            let value = u64::from_ne_bytes(first[i * 8..i * 8 + 8].try_into().unwrap());
+            (sp + 8 * i as u64, value)
+        })
+        .filter(|&(_, value)| code.iter().any(|r| r.contains(&value)))
+        .take(n)
+        .collect()
 }
 
 /// The executable mappings of this process.
