@@ -59,6 +59,8 @@ const RINGBUF_QUERY: i32 = 134;
 
 /// bpf_ringbuf_query: bytes not yet consumed.
 const RB_AVAIL_DATA: i32 = 0;
+/// The ring's header before each record (its length and flags).
+const RECORD_HEADER: i32 = 8;
 /// bpf_ringbuf_submit flags.
 const RB_NO_WAKEUP: i32 = 1;
 const RB_FORCE_WAKEUP: i32 = 2;
@@ -151,7 +153,8 @@ pub struct BpfConfig {
     pub stack_bytes: u32,
     /// The ring's size: a power of two pages.
     pub ring_bytes: usize,
-    /// The program wakes fdbg once this many bytes wait in the ring.
+    /// The program wakes fdbg once when the bytes waiting in the ring pass
+    /// this many (again only after a drain).
     pub wakeup_bytes: u32,
 }
 
@@ -753,13 +756,19 @@ fn record(
     a.mov_imm(R1, 0);
     a.label(copied)?;
     a.store(Size::DW, R8, REC_COPIED, R1);
-    // Wake fdbg only once enough waits: a wakeup per record would cost
-    // the thread an interrupt each.
+    // Wake fdbg once, by the record that takes the bytes waiting past
+    // `wakeup_bytes` (the bytes waiting count it, reserved): a wakeup is
+    // an interrupt on this CPU (in a VM, an exit to the host), and until
+    // fdbg has drained, every later record also finds that many waiting.
+    // A crossing missed (another CPU's record reserved between this one's
+    // and the count) waits for fdbg's next timed drain.
+    let rec_bytes = RECORD_HEADER + i32::from(REC_STACK) + stack_bytes;
     a.load_map(R1, maps.ring.fd());
     a.mov_imm(R2, RB_AVAIL_DATA);
     a.call(RINGBUF_QUERY);
     a.mov_imm(R2, RB_NO_WAKEUP);
     a.jump_imm(Cond::Lt, R0, config.wakeup_bytes as i32, quiet);
+    a.jump_imm(Cond::Ge, R0, config.wakeup_bytes as i32 + rec_bytes, quiet);
     a.mov_imm(R2, RB_FORCE_WAKEUP);
     a.label(quiet)?;
     a.mov(R1, R8);

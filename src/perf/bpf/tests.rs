@@ -177,6 +177,45 @@ fn close_here() {
 }
 
 #[test]
+fn the_ring_wakes_fdbg_once_when_it_fills_past_the_threshold_not_at_every_record() {
+    let Some(mut sampler) = open_or_skip() else {
+        return;
+    };
+    let me = std::process::id() as i32;
+    sampler.add_target(me).unwrap();
+    // Whole copies (no memo): 2,048 bytes of stack and the header each, so
+    // the threshold is passed after ~115 of them and the ring holds ~450.
+    let record = 8 + REC_STACK as usize + STACK_BYTES as usize;
+    let config = config_at(false);
+    let records = (config.ring_bytes - (64 << 10)) / record;
+    let mut events = [EpollEvent::empty()];
+    let mut woken_after = Vec::new();
+    for i in 0..records {
+        close_here();
+        // The wakeup is an interrupt the program raised on this CPU: taken
+        // before close returned.
+        if sampler.woken.wait(&mut events, EpollTimeout::ZERO).unwrap() > 0 {
+            woken_after.push(i + 1);
+        }
+    }
+    let mut mine = 0;
+    let tid = nix::unistd::gettid().as_raw();
+    sampler.drain(|s| mine += usize::from(s.tid == tid));
+    assert_eq!(mine, records);
+    let crossing = config.wakeup_bytes as usize / record;
+    match woken_after.as_slice() {
+        [at] => assert!(
+            (crossing.saturating_sub(2)..=crossing + 1).contains(at),
+            "woken after {at} records, the threshold is passed at ~{crossing}"
+        ),
+        other => panic!(
+            "one wakeup expected, when the bytes waiting passed {}; woken after records {other:?}",
+            config.wakeup_bytes
+        ),
+    }
+}
+
+#[test]
 fn a_memo_found_again_replaces_the_stack_copy_and_a_changed_word_brings_it_back() {
     let Some(mut sampler) = open_or_skip() else {
         return;
