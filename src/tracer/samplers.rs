@@ -75,7 +75,7 @@ pub(super) fn sys_exit_asked() -> bool {
 impl<T> Samplers<T> {
     /// The BPF program sampling `pids`, enabled.
     pub(super) fn bpf(config: &BpfConfig, pids: &BTreeSet<Pid>) -> Result<Samplers<T>, NoBpf> {
-        let sampler = BpfSampler::open(config).map_err(NoBpf::Refused)?;
+        let mut sampler = BpfSampler::open(config).map_err(NoBpf::Refused)?;
         for &pid in pids {
             sampler
                 .add_target(pid)

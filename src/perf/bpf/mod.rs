@@ -12,7 +12,8 @@
 //! program; or, where those tracepoints are missing, at the raw tracepoint
 //! `sys_exit`, which every syscall passes and where the program looks the
 //! syscall up in the `syscalls` map. Either way, for a thread whose tgid
-//! is in the `targets` map, the program counts the hit, reserves a record,
+//! is a target's (found in its slot of an array, or in the `targets` hash
+//! where two targets share a slot), the program counts the hit, reserves a record,
 //! fills it and submits it; a full ring counts a loss instead. The counts
 //! (per CPU) are what coverage is checked against, as the perf events'
 //! counts are for the perf sampler.
@@ -32,12 +33,13 @@ pub mod sys;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use asm::{Alu, Asm, Cond, R0, R1, R2, R3, R6, R7, R8, R9, R10, Size};
+use asm::{Alu, Asm, Cond, R0, R1, R2, R3, R4, R6, R7, R8, R9, R10, Reg, Size};
 use ringbuf::RingBuf;
 use sys::Map;
 
@@ -53,6 +55,7 @@ const GET_CURRENT_TASK_BTF: i32 = 158;
 const TASK_PT_REGS: i32 = 175;
 const PROBE_READ_USER: i32 = 112;
 const PROBE_READ_KERNEL: i32 = 113;
+const RINGBUF_OUTPUT: i32 = 130;
 const RINGBUF_RESERVE: i32 = 131;
 const RINGBUF_SUBMIT: i32 = 132;
 const RINGBUF_QUERY: i32 = 134;
@@ -69,6 +72,12 @@ const RB_FORCE_WAKEUP: i32 = 2;
 const SYSCALLS_MAX: u32 = 512;
 /// Processes the `targets` map has room for.
 const TARGETS_MAX: u32 = 4096;
+/// The `target_slots` array: a target's tgid in slot `tgid % SLOTS` (an
+/// array lookup the kernel inlines, cheaper than the hash at every fd
+/// syscall of every process), `COLLIDED` where two targets share one (no
+/// tgid is that high: pid_max is at most 2^22).
+const TARGET_SLOTS: u32 = 4096;
+const COLLIDED: u32 = i32::MAX as u32;
 
 /// The record the program writes, in u64 words: syscall number, result,
 /// tgid << 32 | tid, CLOCK_MONOTONIC ns, CPU, bytes of stack copied, the
@@ -105,9 +114,9 @@ const MEMOS_MAX: u32 = 4096;
 /// offset from sp (u32, then 4 bytes of padding) and its value (u64).
 const MEMO_HEADER: i16 = 16;
 const MEMO_VALUE: u32 = MEMO_HEADER as u32 + 16 * MEMO_WORDS as u32;
-/// The stack bytes a memo may span: the per-CPU scratch they are read
-/// into (a power of two).
-const SCRATCH_BYTES: u32 = 8192;
+/// The stack bytes a memo may span: the stack copy of the per-CPU
+/// scratch they are read into (a power of two).
+const SCRATCH_STACK: u32 = 8192;
 /// Its key: tgid (u32), whether rbp is part of it (u32), ip, sp, rbp (or
 /// 0).
 const MEMO_KEY_SIZE: u32 = 32;
@@ -162,13 +171,17 @@ pub struct BpfConfig {
 struct Maps {
     /// tgid → 0: the processes sampled.
     targets: Map,
+    /// slot → tgid: the processes sampled, where they are alone in their
+    /// slot.
+    target_slots: Map,
     /// syscall number → 1: the syscalls sampled.
     syscalls: Map,
     /// Per CPU: hits, losses.
     counts: Map,
     /// (tgid, ip, sp) → a memo (`MEMO_VALUE`).
     memos: Map,
-    /// Per CPU, one `SCRATCH_BYTES` value: the stack a memo spans.
+    /// Per CPU, one value: a record put together, with room for the
+    /// stack a memo spans.
     scratch: Map,
     ring: Map,
 }
@@ -185,6 +198,8 @@ pub struct BpfSampler {
     _links: Vec<OwnedFd>,
     /// Where the program runs.
     hook: Hook,
+    /// The processes sampled, as the maps hold them.
+    targets: BTreeSet<u32>,
     cpus: usize,
     /// Records decoded (one too short for its layout is not: coverage
     /// shows it missing).
@@ -200,6 +215,8 @@ impl BpfSampler {
         };
         let targets =
             Map::create(sys::MAP_TYPE_HASH, "fdbg_targets", 4, 4, TARGETS_MAX).map_err(refused)?;
+        let target_slots = Map::create(sys::MAP_TYPE_ARRAY, "fdbg_slots", 4, 4, TARGET_SLOTS)
+            .map_err(BpfError::Map)?;
         let syscalls = Map::create(sys::MAP_TYPE_ARRAY, "fdbg_syscalls", 4, 4, SYSCALLS_MAX)
             .map_err(BpfError::Map)?;
         for &(nr, _) in &config.syscalls {
@@ -231,12 +248,13 @@ impl BpfSampler {
             sys::MAP_TYPE_PERCPU_ARRAY,
             "fdbg_scratch",
             4,
-            SCRATCH_BYTES,
+            REC_STACK as u32 + SCRATCH_STACK,
             1,
         )
         .map_err(BpfError::Map)?;
         let maps = Maps {
             targets,
+            target_slots,
             syscalls,
             counts,
             memos,
@@ -271,6 +289,7 @@ impl BpfSampler {
             _program: program,
             _links: links,
             hook,
+            targets: BTreeSet::new(),
             cpus: sys::possible_cpus(),
             decoded: 0,
         })
@@ -282,18 +301,37 @@ impl BpfSampler {
     }
 
     /// Sample process `tgid` (all its threads, present and future).
-    pub fn add_target(&self, tgid: i32) -> io::Result<()> {
+    pub fn add_target(&mut self, tgid: i32) -> io::Result<()> {
         self.maps
             .targets
-            .update(&(tgid as u32).to_ne_bytes(), &0u32.to_ne_bytes())
+            .update(&(tgid as u32).to_ne_bytes(), &0u32.to_ne_bytes())?;
+        self.targets.insert(tgid as u32);
+        self.set_slot(tgid as u32)
     }
 
     /// Stop sampling process `tgid`.
-    pub fn remove_target(&self, tgid: i32) -> io::Result<()> {
+    pub fn remove_target(&mut self, tgid: i32) -> io::Result<()> {
         match self.maps.targets.delete(&(tgid as u32).to_ne_bytes()) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => other,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => other?,
         }
+        self.targets.remove(&(tgid as u32));
+        self.set_slot(tgid as u32)
+    }
+
+    /// The slot of `tgid` as the targets make it: empty, the one target
+    /// there, or `COLLIDED` (the program then asks the hash).
+    fn set_slot(&self, tgid: u32) -> io::Result<()> {
+        let slot = tgid % TARGET_SLOTS;
+        let mut there = self.targets.iter().filter(|&&t| t % TARGET_SLOTS == slot);
+        let value = match (there.next(), there.next()) {
+            (None, _) => 0,
+            (Some(&only), None) => only,
+            (Some(_), Some(_)) => COLLIDED,
+        };
+        self.maps
+            .target_slots
+            .update(&slot.to_ne_bytes(), &value.to_ne_bytes())
     }
 
     /// Remember in the kernel that a walk of process `tgid` from `start`
@@ -313,7 +351,7 @@ impl BpfSampler {
             let Some(off) = addr
                 .checked_sub(sp)
                 .and_then(|o| u32::try_from(o).ok())
-                .filter(|&o| o % 8 == 0 && o + 8 <= SCRATCH_BYTES)
+                .filter(|&o| o % 8 == 0 && o + 8 <= SCRATCH_STACK)
             else {
                 return false;
             };
@@ -578,8 +616,22 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
     a.mov(R1, R0);
     a.alu_imm(Alu::Rsh, R1, 32);
     a.store(Size::W, R10, KEY, R1);
+    a.alu_imm(Alu::And, R1, TARGET_SLOTS as i32 - 1);
+    a.store(Size::W, R10, SLOT, R1);
+    lookup(&mut a, &maps.target_slots, SLOT, "out");
+    a.load(Size::W, R1, R0, 0);
+    a.load(Size::W, R2, R10, KEY);
+    a.jump_reg(Cond::Eq, R1, R2, "target");
+    a.jump_imm(Cond::Ne, R1, COLLIDED as i32, "out");
     lookup(&mut a, &maps.targets, KEY, "out");
+    a.label("target")?;
     count(&mut a, &maps.counts, COUNT_HITS, "counted")?;
+    // The record is put together in this CPU's scratch, laid out as in
+    // the ring: a remembered walk's record is then written to the ring in
+    // one copy, with the stack bytes the check read (its arguments').
+    a.store_imm(Size::W, R10, KEY, 0);
+    lookup(&mut a, &maps.scratch, KEY, "lost");
+    a.mov(R8, R0);
     match entry {
         Entry::SysExit => a.load(Size::DW, R1, R6, 8),
         Entry::Tracepoint => {
@@ -592,24 +644,43 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
             a.load(Size::DW, R1, R6, TP_RET)
         }
     }
-    a.store(Size::DW, R10, RET, R1);
-    a.store_imm(Size::DW, R10, MEMO_ID, 0);
-    // The thread's registers, once, into the frame.
-    a.mov(R1, R10);
-    a.alu_imm(Alu::Add, R1, i32::from(REGS));
-    a.mov_imm(R2, i32::from(PT_REGS));
-    a.mov(R3, R7);
-    a.call(PROBE_READ_KERNEL);
-    a.jump_imm(Cond::Ne, R0, 0, "full");
+    a.store(Size::DW, R8, REC_RET, R1);
+    a.load(Size::DW, R1, R10, NR);
+    a.store(Size::DW, R8, REC_NR, R1);
+    a.store(Size::DW, R8, REC_PID_TGID, R9);
+    a.store_imm(Size::DW, R8, REC_MEMO, 0);
+    a.call(KTIME_GET_NS);
+    a.store(Size::DW, R8, REC_TIME, R0);
+    a.call(GET_SMP_PROCESSOR_ID);
+    a.store(Size::DW, R8, REC_CPU, R0);
+    // The thread's registers: loaded one by one where the kernel says
+    // they are a `struct pt_regs` (the verifier knows the type
+    // bpf_task_pt_regs returns), else read as memory.
+    match entry {
+        Entry::Tracepoint => {
+            for word in (0..PT_REGS).step_by(8) {
+                a.load(Size::DW, R1, R7, word);
+                a.store(Size::DW, R8, REC_REGS + word, R1);
+            }
+        }
+        Entry::SysExit => {
+            a.mov(R1, R8);
+            a.alu_imm(Alu::Add, R1, i32::from(REC_REGS));
+            a.mov_imm(R2, i32::from(PT_REGS));
+            a.mov(R3, R7);
+            a.call(PROBE_READ_KERNEL);
+            a.jump_imm(Cond::Ne, R0, 0, "full");
+        }
+    }
     // A remembered walk from this ip and sp (key: tgid, 0, ip, sp, 0), or
     // from this ip, sp and rbp (tgid, 1, ip, sp, rbp)?
     a.mov(R1, R9);
     a.alu_imm(Alu::Rsh, R1, 32);
     a.store(Size::W, R10, MEMO_KEY, R1);
     a.store_imm(Size::W, R10, MEMO_KEY + 4, 0);
-    a.load(Size::DW, R1, R10, REGS + PT_IP);
+    a.load(Size::DW, R1, R8, REC_REGS + PT_IP);
     a.store(Size::DW, R10, MEMO_KEY + 8, R1);
-    a.load(Size::DW, R1, R10, REGS + PT_SP);
+    a.load(Size::DW, R1, R8, REC_REGS + PT_SP);
     a.store(Size::DW, R10, MEMO_KEY + 16, R1);
     // An argument that points into the stack the copy would hold (a path,
     // an address, the array pipe2 fills) is read from a copy, as it was at
@@ -623,8 +694,8 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
         (PT_DX, "arg_r10"),
         (PT_R10, "args_checked"),
     ] {
-        a.load(Size::DW, R1, R10, REGS + off);
-        a.load(Size::DW, R2, R10, REGS + PT_SP);
+        a.load(Size::DW, R1, R8, REC_REGS + off);
+        a.load(Size::DW, R2, R8, REC_REGS + PT_SP);
         a.jump_reg(Cond::Lt, R1, R2, next);
         a.mov(R3, R2);
         a.alu_imm(Alu::Add, R3, args_near);
@@ -648,20 +719,24 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
     a.goto("memo_found");
     a.label("memo_bp")?;
     a.store_imm(Size::W, R10, MEMO_KEY + 4, 1);
-    a.load(Size::DW, R1, R10, REGS + PT_BP);
+    a.load(Size::DW, R1, R8, REC_REGS + PT_BP);
     a.store(Size::DW, R10, MEMO_KEY + 24, R1);
     lookup(&mut a, &maps.memos, MEMO_KEY, "full");
     a.label("memo_found")?;
     a.mov(R6, R0);
-    // The stack from sp to the memo's last word, in one read into this
-    // CPU's scratch (one read costs less than a read per word), then the
-    // words compared there.
-    a.store_imm(Size::W, R10, KEY, 0);
-    lookup(&mut a, &maps.scratch, KEY, "full");
-    a.mov(R8, R0);
-    a.mov(R1, R8);
+    // The stack from sp to the memo's last word (and over the arguments'
+    // short copy, where they point into it), in one read into the
+    // record's stack copy (one read costs less than a read per word), then
+    // the words compared there.
     a.load(Size::W, R2, R6, 8);
-    a.jump_imm(Cond::Gt, R2, SCRATCH_BYTES as i32, "full");
+    a.load(Size::W, R1, R10, ARGS_IN_STACK);
+    a.jump_imm(Cond::Eq, R1, 0, "span_sized");
+    a.jump_imm(Cond::Ge, R2, args_copy, "span_sized");
+    a.mov_imm(R2, args_copy);
+    a.label("span_sized")?;
+    a.jump_imm(Cond::Gt, R2, SCRATCH_STACK as i32, "full");
+    a.mov(R1, R8);
+    a.alu_imm(Alu::Add, R1, i32::from(REC_STACK));
     a.load(Size::DW, R3, R10, MEMO_KEY + 16);
     a.call(PROBE_READ_USER);
     a.jump_imm(Cond::Ne, R0, 0, "full");
@@ -670,29 +745,23 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
         a.jump_imm(Cond::Le, R1, i32::from(i), "verified");
         a.load(Size::W, R1, R6, MEMO_HEADER + 16 * i);
         // In the scratch, aligned: the verifier's bound (the offsets are).
-        a.alu_imm(Alu::And, R1, (SCRATCH_BYTES - 8) as i32 & !7);
+        a.alu_imm(Alu::And, R1, (SCRATCH_STACK - 8) as i32 & !7);
         a.mov(R2, R8);
         a.alu_reg(Alu::Add, R2, R1);
-        a.load(Size::DW, R1, R2, 0);
+        a.load(Size::DW, R1, R2, REC_STACK);
         a.load(Size::DW, R2, R6, MEMO_HEADER + 8 + 16 * i);
         a.jump_reg(Cond::Ne, R1, R2, "full");
     }
     a.label("verified")?;
     a.load(Size::W, R1, R6, 0);
-    a.store(Size::DW, R10, MEMO_ID, R1);
+    a.store(Size::DW, R8, REC_MEMO, R1);
     a.load(Size::W, R1, R10, ARGS_IN_STACK);
     a.jump_imm(Cond::Ne, R1, 0, "with_args");
-    record(&mut a, config, maps, 0, ("copied_none", "quiet_short"))?;
+    output(&mut a, config, maps, 0, "quiet_short")?;
     a.label("with_args")?;
-    record(
-        &mut a,
-        config,
-        maps,
-        args_copy,
-        ("copied_args", "quiet_args"),
-    )?;
+    output(&mut a, config, maps, args_copy, "quiet_args")?;
     a.label("full")?;
-    record(&mut a, config, maps, stack_bytes, ("copied", "quiet"))?;
+    record(&mut a, config, maps, stack_bytes)?;
     a.label("lost")?;
     count(&mut a, &maps.counts, COUNT_LOST, "lost_counted")?;
     a.label("out")?;
@@ -709,72 +778,108 @@ fn args_copy(stack_bytes: i32) -> (i32, i32) {
     (copy, (copy - 256).max(0))
 }
 
-/// Reserve, fill and submit one record with a stack copy of `stack_bytes`
-/// (0: none), then on to `out`; a full ring goes to `lost`. r9: the
-/// thread's tgid and tid; the frame: NR, RET, MEMO_ID, REGS.
+/// The record put together in the scratch (r8), with `stack_bytes` of
+/// its stack copy (0: none), written to the ring in one copy; then on to
+/// `out`, or with the ring full to `lost`.
+fn output(
+    a: &mut Asm,
+    config: &BpfConfig,
+    maps: &Maps,
+    stack_bytes: i32,
+    quiet: &'static str,
+) -> Result<(), asm::AsmError> {
+    a.mov_imm(R1, stack_bytes);
+    a.store(Size::DW, R8, REC_COPIED, R1);
+    let size = i32::from(REC_STACK) + stack_bytes;
+    // The bytes waiting do not count this record yet.
+    wake_flags(a, config, maps, size, false, R4, quiet)?;
+    a.load_map(R1, maps.ring.fd());
+    a.mov(R2, R8);
+    a.mov_imm(R3, size);
+    a.call(RINGBUF_OUTPUT);
+    a.jump_imm(Cond::Ne, R0, 0, "lost");
+    a.goto("out");
+    Ok(())
+}
+
+/// Reserve one record with a stack copy of `stack_bytes`, fill it from
+/// the scratch (r8) and the stack, and submit it; then on to `out`, or
+/// with the ring full to `lost`.
 fn record(
     a: &mut Asm,
     config: &BpfConfig,
     maps: &Maps,
     stack_bytes: i32,
-    labels: (&'static str, &'static str),
 ) -> Result<(), asm::AsmError> {
-    let (copied, quiet) = labels;
+    let size = i32::from(REC_STACK) + stack_bytes;
     a.load_map(R1, maps.ring.fd());
-    a.mov_imm(R2, i32::from(REC_STACK) + stack_bytes);
+    a.mov_imm(R2, size);
     a.mov_imm(R3, 0);
     a.call(RINGBUF_RESERVE);
     a.jump_imm(Cond::Eq, R0, 0, "lost");
-    a.mov(R8, R0);
-    for (from, to) in [(NR, REC_NR), (RET, REC_RET), (MEMO_ID, REC_MEMO)] {
-        a.load(Size::DW, R1, R10, from);
-        a.store(Size::DW, R8, to, R1);
-    }
-    a.store(Size::DW, R8, REC_PID_TGID, R9);
-    a.call(KTIME_GET_NS);
-    a.store(Size::DW, R8, REC_TIME, R0);
-    a.call(GET_SMP_PROCESSOR_ID);
-    a.store(Size::DW, R8, REC_CPU, R0);
-    // The registers, from the frame (read there once).
-    for word in (0..PT_REGS).step_by(8) {
-        a.load(Size::DW, R1, R10, REGS + word);
-        a.store(Size::DW, R8, REC_REGS + word, R1);
+    a.mov(R6, R0);
+    for word in (0..REC_STACK).step_by(8) {
+        a.load(Size::DW, R1, R8, word);
+        a.store(Size::DW, R6, word, R1);
     }
     // The stack from sp: the whole copy, or where the stack ends sooner,
     // the longest half that reads.
     let mut size = stack_bytes;
     while size >= 64 {
-        a.load(Size::DW, R3, R8, REC_REGS + PT_SP);
-        a.mov(R1, R8);
+        a.load(Size::DW, R3, R6, REC_REGS + PT_SP);
+        a.mov(R1, R6);
         a.alu_imm(Alu::Add, R1, i32::from(REC_STACK));
         a.mov_imm(R2, size);
         a.call(PROBE_READ_USER);
         a.mov_imm(R1, size);
-        a.jump_imm(Cond::Eq, R0, 0, copied);
+        a.jump_imm(Cond::Eq, R0, 0, "copied");
         size /= 2;
     }
     a.mov_imm(R1, 0);
-    a.label(copied)?;
-    a.store(Size::DW, R8, REC_COPIED, R1);
-    // Wake fdbg once, by the record that takes the bytes waiting past
-    // `wakeup_bytes` (the bytes waiting count it, reserved): a wakeup is
-    // an interrupt on this CPU (in a VM, an exit to the host), and until
-    // fdbg has drained, every later record also finds that many waiting.
-    // A crossing missed (another CPU's record reserved between this one's
-    // and the count) waits for fdbg's next timed drain.
-    let rec_bytes = RECORD_HEADER + i32::from(REC_STACK) + stack_bytes;
-    a.load_map(R1, maps.ring.fd());
-    a.mov_imm(R2, RB_AVAIL_DATA);
-    a.call(RINGBUF_QUERY);
-    a.mov_imm(R2, RB_NO_WAKEUP);
-    a.jump_imm(Cond::Lt, R0, config.wakeup_bytes as i32, quiet);
-    a.jump_imm(Cond::Ge, R0, config.wakeup_bytes as i32 + rec_bytes, quiet);
-    a.mov_imm(R2, RB_FORCE_WAKEUP);
-    a.label(quiet)?;
-    a.mov(R1, R8);
+    a.label("copied")?;
+    a.store(Size::DW, R6, REC_COPIED, R1);
+    wake_flags(
+        a,
+        config,
+        maps,
+        i32::from(REC_STACK) + stack_bytes,
+        true,
+        R2,
+        "quiet",
+    )?;
+    a.mov(R1, R6);
     a.call(RINGBUF_SUBMIT);
     a.goto("out");
     Ok(())
+}
+
+/// `flags` = the flags that wake fdbg once, by the record of `size` bytes
+/// that takes the bytes waiting past `wakeup_bytes`: a wakeup is an
+/// interrupt on this CPU (in a VM, an exit to the host), and until fdbg
+/// has drained, every later record also finds that many waiting. The
+/// bytes waiting count the record once it is `reserved`. A crossing
+/// missed (another CPU's record reserved between this one's and the
+/// count) waits for fdbg's next timed drain. Clobbers r0–r3.
+fn wake_flags(
+    a: &mut Asm,
+    config: &BpfConfig,
+    maps: &Maps,
+    size: i32,
+    reserved: bool,
+    flags: Reg,
+    quiet: &'static str,
+) -> Result<(), asm::AsmError> {
+    let record = RECORD_HEADER + size;
+    let wakeup = config.wakeup_bytes as i32;
+    let from = if reserved { wakeup } else { wakeup - record };
+    a.load_map(R1, maps.ring.fd());
+    a.mov_imm(R2, RB_AVAIL_DATA);
+    a.call(RINGBUF_QUERY);
+    a.mov_imm(flags, RB_NO_WAKEUP);
+    a.jump_imm(Cond::Lt, R0, from, quiet);
+    a.jump_imm(Cond::Ge, R0, from + record, quiet);
+    a.mov_imm(flags, RB_FORCE_WAKEUP);
+    a.label(quiet)
 }
 
 /// r0 = probe_read_kernel(r10 + slot, 8, r7 + offset): a word of the
@@ -789,17 +894,14 @@ fn read_kernel(a: &mut Asm, slot: i16, offset: i16) {
 }
 
 /// The program's stack frame: a u32 map key, a u32 flag (arguments near
-/// sp), the syscall number, its
-/// result, the memo id found (0: none), the memos' key (`MEMO_KEY_SIZE`),
-/// the thread's `struct pt_regs`.
+/// sp), the syscall number, the memos' key (`MEMO_KEY_SIZE`).
 const KEY: i16 = -4;
-/// Whether an argument points into the stack near sp (a u32).
+/// Whether an argument points into the stack near sp (a u32); first, the
+/// target slot's key.
 const ARGS_IN_STACK: i16 = -8;
+const SLOT: i16 = ARGS_IN_STACK;
 const NR: i16 = -16;
-const RET: i16 = -24;
-const MEMO_ID: i16 = -32;
-const MEMO_KEY: i16 = -72;
-const REGS: i16 = MEMO_KEY - PT_REGS;
+const MEMO_KEY: i16 = -48;
 
 /// r0 = map[the key at `key`], or on to `missing` when it has none.
 fn lookup(a: &mut Asm, map: &Map, key: i16, missing: &'static str) {

@@ -157,6 +157,11 @@ fn a_removed_target_is_no_longer_recorded() {
     let me = std::process::id() as i32;
     sampler.add_target(me).unwrap();
     sampler.remove_target(me).unwrap();
+    assert!(!recorded(&mut sampler));
+}
+
+/// Whether a close(-1) of a new thread of this process is recorded.
+fn recorded(sampler: &mut BpfSampler) -> bool {
     let tid = std::thread::spawn(|| {
         // SAFETY: EBADF, nothing closed.
         unsafe { libc::close(-1) };
@@ -166,7 +171,33 @@ fn a_removed_target_is_no_longer_recorded() {
     .unwrap();
     let mut seen = 0;
     sampler.drain(|s| seen += usize::from(s.tid == tid));
-    assert_eq!(seen, 0);
+    seen == 1
+}
+
+#[test]
+fn targets_that_share_a_slot_are_told_apart_by_the_hash() {
+    let Some(mut sampler) = open_or_skip() else {
+        return;
+    };
+    let me = std::process::id() as i32;
+    // A tgid in this process's slot (no process needs to have it).
+    let other = me + TARGET_SLOTS as i32;
+    sampler.add_target(me).unwrap();
+    assert!(recorded(&mut sampler), "alone in its slot");
+    sampler.add_target(other).unwrap();
+    assert!(recorded(&mut sampler), "sharing its slot");
+    sampler.remove_target(other).unwrap();
+    assert!(recorded(&mut sampler), "alone again");
+    sampler.add_target(other).unwrap();
+    sampler.remove_target(me).unwrap();
+    assert!(
+        !recorded(&mut sampler),
+        "removed, another target in its slot"
+    );
+    sampler.remove_target(other).unwrap();
+    sampler.add_target(me).unwrap();
+    sampler.remove_target(me).unwrap();
+    assert!(!recorded(&mut sampler), "removed, alone in its slot");
 }
 
 /// close(-1) from one place: the same ip and sp each time.
