@@ -49,6 +49,7 @@ use super::record::{Sample, UserRegs};
 /// Kernel helpers the program calls (include/uapi/linux/bpf.h).
 const MAP_LOOKUP_ELEM: i32 = 1;
 const KTIME_GET_NS: i32 = 5;
+const JIFFIES64: i32 = 118;
 const GET_SMP_PROCESSOR_ID: i32 = 8;
 const GET_CURRENT_PID_TGID: i32 = 14;
 const GET_CURRENT_TASK_BTF: i32 = 158;
@@ -80,9 +81,9 @@ const TARGET_SLOTS: u32 = 4096;
 const COLLIDED: u32 = i32::MAX as u32;
 
 /// The record the program writes, in u64 words: syscall number, result,
-/// tgid << 32 | tid, CLOCK_MONOTONIC ns, CPU, bytes of stack copied, the
-/// memo id whose walk the stack held again (0: none), then the thread's
-/// `struct pt_regs`, then the stack copy.
+/// tgid << 32 | tid, CLOCK_MONOTONIC ns (within a tick), CPU, bytes of
+/// stack copied, the memo id whose walk the stack held again (0: none),
+/// then the thread's `struct pt_regs`, then the stack copy.
 const REC_NR: i16 = 0;
 const REC_RET: i16 = 8;
 const REC_PID_TGID: i16 = 16;
@@ -117,6 +118,10 @@ const MEMO_VALUE: u32 = MEMO_HEADER as u32 + 16 * MEMO_WORDS as u32;
 /// The stack bytes a memo may span: the stack copy of the per-CPU
 /// scratch they are read into (a power of two).
 const SCRATCH_STACK: u32 = 8192;
+/// After the record in the scratch: the tick (jiffies) of this CPU's
+/// latest record, and the time read at its first.
+const SCRATCH_TICK: i16 = REC_STACK + SCRATCH_STACK as i16;
+const SCRATCH_TICK_NS: i16 = SCRATCH_TICK + 8;
 /// Its key: tgid (u32), whether rbp is part of it (u32), ip, sp, rbp (or
 /// 0).
 const MEMO_KEY_SIZE: u32 = 32;
@@ -248,7 +253,7 @@ impl BpfSampler {
             sys::MAP_TYPE_PERCPU_ARRAY,
             "fdbg_scratch",
             4,
-            REC_STACK as u32 + SCRATCH_STACK,
+            SCRATCH_TICK_NS as u32 + 8,
             1,
         )
         .map_err(BpfError::Map)?;
@@ -649,8 +654,18 @@ fn program(config: &BpfConfig, maps: &Maps, entry: Entry) -> Result<Vec<u8>, asm
     a.store(Size::DW, R8, REC_NR, R1);
     a.store(Size::DW, R8, REC_PID_TGID, R9);
     a.store_imm(Size::DW, R8, REC_MEMO, 0);
+    // The time: CLOCK_MONOTONIC as this CPU read it at its first record
+    // of the current tick (a tick is a load; a clock read is most of a
+    // remembered walk's record), so within a tick of the call.
+    a.call(JIFFIES64);
+    a.load(Size::DW, R1, R8, SCRATCH_TICK);
+    a.jump_reg(Cond::Eq, R0, R1, "timed");
+    a.store(Size::DW, R8, SCRATCH_TICK, R0);
     a.call(KTIME_GET_NS);
-    a.store(Size::DW, R8, REC_TIME, R0);
+    a.store(Size::DW, R8, SCRATCH_TICK_NS, R0);
+    a.label("timed")?;
+    a.load(Size::DW, R1, R8, SCRATCH_TICK_NS);
+    a.store(Size::DW, R8, REC_TIME, R1);
     a.call(GET_SMP_PROCESSOR_ID);
     a.store(Size::DW, R8, REC_CPU, R0);
     // The thread's registers: loaded one by one where the kernel says
