@@ -27,6 +27,7 @@ mod groups;
 mod model;
 mod queries;
 mod series;
+mod table;
 #[cfg(test)]
 mod tests;
 mod window;

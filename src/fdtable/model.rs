@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::groups::SiteGroups;
 
 use super::series::Series;
+use super::table::FdTable;
 use super::window::{NewEvent, Window};
 use super::{
     BadClose, CLOSED_BY_FDBG, CLOSED_UNSEEN, Closer, Counters, DEFAULT_KEPT, FdKind, LastClose,
@@ -20,7 +21,7 @@ use crate::syscalls::{Decoded, Effect};
 /// process that appeared after a mark.
 pub(super) struct ProcessState {
     pub(super) info: Process,
-    pub(super) table: BTreeMap<i32, OpenFd>,
+    pub(super) table: FdTable,
     /// The origins of the fds the table started with (at attach, start or fork).
     pub(super) initial: Vec<(i32, Origin)>,
     /// Fds a thread is closing (its close() has entered but not returned),
@@ -67,13 +68,7 @@ pub(super) type SiteKey = (Option<StackId>, &'static str);
 pub const BAD_CLOSES_KEPT: usize = 10;
 
 impl ProcessState {
-    fn new(
-        pid: Pid,
-        start_seq: Seq,
-        now: Nanos,
-        table: BTreeMap<i32, OpenFd>,
-        parent: Option<Pid>,
-    ) -> Self {
+    fn new(pid: Pid, start_seq: Seq, now: Nanos, table: FdTable, parent: Option<Pid>) -> Self {
         let initial = table.values().map(|open| (open.fd, open.origin)).collect();
         let mut series = Series::new(now);
         series.note(now, table.len() as u32);
@@ -205,10 +200,9 @@ impl Model {
         match self.processes.get_mut(&child) {
             Some(state) if state.info.end.is_none() => {
                 for (fd, open) in inherited {
-                    if let std::collections::btree_map::Entry::Vacant(slot) = state.table.entry(fd)
-                    {
+                    if !state.table.contains_key(&fd) {
                         state.initial.push((fd, open.origin));
-                        slot.insert(open);
+                        state.table.insert(fd, open);
                     }
                 }
                 state.info.parent = Some(parent);
@@ -308,7 +302,7 @@ impl Model {
         let state = self
             .processes
             .entry(pid)
-            .or_insert_with(|| ProcessState::new(pid, start_seq, now, BTreeMap::new(), None));
+            .or_insert_with(|| ProcessState::new(pid, start_seq, now, FdTable::default(), None));
         let pending_close = state.closing.remove(&tid);
         let table = &mut state.table;
         let displaced = &mut state.displaced;
@@ -413,8 +407,7 @@ impl Model {
                 }
                 Effect::CloseRange { first, last } => {
                     let in_range: Vec<i32> = table
-                        .range(i32::try_from(first).unwrap_or(i32::MAX)..)
-                        .map(|(&fd, _)| fd)
+                        .fds_from(i32::try_from(first).unwrap_or(i32::MAX))
                         .take_while(|&fd| in_u32_range(fd, first, last))
                         .collect();
                     for fd in in_range {
