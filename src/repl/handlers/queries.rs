@@ -373,14 +373,17 @@ impl Session {
         let held = model.memory();
         let cpu_s = crate::procfs::own_cpu_seconds().unwrap_or(0.0);
         let all_events = model.last_seq();
+        let per_event = |cpu: f64| match all_events {
+            0 => 0.0,
+            n => cpu * 1e6 / n as f64,
+        };
         let memory = MemoryFigures {
             rss_bytes: crate::procfs::own_rss_bytes().unwrap_or(0),
             cpu_s,
-            cpu_us_per_event: if all_events > 0 {
-                cpu_s * 1e6 / all_events as f64
-            } else {
-                0.0
-            },
+            cpu_us_per_event: per_event(cpu_s),
+            cpu_us_per_event_since_start: per_event(
+                (cpu_s - self.cpu_at_start.unwrap_or(0.0)).max(0.0),
+            ),
             events_kept: held.events_kept,
             events_forgotten: held.events_forgotten,
             events_kept_at_most: held.keeps_at_most,
