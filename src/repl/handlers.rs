@@ -68,9 +68,9 @@ pub struct Session {
     balances: Vec<crate::repl::balance::Balance>,
     /// Time spent running (for events/s).
     running: Duration,
-    /// fdbg's CPU seconds when the session began (the attach or start
-    /// done): what `stats` leaves out of the CPU per event since.
-    cpu_at_start: Option<f64>,
+    /// fdbg's CPU seconds spent while the process ran (for the CPU per
+    /// event), the samplers' opening left out.
+    running_cpu: f64,
     /// A signal asked fdbg to end while the process ran.
     shutdown: Option<i32>,
     pub breakpoints: Breakpoints,
@@ -102,7 +102,7 @@ impl Session {
             finishing: None,
             balances: Vec::new(),
             running: Duration::ZERO,
-            cpu_at_start: crate::procfs::own_cpu_seconds(),
+            running_cpu: 0.0,
             shutdown: None,
             breakpoints: Breakpoints::default(),
             socket_cache: HashMap::new(),

@@ -917,7 +917,7 @@ fn stats_text(s: &StatsReport) -> String {
         m.rss_bytes as f64 / 1e6,
         m.cpu_s,
         m.cpu_us_per_event,
-        m.cpu_us_per_event_since_start,
+        m.cpu_us_per_event_running,
         m.events_kept,
         m.events_kept_at_most,
         m.events_forgotten,

@@ -377,9 +377,10 @@ pub struct MemoryFigures {
     /// recorded (of every process).
     pub cpu_s: f64,
     pub cpu_us_per_event: f64,
-    /// The same per event without the attach's (or start's) CPU: what
-    /// each event costs on a session still short.
-    pub cpu_us_per_event_since_start: f64,
+    /// fdbg's CPU while the process ran (the samplers' opening left out)
+    /// per event: what each event costs, on a session still short too,
+    /// without the attach's and the commands' CPU.
+    pub cpu_us_per_event_running: f64,
     pub events_kept: u64,
     pub events_forgotten: u64,
     /// The most events kept (`--keep-events`).

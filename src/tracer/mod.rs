@@ -141,6 +141,9 @@ pub struct Costs {
     pub by_pid: HashMap<Pid, (u64, u64)>,
     /// Syscall entries seen (all syscalls under attach, fd syscalls under run).
     pub syscalls: u64,
+    /// fdbg's CPU seconds once the first samplers were open (their rings
+    /// mapped and zeroed): the fixed cost of observing ends there.
+    pub cpu_observing_from: Option<f64>,
 }
 
 /// Options common to attach and run.

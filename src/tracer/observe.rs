@@ -573,6 +573,9 @@ impl Tracer {
         let observer = Observer::open(tids, &pids, self.target.follow_forks, depth)?;
         self.source.observer = Some(observer);
         self.source.mechanism = Mechanism::PerfObserve;
+        if self.costs.cpu_observing_from.is_none() {
+            self.costs.cpu_observing_from = crate::procfs::own_cpu_seconds();
+        }
         Ok(())
     }
 

@@ -381,9 +381,7 @@ impl Session {
             rss_bytes: crate::procfs::own_rss_bytes().unwrap_or(0),
             cpu_s,
             cpu_us_per_event: per_event(cpu_s),
-            cpu_us_per_event_since_start: per_event(
-                (cpu_s - self.cpu_at_start.unwrap_or(0.0)).max(0.0),
-            ),
+            cpu_us_per_event_running: per_event(self.running_cpu),
             events_kept: held.events_kept,
             events_forgotten: held.events_forgotten,
             events_kept_at_most: held.keeps_at_most,

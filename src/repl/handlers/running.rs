@@ -164,6 +164,7 @@ impl Session {
         let mut hit: Option<(u32, bool)> = None;
         let breakpoints = &mut self.breakpoints;
         let started = Instant::now();
+        let cpu_started = crate::procfs::own_cpu_seconds();
         let mut on_event =
             |model: &fdtable::Model, symbolizer: &mut crate::symbolize::Symbolizer, seq: Seq| {
                 if steps.is_none() && breakpoints.is_empty() {
@@ -252,6 +253,10 @@ impl Session {
         };
         self.progress = progress;
         self.running += started.elapsed();
+        if let (Some(from), Some(to)) = (cpu_started, crate::procfs::own_cpu_seconds()) {
+            let from = from.max(self.tracer.costs.cpu_observing_from.unwrap_or(0.0));
+            self.running_cpu += (to - from).max(0.0);
+        }
         if let Some(finishing) = self.finishing.take() {
             self.tracer
                 .remove_function_breakpoint(Some(ProbeOwner::Finish));
