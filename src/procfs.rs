@@ -250,6 +250,23 @@ pub fn own_rss_bytes() -> Option<u64> {
     Some(pages * procfs::page_size())
 }
 
+/// fdbg's own proportional set size, in bytes (/proc/self/smaps_rollup):
+/// each page once however often fdbg maps it (the BPF ring's data is
+/// mapped twice in a row, and counts twice in the resident set), shared
+/// pages divided among the processes mapping them.
+pub fn own_pss_bytes() -> Option<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let kb: u64 = rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// The CPU time fdbg has used so far, user and system, in seconds (its
 /// own threads together, from /proc/self/stat).
 pub fn own_cpu_seconds() -> Option<f64> {

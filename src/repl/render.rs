@@ -913,8 +913,9 @@ fn stats_text(s: &StatsReport) -> String {
     let m = &s.memory;
     let _ = write!(
         out,
-        "fdbg itself: {:.1} MB resident, {:.2} s of CPU ({:.2} µs per event, {:.2} once running); {} events kept (at most {}), {} older not kept; {}, {}",
+        "fdbg itself: {:.1} MB resident ({:.1} MB proportional), {:.2} s of CPU ({:.2} µs per event, {:.2} once running); {} events kept (at most {}), {} older not kept; {}, {}",
         m.rss_bytes as f64 / 1e6,
+        m.pss_bytes as f64 / 1e6,
         m.cpu_s,
         m.cpu_us_per_event,
         m.cpu_us_per_event_running,

@@ -373,6 +373,10 @@ pub struct FirstCloseReport {
 pub struct MemoryFigures {
     /// fdbg's resident set, from /proc/self/statm.
     pub rss_bytes: u64,
+    /// Its proportional set, from /proc/self/smaps_rollup: each page
+    /// counted once (the BPF ring, mapped twice, counts twice in the
+    /// resident set).
+    pub pss_bytes: u64,
     /// fdbg's own CPU time so far (user and system), and per event
     /// recorded (of every process).
     pub cpu_s: f64,

@@ -124,6 +124,10 @@ fn a_slow_leak_among_churn_ticks_ages_and_a_bounded_window() {
     let total = num(stats, "total_events");
     assert_eq!(num(memory, "events_forgotten"), total - KEPT, "{stats}");
     assert!(num(memory, "rss_bytes") > 0, "{stats}");
+    assert!(
+        (1..=num(memory, "rss_bytes")).contains(&num(memory, "pss_bytes")),
+        "{stats}"
+    );
     assert_eq!(fd_numbers(fds).len() as i64, num(fds, "open_fds"));
     let series = stats["open_fds_over_time"].as_array().unwrap();
     assert!(series.len() >= 2 && series.len() <= 512, "{stats}");

@@ -379,6 +379,7 @@ impl Session {
         };
         let memory = MemoryFigures {
             rss_bytes: crate::procfs::own_rss_bytes().unwrap_or(0),
+            pss_bytes: crate::procfs::own_pss_bytes().unwrap_or(0),
             cpu_s,
             cpu_us_per_event: per_event(cpu_s),
             cpu_us_per_event_running: per_event(self.running_cpu),
