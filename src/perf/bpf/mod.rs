@@ -13,8 +13,10 @@
 //! `sys_exit`, which every syscall passes and where the program looks the
 //! syscall up in the `syscalls` map. Either way, for a thread whose tgid
 //! is a target's (found in its slot of an array, or in the `targets` hash
-//! where two targets share a slot), the program counts the hit, reserves a record,
-//! fills it and submits it; a full ring counts a loss instead. The counts
+//! where two targets share a slot), the program counts the hit, puts the
+//! record together in a per-CPU scratch and writes it to the ring (a
+//! record with the whole stack copy is reserved in the ring and filled
+//! there); a full ring counts a loss instead. The counts
 //! (per CPU) are what coverage is checked against, as the perf events'
 //! counts are for the perf sampler.
 //!
@@ -49,13 +51,13 @@ use super::record::{Sample, UserRegs};
 /// Kernel helpers the program calls (include/uapi/linux/bpf.h).
 const MAP_LOOKUP_ELEM: i32 = 1;
 const KTIME_GET_NS: i32 = 5;
-const JIFFIES64: i32 = 118;
 const GET_SMP_PROCESSOR_ID: i32 = 8;
 const GET_CURRENT_PID_TGID: i32 = 14;
 const GET_CURRENT_TASK_BTF: i32 = 158;
 const TASK_PT_REGS: i32 = 175;
 const PROBE_READ_USER: i32 = 112;
 const PROBE_READ_KERNEL: i32 = 113;
+const JIFFIES64: i32 = 118;
 const RINGBUF_OUTPUT: i32 = 130;
 const RINGBUF_RESERVE: i32 = 131;
 const RINGBUF_SUBMIT: i32 = 132;
@@ -826,9 +828,9 @@ fn record(
     maps: &Maps,
     stack_bytes: i32,
 ) -> Result<(), asm::AsmError> {
-    let size = i32::from(REC_STACK) + stack_bytes;
+    let record_bytes = i32::from(REC_STACK) + stack_bytes;
     a.load_map(R1, maps.ring.fd());
-    a.mov_imm(R2, size);
+    a.mov_imm(R2, record_bytes);
     a.mov_imm(R3, 0);
     a.call(RINGBUF_RESERVE);
     a.jump_imm(Cond::Eq, R0, 0, "lost");
@@ -853,15 +855,7 @@ fn record(
     a.mov_imm(R1, 0);
     a.label("copied")?;
     a.store(Size::DW, R6, REC_COPIED, R1);
-    wake_flags(
-        a,
-        config,
-        maps,
-        i32::from(REC_STACK) + stack_bytes,
-        true,
-        R2,
-        "quiet",
-    )?;
+    wake_flags(a, config, maps, record_bytes, true, R2, "quiet")?;
     a.mov(R1, R6);
     a.call(RINGBUF_SUBMIT);
     a.goto("out");

@@ -61,6 +61,14 @@ fn open_at_or_skip(at_sys_exit: bool) -> Option<BpfSampler> {
     }
 }
 
+/// The sampler with this test process as its target, and its pid.
+fn sampling_this_process() -> Option<(BpfSampler, i32)> {
+    let mut sampler = open_or_skip()?;
+    let me = std::process::id() as i32;
+    sampler.add_target(me).unwrap();
+    Some((sampler, me))
+}
+
 #[test]
 fn a_new_thread_of_a_target_is_recorded_exactly_on_every_cpu() {
     for at_sys_exit in [false, true] {
@@ -151,11 +159,9 @@ fn new_thread_recorded_exactly(mut sampler: BpfSampler) {
 
 #[test]
 fn a_removed_target_is_no_longer_recorded() {
-    let Some(mut sampler) = open_or_skip() else {
+    let Some((mut sampler, me)) = sampling_this_process() else {
         return;
     };
-    let me = std::process::id() as i32;
-    sampler.add_target(me).unwrap();
     sampler.remove_target(me).unwrap();
     assert!(!recorded(&mut sampler));
 }
@@ -176,13 +182,11 @@ fn recorded(sampler: &mut BpfSampler) -> bool {
 
 #[test]
 fn targets_that_share_a_slot_are_told_apart_by_the_hash() {
-    let Some(mut sampler) = open_or_skip() else {
+    let Some((mut sampler, me)) = sampling_this_process() else {
         return;
     };
-    let me = std::process::id() as i32;
     // A tgid in this process's slot (no process needs to have it).
     let other = me + TARGET_SLOTS as i32;
-    sampler.add_target(me).unwrap();
     assert!(recorded(&mut sampler), "alone in its slot");
     sampler.add_target(other).unwrap();
     assert!(recorded(&mut sampler), "sharing its slot");
@@ -209,11 +213,9 @@ fn close_here() {
 
 #[test]
 fn the_ring_wakes_fdbg_once_when_it_fills_past_the_threshold_not_at_every_record() {
-    let Some(mut sampler) = open_or_skip() else {
+    let Some((mut sampler, _)) = sampling_this_process() else {
         return;
     };
-    let me = std::process::id() as i32;
-    sampler.add_target(me).unwrap();
     // Whole copies (no memo): 2,048 bytes of stack and the header each, so
     // the threshold is passed after ~115 of them and the ring holds ~450.
     let record = 8 + REC_STACK as usize + STACK_BYTES as usize;
@@ -248,11 +250,9 @@ fn the_ring_wakes_fdbg_once_when_it_fills_past_the_threshold_not_at_every_record
 
 #[test]
 fn a_memo_found_again_replaces_the_stack_copy_and_a_changed_word_brings_it_back() {
-    let Some(mut sampler) = open_or_skip() else {
+    let Some((mut sampler, me)) = sampling_this_process() else {
         return;
     };
-    let me = std::process::id() as i32;
-    sampler.add_target(me).unwrap();
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -325,11 +325,9 @@ fn open_from_the_stack(
 
 #[test]
 fn a_remembered_walk_with_a_path_in_the_stack_comes_with_a_short_copy_that_holds_it() {
-    let Some(mut sampler) = open_or_skip() else {
+    let Some((mut sampler, me)) = sampling_this_process() else {
         return;
     };
-    let me = std::process::id() as i32;
-    sampler.add_target(me).unwrap();
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
